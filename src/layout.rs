@@ -1,0 +1,142 @@
+//! The shared-memory layout, byte for byte.
+//!
+//! ```text
+//! offset 0      SegmentHeader   magic, version, init word, size, creator pid,
+//!                               claim word, channel count
+//!        64     ChannelDescriptor × MAX_CHANNELS   name, two ring descriptors
+//!        page   ring block      RingControl (640 B) + data (capacity bytes)
+//!        page   ring block      ... one per channel direction
+//! ```
+//!
+//! Everything here is `#[repr(C)]` and pinned with `static_assertions`, so a
+//! parent and a child built from the same remora version agree on every
+//! offset. The peer can write any of these bytes at any time: plain fields are
+//! only read through raw pointers into private copies, and validated before
+//! use; only the atomics are ever borrowed.
+
+use crossbeam_utils::CachePadded;
+
+use crate::doorbell::Doorbell;
+use crate::sync::{AtomicU32, AtomicU64};
+
+/// "REMORA" + layout generation, little-endian: the first 8 bytes of a segment.
+pub(crate) const MAGIC: u64 = u64::from_le_bytes(*b"REMORA\x00\x01");
+/// Bumped whenever any struct in this file changes.
+pub(crate) const LAYOUT_VERSION: u32 = 1;
+/// Value of [`SegmentHeader::init`] once the creator finished writing.
+pub(crate) const INIT_READY: u32 = 0x5245_4459; // "REDY"
+/// Most channels one segment can hold.
+pub(crate) const MAX_CHANNELS: usize = 32;
+/// Longest channel name, in bytes.
+pub(crate) const MAX_NAME_LEN: usize = 48;
+/// Ring blocks start on page boundaries.
+pub(crate) const PAGE: usize = 4096;
+
+/// Direction index of the parent→child ring in a [`ChannelDescriptor`].
+pub(crate) const PARENT_TO_CHILD: usize = 0;
+/// Direction index of the child→parent ring in a [`ChannelDescriptor`].
+pub(crate) const CHILD_TO_PARENT: usize = 1;
+
+/// The fixed header at offset 0.
+#[repr(C)]
+pub(crate) struct SegmentHeader {
+    /// [`MAGIC`].
+    pub(crate) magic: u64,
+    /// [`LAYOUT_VERSION`].
+    pub(crate) version: u32,
+    /// [`INIT_READY`] once everything else is written (Release store).
+    pub(crate) init: AtomicU32,
+    /// Total segment size in bytes, as created.
+    pub(crate) total_size: u64,
+    /// The creating process, for the stale-segment sweep.
+    pub(crate) creator_pid: u32,
+    /// Number of used entries in `channels`.
+    pub(crate) channel_count: u32,
+    /// 0 until a child claims the segment (compare-exchange to 1).
+    pub(crate) claimed: AtomicU32,
+    pub(crate) _reserved: [u32; 7],
+    /// The channel directory.
+    pub(crate) channels: [ChannelDescriptor; MAX_CHANNELS],
+}
+
+/// One named duplex channel: two rings.
+#[repr(C)]
+pub(crate) struct ChannelDescriptor {
+    /// UTF-8 name, `name_len` bytes used.
+    pub(crate) name: [u8; MAX_NAME_LEN],
+    pub(crate) name_len: u32,
+    pub(crate) _pad: u32,
+    /// Indexed by [`PARENT_TO_CHILD`] / [`CHILD_TO_PARENT`].
+    pub(crate) rings: [RingDescriptor; 2],
+    pub(crate) _reserved: [u8; 24],
+}
+
+/// Where one ring lives and what it carries.
+#[repr(C)]
+pub(crate) struct RingDescriptor {
+    /// Offset of the ring's [`RingControl`] from the segment start.
+    pub(crate) offset: u64,
+    /// Data capacity in bytes (a power of two); data follows the control block.
+    pub(crate) capacity: u64,
+    /// Message type fingerprint: 0 until the first side opens the channel.
+    pub(crate) fingerprint: AtomicU64,
+}
+
+/// The control block in front of every ring's data. Only atomics: both sides
+/// may hold references to it.
+#[repr(C)]
+#[derive(Debug, Default)]
+pub(crate) struct RingControl {
+    /// Bytes ever published by the producer (monotonic; Release-stored).
+    pub(crate) tail: CachePadded<AtomicU64>,
+    /// Bytes ever released by the consumer (monotonic; Release-stored).
+    pub(crate) head: CachePadded<AtomicU64>,
+    /// The consumer sleeps here waiting for data.
+    pub(crate) data_bell: CachePadded<Doorbell>,
+    /// The producer sleeps here waiting for space.
+    pub(crate) space_bell: CachePadded<Doorbell>,
+    /// Which ends have hung up.
+    pub(crate) ends: CachePadded<Ends>,
+}
+
+/// Close flags of one ring: 1 once that end is gone (Release-stored).
+#[repr(C)]
+#[derive(Debug, Default)]
+pub(crate) struct Ends {
+    pub(crate) producer_closed: AtomicU32,
+    pub(crate) consumer_closed: AtomicU32,
+}
+
+/// Size of the control block; ring data starts this far into a ring block.
+pub(crate) const RING_CONTROL_SIZE: usize = size_of::<RingControl>();
+
+#[cfg(not(loom))]
+mod checks {
+    use super::*;
+    use static_assertions::{const_assert, const_assert_eq};
+    use std::mem::offset_of;
+
+    const_assert_eq!(offset_of!(SegmentHeader, magic), 0);
+    const_assert_eq!(offset_of!(SegmentHeader, version), 8);
+    const_assert_eq!(offset_of!(SegmentHeader, init), 12);
+    const_assert_eq!(offset_of!(SegmentHeader, total_size), 16);
+    const_assert_eq!(offset_of!(SegmentHeader, creator_pid), 24);
+    const_assert_eq!(offset_of!(SegmentHeader, channel_count), 28);
+    const_assert_eq!(offset_of!(SegmentHeader, claimed), 32);
+    const_assert_eq!(offset_of!(SegmentHeader, channels), 64);
+    const_assert_eq!(size_of::<ChannelDescriptor>(), 128);
+    const_assert_eq!(offset_of!(ChannelDescriptor, rings), 56);
+    const_assert_eq!(size_of::<RingDescriptor>(), 24);
+    const_assert_eq!(size_of::<SegmentHeader>(), 64 + 128 * MAX_CHANNELS);
+    const_assert!(size_of::<SegmentHeader>() <= 2 * PAGE);
+    // Producer- and consumer-written words never share a cache line.
+    const_assert_eq!(offset_of!(RingControl, tail), 0);
+    const_assert_eq!(offset_of!(RingControl, head), 128);
+    const_assert_eq!(offset_of!(RingControl, data_bell), 256);
+    const_assert_eq!(offset_of!(RingControl, space_bell), 384);
+    const_assert_eq!(offset_of!(RingControl, ends), 512);
+    const_assert_eq!(RING_CONTROL_SIZE, 640);
+    // Ring data must start 16-aligned for rkyv (it is 128-aligned).
+    const_assert_eq!(RING_CONTROL_SIZE % 128, 0);
+    const_assert_eq!(size_of::<Doorbell>(), 8);
+}

@@ -1,0 +1,205 @@
+//! A single-producer single-consumer byte ring of variable-length frames.
+//!
+//! The ring knows nothing of rkyv, futexes or processes: it moves frames
+//! through a raw memory region described by a [`RingRegion`].
+//!
+//! # Positions
+//!
+//! `head` (consumer) and `tail` (producer) are monotonic `u64` byte counts;
+//! the data index is `pos & (cap - 1)` with `cap` a power of two. `tail - head`
+//! is the number of bytes in flight, so full (`== cap`) and empty (`== 0`)
+//! never collide, and 64 bits never wrap in practice.
+//!
+//! # Frames
+//!
+//! A frame is a 16-byte [`FrameHeader`] followed by its payload, padded to a
+//! multiple of 16 bytes, so every payload starts 16-aligned (rkyv needs it).
+//! Frames never wrap: when a frame does not fit before the end of the data,
+//! the producer writes a PAD frame covering the rest and puts the frame at
+//! index 0. The PAD and the frame are published by the same tail store. The
+//! largest payload that always fits is `cap / 2 - 16`
+//! ([`RingRegion::max_payload`]); larger payloads are refused.
+//!
+//! # Trust
+//!
+//! The peer can write the control block and the data at any time. Each side
+//! keeps its own position and the capacity in private fields, reads the
+//! peer's index once into a local, and validates it and every frame header
+//! before use. A violation is a [`RingFault`] that poisons that end for good.
+
+mod consumer;
+mod producer;
+
+pub(crate) use consumer::{Consumer, Frame};
+pub(crate) use producer::{Grant, Producer, ReserveError};
+
+use std::fmt;
+use std::ptr::NonNull;
+
+use crate::layout::RingControl;
+
+/// Bytes in a frame header; also the frame alignment.
+pub(crate) const FRAME_HEADER: usize = 16;
+/// Every frame starts and ends on this alignment.
+pub(crate) const FRAME_ALIGN: u64 = 16;
+/// Smallest accepted capacity.
+pub(crate) const MIN_CAPACITY: usize = 64;
+/// Largest accepted capacity (frame lengths are `u32`).
+pub(crate) const MAX_CAPACITY: usize = 1 << 31;
+
+/// `kind` of a frame carrying a message ("MSG1").
+const KIND_MSG: u32 = 0x3147_534d;
+/// `kind` of a frame that only skips to the end of the data ("PAD1").
+const KIND_PAD: u32 = 0x3144_4150;
+
+/// The header in front of every frame, as it sits in the ring.
+#[repr(C, align(16))]
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct FrameHeader {
+    /// Exact payload length in bytes (without padding).
+    pub(crate) len: u32,
+    /// [`KIND_MSG`] or [`KIND_PAD`].
+    pub(crate) kind: u32,
+    pub(crate) _reserved: u64,
+}
+static_assertions::const_assert_eq!(size_of::<FrameHeader>(), FRAME_HEADER);
+
+/// Frame size for a payload of `len` bytes: header plus padded payload.
+#[inline]
+pub(crate) const fn frame_size(len: u64) -> u64 {
+    FRAME_HEADER as u64 + ((len + FRAME_ALIGN - 1) & !(FRAME_ALIGN - 1))
+}
+
+/// A protocol violation seen in the ring: the peer (or something else)
+/// wrote values no correct producer/consumer can produce.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RingFault {
+    /// The peer's index moved backwards, past ours, or off alignment.
+    BadIndex {
+        /// The value read from shared memory.
+        seen: u64,
+        /// Our own position at the time.
+        ours: u64,
+    },
+    /// The peer published more bytes than the ring holds.
+    Overfull {
+        /// Bytes claimed in flight.
+        in_flight: u64,
+        /// Ring capacity.
+        capacity: u64,
+    },
+    /// A frame header has an unknown kind.
+    BadKind {
+        /// The kind word found.
+        kind: u32,
+        /// Ring position of the frame.
+        pos: u64,
+    },
+    /// A frame's length runs past the data end, past what was published, or
+    /// past the largest deliverable message; or a PAD frame does not end
+    /// exactly at the data end.
+    BadLength {
+        /// The length word found.
+        len: u32,
+        /// Ring position of the frame.
+        pos: u64,
+    },
+}
+
+impl fmt::Display for RingFault {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match *self {
+            RingFault::BadIndex { seen, ours } => {
+                write!(f, "peer index {seen} is inconsistent with ours ({ours})")
+            }
+            RingFault::Overfull {
+                in_flight,
+                capacity,
+            } => write!(
+                f,
+                "peer published {in_flight} bytes into a ring of {capacity}"
+            ),
+            RingFault::BadKind { kind, pos } => {
+                write!(f, "frame at position {pos} has unknown kind {kind:#x}")
+            }
+            RingFault::BadLength { len, pos } => {
+                write!(f, "frame at position {pos} has impossible length {len}")
+            }
+        }
+    }
+}
+
+/// Where a ring lives: its control block and its data bytes.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct RingRegion {
+    ctrl: NonNull<RingControl>,
+    data: NonNull<u8>,
+    /// Private copy of the capacity: never re-read from shared memory.
+    cap: u64,
+}
+
+// SAFETY: a region is a pair of pointers into memory that outlives every
+// producer/consumer built on it (their owners keep the mapping alive); the
+// protocol, not the pointer type, governs access.
+unsafe impl Send for RingRegion {}
+
+impl RingRegion {
+    /// Describes a ring.
+    ///
+    /// # Safety
+    ///
+    /// `ctrl` must point to an initialised [`RingControl`] and `data` to
+    /// `cap` bytes, both valid (and 16-aligned for `data`) for as long as any
+    /// [`Producer`] or [`Consumer`] made from this region exists. `cap` must
+    /// be a power of two in `MIN_CAPACITY..=MAX_CAPACITY`. At most one
+    /// producer and one consumer may exist for a ring, across all processes.
+    pub(crate) unsafe fn new(ctrl: NonNull<RingControl>, data: NonNull<u8>, cap: usize) -> Self {
+        debug_assert!(cap.is_power_of_two() && (MIN_CAPACITY..=MAX_CAPACITY).contains(&cap));
+        debug_assert_eq!(data.as_ptr() as usize % FRAME_ALIGN as usize, 0);
+        RingRegion {
+            ctrl,
+            data,
+            cap: cap as u64,
+        }
+    }
+
+    /// The shared control block. Only atomics, so a shared reference is sound
+    /// even though the peer writes it.
+    #[inline]
+    pub(crate) fn ctrl(&self) -> &RingControl {
+        // SAFETY: `new`'s contract keeps the control block alive and
+        // initialised while `self` is usable; it holds only atomics.
+        unsafe { self.ctrl.as_ref() }
+    }
+
+    /// Data capacity in bytes.
+    #[inline]
+    pub(crate) fn capacity(&self) -> u64 {
+        self.cap
+    }
+
+    /// The largest payload [`Producer::reserve`] will grant: `cap / 2 - 16`,
+    /// which fits in an empty ring whatever its position.
+    #[inline]
+    pub(crate) fn max_payload(&self) -> usize {
+        (self.cap / 2) as usize - FRAME_HEADER
+    }
+
+    /// Pointer to data index `idx` (`idx <= cap`: the payload pointer of an
+    /// empty frame at the very end is one past the data).
+    #[inline]
+    fn at(&self, idx: u64) -> *mut u8 {
+        debug_assert!(idx <= self.cap);
+        // SAFETY: idx <= cap keeps the pointer inside the data region or one
+        // past its end.
+        unsafe { self.data.as_ptr().add(idx as usize) }
+    }
+
+    #[inline]
+    fn index(&self, pos: u64) -> u64 {
+        pos & (self.cap - 1)
+    }
+}
+
+#[cfg(all(test, not(loom)))]
+mod tests;

@@ -1,0 +1,202 @@
+//! The writing end of a ring: reserve space, write in place, commit.
+
+use super::{FRAME_ALIGN, FRAME_HEADER, FrameHeader, KIND_MSG, KIND_PAD, RingFault, RingRegion, frame_size};
+use crate::sync::Ordering;
+
+/// The producer end. Owns the tail; reads the head only when the ring looks
+/// full (cached head).
+#[derive(Debug)]
+pub(crate) struct Producer {
+    region: RingRegion,
+    /// Our tail. Only we write it, so it is never re-read from shared memory.
+    tail: u64,
+    /// The last head we read; space up to it is known free.
+    cached_head: u64,
+    fault: Option<RingFault>,
+}
+
+/// Why [`Producer::reserve`] gave nothing.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum ReserveError {
+    /// Not enough contiguous free space right now; retry after the consumer
+    /// releases.
+    Full,
+    /// The payload exceeds [`RingRegion::max_payload`]; it never fits.
+    TooLarge,
+    /// The consumer published an impossible head earlier.
+    Fault(RingFault),
+}
+
+/// Contiguous space granted by [`Producer::reserve`]; publishes nothing until
+/// passed to [`Producer::commit`]. Dropping it abandons the space.
+#[derive(Debug)]
+#[must_use = "a grant publishes nothing until committed"]
+pub(crate) struct Grant {
+    /// First payload byte (16-aligned, inside the ring data).
+    pub(crate) payload: *mut u8,
+    /// Writable payload bytes at `payload`.
+    pub(crate) len: usize,
+    /// Bytes of PAD frame to write at the old tail first (0: none).
+    pad: u64,
+}
+
+impl Producer {
+    /// Takes the producer end of a ring, resuming at its current tail.
+    ///
+    /// # Safety
+    ///
+    /// No other producer may exist for this ring, in any process, while this
+    /// one lives.
+    pub(crate) unsafe fn new(region: RingRegion) -> Result<Self, RingFault> {
+        let ctrl = region.ctrl();
+        // Acquire: pairs with the Release stores of the previous owner / the
+        // consumer, so the values we start from are complete.
+        let tail = ctrl.tail.load(Ordering::Acquire);
+        let head = ctrl.head.load(Ordering::Acquire);
+        let mut p = Producer {
+            region,
+            tail,
+            cached_head: head,
+            fault: None,
+        };
+        if tail % FRAME_ALIGN != 0 || head > tail || tail - head > region.capacity() {
+            return Err(p.poison(RingFault::BadIndex {
+                seen: head,
+                ours: tail,
+            }));
+        }
+        Ok(p)
+    }
+
+    /// The ring this producer writes.
+    pub(crate) fn region(&self) -> &RingRegion {
+        &self.region
+    }
+
+    /// The fault that poisoned this end, if any.
+    pub(crate) fn fault(&self) -> Option<RingFault> {
+        self.fault
+    }
+
+    fn poison(&mut self, fault: RingFault) -> RingFault {
+        self.fault = Some(fault);
+        fault
+    }
+
+    /// Grants contiguous space for a payload of at least `min` bytes.
+    ///
+    /// The grant is as large as the contiguous free space allows, capped at
+    /// [`RingRegion::max_payload`]: a caller that does not know its size in
+    /// advance serialises into it and, if that overflows, asks again with a
+    /// larger `min`. Space at the tail is preferred; if it is too small the
+    /// grant starts at index 0 behind a PAD frame.
+    #[inline]
+    pub(crate) fn reserve(&mut self, min: usize) -> Result<Grant, ReserveError> {
+        if let Some(f) = self.fault {
+            return Err(ReserveError::Fault(f));
+        }
+        let max_payload = self.region.max_payload();
+        if min > max_payload {
+            return Err(ReserveError::TooLarge);
+        }
+        let need = frame_size(min as u64);
+        if let Some(grant) = self.try_grant(need) {
+            return Ok(grant);
+        }
+        self.refresh_head().map_err(ReserveError::Fault)?;
+        self.try_grant(need).ok_or(ReserveError::Full)
+    }
+
+    /// Tries to place a frame of `need` bytes using the cached head.
+    #[inline]
+    fn try_grant(&self, need: u64) -> Option<Grant> {
+        let cap = self.region.capacity();
+        let free = cap - (self.tail - self.cached_head);
+        let idx = self.region.index(self.tail);
+        let to_end = cap - idx;
+        let max_payload = self.region.max_payload();
+        // Space at the tail, up to the data end or the head.
+        let here = free.min(to_end);
+        if here >= need {
+            return Some(Grant {
+                payload: self.region.at(idx + FRAME_HEADER as u64),
+                len: ((here as usize) - FRAME_HEADER).min(max_payload),
+                pad: 0,
+            });
+        }
+        // Space at index 0, behind a PAD frame that fills the rest.
+        if free > to_end && free - to_end >= need {
+            let wrapped = free - to_end;
+            return Some(Grant {
+                payload: self.region.at(FRAME_HEADER as u64),
+                len: ((wrapped as usize) - FRAME_HEADER).min(max_payload),
+                pad: to_end,
+            });
+        }
+        None
+    }
+
+    /// Re-reads the consumer's head and validates it.
+    fn refresh_head(&mut self) -> Result<(), RingFault> {
+        // Acquire: pairs with the consumer's Release store of `head`, so its
+        // reads of the frames it released happened before we overwrite them.
+        let head = self.region.ctrl().head.load(Ordering::Acquire);
+        if head < self.cached_head || head > self.tail || head % FRAME_ALIGN != 0 {
+            return Err(self.poison(RingFault::BadIndex {
+                seen: head,
+                ours: self.tail,
+            }));
+        }
+        self.cached_head = head;
+        Ok(())
+    }
+
+    /// Publishes `len` bytes of the grant's payload as one message (and the
+    /// PAD frame in front of it, if any) with a single Release store.
+    ///
+    /// The caller must have written the payload bytes; `len <= grant.len`.
+    #[inline]
+    pub(crate) fn commit(&mut self, grant: Grant, len: usize) {
+        assert!(len <= grant.len, "commit of {len} bytes exceeds the grant of {}", grant.len);
+        let mut pos = self.tail;
+        if grant.pad != 0 {
+            self.write_header(pos, (grant.pad as usize - FRAME_HEADER) as u32, KIND_PAD);
+            pos += grant.pad;
+        }
+        self.write_header(pos, len as u32, KIND_MSG);
+        self.tail = pos + frame_size(len as u64);
+        // Release: the frame headers and payload written above become visible
+        // to a consumer that Acquire-loads this tail.
+        self.region.ctrl().tail.store(self.tail, Ordering::Release);
+    }
+
+    #[inline]
+    fn write_header(&self, pos: u64, len: u32, kind: u32) {
+        let header = FrameHeader {
+            len,
+            kind,
+            _reserved: 0,
+        };
+        let dst = self.region.at(self.region.index(pos)).cast::<FrameHeader>();
+        // SAFETY: `pos` is a 16-aligned position inside space we own (granted
+        // and not yet published), so the 16 bytes are in bounds, aligned, and
+        // not read by the consumer until the Release store in `commit`.
+        unsafe { dst.write_volatile(header) };
+    }
+
+    /// Whether a frame needing `min` payload bytes could be reserved now,
+    /// re-reading the head. Used by waiters as their wake-up condition; also
+    /// true once the end is poisoned, so the waiter returns to see the fault.
+    pub(crate) fn has_space(&mut self, min: usize) -> bool {
+        let need = frame_size(min as u64);
+        if self.fault.is_some() || self.try_grant(need).is_some() {
+            return true;
+        }
+        self.refresh_head().is_err() || self.try_grant(need).is_some()
+    }
+
+    /// Whether the consumer has released everything we published.
+    pub(crate) fn is_drained(&mut self) -> bool {
+        self.refresh_head().is_ok() && self.cached_head == self.tail
+    }
+}

@@ -1,0 +1,262 @@
+//! Ring unit tests on a heap-backed region.
+
+use std::collections::VecDeque;
+use std::ptr::NonNull;
+
+use super::*;
+use crate::layout::RingControl;
+
+/// A ring in ordinary heap memory.
+struct HeapRing {
+    ctrl: Box<RingControl>,
+    data: Vec<u128>, // u128 for 16-byte alignment
+}
+
+impl HeapRing {
+    fn new(cap: usize) -> HeapRing {
+        HeapRing {
+            ctrl: Box::default(),
+            data: vec![0u128; cap / 16],
+        }
+    }
+
+    fn region(&mut self) -> RingRegion {
+        let cap = self.data.len() * 16;
+        // SAFETY: both allocations outlive the test's producer and consumer,
+        // which are dropped before `self`.
+        unsafe {
+            RingRegion::new(
+                NonNull::from(&mut *self.ctrl),
+                NonNull::new(self.data.as_mut_ptr().cast()).unwrap(),
+                cap,
+            )
+        }
+    }
+
+    fn ends(&mut self) -> (Producer, Consumer) {
+        let r = self.region();
+        // SAFETY: one producer and one consumer per test ring.
+        unsafe { (Producer::new(r).unwrap(), Consumer::new(r).unwrap()) }
+    }
+
+    fn data_bytes(&mut self) -> &mut [u8] {
+        let len = self.data.len() * 16;
+        // SAFETY: the Vec's buffer is `len` initialised bytes.
+        unsafe { std::slice::from_raw_parts_mut(self.data.as_mut_ptr().cast(), len) }
+    }
+}
+
+fn push(p: &mut Producer, bytes: &[u8]) -> Result<(), ReserveError> {
+    let g = p.reserve(bytes.len())?;
+    // SAFETY: the grant covers at least `bytes.len()` writable bytes.
+    unsafe { std::ptr::copy_nonoverlapping(bytes.as_ptr(), g.payload, bytes.len()) };
+    p.commit(g, bytes.len());
+    Ok(())
+}
+
+fn pop(c: &mut Consumer) -> Option<Vec<u8>> {
+    let f = c.peek().unwrap()?;
+    assert_eq!(f.payload as usize % 16, 0, "payload not 16-aligned");
+    // SAFETY: a validated frame's payload is `len` readable bytes.
+    let v = unsafe { std::slice::from_raw_parts(f.payload, f.len) }.to_vec();
+    c.release(f);
+    Some(v)
+}
+
+#[test]
+fn empty_ring_peeks_none() {
+    let mut r = HeapRing::new(256);
+    let (_p, mut c) = r.ends();
+    assert!(pop(&mut c).is_none());
+    assert!(!c.has_data());
+}
+
+#[test]
+fn fills_then_reports_full_then_drains() {
+    let mut r = HeapRing::new(256);
+    let (mut p, mut c) = r.ends();
+    // 48-byte payload -> 64-byte frame; 4 fill a 256-byte ring.
+    for i in 0..4u8 {
+        push(&mut p, &[i; 48]).unwrap();
+    }
+    assert_eq!(push(&mut p, &[9; 1]), Err(ReserveError::Full));
+    assert!(!p.has_space(0));
+    assert_eq!(pop(&mut c).unwrap(), vec![0u8; 48]);
+    assert!(p.has_space(48));
+    push(&mut p, &[4; 48]).unwrap();
+    for i in 1..5u8 {
+        assert_eq!(pop(&mut c).unwrap(), vec![i; 48]);
+    }
+    assert!(pop(&mut c).is_none());
+    assert!(p.is_drained());
+}
+
+#[test]
+fn wraps_with_a_pad_frame() {
+    let mut r = HeapRing::new(256);
+    let (mut p, mut c) = r.ends();
+    push(&mut p, &[1; 100]).unwrap(); // 128-byte frame at 0
+    push(&mut p, &[2; 50]).unwrap(); // 80-byte frame at 128, tail = 208
+    assert_eq!(pop(&mut c).unwrap(), vec![1; 100]);
+    // 48 bytes left before the end: a 64-byte frame must wrap to index 0.
+    push(&mut p, &[3; 40]).unwrap();
+    let raw = r.data_bytes();
+    let pad_kind = u32::from_ne_bytes(raw[212..216].try_into().unwrap());
+    assert_eq!(pad_kind, KIND_PAD, "PAD header expected at index 208");
+    assert_eq!(pop(&mut c).unwrap(), vec![2; 50]);
+    assert_eq!(pop(&mut c).unwrap(), vec![3; 40]);
+    assert!(pop(&mut c).is_none());
+}
+
+#[test]
+fn largest_deliverable_message_fits_at_every_position() {
+    for cap in [64usize, 256, 4096] {
+        let mut r = HeapRing::new(cap);
+        let (mut p, mut c) = r.ends();
+        let max = p.region().max_payload();
+        assert_eq!(max, cap / 2 - 16);
+        assert_eq!(p.reserve(max + 1).unwrap_err(), ReserveError::TooLarge);
+        // Walk the ring position through every 16-byte step.
+        for step in 0..(2 * cap / 16) {
+            let msg: Vec<u8> = (0..max).map(|i| (i + step) as u8).collect();
+            push(&mut p, &msg).unwrap();
+            assert_eq!(pop(&mut c).unwrap(), msg);
+            push(&mut p, &[7]).unwrap();
+            assert_eq!(pop(&mut c).unwrap(), vec![7]);
+        }
+    }
+}
+
+#[test]
+fn zero_length_messages() {
+    let mut r = HeapRing::new(64);
+    let (mut p, mut c) = r.ends();
+    for _ in 0..4 {
+        push(&mut p, &[]).unwrap();
+    }
+    assert_eq!(push(&mut p, &[]), Err(ReserveError::Full));
+    for _ in 0..4 {
+        assert_eq!(pop(&mut c).unwrap(), Vec::<u8>::new());
+    }
+    assert!(pop(&mut c).is_none());
+}
+
+#[test]
+fn uncommitted_grant_publishes_nothing() {
+    let mut r = HeapRing::new(256);
+    let (mut p, mut c) = r.ends();
+    let g = p.reserve(10).unwrap();
+    drop(g);
+    assert!(pop(&mut c).is_none());
+    push(&mut p, b"x").unwrap();
+    assert_eq!(pop(&mut c).unwrap(), b"x");
+}
+
+#[test]
+fn grant_prefers_tail_then_wraps_when_asked_for_more() {
+    let mut r = HeapRing::new(256);
+    let (mut p, mut c) = r.ends();
+    push(&mut p, &[0; 96]).unwrap(); // frame 112
+    push(&mut p, &[0; 64]).unwrap(); // frame 80, tail at 192
+    pop(&mut c).unwrap();
+    pop(&mut c).unwrap();
+    let g = p.reserve(0).unwrap();
+    assert_eq!(g.len, 48, "space before the end is offered first");
+    let g = p.reserve(g.len + 1).unwrap();
+    assert_eq!(g.len, 112, "then the wrapped space, capped at max_payload");
+}
+
+/// xorshift64*: a deterministic generator for the randomized test.
+struct Rng(u64);
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+}
+
+#[test]
+fn randomized_against_a_model_queue() {
+    let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
+    for round in 0..200 {
+        let cap = 64usize << rng.below(8); // 64 B ..= 8 KiB
+        let mut r = HeapRing::new(cap);
+        let (mut p, mut c) = r.ends();
+        let max = p.region().max_payload();
+        let mut model: VecDeque<Vec<u8>> = VecDeque::new();
+        let mut next = 0u8;
+        for _ in 0..2000 {
+            if rng.below(100) < 55 {
+                let len = match rng.below(10) {
+                    0 => 0,
+                    1 => max,
+                    2 => max + 1 + rng.below(16) as usize,
+                    _ => rng.below(max as u64 + 1) as usize,
+                };
+                let msg: Vec<u8> = (0..len).map(|i| next.wrapping_add(i as u8)).collect();
+                next = next.wrapping_add(1);
+                match push(&mut p, &msg) {
+                    Ok(()) => model.push_back(msg),
+                    Err(ReserveError::TooLarge) => assert!(len > max),
+                    Err(ReserveError::Full) => {
+                        assert!(len <= max);
+                        assert!(!model.is_empty(), "round {round}: full while empty");
+                    }
+                    Err(e) => panic!("unexpected {e:?}"),
+                }
+            } else {
+                assert_eq!(pop(&mut c), model.pop_front(), "round {round}");
+            }
+        }
+        while let Some(m) = model.pop_front() {
+            assert_eq!(pop(&mut c).unwrap(), m);
+        }
+        assert!(pop(&mut c).is_none());
+    }
+}
+
+#[test]
+fn corrupt_indices_and_headers_poison_instead_of_panicking() {
+    use crate::sync::Ordering::Relaxed;
+    // Tail beyond capacity.
+    let mut r = HeapRing::new(256);
+    let (_p, mut c) = r.ends();
+    r.ctrl.tail.store(4096, Relaxed);
+    assert!(matches!(c.peek(), Err(RingFault::Overfull { .. })));
+    assert!(c.peek().is_err(), "poison is sticky");
+    assert!(c.has_data(), "a poisoned end wakes its waiter");
+
+    // Misaligned tail.
+    let mut r = HeapRing::new(256);
+    let (_p, mut c) = r.ends();
+    r.ctrl.tail.store(17, Relaxed);
+    assert!(matches!(c.peek(), Err(RingFault::BadIndex { .. })));
+
+    // Bad kind, bad length, bad PAD.
+    for (offset, value) in [(4usize, 0xdead_beefu32), (0, 4096), (0, 200)] {
+        let mut r = HeapRing::new(256);
+        let (mut p, mut c) = r.ends();
+        push(&mut p, &[1; 32]).unwrap();
+        r.data_bytes()[offset..offset + 4].copy_from_slice(&value.to_ne_bytes());
+        assert!(c.peek().is_err(), "corruption at {offset} = {value:#x} undetected");
+    }
+    let mut r = HeapRing::new(256);
+    let (mut p, mut c) = r.ends();
+    push(&mut p, &[1; 32]).unwrap();
+    r.data_bytes()[4..8].copy_from_slice(&KIND_PAD.to_ne_bytes());
+    assert!(matches!(c.peek(), Err(RingFault::BadLength { .. })));
+
+    // Head moved past the tail.
+    let mut r = HeapRing::new(256);
+    let (mut p, _c) = r.ends();
+    push(&mut p, &[1; 100]).unwrap();
+    push(&mut p, &[1; 100]).unwrap();
+    r.ctrl.head.store(1 << 20, Relaxed);
+    assert!(matches!(p.reserve(100), Err(ReserveError::Fault(RingFault::BadIndex { .. }))));
+    assert!(p.fault().is_some());
+}
