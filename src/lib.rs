@@ -1,7 +1,48 @@
+//! # remora
+//!
+//! Zero-copy IPC between a parent process and the dedicated child it spawns.
+//!
+//! Each named duplex channel is a pair of lock-free single-producer /
+//! single-consumer rings in a POSIX shared-memory segment. Messages are
+//! rkyv-archived straight into the ring and read in place by the receiver.
+//! A side with nothing to do sleeps on a futex in the segment; a busy channel
+//! makes no system calls.
+//!
+//! ```
+//! use remora::{ChannelConfig, Segment};
+//!
+//! #[derive(rkyv::Archive, rkyv::Serialize)]
+//! struct Ping { seq: u64 }
+//!
+//! let parent = Segment::create(&[ChannelConfig::new("ping")])?;
+//! let child = Segment::open(parent.name())?; // normally in the child process
+//! let (mut tx, _) = parent.channel::<Ping, Ping>("ping")?;
+//! let (_, mut rx) = child.channel::<Ping, Ping>("ping")?;
+//! tx.send(&Ping { seq: 1 })?;
+//! assert_eq!(rx.recv()?.seq, 1);
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+//!
+//! See `ARCHITECTURE.md` for the layers and the shared-memory layout.
+
 #![deny(unsafe_op_in_unsafe_fn)]
 #![deny(clippy::undocumented_unsafe_blocks)]
+#![warn(missing_docs)]
+
+mod channel;
+mod codec;
 mod doorbell;
+mod error;
 mod layout;
+mod link;
 mod ring;
+mod segment;
 mod sync;
 mod sys;
+mod wait;
+
+pub use channel::{Message, RawMessage, RawReceiver, RawSender, Receiver, Sender};
+pub use codec::{Decode, Encode, FrameSerializer, FrameValidator, FrameWriter};
+pub use error::{ChannelError, OpenError, RecvError, RingFault, SendError};
+pub use segment::{ChannelConfig, DEFAULT_CAPACITY, Segment};
+pub use wait::WaitStrategy;

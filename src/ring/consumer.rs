@@ -1,6 +1,8 @@
 //! The reading end of a ring: peek a frame in place, release it.
 
-use super::{FRAME_ALIGN, FRAME_HEADER, FrameHeader, KIND_MSG, KIND_PAD, RingFault, RingRegion, frame_size};
+use super::{
+    FRAME_ALIGN, FRAME_HEADER, FrameHeader, KIND_MSG, KIND_PAD, RingFault, RingRegion, frame_size,
+};
 use crate::sync::Ordering;
 
 /// The consumer end. Owns the head; reads the tail only when the ring looks
@@ -56,11 +58,6 @@ impl Consumer {
     /// The ring this consumer reads.
     pub(crate) fn region(&self) -> &RingRegion {
         &self.region
-    }
-
-    /// The fault that poisoned this end, if any.
-    pub(crate) fn fault(&self) -> Option<RingFault> {
-        self.fault
     }
 
     fn poison(&mut self, fault: RingFault) -> RingFault {

@@ -31,7 +31,7 @@ mod consumer;
 mod producer;
 
 pub(crate) use consumer::{Consumer, Frame};
-pub(crate) use producer::{Grant, Producer, ReserveError};
+pub(crate) use producer::{Producer, ReserveError};
 
 use std::fmt;
 use std::ptr::NonNull;

@@ -1,6 +1,8 @@
 //! The writing end of a ring: reserve space, write in place, commit.
 
-use super::{FRAME_ALIGN, FRAME_HEADER, FrameHeader, KIND_MSG, KIND_PAD, RingFault, RingRegion, frame_size};
+use super::{
+    FRAME_ALIGN, FRAME_HEADER, FrameHeader, KIND_MSG, KIND_PAD, RingFault, RingRegion, frame_size,
+};
 use crate::sync::Ordering;
 
 /// The producer end. Owns the tail; reads the head only when the ring looks
@@ -74,6 +76,7 @@ impl Producer {
     }
 
     /// The fault that poisoned this end, if any.
+    #[cfg(test)]
     pub(crate) fn fault(&self) -> Option<RingFault> {
         self.fault
     }
@@ -157,7 +160,11 @@ impl Producer {
     /// The caller must have written the payload bytes; `len <= grant.len`.
     #[inline]
     pub(crate) fn commit(&mut self, grant: Grant, len: usize) {
-        assert!(len <= grant.len, "commit of {len} bytes exceeds the grant of {}", grant.len);
+        assert!(
+            len <= grant.len,
+            "commit of {len} bytes exceeds the grant of {}",
+            grant.len
+        );
         let mut pos = self.tail;
         if grant.pad != 0 {
             self.write_header(pos, (grant.pad as usize - FRAME_HEADER) as u32, KIND_PAD);
@@ -196,6 +203,7 @@ impl Producer {
     }
 
     /// Whether the consumer has released everything we published.
+    #[cfg(test)]
     pub(crate) fn is_drained(&mut self) -> bool {
         self.refresh_head().is_ok() && self.cached_head == self.tail
     }

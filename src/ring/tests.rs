@@ -243,7 +243,10 @@ fn corrupt_indices_and_headers_poison_instead_of_panicking() {
         let (mut p, mut c) = r.ends();
         push(&mut p, &[1; 32]).unwrap();
         r.data_bytes()[offset..offset + 4].copy_from_slice(&value.to_ne_bytes());
-        assert!(c.peek().is_err(), "corruption at {offset} = {value:#x} undetected");
+        assert!(
+            c.peek().is_err(),
+            "corruption at {offset} = {value:#x} undetected"
+        );
     }
     let mut r = HeapRing::new(256);
     let (mut p, mut c) = r.ends();
@@ -257,6 +260,9 @@ fn corrupt_indices_and_headers_poison_instead_of_panicking() {
     push(&mut p, &[1; 100]).unwrap();
     push(&mut p, &[1; 100]).unwrap();
     r.ctrl.head.store(1 << 20, Relaxed);
-    assert!(matches!(p.reserve(100), Err(ReserveError::Fault(RingFault::BadIndex { .. }))));
+    assert!(matches!(
+        p.reserve(100),
+        Err(ReserveError::Fault(RingFault::BadIndex { .. }))
+    ));
     assert!(p.fault().is_some());
 }

@@ -39,18 +39,14 @@ impl Mapping {
         if ptr == libc::MAP_FAILED {
             return Err(io::Error::last_os_error());
         }
-        let ptr = NonNull::new(ptr.cast()).ok_or_else(|| io::Error::from_raw_os_error(libc::EINVAL))?;
+        let ptr =
+            NonNull::new(ptr.cast()).ok_or_else(|| io::Error::from_raw_os_error(libc::EINVAL))?;
         Ok(Mapping { ptr, len })
     }
 
     /// The first byte of the mapping (page-aligned).
     pub(crate) fn base(&self) -> *mut u8 {
         self.ptr.as_ptr()
-    }
-
-    /// The mapped length in bytes.
-    pub(crate) fn len(&self) -> usize {
-        self.len
     }
 }
 

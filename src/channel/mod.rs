@@ -1,0 +1,43 @@
+//! Channel ends: typed ([`Sender`], [`Receiver`], [`Message`]) over raw byte
+//! ends ([`RawSender`], [`RawReceiver`], [`RawMessage`]).
+//!
+//! A sender owns the producer end of one ring, a receiver the consumer end of
+//! another; both hold an `Arc` of the segment's [`Link`](crate::link::Link)
+//! so the mapping outlives them. Ends are `Send` (serve each channel from its
+//! own thread) but not `Clone` or `Sync`: each ring has exactly one producer
+//! and one consumer.
+//!
+//! Closing: dropping a sender marks its ring closed; the receiver drains
+//! every committed message, then gets `Disconnected`. Dropping a receiver
+//! makes the peer's sends fail with `Disconnected`.
+
+mod raw_receiver;
+mod raw_sender;
+mod receiver;
+mod sender;
+
+pub use raw_receiver::{RawMessage, RawReceiver};
+pub use raw_sender::RawSender;
+pub use receiver::{Message, Receiver};
+pub use sender::Sender;
+
+use std::time::Duration;
+
+use crate::sys::clock::MonoTime;
+
+/// How long a call may wait.
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum Deadline {
+    /// `try_*`: do not wait at all.
+    Now,
+    /// Wait until this time.
+    At(MonoTime),
+}
+
+impl Deadline {
+    pub(crate) const NEVER: Deadline = Deadline::At(MonoTime::NEVER);
+
+    pub(crate) fn after(timeout: Duration) -> Deadline {
+        Deadline::At(MonoTime::after(timeout))
+    }
+}

@@ -1,0 +1,258 @@
+//! Error types, one per operation family.
+//!
+//! Every variant says what went wrong and, where there is one, what to do.
+
+use std::fmt;
+use std::io;
+
+pub use crate::ring::RingFault;
+
+/// Why a send failed. Sends borrow the message, so on error it is still the
+/// caller's to retry, log or drop.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum SendError {
+    /// `try_send` only: the ring has no room for the message right now.
+    Full,
+    /// `send_timeout` only: the ring had no room before the deadline.
+    Timeout,
+    /// The message is larger than the largest this channel carries (`max`
+    /// bytes encoded, half the ring capacity minus a 16-byte frame header).
+    /// Declare the channel with a larger capacity.
+    TooLarge {
+        /// Largest encoded message the channel accepts.
+        max: usize,
+    },
+    /// The receiving side is gone: its `Receiver` was dropped or its process
+    /// exited. Nothing more can be delivered.
+    Disconnected,
+    /// rkyv failed to serialise the value for a reason other than space,
+    /// typically a scratch area too small for its nested collections (see
+    /// `Sender::with_scratch_size`).
+    Encode,
+    /// The channel is poisoned: the peer broke the ring protocol earlier.
+    /// Every later call returns this too.
+    Corrupted(RingFault),
+}
+
+/// Why a receive failed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum RecvError {
+    /// `try_recv` only: no message is waiting.
+    Empty,
+    /// `recv_timeout` only: no message arrived before the deadline.
+    Timeout,
+    /// The sending side is gone and every message it committed has been
+    /// received. Nothing more will arrive.
+    Disconnected,
+    /// The message did not validate as the channel's type (wrong type, or
+    /// corrupted bytes). It was skipped; the channel stays usable.
+    Invalid {
+        /// Length of the rejected message in bytes.
+        len: usize,
+    },
+    /// The channel is poisoned: the peer broke the ring protocol. Every later
+    /// call returns this too.
+    Corrupted(RingFault),
+}
+
+/// Why creating or opening a segment failed.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum OpenError {
+    /// A system call failed; `op` names it (e.g. `"shm_open"`,
+    /// `"posix_fallocate"`). `ENOSPC` from `posix_fallocate` means /dev/shm
+    /// is full; `EACCES`/`EPERM` usually mean shared memory is forbidden here.
+    Io {
+        /// The failing operation.
+        op: &'static str,
+        /// The OS error.
+        source: io::Error,
+    },
+    /// No segment of that name exists (it was never created, or was already
+    /// unlinked after another process attached).
+    NotFound {
+        /// The name looked up.
+        name: String,
+    },
+    /// The object does not start with remora's magic number: not a remora
+    /// segment.
+    BadMagic {
+        /// The first 8 bytes found.
+        found: u64,
+    },
+    /// The segment was made by an incompatible remora version.
+    VersionMismatch {
+        /// Layout version in the segment.
+        found: u32,
+        /// Layout version this build speaks.
+        expected: u32,
+    },
+    /// The object's size does not match the size its header records, or is
+    /// too small to hold a header.
+    BadSize {
+        /// Size of the object.
+        actual: u64,
+        /// Size the header claims (0 if the object is too small for one).
+        recorded: u64,
+    },
+    /// The object belongs to another user: refusing to trust it.
+    WrongOwner {
+        /// Owner of the object.
+        owner: u32,
+        /// Our effective uid.
+        expected: u32,
+    },
+    /// The creator had not finished initialising the segment.
+    NotReady,
+    /// The channel directory is inconsistent (overlapping or out-of-bounds
+    /// rings, bad capacity or name).
+    BadLayout {
+        /// What is wrong.
+        reason: &'static str,
+    },
+    /// Another process already attached to this segment (e.g. a grandchild
+    /// that inherited `REMORA_CHANNEL`). A segment serves exactly one child.
+    AlreadyClaimed,
+    /// The requested configuration is not possible (capacity not a power of
+    /// two, too many channels, duplicate or over-long names).
+    InvalidConfig {
+        /// What is wrong.
+        reason: String,
+    },
+}
+
+/// Why a channel could not be taken from a segment.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ChannelError {
+    /// No channel of that name was declared; `declared` lists those that were.
+    Unknown {
+        /// The requested name.
+        name: String,
+        /// The names the segment declares.
+        declared: Vec<String>,
+    },
+    /// This side already took that channel's sender and receiver.
+    AlreadyTaken {
+        /// The channel name.
+        name: String,
+    },
+    /// The two sides declared different message types for one direction of
+    /// the channel (compare the `Out`/`In` type parameters on both sides).
+    TypeMismatch {
+        /// The channel name.
+        name: String,
+        /// `"parent-to-child"` or `"child-to-parent"`.
+        direction: &'static str,
+    },
+    /// The channel's ring indices are already inconsistent.
+    Corrupted(RingFault),
+}
+
+impl fmt::Display for SendError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            SendError::Full => f.write_str("channel is full; retry later or use send()"),
+            SendError::Timeout => f.write_str("timed out waiting for room in the channel"),
+            SendError::TooLarge { max } => write!(
+                f,
+                "message exceeds the channel's largest message of {max} bytes; declare a larger capacity"
+            ),
+            SendError::Disconnected => f.write_str("receiver is gone (dropped or its process exited)"),
+            SendError::Encode => f.write_str(
+                "rkyv could not serialise the message (scratch area too small?); see Sender::with_scratch_size",
+            ),
+            SendError::Corrupted(fault) => write!(f, "channel poisoned by a protocol violation: {fault}"),
+        }
+    }
+}
+
+impl fmt::Display for RecvError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            RecvError::Empty => f.write_str("no message waiting"),
+            RecvError::Timeout => f.write_str("timed out waiting for a message"),
+            RecvError::Disconnected => {
+                f.write_str("sender is gone and every message it sent was received")
+            }
+            RecvError::Invalid { len } => write!(
+                f,
+                "a {len}-byte message failed validation as the channel's type (wrong type or corrupt); it was skipped"
+            ),
+            RecvError::Corrupted(fault) => {
+                write!(f, "channel poisoned by a protocol violation: {fault}")
+            }
+        }
+    }
+}
+
+impl fmt::Display for OpenError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            OpenError::Io { op, source } => write!(f, "{op} failed: {source}"),
+            OpenError::NotFound { name } => write!(
+                f,
+                "no shared-memory segment named {name:?} (never created, or already attached and unlinked)"
+            ),
+            OpenError::BadMagic { found } => write!(f, "not a remora segment (magic {found:#018x})"),
+            OpenError::VersionMismatch { found, expected } => write!(
+                f,
+                "segment layout version {found}, this remora speaks {expected}: build both sides with the same remora"
+            ),
+            OpenError::BadSize { actual, recorded } => {
+                write!(f, "segment is {actual} bytes but its header records {recorded}")
+            }
+            OpenError::WrongOwner { owner, expected } => {
+                write!(f, "segment is owned by uid {owner}, not by us (uid {expected}); refusing it")
+            }
+            OpenError::NotReady => f.write_str("segment is not initialised yet"),
+            OpenError::BadLayout { reason } => write!(f, "segment directory is corrupt: {reason}"),
+            OpenError::AlreadyClaimed => f.write_str(
+                "segment already claimed by another process (was REMORA_CHANNEL inherited by a grandchild?)",
+            ),
+            OpenError::InvalidConfig { reason } => write!(f, "invalid channel configuration: {reason}"),
+        }
+    }
+}
+
+impl fmt::Display for ChannelError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ChannelError::Unknown { name, declared } => {
+                write!(
+                    f,
+                    "no channel named {name:?}; declared channels: {declared:?}"
+                )
+            }
+            ChannelError::AlreadyTaken { name } => {
+                write!(f, "channel {name:?} was already taken on this side")
+            }
+            ChannelError::TypeMismatch { name, direction } => write!(
+                f,
+                "channel {name:?}: the two sides declared different message types for the {direction} direction"
+            ),
+            ChannelError::Corrupted(fault) => write!(f, "channel is corrupt: {fault}"),
+        }
+    }
+}
+
+impl std::error::Error for SendError {}
+impl std::error::Error for RecvError {}
+impl std::error::Error for ChannelError {}
+impl std::error::Error for OpenError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            OpenError::Io { source, .. } => Some(source),
+            _ => None,
+        }
+    }
+}
+impl std::error::Error for RingFault {}
+
+impl OpenError {
+    pub(crate) fn io(op: &'static str) -> impl FnOnce(io::Error) -> OpenError {
+        move |source| OpenError::Io { op, source }
+    }
+}

@@ -1,0 +1,548 @@
+//! A named POSIX shared-memory segment holding a directory of duplex
+//! channels, each made of two rings.
+//!
+//! The creator (the parent) lays out the header, the channel directory and
+//! the rings, reserves every page up front, and publishes an init word last.
+//! The opener (the child) checks owner, size, magic, version, init word and
+//! the whole directory before it trusts anything, then claims the segment so
+//! a second opener is refused. See `ARCHITECTURE.md` for the byte layout.
+
+use std::ptr::{NonNull, addr_of, addr_of_mut};
+use std::sync::atomic::{AtomicBool, Ordering as StdOrdering};
+use std::sync::{Arc, Mutex};
+
+use crate::channel::{RawReceiver, RawSender, Receiver, Sender};
+use crate::codec::{self, Decode, Encode};
+use crate::error::{ChannelError, OpenError};
+use crate::layout::*;
+use crate::link::{Link, PeerWatch};
+use crate::ring::{MAX_CAPACITY, MIN_CAPACITY, RingRegion};
+use crate::sync::{AtomicU32, AtomicU64, Ordering};
+use crate::sys::{mapping::Mapping, random, shm};
+
+/// Default ring capacity per direction: 1 MiB (largest message 512 KiB − 16).
+pub const DEFAULT_CAPACITY: usize = 1 << 20;
+
+/// A channel to declare in a new segment.
+///
+/// ```
+/// let cfg = remora::ChannelConfig::new("echo").capacity(64 * 1024);
+/// assert_eq!(cfg.max_message(), 32 * 1024 - 16);
+/// ```
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ChannelConfig {
+    name: String,
+    capacity: usize,
+}
+
+impl ChannelConfig {
+    /// A channel named `name` with [`DEFAULT_CAPACITY`] per direction.
+    pub fn new(name: impl Into<String>) -> Self {
+        ChannelConfig {
+            name: name.into(),
+            capacity: DEFAULT_CAPACITY,
+        }
+    }
+
+    /// Sets the ring capacity of each direction in bytes: a power of two
+    /// from 64 B to 2 GiB. The largest message is half of it minus 16.
+    pub fn capacity(mut self, bytes: usize) -> Self {
+        self.capacity = bytes;
+        self
+    }
+
+    /// The channel name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The largest encoded message this configuration carries.
+    pub fn max_message(&self) -> usize {
+        self.capacity / 2 - crate::ring::FRAME_HEADER
+    }
+}
+
+/// Which end of the segment this process is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Side {
+    Creator,
+    Opener,
+}
+
+/// Private, validated copy of one directory entry.
+#[derive(Clone, Debug)]
+struct ChannelEntry {
+    name: String,
+    /// `(offset, capacity)` per direction.
+    rings: [(usize, usize); 2],
+}
+
+/// A mapped remora segment: the creator's or the opener's view.
+///
+/// The creator calls [`Segment::create`] and passes [`Segment::name`] to the
+/// other process, which calls [`Segment::open`]. Each side then takes each
+/// channel's sender and receiver once with [`Segment::channel`] (typed) or
+/// [`Segment::raw_channel`] (bytes). Channel ends keep the mapping alive, so
+/// the `Segment` may be dropped while they are in use.
+///
+/// ```
+/// use remora::{ChannelConfig, Segment};
+///
+/// let parent = Segment::create(&[ChannelConfig::new("numbers").capacity(4096)])?;
+/// // In real use this runs in the child process, given `parent.name()`.
+/// let child = Segment::open(parent.name())?;
+///
+/// let (mut tx, _rx) = parent.channel::<u64, u64>("numbers")?;
+/// let (_tx, mut rx) = child.channel::<u64, u64>("numbers")?;
+/// tx.send(&42)?;
+/// assert_eq!(*rx.recv()?, 42);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+#[derive(Debug)]
+pub struct Segment {
+    link: Arc<Link>,
+    name: String,
+    side: Side,
+    channels: Vec<ChannelEntry>,
+    taken: Mutex<Vec<bool>>,
+    unlinked: AtomicBool,
+}
+
+impl Segment {
+    /// Creates a segment declaring `channels`, under a fresh unguessable
+    /// name `/remora-<pid>-<128 random bits>` (mode 0600, `O_EXCL`).
+    ///
+    /// Every page is reserved now, so a full `/dev/shm` is an
+    /// [`OpenError::Io`] from `posix_fallocate` here, never a SIGBUS later.
+    pub fn create(channels: &[ChannelConfig]) -> Result<Segment, OpenError> {
+        let (entries, total) = plan(channels)?;
+        let name = format!(
+            "/remora-{}-{:032x}",
+            std::process::id(),
+            random::random_u128().map_err(OpenError::io("getrandom"))?
+        );
+        let fd = shm::create(&name).map_err(OpenError::io("shm_open"))?;
+        let mapped = shm::size_and_reserve(&fd, total)
+            .map_err(OpenError::io("posix_fallocate"))
+            .and_then(|()| Mapping::new(&fd, total).map_err(OpenError::io("mmap")));
+        let mapping = match mapped {
+            Ok(m) => m,
+            Err(e) => {
+                let _ = shm::unlink(&name);
+                return Err(e);
+            }
+        };
+        // SAFETY: the mapping is fresh, `total` bytes long, page-aligned, and
+        // no other process knows its name yet: we are its only writer.
+        unsafe { initialise(mapping.base(), total, &entries) };
+        Ok(Segment {
+            link: Arc::new(Link::new(mapping, PeerWatch::Untracked)),
+            name,
+            side: Side::Creator,
+            taken: Mutex::new(vec![false; entries.len()]),
+            channels: entries,
+            unlinked: AtomicBool::new(false),
+        })
+    }
+
+    /// Opens, validates and claims the segment `name` made by
+    /// [`Segment::create`] in another process (or this one).
+    ///
+    /// Checks, before trusting anything: the object is ours (owner uid), its
+    /// size matches its header, magic, layout version, init word, and every
+    /// channel's ring placement. Then claims it: a second `open` of the same
+    /// segment fails with [`OpenError::AlreadyClaimed`].
+    pub fn open(name: &str) -> Result<Segment, OpenError> {
+        let fd = shm::open(name).map_err(|e| match e.raw_os_error() {
+            Some(libc::ENOENT) | Some(libc::EINVAL) => OpenError::NotFound {
+                name: name.to_owned(),
+            },
+            _ => OpenError::Io {
+                op: "shm_open",
+                source: e,
+            },
+        })?;
+        let info = shm::stat(&fd).map_err(OpenError::io("fstat"))?;
+        let uid = shm::current_uid();
+        if info.owner_uid != uid {
+            return Err(OpenError::WrongOwner {
+                owner: info.owner_uid,
+                expected: uid,
+            });
+        }
+        if info.mode & 0o077 != 0 {
+            return Err(OpenError::BadLayout {
+                reason: "segment is accessible to other users (mode is not 0600)",
+            });
+        }
+        let header_size = size_of::<SegmentHeader>() as u64;
+        if info.size < header_size {
+            return Err(OpenError::BadSize {
+                actual: info.size,
+                recorded: 0,
+            });
+        }
+        let len = usize::try_from(info.size).map_err(|_| OpenError::BadSize {
+            actual: info.size,
+            recorded: 0,
+        })?;
+        let mapping = Mapping::new(&fd, len).map_err(OpenError::io("mmap"))?;
+        // SAFETY: the mapping is `len >= size_of::<SegmentHeader>()` bytes.
+        let entries = unsafe { validate(mapping.base(), len)? };
+        // SAFETY: validated above: the header is in bounds; `claimed` is an
+        // aligned atomic word.
+        let claimed = unsafe { &*addr_of!((*mapping.base().cast::<SegmentHeader>()).claimed) };
+        // AcqRel: exactly one opener wins; the winner sees the creator's
+        // writes (already ordered by the init word's Acquire load).
+        if claimed
+            .compare_exchange(0, 1, Ordering::AcqRel, Ordering::Acquire)
+            .is_err()
+        {
+            return Err(OpenError::AlreadyClaimed);
+        }
+        Ok(Segment {
+            link: Arc::new(Link::new(mapping, PeerWatch::Untracked)),
+            name: name.to_owned(),
+            side: Side::Opener,
+            taken: Mutex::new(vec![false; entries.len()]),
+            channels: entries,
+            unlinked: AtomicBool::new(true),
+        })
+    }
+
+    /// The segment's name, to pass to [`Segment::open`] in the other process.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The declared channel names, in declaration order.
+    pub fn channel_names(&self) -> impl Iterator<Item = &str> {
+        self.channels.iter().map(|c| c.name.as_str())
+    }
+
+    /// Whether an opener has claimed the segment.
+    pub fn is_claimed(&self) -> bool {
+        // SAFETY: the header was validated at create/open; `claimed` is an
+        // aligned atomic word inside the live mapping.
+        let claimed =
+            unsafe { &*addr_of!((*self.link.mapping().base().cast::<SegmentHeader>()).claimed) };
+        // Acquire: pairs with the opener's claim.
+        claimed.load(Ordering::Acquire) != 0
+    }
+
+    /// Removes the segment's name from `/dev/shm` (creator only; a no-op
+    /// when already done). Existing mappings, in both processes, stay valid.
+    /// The creator also does this on drop.
+    pub fn unlink(&self) -> Result<(), OpenError> {
+        if self.unlinked.swap(true, StdOrdering::AcqRel) {
+            return Ok(());
+        }
+        shm::unlink(&self.name).map_err(OpenError::io("shm_unlink"))
+    }
+
+    /// Takes this side's ends of channel `name`: a sender of `Out` and a
+    /// receiver of `In`.
+    ///
+    /// The two processes must agree: the creator's `Out` is the opener's
+    /// `In` and vice versa. A disagreement is caught here, on whichever side
+    /// opens second, as [`ChannelError::TypeMismatch`].
+    pub fn channel<Out: Encode, In: Decode>(
+        &self,
+        name: &str,
+    ) -> Result<(Sender<Out>, Receiver<In>), ChannelError> {
+        let (producer, consumer) = self.take(
+            name,
+            codec::fingerprint::<Out>(),
+            codec::fingerprint::<In>(),
+        )?;
+        Ok((Sender::from_raw(producer), Receiver::from_raw(consumer)))
+    }
+
+    /// Takes this side's ends of channel `name` as raw byte channels, for
+    /// callers with their own encoding. Both sides must use raw ends.
+    pub fn raw_channel(&self, name: &str) -> Result<(RawSender, RawReceiver), ChannelError> {
+        self.take(name, codec::RAW_FINGERPRINT, codec::RAW_FINGERPRINT)
+    }
+
+    fn take(
+        &self,
+        name: &str,
+        out_fp: u64,
+        in_fp: u64,
+    ) -> Result<(RawSender, RawReceiver), ChannelError> {
+        let index = self
+            .channels
+            .iter()
+            .position(|c| c.name == name)
+            .ok_or_else(|| ChannelError::Unknown {
+                name: name.to_owned(),
+                declared: self.channel_names().map(str::to_owned).collect(),
+            })?;
+        let mut taken = self.taken.lock().unwrap_or_else(|p| p.into_inner());
+        if taken[index] {
+            return Err(ChannelError::AlreadyTaken {
+                name: name.to_owned(),
+            });
+        }
+        let (out_dir, in_dir) = match self.side {
+            Side::Creator => (PARENT_TO_CHILD, CHILD_TO_PARENT),
+            Side::Opener => (CHILD_TO_PARENT, PARENT_TO_CHILD),
+        };
+        self.agree_fingerprint(index, out_dir, out_fp)?;
+        self.agree_fingerprint(index, in_dir, in_fp)?;
+        let out_region = self.region(index, out_dir);
+        let in_region = self.region(index, in_dir);
+        // SAFETY: `taken` guarantees one end per channel per side in this
+        // process, the side decides which ring we produce into, and the
+        // claim guarantees a single process per side.
+        let sender = unsafe { RawSender::new(out_region, Arc::clone(&self.link)) }
+            .map_err(ChannelError::Corrupted)?;
+        // SAFETY: as above, for the consuming direction.
+        let receiver = unsafe { RawReceiver::new(in_region, Arc::clone(&self.link)) }
+            .map_err(ChannelError::Corrupted)?;
+        taken[index] = true;
+        Ok((sender, receiver))
+    }
+
+    /// Records our fingerprint for a direction, or checks the one the other
+    /// side recorded.
+    fn agree_fingerprint(&self, index: usize, dir: usize, fp: u64) -> Result<(), ChannelError> {
+        // SAFETY: `index` is a validated directory entry and `dir < 2`; the
+        // fingerprint is an aligned atomic word inside the mapping.
+        let slot: &AtomicU64 = unsafe {
+            let header = self.link.mapping().base().cast::<SegmentHeader>();
+            &*addr_of!((*header).channels[index].rings[dir].fingerprint)
+        };
+        // AcqRel/Acquire: whichever side records first, the other reads it.
+        match slot.compare_exchange(0, fp, Ordering::AcqRel, Ordering::Acquire) {
+            Ok(_) => Ok(()),
+            Err(existing) if existing == fp => Ok(()),
+            Err(_) => Err(ChannelError::TypeMismatch {
+                name: self.channels[index].name.clone(),
+                direction: if dir == PARENT_TO_CHILD {
+                    "parent-to-child"
+                } else {
+                    "child-to-parent"
+                },
+            }),
+        }
+    }
+
+    fn region(&self, index: usize, dir: usize) -> RingRegion {
+        let (offset, capacity) = self.channels[index].rings[dir];
+        let base = self.link.mapping().base();
+        // SAFETY: `offset + RING_CONTROL_SIZE + capacity` was validated to lie
+        // inside the mapping, which the `Link` (held by every end) keeps alive;
+        // the control block is initialised (all-zero is a valid RingControl)
+        // and the data is page-aligned plus 640, hence 16-aligned.
+        unsafe {
+            let ctrl = NonNull::new_unchecked(base.add(offset).cast::<RingControl>());
+            let data = NonNull::new_unchecked(base.add(offset + RING_CONTROL_SIZE));
+            RingRegion::new(ctrl, data, capacity)
+        }
+    }
+}
+
+impl Drop for Segment {
+    fn drop(&mut self) {
+        if self.side == Side::Creator {
+            let _ = self.unlink();
+        }
+    }
+}
+
+fn round_up(n: usize, to: usize) -> usize {
+    n.div_ceil(to) * to
+}
+
+/// Validates the configuration and places every ring; returns the entries
+/// and the total segment size.
+fn plan(channels: &[ChannelConfig]) -> Result<(Vec<ChannelEntry>, usize), OpenError> {
+    let invalid = |reason: String| OpenError::InvalidConfig { reason };
+    if channels.is_empty() || channels.len() > MAX_CHANNELS {
+        return Err(invalid(format!(
+            "{} channels declared; a segment holds 1 to {MAX_CHANNELS}",
+            channels.len()
+        )));
+    }
+    let mut cursor = round_up(size_of::<SegmentHeader>(), PAGE);
+    let mut entries = Vec::with_capacity(channels.len());
+    for (i, c) in channels.iter().enumerate() {
+        if c.name.is_empty() || c.name.len() > MAX_NAME_LEN {
+            return Err(invalid(format!(
+                "channel name {:?} must be 1 to {MAX_NAME_LEN} bytes",
+                c.name
+            )));
+        }
+        if channels[..i].iter().any(|d| d.name == c.name) {
+            return Err(invalid(format!("channel {:?} declared twice", c.name)));
+        }
+        if !c.capacity.is_power_of_two() || !(MIN_CAPACITY..=MAX_CAPACITY).contains(&c.capacity) {
+            return Err(invalid(format!(
+                "channel {:?}: capacity {} must be a power of two from {MIN_CAPACITY} to {MAX_CAPACITY}",
+                c.name, c.capacity
+            )));
+        }
+        let mut rings = [(0, 0); 2];
+        for ring in &mut rings {
+            *ring = (cursor, c.capacity);
+            cursor = cursor
+                .checked_add(round_up(RING_CONTROL_SIZE + c.capacity, PAGE))
+                .ok_or_else(|| invalid("total segment size overflows".into()))?;
+        }
+        entries.push(ChannelEntry {
+            name: c.name.clone(),
+            rings,
+        });
+    }
+    Ok((entries, cursor))
+}
+
+/// Writes the header, directory and ring control blocks, then publishes the
+/// init word.
+///
+/// # Safety
+///
+/// `base` must be a fresh, page-aligned, writable mapping of `total` bytes
+/// that no other thread or process accesses yet, and `entries` must come from
+/// [`plan`] for that `total`.
+unsafe fn initialise(base: *mut u8, total: usize, entries: &[ChannelEntry]) {
+    let header = base.cast::<SegmentHeader>();
+    // SAFETY: per the contract, every write below is in bounds (plan placed
+    // all rings inside `total`), aligned, and unobserved until `init` is
+    // published with Release at the end.
+    unsafe {
+        addr_of_mut!((*header).magic).write(MAGIC);
+        addr_of_mut!((*header).version).write(LAYOUT_VERSION);
+        addr_of_mut!((*header).total_size).write(total as u64);
+        addr_of_mut!((*header).creator_pid).write(std::process::id());
+        addr_of_mut!((*header).channel_count).write(entries.len() as u32);
+        for (i, entry) in entries.iter().enumerate() {
+            let desc = addr_of_mut!((*header).channels[i]);
+            let mut name = [0u8; MAX_NAME_LEN];
+            name[..entry.name.len()].copy_from_slice(entry.name.as_bytes());
+            addr_of_mut!((*desc).name).write(name);
+            addr_of_mut!((*desc).name_len).write(entry.name.len() as u32);
+            for (dir, &(offset, capacity)) in entry.rings.iter().enumerate() {
+                let ring = addr_of_mut!((*desc).rings[dir]);
+                addr_of_mut!((*ring).offset).write(offset as u64);
+                addr_of_mut!((*ring).capacity).write(capacity as u64);
+                addr_of_mut!((*ring).fingerprint).write(AtomicU64::new(0));
+                base.add(offset)
+                    .cast::<RingControl>()
+                    .write(RingControl::default());
+            }
+        }
+        // Release: publishes everything above to an opener that
+        // Acquire-loads the init word.
+        (*addr_of!((*header).init)).store(INIT_READY, Ordering::Release);
+    }
+}
+
+/// Checks a mapped segment before anything trusts it; returns private
+/// copies of the directory.
+///
+/// # Safety
+///
+/// `base` must be a live mapping of `len >= size_of::<SegmentHeader>()` bytes.
+unsafe fn validate(base: *mut u8, len: usize) -> Result<Vec<ChannelEntry>, OpenError> {
+    let header = base.cast::<SegmentHeader>();
+    // SAFETY: `len` covers the header; every plain field is read once, by
+    // volatile copy, into a local that is checked before use.
+    let (magic, version) = unsafe {
+        (
+            addr_of!((*header).magic).read_volatile(),
+            addr_of!((*header).version).read_volatile(),
+        )
+    };
+    if magic != MAGIC {
+        return Err(OpenError::BadMagic { found: magic });
+    }
+    if version != LAYOUT_VERSION {
+        return Err(OpenError::VersionMismatch {
+            found: version,
+            expected: LAYOUT_VERSION,
+        });
+    }
+    // SAFETY: an aligned atomic word inside the header.
+    let init: &AtomicU32 = unsafe { &*addr_of!((*header).init) };
+    // Acquire: pairs with the creator's Release store; everything it wrote
+    // before is visible to the reads below.
+    if init.load(Ordering::Acquire) != INIT_READY {
+        return Err(OpenError::NotReady);
+    }
+    // SAFETY: as above.
+    let (total, count) = unsafe {
+        (
+            addr_of!((*header).total_size).read_volatile(),
+            addr_of!((*header).channel_count).read_volatile(),
+        )
+    };
+    if total != len as u64 {
+        return Err(OpenError::BadSize {
+            actual: len as u64,
+            recorded: total,
+        });
+    }
+    let bad = |reason| Err(OpenError::BadLayout { reason });
+    if count == 0 || count as usize > MAX_CHANNELS {
+        return bad("channel count out of range");
+    }
+    let mut entries: Vec<ChannelEntry> = Vec::with_capacity(count as usize);
+    let mut cursor = round_up(size_of::<SegmentHeader>(), PAGE);
+    for i in 0..count as usize {
+        // SAFETY: `i < MAX_CHANNELS`, so the descriptor is inside the header.
+        let (name, name_len) = unsafe {
+            let desc = addr_of!((*header).channels[i]);
+            (
+                addr_of!((*desc).name).read_volatile(),
+                addr_of!((*desc).name_len).read_volatile(),
+            )
+        };
+        let Some(name) = name.get(..name_len as usize).filter(|n| !n.is_empty()) else {
+            return bad("channel name length out of range");
+        };
+        let Ok(name) = std::str::from_utf8(name) else {
+            return bad("channel name is not UTF-8");
+        };
+        if entries.iter().any(|e| e.name == name) {
+            return bad("duplicate channel name");
+        }
+        let mut rings = [(0usize, 0usize); 2];
+        for (dir, ring) in rings.iter_mut().enumerate() {
+            // SAFETY: as above; `dir < 2`.
+            let (offset, capacity) = unsafe {
+                let r = addr_of!((*header).channels[i].rings[dir]);
+                (
+                    addr_of!((*r).offset).read_volatile(),
+                    addr_of!((*r).capacity).read_volatile(),
+                )
+            };
+            let (Ok(offset), Ok(capacity)) = (usize::try_from(offset), usize::try_from(capacity))
+            else {
+                return bad("ring placement out of range");
+            };
+            if !capacity.is_power_of_two() || !(MIN_CAPACITY..=MAX_CAPACITY).contains(&capacity) {
+                return bad("ring capacity is not a power of two in range");
+            }
+            // Rings are laid out in order without overlap; anything else is
+            // either corruption or an attempt to alias two rings.
+            if offset % PAGE != 0 || offset < cursor {
+                return bad("ring offset misaligned or overlapping");
+            }
+            let end = offset
+                .checked_add(RING_CONTROL_SIZE + capacity)
+                .filter(|&end| end <= len);
+            let Some(end) = end else {
+                return bad("ring extends past the end of the segment");
+            };
+            cursor = end;
+            *ring = (offset, capacity);
+        }
+        entries.push(ChannelEntry {
+            name: name.to_owned(),
+            rings,
+        });
+    }
+    Ok(entries)
+}
