@@ -46,3 +46,6 @@ pub use codec::{Decode, Encode, FrameSerializer, FrameValidator, FrameWriter};
 pub use error::{ChannelError, OpenError, RecvError, RingFault, SendError};
 pub use segment::{ChannelConfig, DEFAULT_CAPACITY, Segment};
 pub use wait::WaitStrategy;
+
+#[cfg(all(test, loom))]
+mod loom_tests;

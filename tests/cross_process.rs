@@ -62,7 +62,11 @@ fn exchange(seg: &Segment, strategy: WaitStrategy) {
     for expected in 0..MESSAGES {
         let msg = rx.recv().unwrap_or_else(|e| panic!("recv {expected}: {e}"));
         assert_eq!(msg.seq, expected, "lost, duplicated or reordered message");
-        assert_eq!(msg.sum, checksum(expected, &msg.data), "corrupted message {expected}");
+        assert_eq!(
+            msg.sum,
+            checksum(expected, &msg.data),
+            "corrupted message {expected}"
+        );
     }
     let tx = sender.join().expect("sender thread");
     drop(tx);
@@ -78,12 +82,18 @@ fn run_parent(strategy_name: &str) {
     let child: ChildGuard = spawn_child(
         "child_entry",
         "stream",
-        &[(SEGMENT_ENV, seg.name().to_owned()), (STRATEGY_ENV, strategy_name.to_owned())],
+        &[
+            (SEGMENT_ENV, seg.name().to_owned()),
+            (STRATEGY_ENV, strategy_name.to_owned()),
+        ],
     );
     exchange(&seg, strategy(strategy_name));
     child.wait_success(Duration::from_secs(30));
     drop(seg);
-    assert!(common::remora_segments().is_empty(), "segment left in /dev/shm");
+    assert!(
+        common::remora_segments().is_empty(),
+        "segment left in /dev/shm"
+    );
 }
 
 #[test]

@@ -20,12 +20,18 @@ fn too_large_is_reported_with_the_limit() {
     let (parent, _child) = pair(1024);
     let (mut tx, _rx) = parent.raw_channel("c").unwrap();
     assert_eq!(tx.max_message(), 512 - 16);
-    assert_eq!(tx.try_send(&[0; 497]), Err(SendError::TooLarge { max: 496 }));
+    assert_eq!(
+        tx.try_send(&[0; 497]),
+        Err(SendError::TooLarge { max: 496 })
+    );
     tx.try_send(&[0; 496]).unwrap();
 
     let (parent, _child) = pair(1024);
     let (mut tx, _rx) = parent.channel::<Vec<u8>, ()>("c").unwrap();
-    assert_eq!(tx.send(&vec![1u8; 2000]), Err(SendError::TooLarge { max: 496 }));
+    assert_eq!(
+        tx.send(&vec![1u8; 2000]),
+        Err(SendError::TooLarge { max: 496 })
+    );
     // The value was only borrowed and the channel still works.
     tx.send(&vec![1u8; 100]).unwrap();
 }
@@ -37,14 +43,21 @@ fn try_forms_and_timeouts() {
     let (_, mut rx) = child.raw_channel("c").unwrap();
     assert_eq!(rx.try_recv().unwrap_err(), RecvError::Empty);
     let start = Instant::now();
-    assert_eq!(rx.recv_timeout(Duration::from_millis(30)).unwrap_err(), RecvError::Timeout);
+    assert_eq!(
+        rx.recv_timeout(Duration::from_millis(30)).unwrap_err(),
+        RecvError::Timeout
+    );
     assert!(start.elapsed() >= Duration::from_millis(30));
 
     while tx.try_send(&[7; 32]).is_ok() {}
     assert_eq!(tx.try_send(&[7; 32]), Err(SendError::Full));
-    assert_eq!(tx.send_timeout(&[7; 32], Duration::from_millis(30)), Err(SendError::Timeout));
+    assert_eq!(
+        tx.send_timeout(&[7; 32], Duration::from_millis(30)),
+        Err(SendError::Timeout)
+    );
     assert_eq!(&*rx.try_recv().unwrap(), &[7; 32]);
-    tx.send_timeout(&[8; 32], Duration::from_millis(30)).unwrap();
+    tx.send_timeout(&[8; 32], Duration::from_millis(30))
+        .unwrap();
 }
 
 #[test]
@@ -57,7 +70,11 @@ fn disconnected_after_drain() {
     }
     drop(tx);
     for i in 0..10 {
-        assert_eq!(*rx.recv().unwrap(), i, "committed messages arrive before Disconnected");
+        assert_eq!(
+            *rx.recv().unwrap(),
+            i,
+            "committed messages arrive before Disconnected"
+        );
     }
     assert_eq!(rx.recv().unwrap_err(), RecvError::Disconnected);
     assert_eq!(rx.try_recv().unwrap_err(), RecvError::Disconnected);
@@ -93,14 +110,23 @@ fn channel_lookup_errors() {
         other => panic!("{other:?}"),
     }
     let _ends = parent.channel::<u32, u64>("a").unwrap();
-    assert!(matches!(parent.channel::<u32, u64>("a"), Err(ChannelError::AlreadyTaken { .. })));
+    assert!(matches!(
+        parent.channel::<u32, u64>("a"),
+        Err(ChannelError::AlreadyTaken { .. })
+    ));
     // The child swaps the types the wrong way round.
     assert!(matches!(
         child.channel::<u32, u32>("a"),
-        Err(ChannelError::TypeMismatch { direction: "child-to-parent", .. })
+        Err(ChannelError::TypeMismatch {
+            direction: "child-to-parent",
+            ..
+        })
     ));
     assert!(matches!(child.raw_channel("b").map(drop), Ok(())));
-    assert!(matches!(parent.channel::<u8, u8>("b"), Err(ChannelError::TypeMismatch { .. })));
+    assert!(matches!(
+        parent.channel::<u8, u8>("b"),
+        Err(ChannelError::TypeMismatch { .. })
+    ));
 }
 
 #[test]
@@ -114,7 +140,10 @@ fn invalid_configurations() {
         vec![ChannelConfig::new("x"), ChannelConfig::new("x")],
     ];
     for cfg in bad {
-        assert!(matches!(Segment::create(&cfg), Err(OpenError::InvalidConfig { .. })), "{cfg:?}");
+        assert!(
+            matches!(Segment::create(&cfg), Err(OpenError::InvalidConfig { .. })),
+            "{cfg:?}"
+        );
     }
 }
 
@@ -122,7 +151,10 @@ fn invalid_configurations() {
 fn second_open_is_refused() {
     let (parent, _child) = pair(4096);
     assert!(parent.is_claimed());
-    assert!(matches!(Segment::open(parent.name()), Err(OpenError::AlreadyClaimed)));
+    assert!(matches!(
+        Segment::open(parent.name()),
+        Err(OpenError::AlreadyClaimed)
+    ));
 }
 
 #[test]
@@ -135,7 +167,11 @@ fn missing_segment() {
 fn open_after(corrupt: impl FnOnce(&mut std::fs::File)) -> OpenError {
     let seg = Segment::create(&[ChannelConfig::new("c").capacity(4096)]).unwrap();
     let path = format!("/dev/shm{}", seg.name());
-    let mut f = std::fs::OpenOptions::new().read(true).write(true).open(&path).unwrap();
+    let mut f = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(&path)
+        .unwrap();
     corrupt(&mut f);
     drop(f);
     Segment::open(seg.name()).unwrap_err()
@@ -151,7 +187,10 @@ fn corrupt_segments_are_rejected_at_open() {
     let e = open_after(|f| write_at(f, 0, b"NOTREMOR"));
     assert!(matches!(e, OpenError::BadMagic { .. }), "{e}");
     let e = open_after(|f| write_at(f, 8, &99u32.to_le_bytes()));
-    assert!(matches!(e, OpenError::VersionMismatch { found: 99, .. }), "{e}");
+    assert!(
+        matches!(e, OpenError::VersionMismatch { found: 99, .. }),
+        "{e}"
+    );
     let e = open_after(|f| write_at(f, 12, &0u32.to_le_bytes()));
     assert!(matches!(e, OpenError::NotReady), "{e}");
     let e = open_after(|f| f.set_len(f.metadata().unwrap().len() + 4096).unwrap());
@@ -165,7 +204,10 @@ fn corrupt_segments_are_rejected_at_open() {
     assert!(matches!(e, OpenError::BadLayout { .. }), "{e}");
     let e = open_after(|f| write_at(f, 28, &1000u32.to_le_bytes()));
     assert!(matches!(e, OpenError::BadLayout { .. }), "{e}");
-    let e = open_after(|f| f.set_permissions(std::fs::Permissions::from_mode(0o644)).unwrap());
+    let e = open_after(|f| {
+        f.set_permissions(std::fs::Permissions::from_mode(0o644))
+            .unwrap()
+    });
     assert!(matches!(e, OpenError::BadLayout { .. }), "{e}");
 }
 
@@ -177,7 +219,10 @@ fn segment_owned_by_another_user_is_refused() {
         return;
     }
     let e = open_after(|f| std::os::unix::fs::fchown(&*f, Some(12345), None).unwrap());
-    assert!(matches!(e, OpenError::WrongOwner { owner: 12345, .. }), "{e}");
+    assert!(
+        matches!(e, OpenError::WrongOwner { owner: 12345, .. }),
+        "{e}"
+    );
 }
 
 #[test]
@@ -208,6 +253,9 @@ fn invalid_message_is_skipped_not_fatal() {
         .unwrap();
     write_at(&mut f, 8192 + 640 + 16, &[0xff; 24]);
     let got = rx.recv().map(|m| m.len());
-    assert!(matches!(got, Err(RecvError::Invalid { len: 24 })), "{got:?}");
+    assert!(
+        matches!(got, Err(RecvError::Invalid { len: 24 })),
+        "{got:?}"
+    );
     assert_eq!(rx.recv().unwrap().as_slice(), [5]);
 }

@@ -76,7 +76,7 @@ impl Producer {
     }
 
     /// The fault that poisoned this end, if any.
-    #[cfg(test)]
+    #[cfg(all(test, not(loom)))]
     pub(crate) fn fault(&self) -> Option<RingFault> {
         self.fault
     }
@@ -203,7 +203,7 @@ impl Producer {
     }
 
     /// Whether the consumer has released everything we published.
-    #[cfg(test)]
+    #[cfg(all(test, not(loom)))]
     pub(crate) fn is_drained(&mut self) -> bool {
         self.refresh_head().is_ok() && self.cached_head == self.tail
     }

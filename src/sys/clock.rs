@@ -36,6 +36,7 @@ impl MonoTime {
     }
 
     /// This time as a `timespec`, for `FUTEX_WAIT_BITSET`.
+    #[cfg_attr(loom, allow(dead_code))]
     pub(crate) fn to_timespec(self) -> libc::timespec {
         libc::timespec {
             tv_sec: (self.0 / 1_000_000_000) as libc::time_t,
