@@ -45,7 +45,7 @@ impl Consumer {
             cached_tail: head,
             fault: None,
         };
-        if head % FRAME_ALIGN != 0 {
+        if !head.is_multiple_of(FRAME_ALIGN) {
             return Err(c.poison(RingFault::BadIndex {
                 seen: head,
                 ours: head,
@@ -71,7 +71,7 @@ impl Consumer {
         // Acquire: pairs with the producer's Release store of `tail`, making
         // the frames it published visible to our reads.
         let tail = self.region.ctrl().tail.load(Ordering::Acquire);
-        if tail < self.cached_tail || tail % FRAME_ALIGN != 0 {
+        if tail < self.cached_tail || !tail.is_multiple_of(FRAME_ALIGN) {
             return Err(self.poison(RingFault::BadIndex {
                 seen: tail,
                 ours: self.head,

@@ -61,7 +61,7 @@ impl Producer {
             cached_head: head,
             fault: None,
         };
-        if tail % FRAME_ALIGN != 0 || head > tail || tail - head > region.capacity() {
+        if !tail.is_multiple_of(FRAME_ALIGN) || head > tail || tail - head > region.capacity() {
             return Err(p.poison(RingFault::BadIndex {
                 seen: head,
                 ours: tail,
@@ -144,7 +144,7 @@ impl Producer {
         // Acquire: pairs with the consumer's Release store of `head`, so its
         // reads of the frames it released happened before we overwrite them.
         let head = self.region.ctrl().head.load(Ordering::Acquire);
-        if head < self.cached_head || head > self.tail || head % FRAME_ALIGN != 0 {
+        if head < self.cached_head || head > self.tail || !head.is_multiple_of(FRAME_ALIGN) {
             return Err(self.poison(RingFault::BadIndex {
                 seen: head,
                 ours: self.tail,
