@@ -238,6 +238,79 @@ impl fmt::Display for ChannelError {
     }
 }
 
+/// Why [`Spawner::spawn`](crate::Spawner::spawn) failed.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum SpawnError {
+    /// The segment could not be created (see [`OpenError`]).
+    Segment(OpenError),
+    /// The child process could not be started (program not found, not
+    /// executable, ...).
+    Spawn(io::Error),
+}
+
+/// Why [`connect`](crate::connect) failed.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum ConnectError {
+    /// `REMORA_CHANNEL` is not set: this process was not started by a
+    /// remora `Spawner`.
+    NotSpawned,
+    /// `REMORA_CHANNEL` is set but does not name a remora segment.
+    BadVariable {
+        /// The variable's value.
+        value: String,
+    },
+    /// The segment could not be opened: it is gone (another process, e.g. a
+    /// sibling or grandchild that inherited the variable, already attached),
+    /// or it failed validation.
+    Open(OpenError),
+}
+
+impl fmt::Display for SpawnError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            SpawnError::Segment(e) => write!(f, "cannot create the channel segment: {e}"),
+            SpawnError::Spawn(e) => write!(f, "cannot start the child process: {e}"),
+        }
+    }
+}
+
+impl fmt::Display for ConnectError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ConnectError::NotSpawned => f.write_str(
+                "REMORA_CHANNEL is not set: this process was not started by a remora Spawner",
+            ),
+            ConnectError::BadVariable { value } => {
+                write!(
+                    f,
+                    "REMORA_CHANNEL={value:?} does not name a remora channel segment"
+                )
+            }
+            ConnectError::Open(e) => write!(f, "cannot attach to the parent's segment: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for SpawnError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            SpawnError::Segment(e) => Some(e),
+            SpawnError::Spawn(e) => Some(e),
+        }
+    }
+}
+
+impl std::error::Error for ConnectError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            ConnectError::Open(e) => Some(e),
+            _ => None,
+        }
+    }
+}
+
 impl std::error::Error for SendError {}
 impl std::error::Error for RecvError {}
 impl std::error::Error for ChannelError {}

@@ -65,7 +65,9 @@ pub(crate) struct ChannelDescriptor {
     /// UTF-8 name, `name_len` bytes used.
     pub(crate) name: [u8; MAX_NAME_LEN],
     pub(crate) name_len: u32,
-    pub(crate) _pad: u32,
+    /// The creator's wait strategy for the channel (0 adaptive, 1 spin,
+    /// 2 block): the opener's default too. Unknown values mean adaptive.
+    pub(crate) wait_hint: u32,
     /// Indexed by [`PARENT_TO_CHILD`] / [`CHILD_TO_PARENT`].
     pub(crate) rings: [RingDescriptor; 2],
     pub(crate) _reserved: [u8; 24],

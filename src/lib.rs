@@ -37,14 +37,18 @@ mod layout;
 mod link;
 mod ring;
 mod segment;
+mod spawn;
 mod sync;
 mod sys;
 mod wait;
 
 pub use channel::{Message, RawMessage, RawReceiver, RawSender, Receiver, Sender};
 pub use codec::{Decode, Encode, FrameSerializer, FrameValidator, FrameWriter};
-pub use error::{ChannelError, OpenError, RecvError, RingFault, SendError};
+pub use error::{
+    ChannelError, ConnectError, OpenError, RecvError, RingFault, SendError, SpawnError,
+};
 pub use segment::{ChannelConfig, DEFAULT_CAPACITY, Segment};
+pub use spawn::{CHANNEL_ENV, Child, Connection, Spawner, connect, set_parent_death_signal};
 pub use wait::WaitStrategy;
 
 #[cfg(all(test, loom))]

@@ -1,22 +1,47 @@
 //! What every channel end of one segment shares: the mapping (kept alive by
 //! the `Arc` each end holds) and the watch on the peer process.
 
+use std::os::fd::OwnedFd;
+use std::sync::Mutex;
+use std::sync::OnceLock;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use crate::sys::mapping::Mapping;
+use crate::sys::process;
 
 /// How this side learns that the peer process died without closing its
-/// channel ends.
+/// channel ends (`kill -9`, a crash, `abort`).
 #[derive(Debug)]
 pub(crate) enum PeerWatch {
-    /// Nothing to watch: only clean closes (dropped ends) are seen.
-    Untracked,
+    /// The parent watches its child through a pidfd (readable on exit).
+    Child {
+        /// `None` on kernels without `pidfd_open`: then `waitid(WNOWAIT)`.
+        pidfd: Option<OwnedFd>,
+        pid: u32,
+    },
+    /// The child watches its parent: reparenting means the parent died.
+    Parent {
+        /// The parent's pid, as recorded by the segment's creator.
+        pid: u32,
+    },
 }
 
 impl PeerWatch {
+    /// Watches child `pid`.
+    pub(crate) fn child(pid: u32) -> PeerWatch {
+        PeerWatch::Child {
+            pidfd: process::pidfd_open(pid).ok(),
+            pid,
+        }
+    }
+
     fn is_gone(&self) -> bool {
         match self {
-            PeerWatch::Untracked => false,
+            PeerWatch::Child {
+                pidfd: Some(fd), ..
+            } => process::pidfd_exited(fd),
+            PeerWatch::Child { pidfd: None, pid } => process::child_exited(*pid),
+            PeerWatch::Parent { pid } => process::parent_pid() != *pid,
         }
     }
 }
@@ -25,22 +50,43 @@ impl PeerWatch {
 #[derive(Debug)]
 pub(crate) struct Link {
     mapping: Mapping,
-    peer: PeerWatch,
+    /// Set once the peer process is known (after spawn / at connect); until
+    /// then only clean closes (dropped ends) are seen.
+    peer: OnceLock<PeerWatch>,
     /// Latched once the peer is seen dead, so later calls skip the check.
     peer_dead: AtomicBool,
+    /// Creator side: the segment name, until unlinked (`None` after).
+    name: Mutex<Option<String>>,
 }
 
 impl Link {
-    pub(crate) fn new(mapping: Mapping, peer: PeerWatch) -> Link {
+    /// `name` is the segment name this side must unlink (creator), if any.
+    pub(crate) fn new(mapping: Mapping, name: Option<String>) -> Link {
         Link {
             mapping,
-            peer,
+            peer: OnceLock::new(),
             peer_dead: AtomicBool::new(false),
+            name: Mutex::new(name),
+        }
+    }
+
+    /// Removes the segment name from /dev/shm if this side owns it and it is
+    /// still there. Idempotent.
+    pub(crate) fn unlink_name(&self) -> std::io::Result<()> {
+        let name = self.name.lock().unwrap_or_else(|p| p.into_inner()).take();
+        match name.map(|n| crate::sys::shm::unlink(&n)) {
+            Some(Err(e)) if e.raw_os_error() != Some(libc::ENOENT) => Err(e),
+            _ => Ok(()),
         }
     }
 
     pub(crate) fn mapping(&self) -> &Mapping {
         &self.mapping
+    }
+
+    /// Starts watching the peer process (first call wins).
+    pub(crate) fn watch(&self, watch: PeerWatch) {
+        let _ = self.peer.set(watch);
     }
 
     /// Whether the peer is known dead, without a system call.
@@ -56,9 +102,11 @@ impl Link {
         if self.peer_known_dead() {
             return true;
         }
-        let gone = self.peer.is_gone();
+        let gone = self.peer.get().is_some_and(PeerWatch::is_gone);
         if gone {
             self.peer_dead.store(true, Ordering::Relaxed);
+            // A dead child can no longer attach: drop the name now.
+            let _ = self.unlink_name();
         }
         gone
     }

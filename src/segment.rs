@@ -8,7 +8,6 @@
 //! a second opener is refused. See `ARCHITECTURE.md` for the byte layout.
 
 use std::ptr::{NonNull, addr_of, addr_of_mut};
-use std::sync::atomic::{AtomicBool, Ordering as StdOrdering};
 use std::sync::{Arc, Mutex};
 
 use crate::channel::{RawReceiver, RawSender, Receiver, Sender};
@@ -18,7 +17,9 @@ use crate::layout::*;
 use crate::link::{Link, PeerWatch};
 use crate::ring::{MAX_CAPACITY, MIN_CAPACITY, RingRegion};
 use crate::sync::{AtomicU32, AtomicU64, Ordering};
+use crate::sys::process;
 use crate::sys::{mapping::Mapping, random, shm};
+use crate::wait::WaitStrategy;
 
 /// Default ring capacity per direction: 1 MiB (largest message 512 KiB − 16).
 pub const DEFAULT_CAPACITY: usize = 1 << 20;
@@ -33,6 +34,7 @@ pub const DEFAULT_CAPACITY: usize = 1 << 20;
 pub struct ChannelConfig {
     name: String,
     capacity: usize,
+    wait: WaitStrategy,
 }
 
 impl ChannelConfig {
@@ -41,7 +43,15 @@ impl ChannelConfig {
         ChannelConfig {
             name: name.into(),
             capacity: DEFAULT_CAPACITY,
+            wait: WaitStrategy::default(),
         }
+    }
+
+    /// Sets the wait strategy both sides' ends of this channel start with
+    /// (each side can still change its own ends later).
+    pub fn wait_strategy(mut self, strategy: WaitStrategy) -> Self {
+        self.wait = strategy;
+        self
     }
 
     /// Sets the ring capacity of each direction in bytes: a power of two
@@ -73,6 +83,7 @@ enum Side {
 #[derive(Clone, Debug)]
 struct ChannelEntry {
     name: String,
+    wait: WaitStrategy,
     /// `(offset, capacity)` per direction.
     rings: [(usize, usize); 2],
 }
@@ -105,7 +116,8 @@ pub struct Segment {
     side: Side,
     channels: Vec<ChannelEntry>,
     taken: Mutex<Vec<bool>>,
-    unlinked: AtomicBool,
+    /// Private copy of the creator's pid from the header.
+    creator_pid: u32,
 }
 
 impl Segment {
@@ -116,6 +128,7 @@ impl Segment {
     /// [`OpenError::Io`] from `posix_fallocate` here, never a SIGBUS later.
     pub fn create(channels: &[ChannelConfig]) -> Result<Segment, OpenError> {
         let (entries, total) = plan(channels)?;
+        sweep_stale_segments();
         let name = format!(
             "/remora-{}-{:032x}",
             std::process::id(),
@@ -136,12 +149,12 @@ impl Segment {
         // no other process knows its name yet: we are its only writer.
         unsafe { initialise(mapping.base(), total, &entries) };
         Ok(Segment {
-            link: Arc::new(Link::new(mapping, PeerWatch::Untracked)),
+            link: Arc::new(Link::new(mapping, Some(name.clone()))),
             name,
             side: Side::Creator,
             taken: Mutex::new(vec![false; entries.len()]),
             channels: entries,
-            unlinked: AtomicBool::new(false),
+            creator_pid: std::process::id(),
         })
     }
 
@@ -188,7 +201,7 @@ impl Segment {
         })?;
         let mapping = Mapping::new(&fd, len).map_err(OpenError::io("mmap"))?;
         // SAFETY: the mapping is `len >= size_of::<SegmentHeader>()` bytes.
-        let entries = unsafe { validate(mapping.base(), len)? };
+        let (entries, creator_pid) = unsafe { validate(mapping.base(), len)? };
         // SAFETY: validated above: the header is in bounds; `claimed` is an
         // aligned atomic word.
         let claimed = unsafe { &*addr_of!((*mapping.base().cast::<SegmentHeader>()).claimed) };
@@ -201,13 +214,27 @@ impl Segment {
             return Err(OpenError::AlreadyClaimed);
         }
         Ok(Segment {
-            link: Arc::new(Link::new(mapping, PeerWatch::Untracked)),
+            link: Arc::new(Link::new(mapping, None)),
             name: name.to_owned(),
             side: Side::Opener,
             taken: Mutex::new(vec![false; entries.len()]),
             channels: entries,
-            unlinked: AtomicBool::new(true),
+            creator_pid,
         })
+    }
+
+    /// Creator side: from now on, treat the death of process `pid` as the
+    /// peer hanging up.
+    pub(crate) fn watch_child(&self, pid: u32) {
+        self.link.watch(PeerWatch::child(pid));
+    }
+
+    /// Opener side: treat the death of the segment's creator (seen as this
+    /// process being reparented) as the peer hanging up.
+    pub(crate) fn watch_creator(&self) {
+        self.link.watch(PeerWatch::Parent {
+            pid: self.creator_pid,
+        });
     }
 
     /// The segment's name, to pass to [`Segment::open`] in the other process.
@@ -234,10 +261,7 @@ impl Segment {
     /// when already done). Existing mappings, in both processes, stay valid.
     /// The creator also does this on drop.
     pub fn unlink(&self) -> Result<(), OpenError> {
-        if self.unlinked.swap(true, StdOrdering::AcqRel) {
-            return Ok(());
-        }
-        shm::unlink(&self.name).map_err(OpenError::io("shm_unlink"))
+        self.link.unlink_name().map_err(OpenError::io("shm_unlink"))
     }
 
     /// Takes this side's ends of channel `name`: a sender of `Out` and a
@@ -301,6 +325,9 @@ impl Segment {
         let receiver = unsafe { RawReceiver::new(in_region, Arc::clone(&self.link)) }
             .map_err(ChannelError::Corrupted)?;
         taken[index] = true;
+        let (mut sender, mut receiver) = (sender, receiver);
+        sender.set_wait_strategy(self.channels[index].wait);
+        receiver.set_wait_strategy(self.channels[index].wait);
         Ok((sender, receiver))
     }
 
@@ -351,6 +378,32 @@ impl Drop for Segment {
     }
 }
 
+/// Removes `/dev/shm/remora-<pid>-*` segments of ours whose creator is dead
+/// (a crashed parent cannot unlink its own). Best effort: errors are ignored,
+/// and a segment whose pid was reused by a live process is left alone.
+fn sweep_stale_segments() {
+    let Ok(dir) = std::fs::read_dir("/dev/shm") else {
+        return;
+    };
+    let uid = shm::current_uid();
+    for entry in dir.flatten() {
+        let file_name = entry.file_name();
+        let Some(rest) = file_name.to_str().and_then(|n| n.strip_prefix("remora-")) else {
+            continue;
+        };
+        let Some(pid) = rest.split('-').next().and_then(|p| p.parse::<u32>().ok()) else {
+            continue;
+        };
+        let ours = std::os::unix::fs::MetadataExt::uid(&match entry.metadata() {
+            Ok(m) => m,
+            Err(_) => continue,
+        }) == uid;
+        if ours && !process::process_exists(pid) {
+            let _ = shm::unlink(&format!("/{}", file_name.to_string_lossy()));
+        }
+    }
+}
+
 fn round_up(n: usize, to: usize) -> usize {
     n.div_ceil(to) * to
 }
@@ -392,6 +445,7 @@ fn plan(channels: &[ChannelConfig]) -> Result<(Vec<ChannelEntry>, usize), OpenEr
         }
         entries.push(ChannelEntry {
             name: c.name.clone(),
+            wait: c.wait,
             rings,
         });
     }
@@ -423,6 +477,7 @@ unsafe fn initialise(base: *mut u8, total: usize, entries: &[ChannelEntry]) {
             name[..entry.name.len()].copy_from_slice(entry.name.as_bytes());
             addr_of_mut!((*desc).name).write(name);
             addr_of_mut!((*desc).name_len).write(entry.name.len() as u32);
+            addr_of_mut!((*desc).wait_hint).write(entry.wait.to_hint());
             for (dir, &(offset, capacity)) in entry.rings.iter().enumerate() {
                 let ring = addr_of_mut!((*desc).rings[dir]);
                 addr_of_mut!((*ring).offset).write(offset as u64);
@@ -445,7 +500,7 @@ unsafe fn initialise(base: *mut u8, total: usize, entries: &[ChannelEntry]) {
 /// # Safety
 ///
 /// `base` must be a live mapping of `len >= size_of::<SegmentHeader>()` bytes.
-unsafe fn validate(base: *mut u8, len: usize) -> Result<Vec<ChannelEntry>, OpenError> {
+unsafe fn validate(base: *mut u8, len: usize) -> Result<(Vec<ChannelEntry>, u32), OpenError> {
     let header = base.cast::<SegmentHeader>();
     // SAFETY: `len` covers the header; every plain field is read once, by
     // volatile copy, into a local that is checked before use.
@@ -472,10 +527,11 @@ unsafe fn validate(base: *mut u8, len: usize) -> Result<Vec<ChannelEntry>, OpenE
         return Err(OpenError::NotReady);
     }
     // SAFETY: as above.
-    let (total, count) = unsafe {
+    let (total, count, creator_pid) = unsafe {
         (
             addr_of!((*header).total_size).read_volatile(),
             addr_of!((*header).channel_count).read_volatile(),
+            addr_of!((*header).creator_pid).read_volatile(),
         )
     };
     if total != len as u64 {
@@ -492,11 +548,12 @@ unsafe fn validate(base: *mut u8, len: usize) -> Result<Vec<ChannelEntry>, OpenE
     let mut cursor = round_up(size_of::<SegmentHeader>(), PAGE);
     for i in 0..count as usize {
         // SAFETY: `i < MAX_CHANNELS`, so the descriptor is inside the header.
-        let (name, name_len) = unsafe {
+        let (name, name_len, wait_hint) = unsafe {
             let desc = addr_of!((*header).channels[i]);
             (
                 addr_of!((*desc).name).read_volatile(),
                 addr_of!((*desc).name_len).read_volatile(),
+                addr_of!((*desc).wait_hint).read_volatile(),
             )
         };
         let Some(name) = name.get(..name_len as usize).filter(|n| !n.is_empty()) else {
@@ -541,8 +598,9 @@ unsafe fn validate(base: *mut u8, len: usize) -> Result<Vec<ChannelEntry>, OpenE
         }
         entries.push(ChannelEntry {
             name: name.to_owned(),
+            wait: WaitStrategy::from_hint(wait_hint),
             rings,
         });
     }
-    Ok(entries)
+    Ok((entries, creator_pid))
 }

@@ -33,6 +33,27 @@ pub enum WaitStrategy {
     Adaptive,
 }
 
+impl WaitStrategy {
+    /// Encoding in the channel directory.
+    pub(crate) fn to_hint(self) -> u32 {
+        match self {
+            WaitStrategy::Adaptive => 0,
+            WaitStrategy::Spin => 1,
+            WaitStrategy::Block => 2,
+        }
+    }
+
+    /// Decoding from the channel directory; unknown values fall back to the
+    /// default, since the hint is advisory.
+    pub(crate) fn from_hint(hint: u32) -> WaitStrategy {
+        match hint {
+            1 => WaitStrategy::Spin,
+            2 => WaitStrategy::Block,
+            _ => WaitStrategy::Adaptive,
+        }
+    }
+}
+
 /// Longest single futex sleep, and the period of the peer-liveness check.
 pub(crate) const SLICE: Duration = Duration::from_millis(50);
 /// How long `Adaptive` busy-polls before yielding.

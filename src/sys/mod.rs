@@ -7,6 +7,7 @@
 pub(crate) mod clock;
 pub(crate) mod futex;
 pub(crate) mod mapping;
+pub(crate) mod process;
 pub(crate) mod random;
 pub(crate) mod shm;
 

@@ -1,0 +1,377 @@
+//! Spawner and lifecycle: real child processes (this test binary re-executed
+//! through `remora::Spawner`), each test under a watchdog, no leftovers.
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::process::Stdio;
+use std::sync::{Mutex, mpsc};
+use std::time::{Duration, Instant};
+
+use common::{Watchdog, remora_segments, role};
+use remora::{ChannelConfig, Child, RecvError, SendError, Spawner, WaitStrategy};
+
+/// These tests spawn many processes; on 2 cores they must not overlap.
+static SERIAL: Mutex<()> = Mutex::new(());
+
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    SERIAL.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// A spawner that re-executes this test binary in `role`.
+fn spawner(role: &str) -> Spawner {
+    let mut s = Spawner::new(std::env::current_exe().unwrap());
+    s.args([
+        "child_entry",
+        "--exact",
+        "--nocapture",
+        "--test-threads=1",
+        "-q",
+    ])
+    .env(common::ROLE, role)
+    .stdin(Stdio::null())
+    .stdout(Stdio::null());
+    s
+}
+
+fn kill_and_reap(child: &mut Child) {
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
+#[derive(rkyv::Archive, rkyv::Serialize)]
+struct Num(u64);
+
+#[test]
+fn three_channels_each_served_from_its_own_thread() {
+    let _s = serial();
+    let _w = Watchdog::new("three channels", Duration::from_secs(120));
+    let mut child = spawner("echo3")
+        .channel("a")
+        .channel("b")
+        .channel("c")
+        .spawn()
+        .unwrap();
+    let threads: Vec<_> = ["a", "b", "c"]
+        .into_iter()
+        .map(|name| {
+            let (mut tx, mut rx) = child.channel::<Num, Num>(name).unwrap();
+            std::thread::spawn(move || {
+                for i in 0..20_000u64 {
+                    tx.send(&Num(i)).unwrap();
+                    assert_eq!(rx.recv().unwrap().0, i + 1);
+                }
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().unwrap();
+    }
+    assert!(child.wait().unwrap().success());
+    assert!(remora_segments().is_empty());
+}
+
+/// Kills the child while a parent thread is blocked in `op`; returns the
+/// time from the kill to `op` returning `Disconnected`.
+fn disconnect_latency(
+    role: &str,
+    strategy: WaitStrategy,
+    op: impl FnOnce(&Child) -> Box<dyn FnOnce() -> bool + Send>,
+) -> Duration {
+    let mut child = spawner(role)
+        .channel_with(
+            ChannelConfig::new("c")
+                .capacity(4096)
+                .wait_strategy(strategy),
+        )
+        .spawn()
+        .unwrap();
+    let blocked = op(&child);
+    let (done_tx, done_rx) = mpsc::channel();
+    std::thread::spawn(move || done_tx.send((blocked(), Instant::now())).unwrap());
+    // Let the child attach and the parent block.
+    while !child.is_attached() {
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    std::thread::sleep(Duration::from_millis(100));
+    let killed = Instant::now();
+    child.kill().unwrap();
+    let (disconnected, at) = done_rx
+        .recv_timeout(Duration::from_secs(2))
+        .expect("still blocked 2 s after the kill");
+    assert!(
+        disconnected,
+        "blocked call ended with something else than Disconnected"
+    );
+    child.wait().unwrap();
+    assert!(remora_segments().is_empty(), "leftover segment");
+    at.duration_since(killed)
+}
+
+#[test]
+fn kill_9_while_parent_blocked_in_recv_or_send() {
+    let _s = serial();
+    let _w = Watchdog::new("kill -9 child", Duration::from_secs(120));
+    for strategy in [
+        WaitStrategy::Block,
+        WaitStrategy::Adaptive,
+        WaitStrategy::Spin,
+    ] {
+        let recv = disconnect_latency("idle", strategy, |child| {
+            let (_tx, mut rx) = child.channel::<Num, Num>("c").unwrap();
+            Box::new(move || matches!(rx.recv().map(|m| m.0), Err(RecvError::Disconnected)))
+        });
+        let send = disconnect_latency("idle", strategy, |child| {
+            let (mut tx, _rx) = child.channel::<Num, Num>("c").unwrap();
+            Box::new(move || {
+                loop {
+                    // Fills the 4 KiB ring, then blocks in send.
+                    match tx.send(&Num(0)) {
+                        Ok(()) => continue,
+                        Err(e) => return e == SendError::Disconnected,
+                    }
+                }
+            })
+        });
+        eprintln!("{strategy:?}: Disconnected {recv:?} after kill (recv), {send:?} (send)");
+    }
+}
+
+#[test]
+fn child_exiting_before_connecting_disconnects_the_parent() {
+    let _s = serial();
+    let _w = Watchdog::new("early exit", Duration::from_secs(60));
+    let mut child = spawner("exit_early").channel("c").spawn().unwrap();
+    let (_tx, mut rx) = child.channel::<Num, Num>("c").unwrap();
+    let start = Instant::now();
+    assert!(matches!(
+        rx.recv().map(|m| m.0),
+        Err(RecvError::Disconnected)
+    ));
+    assert!(start.elapsed() < Duration::from_secs(10));
+    assert_eq!(child.wait().unwrap().code(), Some(3));
+    assert!(
+        remora_segments().is_empty(),
+        "segment of a never-attached child left behind"
+    );
+}
+
+#[test]
+fn messages_sent_before_a_normal_exit_all_arrive_then_disconnect() {
+    let _s = serial();
+    let _w = Watchdog::new("send then exit", Duration::from_secs(60));
+    let mut child = spawner("send_then_exit").channel("c").spawn().unwrap();
+    let (_tx, mut rx) = child.channel::<Num, Num>("c").unwrap();
+    // Let the child finish and exit before we read anything.
+    let status = child.wait().unwrap();
+    assert_eq!(
+        status.code(),
+        Some(7),
+        "the library must not steal the exit status"
+    );
+    for i in 0..SEND_THEN_EXIT {
+        assert_eq!(rx.recv().unwrap().0, i);
+    }
+    assert!(matches!(
+        rx.recv().map(|m| m.0),
+        Err(RecvError::Disconnected)
+    ));
+}
+
+#[test]
+fn parent_killed_while_child_blocked() {
+    let _s = serial();
+    let _w = Watchdog::new("kill -9 parent", Duration::from_secs(60));
+    // The test spawns a middle process, which spawns the leaf and blocks;
+    // the leaf blocks in recv. Killing the middle must disconnect the leaf.
+    let mut middle = std::process::Command::new(std::env::current_exe().unwrap())
+        .args([
+            "child_entry",
+            "--exact",
+            "--nocapture",
+            "--test-threads=1",
+            "-q",
+        ])
+        .env(common::ROLE, "middle")
+        .stdout(Stdio::piped())
+        .stdin(Stdio::null())
+        .spawn()
+        .unwrap();
+    let (lines_tx, lines_rx) = mpsc::channel::<String>();
+    let out = middle.stdout.take().unwrap();
+    std::thread::spawn(move || {
+        for line in BufReader::new(out).lines().map_while(Result::ok) {
+            if lines_tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let wait_for = |prefix: &str| -> String {
+        loop {
+            let line = lines_rx
+                .recv_timeout(Duration::from_secs(10))
+                .unwrap_or_else(|_| panic!("no {prefix}"));
+            if line.starts_with(prefix) {
+                return line;
+            }
+        }
+    };
+    let leaf_pid: i32 = wait_for("LEAF_READY")
+        .split_whitespace()
+        .nth(1)
+        .unwrap()
+        .parse()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(100));
+    let killed = Instant::now();
+    middle.kill().unwrap();
+    middle.wait().unwrap();
+    let line = wait_for("LEAF_DISCONNECTED");
+    eprintln!(
+        "leaf saw its parent die after {:?} ({line})",
+        killed.elapsed()
+    );
+    // SAFETY: signalling a pid we were told about; it is ours to clean up.
+    unsafe { libc::kill(leaf_pid, libc::SIGKILL) };
+}
+
+#[test]
+fn eight_children_at_once() {
+    let _s = serial();
+    let _w = Watchdog::new("eight children", Duration::from_secs(240));
+    let mut children: Vec<Child> = (0..8)
+        .map(|_| spawner("echo1").channel("c").spawn().unwrap())
+        .collect();
+    let threads: Vec<_> = children
+        .iter()
+        .map(|child| {
+            let (mut tx, mut rx) = child.channel::<Num, Num>("c").unwrap();
+            std::thread::spawn(move || {
+                for i in 0..ROUND_TRIPS {
+                    tx.send(&Num(i)).unwrap();
+                    assert_eq!(rx.recv().unwrap().0, i + 1);
+                }
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().unwrap();
+    }
+    for child in &mut children {
+        assert!(child.wait().unwrap().success());
+    }
+    assert!(remora_segments().is_empty());
+}
+
+fn open_fds() -> usize {
+    std::fs::read_dir("/proc/self/fd").unwrap().count()
+}
+
+#[test]
+fn spawn_exit_cycles_leak_nothing() {
+    let _s = serial();
+    let _w = Watchdog::new("spawn cycles", Duration::from_secs(240));
+    let fds = open_fds();
+    // 1,000 children that never attach (the cheapest child there is) ...
+    let t = Instant::now();
+    for _ in 0..1000 {
+        let mut child = Spawner::new("true").channel("c").spawn().unwrap();
+        assert!(child.wait().unwrap().success());
+    }
+    eprintln!("1000 never-attached children: {:?}", t.elapsed());
+    // ... and 100 that attach, exchange, and exit, or are killed.
+    for i in 0..100 {
+        let mut child = spawner("echo_once").channel("c").spawn().unwrap();
+        let (mut tx, mut rx) = child.channel::<Num, Num>("c").unwrap();
+        tx.send(&Num(i)).unwrap();
+        assert_eq!(rx.recv().unwrap().0, i + 1);
+        drop((tx, rx)); // the child's recv loop ends on Disconnected
+        if i % 2 == 0 {
+            kill_and_reap(&mut child);
+        } else {
+            assert!(child.wait().unwrap().success());
+        }
+    }
+    // `<=`: another test's thread may have closed a pipe meanwhile; a leak
+    // of one fd per cycle would show as hundreds more.
+    assert!(open_fds() <= fds, "file descriptors leaked: {fds} before, {} after", open_fds());
+    assert!(remora_segments().is_empty(), "segments leaked");
+}
+
+const SEND_THEN_EXIT: u64 = 1000;
+const ROUND_TRIPS: u64 = 100_000;
+
+/// Entry point of the re-executed children; does nothing in a normal run.
+#[test]
+fn child_entry() {
+    let Some(role) = role() else { return };
+    let _w = Watchdog::new("lifecycle child", Duration::from_secs(240));
+    match role.as_str() {
+        "exit_early" => std::process::exit(3),
+        "middle" => {
+            let mut leaf = spawner("leaf")
+                .stdout(Stdio::inherit())
+                .channel("c")
+                .spawn()
+                .unwrap();
+            let (_tx, mut rx) = leaf.channel::<Num, Num>("c").unwrap();
+            let _ = rx.recv(); // blocks until killed
+            let _ = leaf.wait();
+            return;
+        }
+        _ => {}
+    }
+    let conn = remora::connect().unwrap();
+    assert!(
+        matches!(remora::connect(), Err(remora::ConnectError::Open(_))),
+        "second connect must fail"
+    );
+    match role.as_str() {
+        "echo1" | "echo_once" => {
+            let (mut tx, mut rx) = conn.channel::<Num, Num>("c").unwrap();
+            while let Ok(n) = rx.recv() {
+                let reply = Num(n.0 + 1);
+                drop(n);
+                tx.send(&reply).unwrap();
+            }
+        }
+        "echo3" => {
+            let threads: Vec<_> = ["a", "b", "c"]
+                .into_iter()
+                .map(|name| {
+                    let (mut tx, mut rx) = conn.channel::<Num, Num>(name).unwrap();
+                    std::thread::spawn(move || {
+                        while let Ok(n) = rx.recv() {
+                            let reply = Num(n.0 + 1);
+                            drop(n);
+                            tx.send(&reply).unwrap();
+                        }
+                    })
+                })
+                .collect();
+            for t in threads {
+                t.join().unwrap();
+            }
+        }
+        "idle" => {
+            let _ends = conn.channel::<Num, Num>("c").unwrap();
+            std::thread::sleep(Duration::from_secs(60));
+        }
+        "send_then_exit" => {
+            let (mut tx, _rx) = conn.channel::<Num, Num>("c").unwrap();
+            for i in 0..SEND_THEN_EXIT {
+                tx.send(&Num(i)).unwrap();
+            }
+            drop(tx);
+            std::process::exit(7);
+        }
+        "leaf" => {
+            let (_tx, mut rx) = conn.channel::<Num, Num>("c").unwrap();
+            println!("LEAF_READY {}", std::process::id());
+            let r = rx.recv().map(|m| m.0);
+            assert!(matches!(r, Err(RecvError::Disconnected)), "{r:?}");
+            println!("LEAF_DISCONNECTED");
+        }
+        other => panic!("unknown role {other}"),
+    }
+}
