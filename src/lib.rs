@@ -40,6 +40,7 @@ mod segment;
 mod spawn;
 mod sync;
 mod sys;
+mod transport;
 mod wait;
 
 pub use channel::{Message, RawMessage, RawReceiver, RawSender, Receiver, Sender};

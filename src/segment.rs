@@ -10,7 +10,7 @@
 use std::ptr::{NonNull, addr_of, addr_of_mut};
 use std::sync::{Arc, Mutex};
 
-use crate::channel::{RawReceiver, RawSender, Receiver, Sender};
+use crate::channel::{RawReceiver, RawSender, Receiver, RecvEnd, SendEnd, Sender};
 use crate::codec::{self, Decode, Encode};
 use crate::error::{ChannelError, OpenError};
 use crate::layout::*;
@@ -19,6 +19,7 @@ use crate::ring::{MAX_CAPACITY, MIN_CAPACITY, RingRegion};
 use crate::sync::{AtomicU32, AtomicU64, Ordering};
 use crate::sys::process;
 use crate::sys::{mapping::Mapping, random, shm};
+use crate::transport::{ShmReceiver, ShmSender};
 use crate::wait::WaitStrategy;
 
 /// Default ring capacity per direction: 1 MiB (largest message 512 KiB − 16).
@@ -319,16 +320,17 @@ impl Segment {
         // SAFETY: `taken` guarantees one end per channel per side in this
         // process, the side decides which ring we produce into, and the
         // claim guarantees a single process per side.
-        let sender = unsafe { RawSender::new(out_region, Arc::clone(&self.link)) }
+        let sender = unsafe { ShmSender::new(out_region, Arc::clone(&self.link)) }
             .map_err(ChannelError::Corrupted)?;
         // SAFETY: as above, for the consuming direction.
-        let receiver = unsafe { RawReceiver::new(in_region, Arc::clone(&self.link)) }
+        let receiver = unsafe { ShmReceiver::new(in_region, Arc::clone(&self.link)) }
             .map_err(ChannelError::Corrupted)?;
         taken[index] = true;
-        let (mut sender, mut receiver) = (sender, receiver);
-        sender.set_wait_strategy(self.channels[index].wait);
-        receiver.set_wait_strategy(self.channels[index].wait);
-        Ok((sender, receiver))
+        let wait = self.channels[index].wait;
+        Ok((
+            RawSender::new(SendEnd::Shm(sender), wait),
+            RawReceiver::new(RecvEnd::Shm(receiver), wait),
+        ))
     }
 
     /// Records our fingerprint for a direction, or checks the one the other

@@ -294,7 +294,11 @@ fn spawn_exit_cycles_leak_nothing() {
     }
     // `<=`: another test's thread may have closed a pipe meanwhile; a leak
     // of one fd per cycle would show as hundreds more.
-    assert!(open_fds() <= fds, "file descriptors leaked: {fds} before, {} after", open_fds());
+    assert!(
+        open_fds() <= fds,
+        "file descriptors leaked: {fds} before, {} after",
+        open_fds()
+    );
     assert!(remora_segments().is_empty(), "segments leaked");
 }
 

@@ -16,8 +16,10 @@ mod raw_sender;
 mod receiver;
 mod sender;
 
+pub(crate) use raw_receiver::RecvEnd;
 pub use raw_receiver::{RawMessage, RawReceiver};
 pub use raw_sender::RawSender;
+pub(crate) use raw_sender::SendEnd;
 pub use receiver::{Message, Receiver};
 pub use sender::Sender;
 

@@ -2,15 +2,13 @@
 //! receivers share.
 
 use std::ops::Deref;
-use std::sync::Arc;
 use std::time::Duration;
 
 use super::Deadline;
 use crate::error::RecvError;
-use crate::link::Link;
-use crate::ring::{Consumer, Frame, RingFault, RingRegion};
-use crate::sync::Ordering;
-use crate::wait::{self, WaitStrategy, Waited};
+use crate::ring::Frame;
+use crate::transport::ShmReceiver;
+use crate::wait::WaitStrategy;
 
 /// Receives byte messages from one ring of a channel, in place.
 ///
@@ -18,9 +16,14 @@ use crate::wait::{self, WaitStrategy, Waited};
 /// [`RawSender`](crate::RawSender) for an example.
 #[derive(Debug)]
 pub struct RawReceiver {
-    consumer: Consumer,
+    end: RecvEnd,
     strategy: WaitStrategy,
-    link: Arc<Link>,
+}
+
+/// The transport behind a receiver.
+#[derive(Debug)]
+pub(crate) enum RecvEnd {
+    Shm(ShmReceiver),
 }
 
 /// A received byte message, borrowed from the ring. Dropping it releases the
@@ -32,21 +35,8 @@ pub struct RawMessage<'a> {
 }
 
 impl RawReceiver {
-    /// # Safety
-    ///
-    /// This must be the only consumer of `region`, in any process, and
-    /// `link` must keep the region's memory alive.
-    pub(crate) unsafe fn new(
-        region: RingRegion,
-        link: Arc<Link>,
-    ) -> Result<RawReceiver, RingFault> {
-        // SAFETY: forwarded to the caller.
-        let consumer = unsafe { Consumer::new(region)? };
-        Ok(RawReceiver {
-            consumer,
-            strategy: WaitStrategy::default(),
-            link,
-        })
+    pub(crate) fn new(end: RecvEnd, strategy: WaitStrategy) -> RawReceiver {
+        RawReceiver { end, strategy }
     }
 
     /// Sets how blocking receives wait for data (default
@@ -82,57 +72,21 @@ impl RawReceiver {
         Ok(RawMessage { rx: self, frame })
     }
 
-    /// The receive loop: the next validated frame, waiting per `deadline`.
-    /// Drains every committed frame before reporting `Disconnected`.
+    /// The next validated frame, waiting per `deadline`; every committed
+    /// frame is delivered before `Disconnected`.
     #[inline]
     pub(crate) fn next_frame(&mut self, deadline: Deadline) -> Result<Frame, RecvError> {
-        let region = *self.consumer.region();
-        let ctrl = region.ctrl();
-        loop {
-            if let Some(frame) = self.consumer.peek().map_err(RecvError::Corrupted)? {
-                return Ok(frame);
-            }
-            // Acquire: pairs with the sender's Release store on close, so the
-            // peek below sees every frame committed before it.
-            if ctrl.ends.producer_closed.load(Ordering::Acquire) != 0 || self.link.peer_known_dead()
-            {
-                return match self.consumer.peek().map_err(RecvError::Corrupted)? {
-                    Some(frame) => Ok(frame),
-                    None => Err(RecvError::Disconnected),
-                };
-            }
-            let Deadline::At(at) = deadline else {
-                return Err(RecvError::Empty);
-            };
-            let consumer = &mut self.consumer;
-            let link = &self.link;
-            let waited = wait::wait(
-                self.strategy,
-                &ctrl.data_bell,
-                at,
-                || consumer.has_data() || ctrl.ends.producer_closed.load(Ordering::Relaxed) != 0,
-                || link.check_peer_gone(),
-            );
-            if waited == Waited::TimedOut {
-                return Err(RecvError::Timeout);
-            }
+        match &mut self.end {
+            RecvEnd::Shm(end) => end.next_frame(deadline, self.strategy),
         }
     }
 
-    /// Hands a frame's space back to the sender and wakes it if it waits.
+    /// Hands a frame back to the transport (and its space to the sender).
     #[inline]
     pub(crate) fn release(&mut self, frame: Frame) {
-        self.consumer.release(frame);
-        self.consumer.region().ctrl().space_bell.ring();
-    }
-}
-
-impl Drop for RawReceiver {
-    fn drop(&mut self) {
-        let ctrl = self.consumer.region().ctrl();
-        // Release: orders our last head store before the close flag.
-        ctrl.ends.consumer_closed.store(1, Ordering::Release);
-        ctrl.space_bell.ring();
+        match &mut self.end {
+            RecvEnd::Shm(end) => end.release(frame),
+        }
     }
 }
 

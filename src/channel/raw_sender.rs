@@ -1,16 +1,13 @@
 //! The sending end of a raw-bytes channel, and the send loop typed senders
 //! share.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use super::Deadline;
 use crate::codec::EncodeError;
 use crate::error::SendError;
-use crate::link::Link;
-use crate::ring::{Producer, ReserveError, RingFault, RingRegion};
-use crate::sync::Ordering;
-use crate::wait::{self, WaitStrategy, Waited};
+use crate::transport::ShmSender;
+use crate::wait::WaitStrategy;
 
 /// Sends byte messages into one ring of a channel.
 ///
@@ -29,24 +26,19 @@ use crate::wait::{self, WaitStrategy, Waited};
 /// ```
 #[derive(Debug)]
 pub struct RawSender {
-    producer: Producer,
+    end: SendEnd,
     strategy: WaitStrategy,
-    link: Arc<Link>,
+}
+
+/// The transport behind a sender.
+#[derive(Debug)]
+pub(crate) enum SendEnd {
+    Shm(ShmSender),
 }
 
 impl RawSender {
-    /// # Safety
-    ///
-    /// This must be the only producer of `region`, in any process, and
-    /// `link` must keep the region's memory alive.
-    pub(crate) unsafe fn new(region: RingRegion, link: Arc<Link>) -> Result<RawSender, RingFault> {
-        // SAFETY: forwarded to the caller.
-        let producer = unsafe { Producer::new(region)? };
-        Ok(RawSender {
-            producer,
-            strategy: WaitStrategy::default(),
-            link,
-        })
+    pub(crate) fn new(end: SendEnd, strategy: WaitStrategy) -> RawSender {
+        RawSender { end, strategy }
     }
 
     /// Sets how blocking sends wait for space (default
@@ -62,7 +54,9 @@ impl RawSender {
 
     /// The largest message this channel carries, in bytes.
     pub fn max_message(&self) -> usize {
-        self.producer.region().max_payload()
+        match &self.end {
+            SendEnd::Shm(end) => end.max_message(),
+        }
     }
 
     /// Sends `bytes`, waiting for space if the ring is full.
@@ -94,72 +88,18 @@ impl RawSender {
         })
     }
 
-    /// The send loop: reserve at least `min` bytes, let `write` fill the
-    /// grant and report the length, commit, ring the doorbell. On overflow,
-    /// ask for more space; when there is none, wait per `deadline`.
+    /// Sends one message: `write` fills the space it is given (at least
+    /// `min` bytes) and reports the length; see the transports for how space
+    /// is found and waited for.
     #[inline]
     pub(crate) fn send_with(
         &mut self,
-        mut min: usize,
+        min: usize,
         deadline: Deadline,
-        mut write: impl FnMut(*mut u8, usize) -> Result<usize, EncodeError>,
+        write: impl FnMut(*mut u8, usize) -> Result<usize, EncodeError>,
     ) -> Result<(), SendError> {
-        let region = *self.producer.region();
-        let ctrl = region.ctrl();
-        let max = region.max_payload();
-        loop {
-            // Acquire: pairs with the receiver's Release store on close.
-            if ctrl.ends.consumer_closed.load(Ordering::Acquire) != 0 || self.link.peer_known_dead()
-            {
-                return Err(SendError::Disconnected);
-            }
-            match self.producer.reserve(min) {
-                Ok(grant) => match write(grant.payload, grant.len) {
-                    Ok(len) => {
-                        self.producer.commit(grant, len);
-                        ctrl.data_bell.ring();
-                        return Ok(());
-                    }
-                    Err(EncodeError::Overflow) if grant.len >= max => {
-                        return Err(SendError::TooLarge { max });
-                    }
-                    // The grant was what fit contiguously; ask for more.
-                    Err(EncodeError::Overflow) => min = grant.len + 1,
-                    Err(EncodeError::Other) => return Err(SendError::Encode),
-                },
-                Err(ReserveError::TooLarge) => return Err(SendError::TooLarge { max }),
-                Err(ReserveError::Fault(f)) => return Err(SendError::Corrupted(f)),
-                Err(ReserveError::Full) => {
-                    let Deadline::At(at) = deadline else {
-                        return Err(SendError::Full);
-                    };
-                    let producer = &mut self.producer;
-                    let link = &self.link;
-                    let waited = wait::wait(
-                        self.strategy,
-                        &ctrl.space_bell,
-                        at,
-                        || {
-                            producer.has_space(min)
-                                || ctrl.ends.consumer_closed.load(Ordering::Relaxed) != 0
-                        },
-                        || link.check_peer_gone(),
-                    );
-                    if waited == Waited::TimedOut {
-                        return Err(SendError::Timeout);
-                    }
-                }
-            }
+        match &mut self.end {
+            SendEnd::Shm(end) => end.send_with(min, deadline, self.strategy, write),
         }
-    }
-}
-
-impl Drop for RawSender {
-    fn drop(&mut self) {
-        let ctrl = self.producer.region().ctrl();
-        // Release: every commit before this is visible to a receiver that
-        // Acquire-loads the flag, so it can drain before disconnecting.
-        ctrl.ends.producer_closed.store(1, Ordering::Release);
-        ctrl.data_bell.ring();
     }
 }

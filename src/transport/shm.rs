@@ -1,0 +1,184 @@
+//! The shared-memory transport's channel ends: the send and receive loops
+//! over a ring, its doorbells and its close flags.
+
+use std::sync::Arc;
+
+use crate::channel::Deadline;
+use crate::codec::EncodeError;
+use crate::error::{RecvError, SendError};
+use crate::link::Link;
+use crate::ring::{Consumer, Frame, Producer, ReserveError, RingFault, RingRegion};
+use crate::sync::Ordering;
+use crate::wait::{self, WaitStrategy, Waited};
+
+/// The producing end of one ring.
+#[derive(Debug)]
+pub(crate) struct ShmSender {
+    producer: Producer,
+    link: Arc<Link>,
+}
+
+/// The consuming end of one ring.
+#[derive(Debug)]
+pub(crate) struct ShmReceiver {
+    consumer: Consumer,
+    link: Arc<Link>,
+}
+
+impl ShmSender {
+    /// # Safety
+    ///
+    /// This must be the only producer of `region`, in any process, and
+    /// `link` must keep the region's memory alive.
+    pub(crate) unsafe fn new(region: RingRegion, link: Arc<Link>) -> Result<ShmSender, RingFault> {
+        // SAFETY: forwarded to the caller.
+        let producer = unsafe { Producer::new(region)? };
+        Ok(ShmSender { producer, link })
+    }
+
+    pub(crate) fn max_message(&self) -> usize {
+        self.producer.region().max_payload()
+    }
+
+    /// The send loop: reserve at least `min` bytes, let `write` fill the
+    /// grant and report the length, commit, ring the doorbell. On overflow,
+    /// ask for more space; when there is none, wait per `deadline`.
+    #[inline]
+    pub(crate) fn send_with(
+        &mut self,
+        mut min: usize,
+        deadline: Deadline,
+        strategy: WaitStrategy,
+        mut write: impl FnMut(*mut u8, usize) -> Result<usize, EncodeError>,
+    ) -> Result<(), SendError> {
+        let region = *self.producer.region();
+        let ctrl = region.ctrl();
+        let max = region.max_payload();
+        loop {
+            // Acquire: pairs with the receiver's Release store on close.
+            if ctrl.ends.consumer_closed.load(Ordering::Acquire) != 0 || self.link.peer_known_dead()
+            {
+                return Err(SendError::Disconnected);
+            }
+            match self.producer.reserve(min) {
+                Ok(grant) => match write(grant.payload, grant.len) {
+                    Ok(len) => {
+                        self.producer.commit(grant, len);
+                        ctrl.data_bell.ring();
+                        return Ok(());
+                    }
+                    Err(EncodeError::Overflow) if grant.len >= max => {
+                        return Err(SendError::TooLarge { max });
+                    }
+                    // The grant was what fit contiguously; ask for more.
+                    Err(EncodeError::Overflow) => min = grant.len + 1,
+                    Err(EncodeError::Other) => return Err(SendError::Encode),
+                },
+                Err(ReserveError::TooLarge) => return Err(SendError::TooLarge { max }),
+                Err(ReserveError::Fault(f)) => return Err(SendError::Corrupted(f)),
+                Err(ReserveError::Full) => {
+                    let Deadline::At(at) = deadline else {
+                        return Err(SendError::Full);
+                    };
+                    let producer = &mut self.producer;
+                    let link = &self.link;
+                    let waited = wait::wait(
+                        strategy,
+                        &ctrl.space_bell,
+                        at,
+                        || {
+                            producer.has_space(min)
+                                || ctrl.ends.consumer_closed.load(Ordering::Relaxed) != 0
+                        },
+                        || link.check_peer_gone(),
+                    );
+                    if waited == Waited::TimedOut {
+                        return Err(SendError::Timeout);
+                    }
+                }
+            }
+        }
+    }
+}
+
+impl Drop for ShmSender {
+    fn drop(&mut self) {
+        let ctrl = self.producer.region().ctrl();
+        // Release: every commit before this is visible to a receiver that
+        // Acquire-loads the flag, so it can drain before disconnecting.
+        ctrl.ends.producer_closed.store(1, Ordering::Release);
+        ctrl.data_bell.ring();
+    }
+}
+
+impl ShmReceiver {
+    /// # Safety
+    ///
+    /// This must be the only consumer of `region`, in any process, and
+    /// `link` must keep the region's memory alive.
+    pub(crate) unsafe fn new(
+        region: RingRegion,
+        link: Arc<Link>,
+    ) -> Result<ShmReceiver, RingFault> {
+        // SAFETY: forwarded to the caller.
+        let consumer = unsafe { Consumer::new(region)? };
+        Ok(ShmReceiver { consumer, link })
+    }
+
+    /// The receive loop: the next validated frame, waiting per `deadline`.
+    /// Drains every committed frame before reporting `Disconnected`.
+    #[inline]
+    pub(crate) fn next_frame(
+        &mut self,
+        deadline: Deadline,
+        strategy: WaitStrategy,
+    ) -> Result<Frame, RecvError> {
+        let region = *self.consumer.region();
+        let ctrl = region.ctrl();
+        loop {
+            if let Some(frame) = self.consumer.peek().map_err(RecvError::Corrupted)? {
+                return Ok(frame);
+            }
+            // Acquire: pairs with the sender's Release store on close, so the
+            // peek below sees every frame committed before it.
+            if ctrl.ends.producer_closed.load(Ordering::Acquire) != 0 || self.link.peer_known_dead()
+            {
+                return match self.consumer.peek().map_err(RecvError::Corrupted)? {
+                    Some(frame) => Ok(frame),
+                    None => Err(RecvError::Disconnected),
+                };
+            }
+            let Deadline::At(at) = deadline else {
+                return Err(RecvError::Empty);
+            };
+            let consumer = &mut self.consumer;
+            let link = &self.link;
+            let waited = wait::wait(
+                strategy,
+                &ctrl.data_bell,
+                at,
+                || consumer.has_data() || ctrl.ends.producer_closed.load(Ordering::Relaxed) != 0,
+                || link.check_peer_gone(),
+            );
+            if waited == Waited::TimedOut {
+                return Err(RecvError::Timeout);
+            }
+        }
+    }
+
+    /// Hands a frame's space back to the sender and wakes it if it waits.
+    #[inline]
+    pub(crate) fn release(&mut self, frame: Frame) {
+        self.consumer.release(frame);
+        self.consumer.region().ctrl().space_bell.ring();
+    }
+}
+
+impl Drop for ShmReceiver {
+    fn drop(&mut self) {
+        let ctrl = self.consumer.region().ctrl();
+        // Release: orders our last head store before the close flag.
+        ctrl.ends.consumer_closed.store(1, Ordering::Release);
+        ctrl.space_bell.ring();
+    }
+}
