@@ -137,7 +137,7 @@ impl Drop for PinGuard {
 }
 
 /// Writes every byte: distinct LE words `seed, seed+1, ..`; tail bytes `seed as u8`.
-fn fill(buf: &mut [u8], seed: u64) {
+pub fn fill(buf: &mut [u8], seed: u64) {
     let mut words = buf.chunks_exact_mut(8);
     for (i, w) in (&mut words).enumerate() {
         w.copy_from_slice(&seed.wrapping_add(i as u64).to_le_bytes());
@@ -154,7 +154,7 @@ fn checksum(buf: &[u8]) -> u64 {
 }
 
 /// Verifies `buf` holds what `fill(buf, seed)` wrote, having read all of it.
-fn verify(buf: &[u8], seed: u64) -> Result<(), Fail> {
+pub fn verify(buf: &[u8], seed: u64) -> Result<(), Fail> {
     let (n, tail) = ((buf.len() / 8) as u64, (buf.len() % 8) as u64);
     let sum_0_to_n = (n / 2).wrapping_mul(n.wrapping_sub(1) | 1); // n(n-1)/2 for any n
     let want = seed.wrapping_mul(n).wrapping_add(sum_0_to_n);
@@ -164,17 +164,17 @@ fn verify(buf: &[u8], seed: u64) -> Result<(), Fail> {
     }
 }
 
-fn ping_seed(k: u32) -> u64 {
+pub fn ping_seed(k: u32) -> u64 {
     u64::from(k)
 }
 
-fn pong_seed(k: u32) -> u64 {
+pub fn pong_seed(k: u32) -> u64 {
     (u64::from(k) << 32) | 0xC0FFEE
 }
 
 /// Why a side gave up; the child exits with the discriminant as its status.
 #[derive(Debug, Clone, Copy)]
-enum Fail {
+pub enum Fail {
     Stall = 2,
     Corrupt = 3,
     Io = 4,

@@ -1,0 +1,308 @@
+//! Round-trip latency and throughput of remora next to the baselines that
+//! bound it, measured in one run on one machine.
+//!
+//! ```text
+//! cargo run --release --example pingpong                 # everything, < 60 s
+//! cargo run --release --example pingpong -- --rows spin,baselines --sizes 64
+//! cargo run --release --example pingpong -- --iters 0.2  # scale iteration counts
+//! cargo run --release --example pingpong -- --no-pin     # leave placement to the scheduler
+//! ```
+//!
+//! The parent spawns this binary again as its child with `remora::Spawner`.
+//! Every round trip writes `size` fresh bytes on each side and reads (and
+//! verifies) every byte the other side wrote, exactly like the baselines in
+//! `baselines.rs`, so zero-copy is not measured as "touched nothing". By
+//! default the parent runs on CPU 0 and the child on CPU 1.
+
+mod baselines;
+
+use std::time::{Duration, Instant};
+
+use baselines::{Samples, fill, format_ns, ping_seed, pong_seed, verify};
+use remora::{ChannelConfig, RawReceiver, RawSender, Spawner, WaitStrategy};
+
+/// Payload ring: room for two 4 MiB messages in flight.
+const PAYLOAD_CAPACITY: usize = 16 << 20;
+const SIZES: [usize; 4] = [64, 4096, 65536, 4 << 20];
+const ROLE_ENV: &str = "PINGPONG_ROLE";
+
+/// What the parent asks the child to do next (on the `ctl` channel).
+#[derive(rkyv::Archive, rkyv::Serialize, Debug)]
+enum Control {
+    /// Echo `rounds` round trips of `size` bytes, waiting with `strategy`.
+    PingPong { strategy: u8, size: u64, rounds: u32 },
+    /// Receive `count` 64-byte messages, then reply once.
+    Stream { strategy: u8, count: u64 },
+    Quit,
+}
+
+fn strategy_code(s: WaitStrategy) -> u8 {
+    match s {
+        WaitStrategy::Spin => 0,
+        WaitStrategy::Block => 1,
+        _ => 2,
+    }
+}
+
+fn strategy_from(code: u8) -> WaitStrategy {
+    match code {
+        0 => WaitStrategy::Spin,
+        1 => WaitStrategy::Block,
+        _ => WaitStrategy::Adaptive,
+    }
+}
+
+struct Args {
+    rows: Vec<String>,
+    sizes: Vec<usize>,
+    scale: f64,
+    pin: bool,
+}
+
+fn parse_args() -> Args {
+    let mut args = Args {
+        rows: ["spin", "adaptive", "block", "baselines", "throughput"].map(String::from).to_vec(),
+        sizes: SIZES.to_vec(),
+        scale: 1.0,
+        pin: true,
+    };
+    let mut it = std::env::args().skip(1);
+    while let Some(flag) = it.next() {
+        let mut value = || it.next().unwrap_or_else(|| panic!("{flag} needs a value"));
+        match flag.as_str() {
+            "--rows" => args.rows = value().split(',').map(String::from).collect(),
+            "--sizes" => args.sizes = value().split(',').map(|s| s.parse().expect("size in bytes")).collect(),
+            "--iters" => args.scale = value().parse().expect("iteration scale factor"),
+            "--no-pin" => args.pin = false,
+            "--help" | "-h" => {
+                println!("usage: pingpong [--rows spin,adaptive,block,baselines,throughput] [--sizes 64,4096,...] [--iters SCALE] [--no-pin]");
+                std::process::exit(0);
+            }
+            other => panic!("unknown flag {other} (try --help)"),
+        }
+    }
+    args
+}
+
+/// Iterations for a payload size: many for small messages, few for 4 MiB.
+fn iterations(size: usize, strategy: Option<WaitStrategy>, scale: f64) -> (usize, usize) {
+    let base = match size {
+        0..=4096 => 20_000,
+        4097..=65536 => 4_000,
+        _ => 200,
+    };
+    // A futex round trip costs ~100 µs on a VM: fewer rounds, same precision.
+    let base = if strategy == Some(WaitStrategy::Block) { base / 4 } else { base };
+    let iters = ((base as f64 * scale) as usize).max(10);
+    (iters, (iters / 10).max(5))
+}
+
+fn main() {
+    if std::env::var_os(ROLE_ENV).is_some() {
+        return child();
+    }
+    let args = parse_args();
+    if args.pin {
+        baselines::set_pinning(Some(0), Some(1));
+        baselines::pin_to_cpu(0).expect("pin parent to CPU 0");
+    }
+    let mut child = Spawner::new(std::env::current_exe().expect("current_exe"))
+        .env(ROLE_ENV, "child")
+        .env("PINGPONG_PIN", if args.pin { "1" } else { "0" })
+        .channel_with(ChannelConfig::new("ctl").capacity(4096))
+        .channel_with(ChannelConfig::new("pp").capacity(PAYLOAD_CAPACITY))
+        .spawn()
+        .expect("spawn child");
+    let (mut ctl, _) = child.channel::<Control, ()>("ctl").expect("ctl channel");
+    let (mut tx, mut rx) = child.raw_channel("pp").expect("pp channel");
+
+    println!("remora pingpong: round trips in ns (p50 / p99 / p99.9); ratio = remora p50 / baseline p50");
+    println!(
+        "{:<12} {:>8} {:>10} {:>10} {:>10}   {:<28}",
+        "row", "size", "p50", "p99", "p99.9", "ratio"
+    );
+    let want = |row: &str| args.rows.iter().any(|r| r == row);
+    for &size in &args.sizes {
+        let mut floor = std::collections::HashMap::new();
+        if want("baselines") {
+            let (iters, warmup) = iterations(size, None, args.scale);
+            let rows: [(&str, fn(usize, usize, usize) -> Samples); 6] = [
+                ("raw-shm-spin", baselines::shm_spin_pingpong),
+                ("raw-futex", baselines::futex_pingpong),
+                ("pipe", baselines::pipe_pingpong),
+                ("unix-socket", baselines::unix_socket_pingpong),
+                ("crossbeam", baselines::crossbeam_pingpong),
+                ("2x-memcpy", baselines::memcpy_pair),
+            ];
+            for (name, f) in rows {
+                let (iters, warmup) = if name == "raw-futex" || name == "pipe" || name == "unix-socket" {
+                    iterations(size, Some(WaitStrategy::Block), args.scale)
+                } else {
+                    (iters, warmup)
+                };
+                let s = f(size, iters, warmup);
+                print_row(name, size, &s, None);
+                floor.insert(name, s.median());
+            }
+        }
+        let mut spin_p50 = None;
+        for (row, strategy) in
+            [("spin", WaitStrategy::Spin), ("adaptive", WaitStrategy::Adaptive), ("block", WaitStrategy::Block)]
+        {
+            if !want(row) {
+                continue;
+            }
+            let (iters, warmup) = iterations(size, Some(strategy), args.scale);
+            let s = remora_pingpong(&mut ctl, &mut tx, &mut rx, strategy, size, iters, warmup);
+            let baseline = match strategy {
+                WaitStrategy::Spin => floor.get("raw-shm-spin").map(|&b| ("raw-shm-spin", b)),
+                WaitStrategy::Block => floor.get("raw-futex").map(|&b| ("raw-futex", b)),
+                _ => spin_p50.map(|b| ("remora spin", b)),
+            };
+            print_row(&format!("remora-{row}"), size, &s, baseline);
+            if size >= 1 << 20 {
+                for other in ["2x-memcpy", "unix-socket"] {
+                    if let Some(&b) = floor.get(other) {
+                        println!("{:<12} {:>8} {:>34}   {:.2}x {other}", "", "", "", s.median() as f64 / b as f64);
+                    }
+                }
+            }
+            if strategy == WaitStrategy::Spin {
+                spin_p50 = Some(s.median());
+            }
+        }
+    }
+    if want("throughput") {
+        let n = (2_000_000.0 * args.scale) as u64;
+        let remora = remora_stream(&mut ctl, &mut tx, &mut rx, WaitStrategy::Adaptive, n);
+        let crossbeam = baselines::crossbeam_throughput(n as usize);
+        println!();
+        println!("one-way 64 B throughput: remora-adaptive {:.2} M msg/s, crossbeam bounded(1024) {:.2} M msg/s, ratio {:.2}x",
+            remora / 1e6, crossbeam / 1e6, remora / crossbeam);
+    }
+    ctl.send(&Control::Quit).expect("quit");
+    drop((tx, rx));
+    let status = child.wait().expect("wait");
+    assert!(status.success(), "child failed: {status}");
+}
+
+fn print_row(name: &str, size: usize, s: &Samples, baseline: Option<(&str, u64)>) {
+    let ratio = baseline
+        .map(|(b, p50)| format!("{:.2}x {b}", s.median() as f64 / p50 as f64))
+        .unwrap_or_default();
+    println!(
+        "{:<12} {:>8} {:>10} {:>10} {:>10}   {ratio}",
+        name,
+        size,
+        format_ns(s.median()),
+        format_ns(s.percentile(99.0)),
+        format_ns(s.percentile(99.9)),
+    );
+}
+
+fn set_strategy(tx: &mut RawSender, rx: &mut RawReceiver, strategy: WaitStrategy) {
+    tx.set_wait_strategy(strategy);
+    rx.set_wait_strategy(strategy);
+}
+
+/// One remora row: `warmup + iters` round trips of `size` bytes each way.
+fn remora_pingpong(
+    ctl: &mut remora::Sender<Control>,
+    tx: &mut RawSender,
+    rx: &mut RawReceiver,
+    strategy: WaitStrategy,
+    size: usize,
+    iters: usize,
+    warmup: usize,
+) -> Samples {
+    set_strategy(tx, rx, strategy);
+    let total = (iters + warmup) as u32;
+    ctl.send(&Control::PingPong {
+        strategy: strategy_code(strategy),
+        size: size as u64,
+        rounds: total,
+    })
+    .expect("control");
+    let mut buf = vec![0u8; size];
+    let mut samples = Vec::with_capacity(iters);
+    for k in 1..=total {
+        let t0 = Instant::now();
+        fill(&mut buf, ping_seed(k));
+        tx.send(&buf).expect("send ping");
+        let reply = rx.recv().expect("recv pong");
+        verify(&reply, pong_seed(k)).expect("corrupt pong");
+        drop(reply);
+        let dt = t0.elapsed();
+        if k as usize > warmup {
+            samples.push(dt.as_nanos() as u64);
+        }
+    }
+    Samples(samples)
+}
+
+/// One-way streaming of `count` 64-byte messages; messages per second.
+fn remora_stream(
+    ctl: &mut remora::Sender<Control>,
+    tx: &mut RawSender,
+    rx: &mut RawReceiver,
+    strategy: WaitStrategy,
+    count: u64,
+) -> f64 {
+    set_strategy(tx, rx, strategy);
+    ctl.send(&Control::Stream {
+        strategy: strategy_code(strategy),
+        count,
+    })
+    .expect("control");
+    let mut m = [0u8; 64];
+    let t0 = Instant::now();
+    for i in 0..count {
+        fill(&mut m, i);
+        tx.send(&m).expect("stream send");
+    }
+    let done = rx.recv().expect("stream ack");
+    assert_eq!(&*done, b"ok", "child reported a bad stream");
+    drop(done);
+    count as f64 / t0.elapsed().as_secs_f64()
+}
+
+fn child() {
+    if std::env::var("PINGPONG_PIN").as_deref() == Ok("1") {
+        baselines::pin_to_cpu(1).expect("pin child to CPU 1");
+    }
+    let conn = remora::connect().expect("connect");
+    let (_, mut ctl) = conn.channel::<(), Control>("ctl").expect("ctl");
+    let (mut tx, mut rx) = conn.raw_channel("pp").expect("pp");
+    ctl.set_wait_strategy(WaitStrategy::Block);
+    let mut buf = vec![0u8; 4 << 20];
+    loop {
+        let cmd = ctl.recv_timeout(Duration::from_secs(120)).expect("control message");
+        match &*cmd {
+            ArchivedControl::PingPong { strategy, size, rounds } => {
+                set_strategy(&mut tx, &mut rx, strategy_from(*strategy));
+                let (size, rounds) = (size.to_native() as usize, rounds.to_native());
+                drop(cmd);
+                let out = &mut buf[..size];
+                for k in 1..=rounds {
+                    let ping = rx.recv().expect("recv ping");
+                    verify(&ping, ping_seed(k)).expect("corrupt ping");
+                    drop(ping);
+                    fill(out, pong_seed(k));
+                    tx.send(out).expect("send pong");
+                }
+            }
+            ArchivedControl::Stream { strategy, count } => {
+                set_strategy(&mut tx, &mut rx, strategy_from(*strategy));
+                let count = count.to_native();
+                drop(cmd);
+                let mut good = true;
+                for i in 0..count {
+                    let m = rx.recv().expect("stream recv");
+                    good &= verify(&m, i).is_ok();
+                }
+                tx.send(if good { b"ok" } else { b"no" }).expect("stream ack");
+            }
+            ArchivedControl::Quit => return,
+        }
+    }
+}
