@@ -15,6 +15,7 @@ mod raw_receiver;
 mod raw_sender;
 mod receiver;
 mod sender;
+mod slot;
 
 pub(crate) use raw_receiver::RecvEnd;
 pub use raw_receiver::{RawMessage, RawReceiver};
@@ -22,6 +23,7 @@ pub use raw_sender::RawSender;
 pub(crate) use raw_sender::SendEnd;
 pub use receiver::{Message, Receiver};
 pub use sender::Sender;
+pub use slot::Slot;
 
 use std::time::Duration;
 

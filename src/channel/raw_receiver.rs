@@ -50,6 +50,13 @@ impl RawReceiver {
         self.strategy
     }
 
+    /// The largest message this channel carries, in bytes.
+    pub fn max_message(&self) -> usize {
+        match &self.end {
+            RecvEnd::Shm(end) => end.max_message(),
+        }
+    }
+
     /// Receives the next message, waiting for one.
     ///
     /// Errors: [`RecvError::Disconnected`] once the sender is gone and

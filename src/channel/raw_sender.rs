@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use super::Deadline;
+use super::{Deadline, Slot};
 use crate::codec::EncodeError;
 use crate::error::SendError;
 use crate::transport::ShmSender;
@@ -76,6 +76,30 @@ impl RawSender {
     /// [`SendError::Timeout`].
     pub fn send_timeout(&mut self, bytes: &[u8], timeout: Duration) -> Result<(), SendError> {
         self.send_bytes(bytes, Deadline::after(timeout))
+    }
+
+    /// Sends a `len`-byte message written in place by `write`, straight into
+    /// the ring: no intermediate buffer, one write of each byte. Waits for
+    /// space like [`send`](RawSender::send); `write` runs once, when the
+    /// space is granted.
+    ///
+    /// Errors: as [`send`](RawSender::send).
+    pub fn send_in_place(
+        &mut self,
+        len: usize,
+        write: impl FnOnce(&mut Slot<'_>),
+    ) -> Result<(), SendError> {
+        let mut write = Some(write);
+        self.send_with(len, Deadline::NEVER, |dst, cap| {
+            debug_assert!(cap >= len);
+            // SAFETY: the grant gives `cap >= len` writable bytes at `dst`,
+            // reserved for this message until commit.
+            let mut slot = unsafe { Slot::new(dst, len) };
+            if let Some(write) = write.take() {
+                write(&mut slot);
+            }
+            Ok(len)
+        })
     }
 
     fn send_bytes(&mut self, bytes: &[u8], deadline: Deadline) -> Result<(), SendError> {

@@ -125,6 +125,10 @@ impl ShmReceiver {
         Ok(ShmReceiver { consumer, link })
     }
 
+    pub(crate) fn max_message(&self) -> usize {
+        self.consumer.region().max_payload()
+    }
+
     /// The receive loop: the next validated frame, waiting per `deadline`.
     /// Drains every committed frame before reporting `Disconnected`.
     #[inline]
