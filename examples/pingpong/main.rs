@@ -30,9 +30,16 @@ const ROLE_ENV: &str = "PINGPONG_ROLE";
 #[derive(rkyv::Archive, rkyv::Serialize, Debug)]
 enum Control {
     /// Echo `rounds` round trips of `size` bytes, waiting with `strategy`.
-    PingPong { strategy: u8, size: u64, rounds: u32 },
+    PingPong {
+        strategy: u8,
+        size: u64,
+        rounds: u32,
+    },
     /// Receive `count` 64-byte messages, then reply once.
-    Stream { strategy: u8, count: u64 },
+    Stream {
+        strategy: u8,
+        count: u64,
+    },
     Quit,
 }
 
@@ -61,7 +68,9 @@ struct Args {
 
 fn parse_args() -> Args {
     let mut args = Args {
-        rows: ["spin", "adaptive", "block", "baselines", "throughput"].map(String::from).to_vec(),
+        rows: ["spin", "adaptive", "block", "baselines", "throughput"]
+            .map(String::from)
+            .to_vec(),
         sizes: SIZES.to_vec(),
         scale: 1.0,
         pin: true,
@@ -71,11 +80,18 @@ fn parse_args() -> Args {
         let mut value = || it.next().unwrap_or_else(|| panic!("{flag} needs a value"));
         match flag.as_str() {
             "--rows" => args.rows = value().split(',').map(String::from).collect(),
-            "--sizes" => args.sizes = value().split(',').map(|s| s.parse().expect("size in bytes")).collect(),
+            "--sizes" => {
+                args.sizes = value()
+                    .split(',')
+                    .map(|s| s.parse().expect("size in bytes"))
+                    .collect()
+            }
             "--iters" => args.scale = value().parse().expect("iteration scale factor"),
             "--no-pin" => args.pin = false,
             "--help" | "-h" => {
-                println!("usage: pingpong [--rows spin,adaptive,block,baselines,throughput] [--sizes 64,4096,...] [--iters SCALE] [--no-pin]");
+                println!(
+                    "usage: pingpong [--rows spin,adaptive,block,baselines,throughput] [--sizes 64,4096,...] [--iters SCALE] [--no-pin]"
+                );
                 std::process::exit(0);
             }
             other => panic!("unknown flag {other} (try --help)"),
@@ -92,7 +108,11 @@ fn iterations(size: usize, strategy: Option<WaitStrategy>, scale: f64) -> (usize
         _ => 200,
     };
     // A futex round trip costs ~100 µs on a VM: fewer rounds, same precision.
-    let base = if strategy == Some(WaitStrategy::Block) { base / 4 } else { base };
+    let base = if strategy == Some(WaitStrategy::Block) {
+        base / 4
+    } else {
+        base
+    };
     let iters = ((base as f64 * scale) as usize).max(10);
     (iters, (iters / 10).max(5))
 }
@@ -116,7 +136,9 @@ fn main() {
     let (mut ctl, _) = child.channel::<Control, ()>("ctl").expect("ctl channel");
     let (mut tx, mut rx) = child.raw_channel("pp").expect("pp channel");
 
-    println!("remora pingpong: round trips in ns (p50 / p99 / p99.9); ratio = remora p50 / baseline p50");
+    println!(
+        "remora pingpong: round trips in ns (p50 / p99 / p99.9); ratio = remora p50 / baseline p50"
+    );
     println!(
         "{:<12} {:>8} {:>10} {:>10} {:>10}   {:<28}",
         "row", "size", "p50", "p99", "p99.9", "ratio"
@@ -135,20 +157,23 @@ fn main() {
                 ("2x-memcpy", baselines::memcpy_pair),
             ];
             for (name, f) in rows {
-                let (iters, warmup) = if name == "raw-futex" || name == "pipe" || name == "unix-socket" {
-                    iterations(size, Some(WaitStrategy::Block), args.scale)
-                } else {
-                    (iters, warmup)
-                };
+                let (iters, warmup) =
+                    if name == "raw-futex" || name == "pipe" || name == "unix-socket" {
+                        iterations(size, Some(WaitStrategy::Block), args.scale)
+                    } else {
+                        (iters, warmup)
+                    };
                 let s = f(size, iters, warmup);
                 print_row(name, size, &s, None);
                 floor.insert(name, s.median());
             }
         }
         let mut spin_p50 = None;
-        for (row, strategy) in
-            [("spin", WaitStrategy::Spin), ("adaptive", WaitStrategy::Adaptive), ("block", WaitStrategy::Block)]
-        {
+        for (row, strategy) in [
+            ("spin", WaitStrategy::Spin),
+            ("adaptive", WaitStrategy::Adaptive),
+            ("block", WaitStrategy::Block),
+        ] {
             if !want(row) {
                 continue;
             }
@@ -163,7 +188,13 @@ fn main() {
             if size >= 1 << 20 {
                 for other in ["2x-memcpy", "unix-socket"] {
                     if let Some(&b) = floor.get(other) {
-                        println!("{:<12} {:>8} {:>34}   {:.2}x {other}", "", "", "", s.median() as f64 / b as f64);
+                        println!(
+                            "{:<12} {:>8} {:>34}   {:.2}x {other}",
+                            "",
+                            "",
+                            "",
+                            s.median() as f64 / b as f64
+                        );
                     }
                 }
             }
@@ -177,8 +208,12 @@ fn main() {
         let remora = remora_stream(&mut ctl, &mut tx, &mut rx, WaitStrategy::Adaptive, n);
         let crossbeam = baselines::crossbeam_throughput(n as usize);
         println!();
-        println!("one-way 64 B throughput: remora-adaptive {:.2} M msg/s, crossbeam bounded(1024) {:.2} M msg/s, ratio {:.2}x",
-            remora / 1e6, crossbeam / 1e6, remora / crossbeam);
+        println!(
+            "one-way 64 B throughput: remora-adaptive {:.2} M msg/s, crossbeam bounded(1024) {:.2} M msg/s, ratio {:.2}x",
+            remora / 1e6,
+            crossbeam / 1e6,
+            remora / crossbeam
+        );
     }
     ctl.send(&Control::Quit).expect("quit");
     drop((tx, rx));
@@ -198,6 +233,23 @@ fn print_row(name: &str, size: usize, s: &Samples, baseline: Option<(&str, u64)>
         format_ns(s.percentile(99.0)),
         format_ns(s.percentile(99.9)),
     );
+}
+
+/// Sends `size` bytes of `fill(.., seed)` content, written straight into the
+/// ring in L1-sized chunks (sizes are multiples of 8, so chunking keeps the
+/// word sequence `fill` defines).
+fn send_filled(tx: &mut RawSender, size: usize, seed: u64) {
+    const CHUNK: usize = 4096;
+    assert_eq!(size % 8, 0, "payload sizes are multiples of 8");
+    let mut chunk = [0u8; CHUNK];
+    tx.send_in_place(size, |slot| {
+        for start in (0..size).step_by(CHUNK) {
+            let n = CHUNK.min(size - start);
+            fill(&mut chunk[..n], seed.wrapping_add((start / 8) as u64));
+            slot.write_at(start, &chunk[..n]);
+        }
+    })
+    .expect("send");
 }
 
 fn set_strategy(tx: &mut RawSender, rx: &mut RawReceiver, strategy: WaitStrategy) {
@@ -223,12 +275,10 @@ fn remora_pingpong(
         rounds: total,
     })
     .expect("control");
-    let mut buf = vec![0u8; size];
     let mut samples = Vec::with_capacity(iters);
     for k in 1..=total {
         let t0 = Instant::now();
-        fill(&mut buf, ping_seed(k));
-        tx.send(&buf).expect("send ping");
+        send_filled(tx, size, ping_seed(k));
         let reply = rx.recv().expect("recv pong");
         verify(&reply, pong_seed(k)).expect("corrupt pong");
         drop(reply);
@@ -274,21 +324,24 @@ fn child() {
     let (_, mut ctl) = conn.channel::<(), Control>("ctl").expect("ctl");
     let (mut tx, mut rx) = conn.raw_channel("pp").expect("pp");
     ctl.set_wait_strategy(WaitStrategy::Block);
-    let mut buf = vec![0u8; 4 << 20];
     loop {
-        let cmd = ctl.recv_timeout(Duration::from_secs(120)).expect("control message");
+        let cmd = ctl
+            .recv_timeout(Duration::from_secs(120))
+            .expect("control message");
         match &*cmd {
-            ArchivedControl::PingPong { strategy, size, rounds } => {
+            ArchivedControl::PingPong {
+                strategy,
+                size,
+                rounds,
+            } => {
                 set_strategy(&mut tx, &mut rx, strategy_from(*strategy));
                 let (size, rounds) = (size.to_native() as usize, rounds.to_native());
                 drop(cmd);
-                let out = &mut buf[..size];
                 for k in 1..=rounds {
                     let ping = rx.recv().expect("recv ping");
                     verify(&ping, ping_seed(k)).expect("corrupt ping");
                     drop(ping);
-                    fill(out, pong_seed(k));
-                    tx.send(out).expect("send pong");
+                    send_filled(&mut tx, size, pong_seed(k));
                 }
             }
             ArchivedControl::Stream { strategy, count } => {
@@ -300,7 +353,8 @@ fn child() {
                     let m = rx.recv().expect("stream recv");
                     good &= verify(&m, i).is_ok();
                 }
-                tx.send(if good { b"ok" } else { b"no" }).expect("stream ack");
+                tx.send(if good { b"ok" } else { b"no" })
+                    .expect("stream ack");
             }
             ArchivedControl::Quit => return,
         }

@@ -5,6 +5,10 @@ use super::{
 };
 use crate::sync::Ordering;
 
+/// Frames at least this large (header included) rewind to index 0 when the
+/// ring is empty (see `Producer::try_rewind`).
+const REWIND_MIN: u64 = 4096;
+
 /// The producer end. Owns the tail; reads the head only when the ring looks
 /// full (cached head).
 #[derive(Debug)]
@@ -103,11 +107,34 @@ impl Producer {
             return Err(ReserveError::TooLarge);
         }
         let need = frame_size(min as u64);
+        if need >= REWIND_MIN {
+            if let Some(grant) = self.try_rewind(need) {
+                return Ok(grant);
+            }
+        }
         if let Some(grant) = self.try_grant(need) {
             return Ok(grant);
         }
         self.refresh_head().map_err(ReserveError::Fault)?;
         self.try_grant(need).ok_or(ReserveError::Full)
+    }
+
+    /// Large frames go back to index 0 when the ring is empty, so a
+    /// request/reply exchange of big messages keeps reusing the same (cached,
+    /// TLB-mapped) memory instead of marching through the whole ring. Costs
+    /// one load of the consumer's head, negligible next to a big frame.
+    fn try_rewind(&mut self, need: u64) -> Option<Grant> {
+        let idx = self.region.index(self.tail);
+        if idx == 0 || need > idx || self.refresh_head().is_err() || self.cached_head != self.tail {
+            return None;
+        }
+        // Empty ring: a PAD over [idx, cap) plus the frame over [0, idx)
+        // fit exactly in the capacity.
+        Some(Grant {
+            payload: self.region.at(FRAME_HEADER as u64),
+            len: (idx as usize - FRAME_HEADER).min(self.region.max_payload()),
+            pad: self.region.capacity() - idx,
+        })
     }
 
     /// Tries to place a frame of `need` bytes using the cached head.

@@ -266,3 +266,27 @@ fn corrupt_indices_and_headers_poison_instead_of_panicking() {
     ));
     assert!(p.fault().is_some());
 }
+
+#[test]
+fn large_frames_rewind_to_index_zero_when_the_ring_is_empty() {
+    let mut r = HeapRing::new(1 << 16);
+    let (mut p, mut c) = r.ends();
+    for round in 0..8u8 {
+        let msg = vec![round; 20_000];
+        let g = p.reserve(msg.len()).unwrap();
+        let offset = g.payload as usize - r.data.as_ptr() as usize;
+        assert_eq!(
+            offset, FRAME_HEADER,
+            "round {round}: large frame not at index 0"
+        );
+        // SAFETY: the grant covers `msg.len()` writable bytes.
+        unsafe { std::ptr::copy_nonoverlapping(msg.as_ptr(), g.payload, msg.len()) };
+        p.commit(g, msg.len());
+        assert_eq!(pop(&mut c).unwrap(), msg);
+    }
+    // Small frames still stream on from the tail.
+    push(&mut p, &[1; 10]).unwrap();
+    push(&mut p, &[2; 10]).unwrap();
+    assert_eq!(pop(&mut c).unwrap(), vec![1; 10]);
+    assert_eq!(pop(&mut c).unwrap(), vec![2; 10]);
+}
