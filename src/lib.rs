@@ -43,7 +43,9 @@ mod sys;
 mod transport;
 mod wait;
 
-pub use channel::{Message, RawMessage, RawReceiver, RawSender, Receiver, Sender, Slot};
+pub use channel::{
+    Message, RawMessage, RawReceiver, RawSender, ReceiveMode, Receiver, Sender, Slot,
+};
 pub use codec::{Decode, Encode, FrameSerializer, FrameValidator, FrameWriter};
 pub use error::{
     ChannelError, ConnectError, OpenError, RecvError, RingFault, SendError, SpawnError,

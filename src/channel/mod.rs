@@ -21,7 +21,7 @@ pub(crate) use raw_receiver::RecvEnd;
 pub use raw_receiver::{RawMessage, RawReceiver};
 pub use raw_sender::RawSender;
 pub(crate) use raw_sender::SendEnd;
-pub use receiver::{Message, Receiver};
+pub use receiver::{Message, ReceiveMode, Receiver};
 pub use sender::Sender;
 pub use slot::Slot;
 
