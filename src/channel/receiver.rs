@@ -162,7 +162,7 @@ impl<T: Decode> Receiver<T> {
             Some(buf) => {
                 let copy = copy_out(&frame, buf);
                 self.raw.release(frame);
-                (&*copy, None)
+                (copy, None)
             }
         };
         match codec::access::<T>(bytes) {
