@@ -56,3 +56,8 @@ pub use wait::WaitStrategy;
 
 #[cfg(all(test, loom))]
 mod loom_tests;
+
+/// The README's code blocks, compiled as doctests so they cannot rot.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;
