@@ -123,3 +123,147 @@ pub fn checksum(seed: u64, bytes: &[u8]) -> u64 {
     }
     h
 }
+
+// ---------------------------------------------------------------------------
+// Hostile-peer helpers (tests/hostile.rs, tests/soak.rs). Additive only.
+// ---------------------------------------------------------------------------
+
+/// A small seeded PRNG (SplitMix64): reproducible test decisions without a
+/// dependency. Not for anything but tests.
+#[derive(Clone, Debug)]
+pub struct Rng(u64);
+
+impl Rng {
+    pub fn new(seed: u64) -> Rng {
+        Rng(seed)
+    }
+
+    pub fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+
+    /// Uniform in `0..n` (`n > 0`; the modulo bias is irrelevant here).
+    pub fn below(&mut self, n: u64) -> u64 {
+        self.next_u64() % n
+    }
+
+    /// True with probability `percent`/100.
+    pub fn chance(&mut self, percent: u64) -> bool {
+        self.below(100) < percent
+    }
+
+    /// Fills `buf` with random bytes, eight at a time.
+    pub fn fill(&mut self, buf: &mut [u8]) {
+        let mut chunks = buf.chunks_exact_mut(8);
+        for c in &mut chunks {
+            c.copy_from_slice(&self.next_u64().to_le_bytes());
+        }
+        let rest = chunks.into_remainder();
+        let last = self.next_u64().to_le_bytes();
+        rest.copy_from_slice(&last[..rest.len()]);
+    }
+}
+
+/// The seed for a randomised test: `REMORA_TEST_SEED` if set (to replay a
+/// failure), else `default`. Printed so every run can be replayed.
+pub fn test_seed(label: &str, default: u64) -> u64 {
+    let seed = std::env::var("REMORA_TEST_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(default);
+    eprintln!("{label}: seed {seed} (set REMORA_TEST_SEED to replay)");
+    seed
+}
+
+/// Number of open file descriptors of this process.
+pub fn open_fd_count() -> usize {
+    std::fs::read_dir("/proc/self/fd").unwrap().count()
+}
+
+/// Entries of /tmp whose name starts with "remora" (where a FIFO transport
+/// would leave its directories).
+pub fn remora_tmp_entries() -> Vec<String> {
+    std::fs::read_dir("/tmp")
+        .map(|d| {
+            d.filter_map(|e| e.ok())
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .filter(|n| n.starts_with("remora"))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// A `remora::Child` that is killed and reaped when dropped, so a failing
+/// assertion never leaves a child process behind.
+pub struct KillOnDrop(pub remora::Child);
+
+impl std::ops::Deref for KillOnDrop {
+    type Target = remora::Child;
+    fn deref(&self) -> &remora::Child {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for KillOnDrop {
+    fn deref_mut(&mut self) -> &mut remora::Child {
+        &mut self.0
+    }
+}
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        // Both are no-ops on a child already reaped by `wait`.
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Sends `signal` to process `pid` (one of our children).
+pub fn signal(pid: u32, signal: i32) {
+    // SAFETY: kill(2) has no memory preconditions; `pid` is a child we
+    // spawned and have not reaped, so it cannot have been recycled.
+    let ret = unsafe { libc::kill(pid as libc::pid_t, signal) };
+    assert_eq!(
+        ret,
+        0,
+        "kill({pid}, {signal}): {}",
+        std::io::Error::last_os_error()
+    );
+}
+
+/// Waits until every thread of process `pid` is stopped (state `T`/`t` in
+/// /proc), i.e. a SIGSTOP has fully taken effect. Panics after `limit`.
+pub fn wait_until_stopped(pid: u32, limit: Duration) {
+    let start = Instant::now();
+    loop {
+        let tasks = std::fs::read_dir(format!("/proc/{pid}/task")).expect("child is gone");
+        let all_stopped = tasks.filter_map(|t| t.ok()).all(|t| {
+            let stat = std::fs::read_to_string(t.path().join("stat")).unwrap_or_default();
+            // "tid (comm) S ...": the state follows the last ')'.
+            let state = stat
+                .rsplit(')')
+                .next()
+                .and_then(|s| s.trim_start().chars().next());
+            matches!(state, Some('T' | 't'))
+        });
+        if all_stopped {
+            return;
+        }
+        assert!(
+            start.elapsed() < limit,
+            "process {pid} did not stop within {limit:?}"
+        );
+        std::thread::sleep(Duration::from_millis(1));
+    }
+}
+
+/// Median and maximum of a non-empty list of durations.
+pub fn median_max(times: &[Duration]) -> (Duration, Duration) {
+    let mut sorted = times.to_vec();
+    sorted.sort();
+    (sorted[sorted.len() / 2], *sorted.last().unwrap())
+}
