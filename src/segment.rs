@@ -129,6 +129,7 @@ impl Segment {
     /// [`OpenError::Io`] from `posix_fallocate` here, never a SIGBUS later.
     pub fn create(channels: &[ChannelConfig]) -> Result<Segment, OpenError> {
         let (entries, total) = plan(channels)?;
+        crate::doorbell::enable_asymmetric_barriers();
         sweep_stale_segments();
         let name = format!(
             "/remora-{}-{:032x}",
@@ -167,6 +168,7 @@ impl Segment {
     /// channel's ring placement. Then claims it: a second `open` of the same
     /// segment fails with [`OpenError::AlreadyClaimed`].
     pub fn open(name: &str) -> Result<Segment, OpenError> {
+        crate::doorbell::enable_asymmetric_barriers();
         let fd = shm::open(name).map_err(|e| match e.raw_os_error() {
             Some(libc::ENOENT) | Some(libc::EINVAL) => OpenError::NotFound {
                 name: name.to_owned(),
@@ -326,6 +328,10 @@ impl Segment {
         let receiver = unsafe { ShmReceiver::new(in_region, Arc::clone(&self.link)) }
             .map_err(ChannelError::Corrupted)?;
         taken[index] = true;
+        // We wait for space on the ring we produce into and for data on the
+        // one we consume from.
+        out_region.ctrl().space_bell.announce_heavy_waiter();
+        in_region.ctrl().data_bell.announce_heavy_waiter();
         let wait = self.channels[index].wait;
         Ok((
             RawSender::new(SendEnd::Shm(sender), wait),

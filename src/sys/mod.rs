@@ -7,6 +7,8 @@
 pub(crate) mod clock;
 pub(crate) mod futex;
 pub(crate) mod mapping;
+#[cfg_attr(loom, allow(dead_code))]
+pub(crate) mod membarrier;
 pub(crate) mod process;
 pub(crate) mod random;
 pub(crate) mod shm;
