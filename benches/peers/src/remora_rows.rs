@@ -1,0 +1,101 @@
+//! remora rows: one raw-bytes channel, this binary spawned as the child with
+//! `remora::Spawner`, exactly the protocol of `examples/pingpong`.
+
+use remora::{ChannelConfig, RawReceiver, RawSender, Spawner, WaitStrategy};
+
+use crate::baselines::{Samples, fill, verify};
+use crate::common::{
+    ChildEnv, Res, RunDir, Side, Watchdog, child_env, child_rounds, parent_rounds, rounds,
+};
+
+/// Ring size per direction: room for two 4 MiB messages in flight, as in
+/// `examples/pingpong`.
+const CAPACITY: usize = 16 << 20;
+
+pub fn strategy(row: &str) -> WaitStrategy {
+    match row {
+        "remora-spin" => WaitStrategy::Spin,
+        "remora-block" => WaitStrategy::Block,
+        "remora-adaptive" => WaitStrategy::Adaptive,
+        other => panic!("not a remora row: {other}"),
+    }
+}
+
+struct RemoraSide {
+    tx: RawSender,
+    rx: RawReceiver,
+    buf: Vec<u8>,
+}
+
+impl RemoraSide {
+    fn new((mut tx, mut rx): (RawSender, RawReceiver), s: WaitStrategy, size: usize) -> Self {
+        tx.set_wait_strategy(s);
+        rx.set_wait_strategy(s);
+        RemoraSide {
+            tx,
+            rx,
+            buf: vec![0; size],
+        }
+    }
+}
+
+impl Side for RemoraSide {
+    #[inline]
+    fn send(&mut self, seed: u64) -> Res {
+        fill(&mut self.buf, seed);
+        self.tx.send(&self.buf).map_err(|e| format!("{e:?}"))
+    }
+
+    #[inline]
+    fn recv(&mut self, seed: u64) -> Res {
+        let m = self.rx.recv().map_err(|e| format!("{e:?}"))?;
+        verify(&m, seed).map_err(|e| format!("{e:?}"))
+    }
+}
+
+/// Parent side of one remora row.
+pub fn run(
+    row: &str,
+    size: usize,
+    iters: usize,
+    warmup: usize,
+    pin: bool,
+    run_dir: &RunDir,
+) -> Res<Samples> {
+    let s = strategy(row);
+    let mut spawner = Spawner::new(std::env::current_exe().map_err(|e| e.to_string())?);
+    for (k, v) in child_env(row, size, rounds(iters, warmup), &run_dir.tag, pin) {
+        spawner.env(k, v);
+    }
+    let mut child = spawner
+        .channel_with(ChannelConfig::new("pp").capacity(CAPACITY).wait_strategy(s))
+        .spawn()
+        .map_err(|e| format!("spawn: {e:?}"))?;
+    let watchdog = Watchdog::arm(row, child.id(), run_dir);
+    let result = child
+        .raw_channel("pp")
+        .map_err(|e| format!("channel: {e:?}"))
+        .and_then(|ends| parent_rounds(&mut RemoraSide::new(ends, s, size), iters, warmup));
+    if result.is_err() {
+        let _ = child.kill();
+    }
+    drop(watchdog);
+    let status = child.wait().map_err(|e| format!("wait: {e}"))?;
+    let samples = result?;
+    status
+        .success()
+        .then_some(samples)
+        .ok_or_else(|| format!("child failed: {status}"))
+}
+
+/// Child side of a remora row.
+pub fn child(env: &ChildEnv) -> Res {
+    let conn = remora::connect().map_err(|e| format!("connect: {e:?}"))?;
+    let ends = conn
+        .raw_channel("pp")
+        .map_err(|e| format!("channel: {e:?}"))?;
+    child_rounds(
+        &mut RemoraSide::new(ends, strategy(&env.row), env.size),
+        env.rounds,
+    )
+}
