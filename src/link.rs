@@ -4,10 +4,16 @@
 use std::os::fd::OwnedFd;
 use std::sync::Mutex;
 use std::sync::OnceLock;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Duration;
+
+use crate::sys::clock::MonoTime;
 
 use crate::sys::mapping::Mapping;
 use crate::sys::process;
+
+/// Shortest interval between two liveness checks made by polling calls.
+const POLL_PERIOD: Duration = Duration::from_millis(10);
 
 /// How this side learns that the peer process died without closing its
 /// channel ends (`kill -9`, a crash, `abort`).
@@ -55,6 +61,8 @@ pub(crate) struct Link {
     peer: OnceLock<PeerWatch>,
     /// Latched once the peer is seen dead, so later calls skip the check.
     peer_dead: AtomicBool,
+    /// When [`Link::poll_peer_gone`] last asked the kernel (monotonic ns).
+    last_poll: AtomicU64,
     /// Creator side: the segment name, until unlinked (`None` after).
     name: Mutex<Option<String>>,
 }
@@ -66,6 +74,7 @@ impl Link {
             mapping,
             peer: OnceLock::new(),
             peer_dead: AtomicBool::new(false),
+            last_poll: AtomicU64::new(0),
             name: Mutex::new(name),
         }
     }
@@ -95,6 +104,24 @@ impl Link {
         // Relaxed: a latch; what the dead peer wrote is ordered by the ring's
         // own Acquire loads, which callers re-do after seeing this.
         self.peer_dead.load(Ordering::Relaxed)
+    }
+
+    /// For calls about to report `Empty`, `Full` or `Timeout` (the `try_`
+    /// forms and short timeouts never reach a wait's liveness check): checks
+    /// whether the peer is gone, asking the kernel at most once per
+    /// [`POLL_PERIOD`] per segment so busy polling stays cheap.
+    pub(crate) fn poll_peer_gone(&self) -> bool {
+        if self.peer_known_dead() {
+            return true;
+        }
+        let now = MonoTime::now().as_nanos();
+        // Relaxed: a rate limiter; two threads checking at once is harmless.
+        let last = self.last_poll.load(Ordering::Relaxed);
+        if now.saturating_sub(last) < POLL_PERIOD.as_nanos() as u64 {
+            return false;
+        }
+        self.last_poll.store(now, Ordering::Relaxed);
+        self.check_peer_gone()
     }
 
     /// Checks whether the peer process is gone (may make a system call).

@@ -80,7 +80,6 @@ impl Producer {
     }
 
     /// The fault that poisoned this end, if any.
-    #[cfg(all(test, not(loom)))]
     pub(crate) fn fault(&self) -> Option<RingFault> {
         self.fault
     }

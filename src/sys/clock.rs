@@ -30,6 +30,11 @@ impl MonoTime {
         MonoTime(MonoTime::now().0.saturating_add(nanos))
     }
 
+    /// Nanoseconds since the clock's epoch.
+    pub(crate) fn as_nanos(self) -> u64 {
+        self.0
+    }
+
     /// The earlier of two times.
     pub(crate) fn min(self, other: MonoTime) -> MonoTime {
         if self <= other { self } else { other }

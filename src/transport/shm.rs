@@ -55,6 +55,11 @@ impl ShmSender {
         let ctrl = region.ctrl();
         let max = region.max_payload();
         loop {
+            // A poisoned end reports its fault on every call, before anything
+            // else (even a closed peer).
+            if let Some(fault) = self.producer.fault() {
+                return Err(SendError::Corrupted(fault));
+            }
             // Acquire: pairs with the receiver's Release store on close.
             if ctrl.ends.consumer_closed.load(Ordering::Acquire) != 0 || self.link.peer_known_dead()
             {
@@ -78,7 +83,11 @@ impl ShmSender {
                 Err(ReserveError::Fault(f)) => return Err(SendError::Corrupted(f)),
                 Err(ReserveError::Full) => {
                     let Deadline::At(at) = deadline else {
-                        return Err(SendError::Full);
+                        return Err(if self.link.poll_peer_gone() {
+                            SendError::Disconnected
+                        } else {
+                            SendError::Full
+                        });
                     };
                     let producer = &mut self.producer;
                     let link = &self.link;
@@ -92,7 +101,7 @@ impl ShmSender {
                         },
                         || link.check_peer_gone(),
                     );
-                    if waited == Waited::TimedOut {
+                    if waited == Waited::TimedOut && !self.link.poll_peer_gone() {
                         return Err(SendError::Timeout);
                     }
                 }
@@ -153,6 +162,9 @@ impl ShmReceiver {
                 };
             }
             let Deadline::At(at) = deadline else {
+                if self.link.poll_peer_gone() {
+                    continue; // drains, then reports Disconnected
+                }
                 return Err(RecvError::Empty);
             };
             let consumer = &mut self.consumer;
@@ -164,7 +176,7 @@ impl ShmReceiver {
                 || consumer.has_data() || ctrl.ends.producer_closed.load(Ordering::Relaxed) != 0,
                 || link.check_peer_gone(),
             );
-            if waited == Waited::TimedOut {
+            if waited == Waited::TimedOut && !self.link.poll_peer_gone() {
                 return Err(RecvError::Timeout);
             }
         }
