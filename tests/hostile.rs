@@ -177,6 +177,9 @@ const HEAD_AT: usize = 128;
 /// The doorbells' `epoch`/`waiting` words and the two close flags.
 const CONTROL_WORDS_AT: [usize; 6] = [256, 260, 384, 388, 512, 516];
 const RING_CONTROL_SIZE: usize = 640;
+/// Ring directions, as indexed in a channel descriptor.
+const TO_CHILD: usize = 0;
+const TO_PARENT: usize = 1;
 /// Frame kinds "MSG1" and "PAD1".
 const KIND_MSG: u32 = 0x3147_534d;
 const KIND_PAD: u32 = 0x3144_4150;
@@ -316,15 +319,23 @@ impl Scribbler {
         found
     }
 
-    /// One random write into either ring of the channel.
+    /// One random write into the channel's rings. Indices and control
+    /// words of both rings matter to the parent (its producer reads the
+    /// parent-to-child head); frames mostly in the child-to-parent ring,
+    /// whose frames the parent reads.
     fn scribble(&mut self) {
         self.count += 1;
-        let dir = self.rng.below(2) as usize;
+        let any = self.rng.below(2) as usize;
+        let mostly_to_parent = if self.rng.chance(80) {
+            TO_PARENT
+        } else {
+            TO_CHILD
+        };
         match self.rng.below(100) {
-            0..10 => self.scribble_index(dir),
-            10..15 => self.scribble_control_word(dir),
-            15..55 => self.scribble_header(dir),
-            _ => self.scribble_payload(dir),
+            0..10 => self.scribble_index(any),
+            10..15 => self.scribble_control_word(any),
+            15..55 => self.scribble_header(mostly_to_parent),
+            _ => self.scribble_payload(mostly_to_parent),
         }
     }
 
@@ -386,8 +397,9 @@ impl Scribbler {
         self.u32_at(data + idx + 4).store(kind, Ordering::Relaxed);
     }
 
-    /// A few random bytes, usually inside a payload yet to be read (where
-    /// rkyv's relative pointers and lengths live).
+    /// A few random bytes, usually inside a payload yet to be read: often
+    /// in its last 24 bytes, where rkyv puts the root (`seq`, the data's
+    /// relative pointer and length, `sum`).
     fn scribble_payload(&mut self, dir: usize) {
         let (ctrl, cap) = self.rings[dir];
         let frames = self.frames(dir);
@@ -395,7 +407,12 @@ impl Scribbler {
             true => self.rng.below(cap as u64),
             false => {
                 let (pos, len) = frames[self.rng.below(frames.len() as u64) as usize];
-                pos + 16 + self.rng.below(len.max(1))
+                let from = if self.rng.chance(50) {
+                    len.saturating_sub(24)
+                } else {
+                    0
+                };
+                pos + 16 + from + self.rng.below((len - from).max(1))
             }
         };
         let data = ctrl + RING_CONTROL_SIZE;
@@ -443,6 +460,10 @@ struct Tally {
     tx_poisonings: u64,
     /// See `poisoned_sender_stays_poisoned_after_the_receiver_closes`.
     tx_disconnected_after_poison: u64,
+    /// Rounds in which at least one of the parent's ends was still healthy.
+    live_rounds: u64,
+    /// How often each kind of `RingFault` poisoned an end.
+    faults: std::collections::BTreeMap<String, u64>,
     /// The parent's two ends of the current child's scribbled channel.
     rx_fault: Option<RingFault>,
     tx_fault: Option<RingFault>,
@@ -450,6 +471,12 @@ struct Tally {
 
 impl Tally {
     /// A new child: fresh ends, no poison.
+    fn poisoned(&mut self, fault: RingFault) {
+        let kind = format!("{fault:?}");
+        let kind = kind.split(' ').next().unwrap_or_default().to_owned();
+        *self.faults.entry(kind).or_default() += 1;
+    }
+
     fn new_child(&mut self) {
         self.children += 1;
         self.rx_fault = None;
@@ -478,6 +505,7 @@ impl Tally {
             Err(RecvError::Corrupted(fault)) => {
                 self.rx_fault = Some(fault);
                 self.rx_poisonings += 1;
+                self.poisoned(fault);
                 self.recv_corrupted += 1;
             }
             other => panic!("{form:?} receive returned {other:?}"),
@@ -506,24 +534,23 @@ impl Tally {
             Err(SendError::Corrupted(fault)) => {
                 self.tx_fault = Some(fault);
                 self.tx_poisonings += 1;
+                self.poisoned(fault);
                 self.send_corrupted += 1;
             }
             other => panic!("{form:?} send returned {other:?}"),
         }
     }
 
-    fn both_poisoned(&self) -> bool {
-        self.rx_fault.is_some() && self.tx_fault.is_some()
-    }
-
     fn report(&self, label: &str, neighbour_round_trips: u64) {
         eprintln!(
-            "{label}: survived {} rounds ({} scribbled bytes-runs, {} children); \
+            "{label}: survived {} rounds ({} with a healthy end; {} scribbles; {} children); \
              received {} intact, {} rewritten in place, {} invalid, {} empty/timeout, \
              {} disconnected, {} corrupted; sent {}, {} full/timeout, {} disconnected, \
              {} corrupted; poisonings: {} receivers, {} senders \
-             ({} poisoned sends reported Disconnected); neighbour child: {} intact round trips",
+             ({} poisoned sends reported Disconnected); faults: {:?}; \
+             neighbour child: {} intact round trips",
             self.rounds,
+            self.live_rounds,
             self.scribbles,
             self.children,
             self.recv_intact,
@@ -539,6 +566,7 @@ impl Tally {
             self.rx_poisonings,
             self.tx_poisonings,
             self.tx_disconnected_after_poison,
+            self.faults,
             neighbour_round_trips,
         );
     }
@@ -672,10 +700,13 @@ fn reply(ctl: &mut (Sender<Msg>, Receiver<Msg>), round: u64, scribbles: u64) {
 /// Capacity of the scribbled channel: small, so frames wrap often and the
 /// parent's sends fill it (a producer re-reads the head only then).
 const VICTIM_CAPACITY: usize = 4096;
-/// A child's life ends after this many rounds, or earlier once both parent
-/// ends have been poisoned for a while (nothing new to learn).
+/// A child's life ends after this many rounds, or earlier once its channel
+/// has been poisoned for a while: a fresh child then brings fresh faults.
 const ROUNDS_PER_CHILD: u64 = 400;
-const ROUNDS_AFTER_POISON: u64 = 20;
+/// ... this many rounds after both parent ends are poisoned,
+const ROUNDS_AFTER_BOTH_POISONED: u64 = 20;
+/// ... or this many after the first one is.
+const ROUNDS_AFTER_FIRST_POISONED: u64 = 60;
 
 fn spawn_scribbler(role: &str, seed: u64) -> KillOnDrop {
     KillOnDrop(
@@ -703,9 +734,12 @@ fn scribbler_child<E: VictimEnds>(
     let mut ctl = child.channel::<Msg, Msg>("bystander").unwrap();
     tally.new_child();
     let mut seq = 0;
-    let mut poisoned_for = 0;
+    let (mut both_poisoned_for, mut one_poisoned_for) = (0, 0);
     let mut round = 0;
-    while round < rounds && poisoned_for < ROUNDS_AFTER_POISON {
+    while round < rounds
+        && both_poisoned_for < ROUNDS_AFTER_BOTH_POISONED
+        && one_poisoned_for < ROUNDS_AFTER_FIRST_POISONED
+    {
         command(&mut ctl, round, CMD_ROUND);
         for _ in 0..4 {
             let form = if rng.chance(50) {
@@ -722,7 +756,14 @@ fn scribbler_child<E: VictimEnds>(
         }
         round += 1;
         tally.rounds += 1;
-        poisoned_for += u64::from(tally.both_poisoned());
+        match (tally.rx_fault.is_some(), tally.tx_fault.is_some()) {
+            (true, true) => both_poisoned_for += 1,
+            (false, false) => tally.live_rounds += 1,
+            _ => {
+                one_poisoned_for += 1;
+                tally.live_rounds += 1;
+            }
+        }
     }
     let cmd = if rng.chance(50) { CMD_QUIT } else { CMD_EXIT };
     tally.scribbles += command(&mut ctl, round, cmd);
@@ -914,7 +955,7 @@ fn scribbler_child_main(concurrent: bool) {
                         let _ = intact(&m);
                     }
                 }
-                for _ in 0..1 + rng.below(2) {
+                if rng.chance(50) {
                     scribbler.scribble();
                 }
             }

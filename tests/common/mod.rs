@@ -184,14 +184,16 @@ pub fn open_fd_count() -> usize {
     std::fs::read_dir("/proc/self/fd").unwrap().count()
 }
 
-/// Entries of /tmp whose name starts with "remora" (where a FIFO transport
-/// would leave its directories).
+/// Entries of the temp dir named `remora-<our pid>-*` (where a FIFO
+/// transport would leave its directories). Only ours: other processes on
+/// the machine may come and go meanwhile.
 pub fn remora_tmp_entries() -> Vec<String> {
-    std::fs::read_dir("/tmp")
+    let prefix = format!("remora-{}-", std::process::id());
+    std::fs::read_dir(std::env::temp_dir())
         .map(|d| {
             d.filter_map(|e| e.ok())
                 .map(|e| e.file_name().to_string_lossy().into_owned())
-                .filter(|n| n.starts_with("remora"))
+                .filter(|n| n.starts_with(&prefix))
                 .collect()
         })
         .unwrap_or_default()
