@@ -30,7 +30,7 @@
 mod consumer;
 mod producer;
 
-pub(crate) use consumer::{Consumer, Frame};
+pub(crate) use consumer::{Consumer, Frame as RingFrame};
 pub(crate) use producer::{Producer, ReserveError};
 
 use std::fmt;
@@ -47,8 +47,9 @@ pub(crate) const MIN_CAPACITY: usize = 64;
 /// Largest accepted capacity (frame lengths are `u32`).
 pub(crate) const MAX_CAPACITY: usize = 1 << 31;
 
-/// `kind` of a frame carrying a message ("MSG1").
-const KIND_MSG: u32 = 0x3147_534d;
+/// `kind` of a frame carrying a message ("MSG1"). The FIFO transport's
+/// frames use the same header and kind.
+pub(crate) const KIND_MSG: u32 = 0x3147_534d;
 /// `kind` of a frame that only skips to the end of the data ("PAD1").
 const KIND_PAD: u32 = 0x3144_4150;
 
@@ -63,6 +64,58 @@ pub(crate) struct FrameHeader {
     pub(crate) _reserved: u64,
 }
 static_assertions::const_assert_eq!(size_of::<FrameHeader>(), FRAME_HEADER);
+
+/// A received message frame as the channel layer sees it: a validated
+/// payload, borrowed from its transport until handed back with the
+/// transport's `release`.
+///
+/// Each transport keeps what it needs to release the frame in `token`: the
+/// ring's own frame for shared memory, the end offset in the receive buffer
+/// for FIFOs.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Frame {
+    /// First payload byte (16-aligned).
+    pub(crate) payload: *const u8,
+    /// Exact payload length.
+    pub(crate) len: usize,
+    /// Transport-private release information.
+    pub(crate) token: FrameToken,
+}
+
+/// How a transport finds a [`Frame`] again when it is released.
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum FrameToken {
+    /// A frame peeked from a shared-memory ring.
+    Ring(RingFrame),
+    /// A frame in a private receive buffer, ending at this offset.
+    Buffer {
+        /// Buffer offset just past the frame (padding included).
+        end: usize,
+    },
+}
+
+impl Frame {
+    /// A frame peeked from a ring.
+    #[inline]
+    pub(crate) fn from_ring(frame: RingFrame) -> Frame {
+        Frame {
+            payload: frame.payload,
+            len: frame.len,
+            token: FrameToken::Ring(frame),
+        }
+    }
+
+    /// A frame of `len` payload bytes at `payload` inside a receive buffer,
+    /// whose padded end is at buffer offset `end`.
+    #[inline]
+    pub(crate) fn in_buffer(payload: *const u8, len: usize, end: usize) -> Frame {
+        Frame {
+            payload,
+            len,
+            token: FrameToken::Buffer { end },
+        }
+    }
+}
 
 /// Frame size for a payload of `len` bytes: header plus padded payload.
 #[inline]

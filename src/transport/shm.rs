@@ -7,7 +7,7 @@ use crate::channel::Deadline;
 use crate::codec::EncodeError;
 use crate::error::{RecvError, SendError};
 use crate::link::Link;
-use crate::ring::{Consumer, Frame, Producer, ReserveError, RingFault, RingRegion};
+use crate::ring::{Consumer, Frame, FrameToken, Producer, ReserveError, RingFault, RingRegion};
 use crate::sync::Ordering;
 use crate::wait::{self, WaitStrategy, Waited};
 
@@ -150,14 +150,14 @@ impl ShmReceiver {
         let ctrl = region.ctrl();
         loop {
             if let Some(frame) = self.consumer.peek().map_err(RecvError::Corrupted)? {
-                return Ok(frame);
+                return Ok(Frame::from_ring(frame));
             }
             // Acquire: pairs with the sender's Release store on close, so the
             // peek below sees every frame committed before it.
             if ctrl.ends.producer_closed.load(Ordering::Acquire) != 0 || self.link.peer_known_dead()
             {
                 return match self.consumer.peek().map_err(RecvError::Corrupted)? {
-                    Some(frame) => Ok(frame),
+                    Some(frame) => Ok(Frame::from_ring(frame)),
                     None => Err(RecvError::Disconnected),
                 };
             }
@@ -185,8 +185,14 @@ impl ShmReceiver {
     /// Hands a frame's space back to the sender and wakes it if it waits.
     #[inline]
     pub(crate) fn release(&mut self, frame: Frame) {
-        self.consumer.release(frame);
-        self.consumer.region().ctrl().space_bell.ring();
+        // Only frames from `next_frame` come back here, so the token is
+        // always a ring frame; anything else is ignored rather than trusted.
+        if let FrameToken::Ring(frame) = frame.token {
+            self.consumer.release(frame);
+            self.consumer.region().ctrl().space_bell.ring();
+        } else {
+            debug_assert!(false, "a non-ring frame released to a ring");
+        }
     }
 }
 
