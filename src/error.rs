@@ -6,6 +6,7 @@ use std::fmt;
 use std::io;
 
 pub use crate::ring::RingFault;
+use crate::transport::ParseTransportError;
 
 /// Why a send failed. Sends borrow the message, so on error it is still the
 /// caller's to retry, log or drop.
@@ -55,29 +56,112 @@ pub enum RecvError {
     /// The channel is poisoned: the peer broke the ring protocol. Every later
     /// call returns this too.
     Corrupted(RingFault),
+    /// FIFO transport: the channel is poisoned because the peer wrote
+    /// something that is not a valid frame stream (see [`StreamFault`]).
+    /// Every later call returns this too.
+    Malformed(StreamFault),
+    /// FIFO transport: the peer declared a different message type for this
+    /// channel (its handshake disagrees with our `In`/`Out` types). Usually
+    /// caught when the channel is taken, as
+    /// [`ChannelError::TypeMismatch`]; this is the case where both sides
+    /// took it at the same moment. Every later call returns this too.
+    TypeMismatch {
+        /// `"parent-to-child"` or `"child-to-parent"`: the direction whose
+        /// types disagree.
+        direction: &'static str,
+    },
 }
 
-/// Why creating or opening a segment failed.
+/// A protocol violation seen in a FIFO channel's byte stream: the peer (or
+/// something else holding the pipe) wrote bytes no correct sender writes.
+/// Each is detected from the frame header alone, before any payload is
+/// awaited, so it never causes a large allocation or a hang.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum StreamFault {
+    /// A frame header has an unknown kind.
+    BadKind {
+        /// The kind word found.
+        kind: u32,
+        /// Stream offset of the frame, in bytes.
+        offset: u64,
+    },
+    /// A frame claims more payload than the channel's largest message (or a
+    /// handshake has the wrong length).
+    BadLength {
+        /// The length word found.
+        len: u32,
+        /// The largest length allowed there.
+        max: usize,
+        /// Stream offset of the frame, in bytes.
+        offset: u64,
+    },
+    /// The stream ended in the middle of a frame: the peer exited or closed
+    /// its end while writing it.
+    Truncated {
+        /// Bytes of the frame received (header included).
+        received: usize,
+        /// Bytes the frame needed (header and padding included), or 16 if
+        /// even the header was cut.
+        expected: usize,
+        /// Stream offset of the frame, in bytes.
+        offset: u64,
+    },
+    /// The stream did not start with the handshake frame every remora
+    /// sender writes first: the peer is not remora, or a different version.
+    NoHandshake,
+}
+
+impl fmt::Display for StreamFault {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match *self {
+            StreamFault::BadKind { kind, offset } => {
+                write!(f, "frame at stream offset {offset} has unknown kind {kind:#x}")
+            }
+            StreamFault::BadLength { len, max, offset } => write!(
+                f,
+                "frame at stream offset {offset} claims {len} bytes, more than the {max} allowed"
+            ),
+            StreamFault::Truncated {
+                received,
+                expected,
+                offset,
+            } => write!(
+                f,
+                "stream ended inside the frame at offset {offset}: {received} of {expected} bytes"
+            ),
+            StreamFault::NoHandshake => f.write_str(
+                "stream did not start with a remora handshake (peer is not remora, or another version)",
+            ),
+        }
+    }
+}
+
+impl std::error::Error for StreamFault {}
+
+/// Why creating or opening a segment, or the FIFO transport's directory,
+/// failed.
 #[derive(Debug)]
 #[non_exhaustive]
 pub enum OpenError {
     /// A system call failed; `op` names it (e.g. `"shm_open"`,
-    /// `"posix_fallocate"`). `ENOSPC` from `posix_fallocate` means /dev/shm
-    /// is full; `EACCES`/`EPERM` usually mean shared memory is forbidden here.
+    /// `"posix_fallocate"`, `"mkfifo"`). `ENOSPC` from `posix_fallocate`
+    /// means /dev/shm is full; `EACCES`/`EPERM` usually mean shared memory
+    /// is forbidden here (try [`Transport::Fifo`](crate::Transport::Fifo)).
     Io {
         /// The failing operation.
         op: &'static str,
         /// The OS error.
         source: io::Error,
     },
-    /// No segment of that name exists (it was never created, or was already
-    /// unlinked after another process attached).
+    /// No segment (or FIFO directory) of that name exists: it was never
+    /// created, or was already removed after another process attached.
     NotFound {
         /// The name looked up.
         name: String,
     },
-    /// The object does not start with remora's magic number: not a remora
-    /// segment.
+    /// The object (segment, or FIFO manifest) does not start with remora's
+    /// magic number: not remora's.
     BadMagic {
         /// The first 8 bytes found.
         found: u64,
@@ -97,7 +181,8 @@ pub enum OpenError {
         /// Size the header claims (0 if the object is too small for one).
         recorded: u64,
     },
-    /// The object belongs to another user: refusing to trust it.
+    /// The object (segment, FIFO directory or one of its files) belongs to
+    /// another user: refusing to trust it.
     WrongOwner {
         /// Owner of the object.
         owner: u32,
@@ -107,13 +192,15 @@ pub enum OpenError {
     /// The creator had not finished initialising the segment.
     NotReady,
     /// The channel directory is inconsistent (overlapping or out-of-bounds
-    /// rings, bad capacity or name).
+    /// rings, bad capacity or name), or a FIFO-transport file is not what it
+    /// must be (not a FIFO, accessible to others, bad manifest).
     BadLayout {
         /// What is wrong.
         reason: &'static str,
     },
-    /// Another process already attached to this segment (e.g. a grandchild
-    /// that inherited `REMORA_CHANNEL`). A segment serves exactly one child.
+    /// Another process already attached to this segment or FIFO set (e.g. a
+    /// grandchild that inherited `REMORA_CHANNEL`). Each serves exactly one
+    /// child.
     AlreadyClaimed,
     /// The requested configuration is not possible (capacity not a power of
     /// two, too many channels, duplicate or over-long names).
@@ -184,6 +271,13 @@ impl fmt::Display for RecvError {
             RecvError::Corrupted(fault) => {
                 write!(f, "channel poisoned by a protocol violation: {fault}")
             }
+            RecvError::Malformed(fault) => {
+                write!(f, "channel poisoned by a malformed frame stream: {fault}")
+            }
+            RecvError::TypeMismatch { direction } => write!(
+                f,
+                "the two sides declared different message types for the {direction} direction (compare the Out/In type parameters on both sides)"
+            ),
         }
     }
 }
@@ -242,8 +336,24 @@ impl fmt::Display for ChannelError {
 #[derive(Debug)]
 #[non_exhaustive]
 pub enum SpawnError {
-    /// The segment could not be created (see [`OpenError`]).
+    /// The shared-memory segment could not be created (see [`OpenError`]):
+    /// with [`Transport::Shm`](crate::Transport::Shm), or with `Auto` for a
+    /// reason the FIFO transport would share (e.g. an invalid configuration).
     Segment(OpenError),
+    /// The FIFO transport could not be set up (with
+    /// [`Transport::Fifo`](crate::Transport::Fifo)).
+    Fifo(OpenError),
+    /// `Auto`: shared memory is unusable here and the FIFO fallback failed
+    /// too. Both reasons are given.
+    NoTransport {
+        /// Why the segment could not be created.
+        shm: OpenError,
+        /// Why the FIFOs could not be set up.
+        fifo: OpenError,
+    },
+    /// `REMORA_TRANSPORT` holds something other than `auto`, `shm` or
+    /// `fifo`. Fix or unset the variable.
+    InvalidTransport(ParseTransportError),
     /// The child process could not be started (program not found, not
     /// executable, ...).
     Spawn(io::Error),
@@ -256,14 +366,15 @@ pub enum ConnectError {
     /// `REMORA_CHANNEL` is not set: this process was not started by a
     /// remora `Spawner`.
     NotSpawned,
-    /// `REMORA_CHANNEL` is set but does not name a remora segment.
+    /// `REMORA_CHANNEL` is set but names neither a remora segment
+    /// (`shm:/remora-...`) nor a FIFO directory (`fifo:/.../remora-...`).
     BadVariable {
         /// The variable's value.
         value: String,
     },
-    /// The segment could not be opened: it is gone (another process, e.g. a
-    /// sibling or grandchild that inherited the variable, already attached),
-    /// or it failed validation.
+    /// The segment or FIFO set could not be opened: it is gone (another
+    /// process, e.g. a sibling or grandchild that inherited the variable,
+    /// already attached), or it failed validation.
     Open(OpenError),
 }
 
@@ -271,6 +382,12 @@ impl fmt::Display for SpawnError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             SpawnError::Segment(e) => write!(f, "cannot create the channel segment: {e}"),
+            SpawnError::Fifo(e) => write!(f, "cannot set up the FIFO transport: {e}"),
+            SpawnError::NoTransport { shm, fifo } => write!(
+                f,
+                "no usable transport: shared memory failed ({shm}) and the FIFO fallback failed ({fifo})"
+            ),
+            SpawnError::InvalidTransport(e) => write!(f, "REMORA_TRANSPORT: {e}"),
             SpawnError::Spawn(e) => write!(f, "cannot start the child process: {e}"),
         }
     }
@@ -285,10 +402,10 @@ impl fmt::Display for ConnectError {
             ConnectError::BadVariable { value } => {
                 write!(
                     f,
-                    "REMORA_CHANNEL={value:?} does not name a remora channel segment"
+                    "REMORA_CHANNEL={value:?} names neither a remora segment (shm:/remora-...) nor a FIFO directory (fifo:/.../remora-...)"
                 )
             }
-            ConnectError::Open(e) => write!(f, "cannot attach to the parent's segment: {e}"),
+            ConnectError::Open(e) => write!(f, "cannot attach to the parent's channels: {e}"),
         }
     }
 }
@@ -296,7 +413,9 @@ impl fmt::Display for ConnectError {
 impl std::error::Error for SpawnError {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match self {
-            SpawnError::Segment(e) => Some(e),
+            SpawnError::Segment(e) | SpawnError::Fifo(e) => Some(e),
+            SpawnError::NoTransport { fifo, .. } => Some(fifo),
+            SpawnError::InvalidTransport(e) => Some(e),
             SpawnError::Spawn(e) => Some(e),
         }
     }

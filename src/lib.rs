@@ -48,10 +48,11 @@ pub use channel::{
 };
 pub use codec::{Decode, Encode, FrameSerializer, FrameValidator, FrameWriter};
 pub use error::{
-    ChannelError, ConnectError, OpenError, RecvError, RingFault, SendError, SpawnError,
+    ChannelError, ConnectError, OpenError, RecvError, RingFault, SendError, SpawnError, StreamFault,
 };
 pub use segment::{ChannelConfig, DEFAULT_CAPACITY, Segment};
 pub use spawn::{CHANNEL_ENV, Child, Connection, Spawner, connect, set_parent_death_signal};
+pub use transport::{ParseTransportError, TRANSPORT_ENV, Transport};
 pub use wait::WaitStrategy;
 
 #[cfg(all(test, loom))]

@@ -1,15 +1,17 @@
 //! The process spawner (parent side) and `connect` (child side).
 //!
-//! The parent declares channels on a [`Spawner`], which creates the segment
-//! and starts the child with one environment variable, [`CHANNEL_ENV`],
-//! naming it. The child calls [`connect`], which opens, validates and claims
-//! the segment and removes its name from `/dev/shm` at once, so nothing is
+//! The parent declares channels on a [`Spawner`], which sets up the
+//! transport (a segment, or a FIFO directory: see [`Transport`]) and starts
+//! the child with one environment variable, [`CHANNEL_ENV`], naming it. The
+//! child calls [`connect`], which opens, validates and claims it and removes
+//! its name (from `/dev/shm`, or the FIFO directory) at once, so nothing is
 //! left behind once the child is attached. Each side watches the other
 //! process (pidfd / `getppid`), so a blocked call returns `Disconnected`
 //! within about 50 ms of the peer's death.
 
-use std::ffi::OsStr;
+use std::ffi::{OsStr, OsString};
 use std::io;
+use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 use std::process::{Command, ExitStatus, Stdio};
 
@@ -17,10 +19,106 @@ use crate::channel::{RawReceiver, RawSender, Receiver, Sender};
 use crate::codec::{Decode, Encode};
 use crate::error::{ChannelError, ConnectError, SpawnError};
 use crate::segment::{ChannelConfig, Segment};
+use crate::transport::{FifoSet, Transport, shm_unusable};
 
 /// The environment variable through which a spawned child finds its
-/// segment: `shm:/remora-<pid>-<random>`.
+/// channels: `shm:/remora-<pid>-<random>` (a shared-memory segment) or
+/// `fifo:<dir>/remora-<pid>-<random>` (the FIFO transport's directory).
 pub const CHANNEL_ENV: &str = "REMORA_CHANNEL";
+
+/// One side's channels, over whichever transport the spawn chose.
+#[derive(Debug)]
+enum Endpoint {
+    Shm(Segment),
+    Fifo(FifoSet),
+}
+
+impl Endpoint {
+    /// Sets up the transport for `channels` as `choice` (already resolved
+    /// against the environment) says.
+    fn create(choice: Transport, channels: &[ChannelConfig]) -> Result<Endpoint, SpawnError> {
+        match choice {
+            Transport::Shm => Segment::create(channels)
+                .map(Endpoint::Shm)
+                .map_err(SpawnError::Segment),
+            Transport::Fifo => FifoSet::create(channels)
+                .map(Endpoint::Fifo)
+                .map_err(SpawnError::Fifo),
+            _ => match Segment::create(channels) {
+                Ok(segment) => Ok(Endpoint::Shm(segment)),
+                Err(shm) if shm_unusable(&shm) => match FifoSet::create(channels) {
+                    Ok(set) => Ok(Endpoint::Fifo(set)),
+                    Err(fifo) => Err(SpawnError::NoTransport { shm, fifo }),
+                },
+                Err(e) => Err(SpawnError::Segment(e)),
+            },
+        }
+    }
+
+    fn transport(&self) -> Transport {
+        match self {
+            Endpoint::Shm(_) => Transport::Shm,
+            Endpoint::Fifo(_) => Transport::Fifo,
+        }
+    }
+
+    /// The [`CHANNEL_ENV`] value naming this endpoint.
+    fn env_value(&self) -> OsString {
+        match self {
+            Endpoint::Shm(segment) => format!("shm:{}", segment.name()).into(),
+            Endpoint::Fifo(set) => set.env_value(),
+        }
+    }
+
+    fn watch_child(&self, pid: u32) {
+        match self {
+            Endpoint::Shm(segment) => segment.watch_child(pid),
+            Endpoint::Fifo(set) => set.watch_child(pid),
+        }
+    }
+
+    fn channel<Out: Encode, In: Decode>(
+        &self,
+        name: &str,
+    ) -> Result<(Sender<Out>, Receiver<In>), ChannelError> {
+        match self {
+            Endpoint::Shm(segment) => segment.channel(name),
+            Endpoint::Fifo(set) => set.channel(name),
+        }
+    }
+
+    fn raw_channel(&self, name: &str) -> Result<(RawSender, RawReceiver), ChannelError> {
+        match self {
+            Endpoint::Shm(segment) => segment.raw_channel(name),
+            Endpoint::Fifo(set) => set.raw_channel(name),
+        }
+    }
+
+    fn channel_names(&self) -> Box<dyn Iterator<Item = &str> + '_> {
+        match self {
+            Endpoint::Shm(segment) => Box::new(segment.channel_names()),
+            Endpoint::Fifo(set) => Box::new(set.channel_names()),
+        }
+    }
+
+    fn is_attached(&self) -> bool {
+        match self {
+            Endpoint::Shm(segment) => segment.is_claimed(),
+            Endpoint::Fifo(set) => set.is_attached(),
+        }
+    }
+
+    /// Parent side, once the child is gone: remove the name (segment) or
+    /// directory (FIFOs) if the child never did.
+    fn release_name(&self) {
+        match self {
+            Endpoint::Shm(segment) => {
+                let _ = segment.unlink();
+            }
+            Endpoint::Fifo(set) => set.remove_dir(),
+        }
+    }
+}
 
 /// Starts a child process with remora channels: `std::process::Command` plus
 /// channel declarations.
@@ -42,6 +140,7 @@ pub const CHANNEL_ENV: &str = "REMORA_CHANNEL";
 pub struct Spawner {
     command: Command,
     channels: Vec<ChannelConfig>,
+    transport: Transport,
 }
 
 impl Spawner {
@@ -50,6 +149,7 @@ impl Spawner {
         Spawner {
             command: Command::new(program),
             channels: Vec::new(),
+            transport: Transport::Auto,
         }
     }
 
@@ -118,30 +218,61 @@ impl Spawner {
         self
     }
 
-    /// Creates the segment and starts the child. Returns at once; the child
-    /// attaches whenever it calls [`connect`].
+    /// Chooses the transport (default [`Transport::Auto`]).
+    ///
+    /// Precedence: an explicit `Shm` or `Fifo` here always wins; at `Auto`
+    /// the parent's [`REMORA_TRANSPORT`](crate::TRANSPORT_ENV) decides if it
+    /// is set (so operators can force FIFOs on a host without touching the
+    /// code), else shared memory with a FIFO fallback. The child needs no
+    /// setting: [`connect`] follows [`CHANNEL_ENV`].
+    ///
+    /// ```no_run
+    /// use remora::{Spawner, Transport};
+    /// let child = Spawner::new("path/to/app")
+    ///     .channel("echo")
+    ///     .transport(Transport::Shm) // fail rather than fall back
+    ///     .spawn()?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn transport(&mut self, transport: Transport) -> &mut Spawner {
+        self.transport = transport;
+        self
+    }
+
+    /// Sets up the transport and starts the child. Returns at once; the
+    /// child attaches whenever it calls [`connect`].
+    ///
+    /// Errors: [`SpawnError::Segment`] / [`SpawnError::Fifo`] when the
+    /// chosen transport cannot be set up, [`SpawnError::NoTransport`] when
+    /// `Auto` found neither usable, [`SpawnError::InvalidTransport`] for a
+    /// bad `REMORA_TRANSPORT`, [`SpawnError::Spawn`] when the program cannot
+    /// start.
     pub fn spawn(&mut self) -> Result<Child, SpawnError> {
-        let segment = Segment::create(&self.channels).map_err(SpawnError::Segment)?;
-        self.command
-            .env(CHANNEL_ENV, format!("shm:{}", segment.name()));
+        let choice = self
+            .transport
+            .resolve()
+            .map_err(SpawnError::InvalidTransport)?;
+        let endpoint = Endpoint::create(choice, &self.channels)?;
+        self.command.env(CHANNEL_ENV, endpoint.env_value());
         let spawned = self.command.spawn();
-        // Do not leak this segment's name into later spawns of this Spawner.
+        // Do not leak this endpoint's name into later spawns of this Spawner.
         self.command.env_remove(CHANNEL_ENV);
-        let process = spawned.map_err(SpawnError::Spawn)?; // drops (unlinks) the segment
-        segment.watch_child(process.id());
-        Ok(Child { process, segment })
+        let process = spawned.map_err(SpawnError::Spawn)?; // drops (removes) the endpoint
+        endpoint.watch_child(process.id());
+        Ok(Child { process, endpoint })
     }
 }
 
 /// A running child process and the parent's side of its channels.
 ///
 /// Like [`std::process::Child`], dropping it neither kills nor reaps the
-/// process; it does remove the segment's name if the child never attached.
-/// Channel ends taken from it stay usable after it is dropped.
+/// process; it does remove the segment's name (or the FIFO directory) if the
+/// child never attached. Channel ends taken from it stay usable after it is
+/// dropped.
 #[derive(Debug)]
 pub struct Child {
     process: std::process::Child,
-    segment: Segment,
+    endpoint: Endpoint,
 }
 
 impl Child {
@@ -152,12 +283,18 @@ impl Child {
         &self,
         name: &str,
     ) -> Result<(Sender<Out>, Receiver<In>), ChannelError> {
-        self.segment.channel(name)
+        self.endpoint.channel(name)
     }
 
     /// Takes the parent's ends of channel `name` as raw byte channels.
     pub fn raw_channel(&self, name: &str) -> Result<(RawSender, RawReceiver), ChannelError> {
-        self.segment.raw_channel(name)
+        self.endpoint.raw_channel(name)
+    }
+
+    /// The transport in use: [`Transport::Shm`] or [`Transport::Fifo`]
+    /// (never `Auto`: this is what `Auto` chose).
+    pub fn transport(&self) -> Transport {
+        self.endpoint.transport()
     }
 
     /// The child's process id.
@@ -165,15 +302,16 @@ impl Child {
         self.process.id()
     }
 
-    /// Whether the child has attached to its segment.
+    /// Whether the child has attached to its channels (claimed the segment,
+    /// or opened its FIFOs).
     pub fn is_attached(&self) -> bool {
-        self.segment.is_claimed()
+        self.endpoint.is_attached()
     }
 
     /// Waits for the child to exit, like [`std::process::Child::wait`].
     pub fn wait(&mut self) -> io::Result<ExitStatus> {
         let status = self.process.wait()?;
-        let _ = self.segment.unlink();
+        self.endpoint.release_name();
         Ok(status)
     }
 
@@ -182,7 +320,7 @@ impl Child {
     pub fn try_wait(&mut self) -> io::Result<Option<ExitStatus>> {
         let status = self.process.try_wait()?;
         if status.is_some() {
-            let _ = self.segment.unlink();
+            self.endpoint.release_name();
         }
         Ok(status)
     }
@@ -199,18 +337,20 @@ impl Child {
     }
 }
 
-/// The child's side of its segment, from [`connect`].
+/// The child's side of its channels, from [`connect`].
 #[derive(Debug)]
 pub struct Connection {
-    segment: Segment,
+    endpoint: Endpoint,
 }
 
-/// Child side: attaches to the segment named by [`CHANNEL_ENV`].
+/// Child side: attaches to the channels named by [`CHANNEL_ENV`], over
+/// whichever transport the parent chose.
 ///
-/// Opens, validates and claims the segment, then removes its name so that
-/// nothing is left in `/dev/shm` and no other process can attach (a
-/// grandchild that inherited the variable gets an error). From then on the
-/// channels report `Disconnected` if the parent dies.
+/// Opens, validates and claims the segment (or the FIFO directory), then
+/// removes its name so that nothing is left in `/dev/shm` or the temp dir
+/// and no other process can attach (a grandchild that inherited the
+/// variable gets an error). From then on the channels report
+/// `Disconnected` if the parent dies.
 ///
 /// ```no_run
 /// # #[derive(rkyv::Archive, rkyv::Serialize)] struct Request { id: u32 }
@@ -224,21 +364,39 @@ pub struct Connection {
 /// ```
 pub fn connect() -> Result<Connection, ConnectError> {
     let value = std::env::var_os(CHANNEL_ENV).ok_or(ConnectError::NotSpawned)?;
-    let value = value.to_str().ok_or_else(|| ConnectError::BadVariable {
+    let bad = || ConnectError::BadVariable {
         value: value.to_string_lossy().into_owned(),
-    })?;
+    };
+    // A FIFO directory lives wherever the parent's temp dir is, so its path
+    // need not be UTF-8.
+    if let Some(dir) = value.as_bytes().strip_prefix(b"fifo:") {
+        let dir = Path::new(OsStr::from_bytes(dir));
+        let ours = dir.is_absolute()
+            && dir
+                .file_name()
+                .is_some_and(|n| n.as_bytes().starts_with(b"remora-"));
+        if !ours {
+            return Err(bad());
+        }
+        // `open` removes the directory once attached.
+        let set = FifoSet::open(dir).map_err(ConnectError::Open)?;
+        return Ok(Connection {
+            endpoint: Endpoint::Fifo(set),
+        });
+    }
     let name = value
-        .strip_prefix("shm:")
+        .to_str()
+        .and_then(|v| v.strip_prefix("shm:"))
         .filter(|n| n.starts_with("/remora-"))
-        .ok_or_else(|| ConnectError::BadVariable {
-            value: value.to_owned(),
-        })?;
+        .ok_or_else(bad)?;
     let segment = Segment::open(name).map_err(ConnectError::Open)?;
     // Attached: the name has done its job. Removing it here (rather than
     // waiting for the parent to notice) leaves nothing in /dev/shm.
     let _ = crate::sys::shm::unlink(name);
     segment.watch_creator();
-    Ok(Connection { segment })
+    Ok(Connection {
+        endpoint: Endpoint::Shm(segment),
+    })
 }
 
 impl Connection {
@@ -248,17 +406,23 @@ impl Connection {
         &self,
         name: &str,
     ) -> Result<(Sender<Out>, Receiver<In>), ChannelError> {
-        self.segment.channel(name)
+        self.endpoint.channel(name)
     }
 
     /// Takes the child's ends of channel `name` as raw byte channels.
     pub fn raw_channel(&self, name: &str) -> Result<(RawSender, RawReceiver), ChannelError> {
-        self.segment.raw_channel(name)
+        self.endpoint.raw_channel(name)
     }
 
     /// The channels the parent declared, in declaration order.
     pub fn channel_names(&self) -> impl Iterator<Item = &str> {
-        self.segment.channel_names()
+        self.endpoint.channel_names()
+    }
+
+    /// The transport the parent chose: [`Transport::Shm`] or
+    /// [`Transport::Fifo`].
+    pub fn transport(&self) -> Transport {
+        self.endpoint.transport()
     }
 }
 

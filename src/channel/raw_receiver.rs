@@ -7,13 +7,14 @@ use std::time::Duration;
 use super::Deadline;
 use crate::error::RecvError;
 use crate::ring::Frame;
-use crate::transport::ShmReceiver;
+use crate::transport::{FifoReceiver, ShmReceiver};
 use crate::wait::WaitStrategy;
 
-/// Receives byte messages from one ring of a channel, in place.
+/// Receives byte messages from one direction of a channel, in place (in
+/// the ring, or in the FIFO transport's receive buffer).
 ///
-/// Obtained from [`Segment::raw_channel`](crate::Segment::raw_channel); see
-/// [`RawSender`](crate::RawSender) for an example.
+/// Obtained like a [`RawSender`](crate::RawSender); see there for an
+/// example.
 #[derive(Debug)]
 pub struct RawReceiver {
     end: RecvEnd,
@@ -24,6 +25,7 @@ pub struct RawReceiver {
 #[derive(Debug)]
 pub(crate) enum RecvEnd {
     Shm(ShmReceiver),
+    Fifo(FifoReceiver),
 }
 
 /// A received byte message, borrowed from the ring. Dropping it releases the
@@ -54,13 +56,16 @@ impl RawReceiver {
     pub fn max_message(&self) -> usize {
         match &self.end {
             RecvEnd::Shm(end) => end.max_message(),
+            RecvEnd::Fifo(end) => end.max_message(),
         }
     }
 
     /// Receives the next message, waiting for one.
     ///
     /// Errors: [`RecvError::Disconnected`] once the sender is gone and
-    /// everything it sent was received; [`RecvError::Corrupted`].
+    /// everything it sent was received; [`RecvError::Corrupted`] /
+    /// [`RecvError::Malformed`] when the peer broke the protocol;
+    /// [`RecvError::TypeMismatch`] (FIFO transport, see there).
     pub fn recv(&mut self) -> Result<RawMessage<'_>, RecvError> {
         let frame = self.next_frame(Deadline::NEVER)?;
         Ok(RawMessage { rx: self, frame })
@@ -85,6 +90,7 @@ impl RawReceiver {
     pub(crate) fn next_frame(&mut self, deadline: Deadline) -> Result<Frame, RecvError> {
         match &mut self.end {
             RecvEnd::Shm(end) => end.next_frame(deadline, self.strategy),
+            RecvEnd::Fifo(end) => end.next_frame(deadline, self.strategy),
         }
     }
 
@@ -93,6 +99,7 @@ impl RawReceiver {
     pub(crate) fn release(&mut self, frame: Frame) {
         match &mut self.end {
             RecvEnd::Shm(end) => end.release(frame),
+            RecvEnd::Fifo(end) => end.release(frame),
         }
     }
 }
@@ -108,10 +115,11 @@ impl Deref for RawMessage<'_> {
     type Target = [u8];
 
     fn deref(&self) -> &[u8] {
-        // SAFETY: the frame was validated to lie inside the ring data and is
-        // ours until released in `drop`; the protocol forbids the sender to
-        // write it meanwhile (a peer that breaks this can change the bytes we
-        // read but not their bounds: see the README's threat model).
+        // SAFETY: the frame was validated to lie inside the ring data (or the
+        // FIFO receive buffer) and is ours until released in `drop`; the
+        // protocol forbids the sender to write a ring frame meanwhile (a peer
+        // that breaks this can change the bytes we read but not their bounds:
+        // see the README's threat model), and a FIFO buffer is private.
         unsafe { std::slice::from_raw_parts(self.frame.payload, self.frame.len) }
     }
 }

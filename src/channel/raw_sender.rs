@@ -6,13 +6,17 @@ use std::time::Duration;
 use super::{Deadline, Slot};
 use crate::codec::EncodeError;
 use crate::error::SendError;
-use crate::transport::ShmSender;
+use crate::transport::{FifoSender, ShmSender};
 use crate::wait::WaitStrategy;
 
-/// Sends byte messages into one ring of a channel.
+/// Sends byte messages into one direction of a channel.
 ///
-/// Obtained from [`Segment::raw_channel`](crate::Segment::raw_channel). Each
-/// message is copied once, into the ring; the receiver reads it in place.
+/// Obtained from [`Segment::raw_channel`](crate::Segment::raw_channel),
+/// [`Child::raw_channel`](crate::Child::raw_channel) or
+/// [`Connection::raw_channel`](crate::Connection::raw_channel). Over shared
+/// memory each message is copied once, into the ring, and the receiver reads
+/// it in place; over FIFOs it is copied into a frame buffer and written to
+/// the pipe.
 ///
 /// ```
 /// use remora::{ChannelConfig, Segment};
@@ -34,6 +38,7 @@ pub struct RawSender {
 #[derive(Debug)]
 pub(crate) enum SendEnd {
     Shm(ShmSender),
+    Fifo(FifoSender),
 }
 
 impl RawSender {
@@ -56,6 +61,7 @@ impl RawSender {
     pub fn max_message(&self) -> usize {
         match &self.end {
             SendEnd::Shm(end) => end.max_message(),
+            SendEnd::Fifo(end) => end.max_message(),
         }
     }
 
@@ -124,6 +130,7 @@ impl RawSender {
     ) -> Result<(), SendError> {
         match &mut self.end {
             SendEnd::Shm(end) => end.send_with(min, deadline, self.strategy, write),
+            SendEnd::Fifo(end) => end.send_with(min, deadline, self.strategy, write),
         }
     }
 }

@@ -5,6 +5,8 @@
 //! wrapper turns a failing call into an [`std::io::Error`] carrying `errno`.
 
 pub(crate) mod clock;
+pub(crate) mod fd;
+pub(crate) mod fifo;
 pub(crate) mod futex;
 pub(crate) mod mapping;
 #[cfg_attr(loom, allow(dead_code))]
@@ -12,6 +14,7 @@ pub(crate) mod membarrier;
 pub(crate) mod process;
 pub(crate) mod random;
 pub(crate) mod shm;
+pub(crate) mod signal;
 
 use std::io;
 

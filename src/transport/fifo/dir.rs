@@ -1,0 +1,133 @@
+//! The FIFO directory: where it is made, what is in it, how it goes away.
+//!
+//! `mkdtemp` makes `remora-<pid>-XXXXXX` (mode 0700) under
+//! `$XDG_RUNTIME_DIR` when that is set, absolute and writable (it is private
+//! to the user and cleaned at logout), else under the temp dir. Inside:
+//!
+//! ```text
+//! manifest        channel names, capacities, wait hints (see manifest.rs)
+//! <i>.p2c         FIFO, parent to child, channel index i (mode 0600)
+//! <i>.c2p         FIFO, child to parent
+//! claim           created (O_EXCL) by the child that attaches
+//! ```
+//!
+//! The child removes the directory once it has opened its FIFOs; the parent
+//! removes it if the child dies or never attaches (on `Child` drop, wait, or
+//! when it sees the child gone). A parent killed before either happens
+//! leaves it behind: the next FIFO set created by the same user sweeps
+//! `remora-<pid>-*` directories whose pid is dead, as segments are swept.
+
+use std::ffi::{CStr, CString};
+use std::io;
+use std::os::fd::BorrowedFd;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+
+use crate::sys::{fifo, process, shm};
+
+/// Prefix of every FIFO directory name.
+pub(super) const PREFIX: &str = "remora-";
+/// The manifest's file name.
+pub(super) const MANIFEST: &CStr = c"manifest";
+/// The claim file's name.
+pub(super) const CLAIM: &CStr = c"claim";
+
+/// Which FIFO of a channel.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Direction {
+    ParentToChild,
+    ChildToParent,
+}
+
+impl Direction {
+    /// As the error messages spell it.
+    pub(super) fn describe(self) -> &'static str {
+        match self {
+            Direction::ParentToChild => "parent-to-child",
+            Direction::ChildToParent => "child-to-parent",
+        }
+    }
+}
+
+/// The FIFO's name inside the directory: indices only, never user names.
+pub(super) fn fifo_name(index: usize, direction: Direction) -> CString {
+    let suffix = match direction {
+        Direction::ParentToChild => "p2c",
+        Direction::ChildToParent => "c2p",
+    };
+    CString::new(format!("{index}.{suffix}")).expect("no NUL in a formatted index")
+}
+
+/// Where FIFO directories may go, best first.
+fn bases() -> Vec<PathBuf> {
+    let mut bases = Vec::with_capacity(2);
+    if let Some(xdg) = std::env::var_os("XDG_RUNTIME_DIR").map(PathBuf::from) {
+        if xdg.is_absolute() && xdg.is_dir() && fifo::writable_dir(&xdg) {
+            bases.push(xdg);
+        }
+    }
+    bases.push(std::env::temp_dir());
+    bases
+}
+
+/// Makes a fresh private directory; returns its path. Sweeps stale
+/// directories of dead processes in the same place first.
+pub(super) fn create() -> io::Result<PathBuf> {
+    let mut last = io::Error::from_raw_os_error(libc::ENOENT);
+    for base in bases() {
+        sweep_stale(&base);
+        let template = base.join(format!("{PREFIX}{}-XXXXXX", std::process::id()));
+        match fifo::mkdtemp(&template) {
+            Ok(path) => return Ok(path),
+            Err(e) => last = e,
+        }
+    }
+    Err(last)
+}
+
+/// Removes what a FIFO set of `channels` channels puts in the directory
+/// `path` (open as `dir`), then the directory. Best effort: errors are
+/// ignored (a later sweep retries once our pid is gone).
+pub(super) fn remove(path: &CStr, dir: BorrowedFd<'_>, channels: usize) {
+    let _ = fifo::unlink_at(dir, MANIFEST);
+    let _ = fifo::unlink_at(dir, CLAIM);
+    for i in 0..channels {
+        for d in [Direction::ParentToChild, Direction::ChildToParent] {
+            let _ = fifo::unlink_at(dir, &fifo_name(i, d));
+        }
+    }
+    if fifo::rmdir(path).is_err() {
+        // Something unexpected is inside; it is our private directory, so
+        // remove it all (std's remove_dir_all does not follow symlinks).
+        let path = Path::new(std::ffi::OsStr::from_bytes(path.to_bytes()));
+        let _ = std::fs::remove_dir_all(path);
+    }
+}
+
+/// Removes `remora-<pid>-*` directories in `base` owned by us whose pid is
+/// dead. A directory whose pid was reused by a live process is left alone.
+fn sweep_stale(base: &Path) {
+    let Ok(entries) = std::fs::read_dir(base) else {
+        return;
+    };
+    let uid = shm::current_uid();
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let Some(pid) = name
+            .to_str()
+            .and_then(|n| n.strip_prefix(PREFIX))
+            .and_then(|rest| rest.split('-').next())
+            .and_then(|p| p.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        // symlink_metadata: a symlink named like ours is not ours to follow.
+        let Ok(meta) = std::fs::symlink_metadata(entry.path()) else {
+            continue;
+        };
+        if meta.is_dir() && meta.uid() == uid && !process::process_exists(pid) {
+            let _ = std::fs::remove_dir_all(entry.path());
+        }
+    }
+}

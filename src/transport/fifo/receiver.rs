@@ -1,0 +1,329 @@
+//! The FIFO transport's receiving end: read the byte stream into a private
+//! 16-aligned buffer and hand out frames in place.
+//!
+//! # Trust
+//!
+//! The stream is the peer's to write, so every header is checked before
+//! anything else happens: its kind, and its length against this channel's
+//! largest message, *before* waiting for the payload. The buffer is
+//! allocated once and never grows; a bad header, a second handshake, a
+//! missing one, or a stream that ends inside a frame poisons the receiver
+//! with [`RecvError::Malformed`]: every later call returns the same error.
+//! Nothing the peer writes can make us panic or allocate.
+//!
+//! # The handshake
+//!
+//! The first frame must be the peer's HELLO (see `wire`): the type it sends
+//! here must be the type we receive, and the type it expects back must be
+//! the type we send. The check runs when the channel is taken, if the HELLO
+//! is already readable (the peer took the channel first: the mismatch is a
+//! [`ChannelError::TypeMismatch`](crate::ChannelError::TypeMismatch) then,
+//! as with shared memory), and otherwise at the first receive
+//! ([`RecvError::TypeMismatch`]).
+
+use super::buffer::AlignedBuf;
+use super::dir::Direction;
+use super::pipe::Pipe;
+use super::wait::{Outcome, Waiter};
+use super::wire::{self, HEADER, HELLO, HELLO_FRAME, HELLO_LEN, MSG};
+use crate::channel::Deadline;
+use crate::error::{RecvError, StreamFault};
+use crate::ring::{Frame, FrameToken};
+use crate::wait::WaitStrategy;
+
+/// How a receive buffer is sized: two largest frames, so a frame split
+/// across reads always fits after compaction while others queue behind it,
+/// capped so large channels batch at most 64 KiB beyond one frame.
+fn buffer_size(max: usize) -> usize {
+    let frame = wire::wire_size(max);
+    frame + frame.min(64 * 1024)
+}
+
+/// What this end expects of the peer's HELLO.
+#[derive(Clone, Copy, Debug)]
+pub(super) struct Expect {
+    /// Our fingerprint for the type we receive.
+    pub(super) in_fp: u64,
+    /// Our fingerprint for the type we send back.
+    pub(super) out_fp: u64,
+    /// The direction we receive on.
+    pub(super) direction: Direction,
+}
+
+/// Result of one non-blocking read.
+enum Fill {
+    Data,
+    Eof,
+    WouldBlock,
+}
+
+/// The receiving end of one FIFO.
+#[derive(Debug)]
+pub(crate) struct FifoReceiver {
+    pipe: Pipe,
+    buf: AlignedBuf,
+    /// Unconsumed bytes are `buf[start..end]`; `start` is 16-aligned.
+    start: usize,
+    end: usize,
+    /// Stream offset of `buf[start]`, for fault reports.
+    pos: u64,
+    max: usize,
+    /// `Some` until the peer's HELLO has been checked and consumed.
+    expect: Option<Expect>,
+    /// The writer side closed: drain what is buffered, then disconnect.
+    eof: bool,
+    /// Poisoned: returned by every later call.
+    fault: Option<RecvError>,
+}
+
+impl FifoReceiver {
+    /// A receiver for a channel of `capacity` bytes per direction.
+    pub(super) fn new(pipe: Pipe, capacity: usize) -> FifoReceiver {
+        let max = capacity / 2 - HEADER;
+        FifoReceiver {
+            pipe,
+            buf: AlignedBuf::new(buffer_size(max)),
+            start: 0,
+            end: 0,
+            pos: 0,
+            max,
+            expect: None,
+            eof: false,
+            fault: None,
+        }
+    }
+
+    pub(crate) fn max_message(&self) -> usize {
+        self.max
+    }
+
+    /// Arms the handshake check; then, if the peer's HELLO is already
+    /// readable, checks it now (without consuming it). On a mismatch
+    /// returns the direction that disagrees.
+    ///
+    /// Reads at most the HELLO's 32 bytes: taking a channel must not pull
+    /// messages out of the pipe (which would make room for the sender as if
+    /// they had been received).
+    pub(super) fn expect_hello(&mut self, expect: Expect) -> Result<(), Direction> {
+        self.expect = Some(expect);
+        let buffered = self.end - self.start;
+        if buffered < HELLO_FRAME {
+            self.make_room(HELLO_FRAME);
+            if let Fill::Eof = self.fill(HELLO_FRAME - buffered) {
+                self.eof = true;
+            }
+        }
+        if self.end - self.start < HELLO_FRAME {
+            return Ok(());
+        }
+        match wire::parse_header(self.buf.bytes(self.start..self.start + HEADER)) {
+            (len, HELLO) if len as usize == HELLO_LEN => self.check_hello(expect),
+            // Anything else is reported by the first receive.
+            _ => Ok(()),
+        }
+    }
+
+    /// Compares the HELLO at `start` with what we expect.
+    fn check_hello(&self, expect: Expect) -> Result<(), Direction> {
+        let payload = self
+            .buf
+            .bytes(self.start + HEADER..self.start + HELLO_FRAME);
+        let (peer_out, peer_in) = wire::parse_hello(payload);
+        if peer_out != expect.in_fp {
+            return Err(expect.direction);
+        }
+        if peer_in != expect.out_fp {
+            return Err(match expect.direction {
+                Direction::ParentToChild => Direction::ChildToParent,
+                Direction::ChildToParent => Direction::ParentToChild,
+            });
+        }
+        Ok(())
+    }
+
+    /// The receive loop: the next frame, waiting per `deadline`. Delivers
+    /// every complete frame the peer wrote before reporting `Disconnected`.
+    #[inline]
+    pub(crate) fn next_frame(
+        &mut self,
+        deadline: Deadline,
+        strategy: WaitStrategy,
+    ) -> Result<Frame, RecvError> {
+        if let Some(fault) = self.fault {
+            return Err(fault);
+        }
+        self.pipe.settle();
+        let mut peer_gone = self.pipe.link.peer_known_dead();
+        let mut waiter: Option<Waiter> = None;
+        loop {
+            if let Some(frame) = self.parse()? {
+                return Ok(frame);
+            }
+            if self.eof {
+                return Err(self.end_of_stream());
+            }
+            match self.fill(usize::MAX) {
+                Fill::Data => continue,
+                Fill::Eof => {
+                    self.eof = true;
+                    continue;
+                }
+                Fill::WouldBlock => {}
+            }
+            // Nothing more to read. A dead peer wrote everything it ever will
+            // before it died, and we just drained the pipe.
+            if peer_gone {
+                return Err(self.end_of_stream());
+            }
+            let Deadline::At(at) = deadline else {
+                return Err(RecvError::Empty);
+            };
+            let waiter = waiter.get_or_insert_with(|| Waiter::new(strategy, at));
+            match waiter.wait(&mut self.pipe, libc::POLLIN) {
+                Outcome::Retry => {}
+                Outcome::TimedOut => return Err(RecvError::Timeout),
+                Outcome::PeerGone => peer_gone = true,
+            }
+        }
+    }
+
+    /// Hands a frame's buffer space back.
+    #[inline]
+    pub(crate) fn release(&mut self, frame: Frame) {
+        if let FrameToken::Buffer { end } = frame.token {
+            debug_assert!(end > self.start && end <= self.end);
+            self.pos += (end - self.start) as u64;
+            self.start = end;
+        } else {
+            debug_assert!(false, "a ring frame released to a FIFO");
+        }
+    }
+
+    /// The next complete message frame in the buffer, checking (and
+    /// consuming) the handshake first. `Ok(None)`: more bytes are needed,
+    /// and there is room for them.
+    #[inline]
+    fn parse(&mut self) -> Result<Option<Frame>, RecvError> {
+        loop {
+            if self.end - self.start < HEADER {
+                self.make_room(HEADER);
+                return Ok(None);
+            }
+            let (len, kind) = wire::parse_header(self.buf.bytes(self.start..self.start + HEADER));
+            let offset = self.pos;
+            match (kind, self.expect) {
+                (MSG, None) if len as usize <= self.max => {}
+                (MSG, None) => {
+                    return Err(self.poison(RecvError::Malformed(StreamFault::BadLength {
+                        len,
+                        max: self.max,
+                        offset,
+                    })));
+                }
+                (HELLO, Some(_)) if len as usize == HELLO_LEN => {}
+                (HELLO, Some(_)) => {
+                    return Err(self.poison(RecvError::Malformed(StreamFault::BadLength {
+                        len,
+                        max: HELLO_LEN,
+                        offset,
+                    })));
+                }
+                (MSG, Some(_)) => {
+                    return Err(self.poison(RecvError::Malformed(StreamFault::NoHandshake)));
+                }
+                (kind, _) => {
+                    return Err(
+                        self.poison(RecvError::Malformed(StreamFault::BadKind { kind, offset }))
+                    );
+                }
+            }
+            let total = wire::wire_size(len as usize);
+            if self.end - self.start < total {
+                self.make_room(total);
+                return Ok(None);
+            }
+            if let Some(expect) = self.expect {
+                if let Err(direction) = self.check_hello(expect) {
+                    return Err(self.poison(RecvError::TypeMismatch {
+                        direction: direction.describe(),
+                    }));
+                }
+                self.expect = None;
+                self.pos += total as u64;
+                self.start += total;
+                continue;
+            }
+            let payload = self.buf.at(self.start + HEADER).cast_const();
+            return Ok(Some(Frame::in_buffer(
+                payload,
+                len as usize,
+                self.start + total,
+            )));
+        }
+    }
+
+    /// Makes sure `need` bytes from `start` fit in the buffer, moving the
+    /// unconsumed bytes to the front if not. `need` is at most one largest
+    /// frame, which always fits.
+    #[inline]
+    fn make_room(&mut self, need: usize) {
+        if self.start == self.end {
+            self.start = 0;
+            self.end = 0;
+        } else if self.start + need > self.buf.len() {
+            self.buf.move_to_front(self.start..self.end);
+            self.end -= self.start;
+            self.start = 0;
+        }
+    }
+
+    /// One non-blocking read of at most `limit` bytes into the free tail of
+    /// the buffer.
+    #[inline]
+    fn fill(&mut self, limit: usize) -> Fill {
+        let to = self.buf.len().min(self.end.saturating_add(limit));
+        // Callers make room for the frame they wait for first, so there is.
+        debug_assert!(to > self.end);
+        loop {
+            match crate::sys::fd::read(self.pipe.fd(), self.buf.bytes_mut(self.end..to)) {
+                Ok(0) => return Fill::Eof,
+                Ok(n) => {
+                    self.end += n;
+                    return Fill::Data;
+                }
+                Err(e) => match e.raw_os_error() {
+                    Some(libc::EINTR) => continue,
+                    Some(libc::EAGAIN) => return Fill::WouldBlock,
+                    // Nothing else is expected from a FIFO we hold open;
+                    // treat it as the end of the stream.
+                    _ => return Fill::Eof,
+                },
+            }
+        }
+    }
+
+    /// The stream ended: a clean end between frames is `Disconnected`, one
+    /// inside a frame is a truncated frame.
+    fn end_of_stream(&mut self) -> RecvError {
+        let buffered = self.end - self.start;
+        if buffered == 0 {
+            return RecvError::Disconnected;
+        }
+        let expected = if buffered >= HEADER {
+            let (len, _) = wire::parse_header(self.buf.bytes(self.start..self.start + HEADER));
+            wire::wire_size(len as usize)
+        } else {
+            HEADER
+        };
+        self.poison(RecvError::Malformed(StreamFault::Truncated {
+            received: buffered,
+            expected,
+            offset: self.pos,
+        }))
+    }
+
+    fn poison(&mut self, error: RecvError) -> RecvError {
+        self.fault = Some(error);
+        error
+    }
+}

@@ -1,0 +1,92 @@
+//! How a FIFO channel end waits for its descriptor to become ready.
+//!
+//! The descriptors are non-blocking; a call that would block asks a
+//! [`Waiter`] what to do next, then retries its `read`/`write`:
+//!
+//! * `Spin` retries at once (a system call per try, no sleep);
+//! * `Adaptive` retries for a few microseconds, then sleeps in `ppoll`;
+//! * `Block` sleeps in `ppoll` at once.
+//!
+//! A sleep ends when the descriptor is ready, when the peer's pidfd becomes
+//! readable (parent side: the child died), at the caller's deadline, or
+//! after [`SLICE`] at most: then the waiter checks the peer (getppid on the
+//! child side) and settles the parent's placeholder, so a dead or detached
+//! peer ends every wait within one slice.
+
+use std::time::Duration;
+
+use super::pipe::Pipe;
+use crate::sys::clock::MonoTime;
+use crate::sys::fd;
+use crate::wait::{SLICE, WaitStrategy};
+
+/// How long `Adaptive` retries before sleeping.
+const ADAPTIVE_SPIN: Duration = Duration::from_micros(20);
+
+/// What the caller should do after [`Waiter::wait`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Outcome {
+    /// Try the I/O again.
+    Retry,
+    /// The deadline passed (the last try before it found nothing).
+    TimedOut,
+    /// The peer process is gone.
+    PeerGone,
+}
+
+/// The state of one blocked call.
+#[derive(Debug)]
+pub(super) struct Waiter {
+    deadline: MonoTime,
+    /// Retry without sleeping until then.
+    spin_until: MonoTime,
+    /// Next liveness check and placeholder settle.
+    next_check: MonoTime,
+}
+
+impl Waiter {
+    pub(super) fn new(strategy: WaitStrategy, deadline: MonoTime) -> Waiter {
+        let spin_until = match strategy {
+            WaitStrategy::Spin => MonoTime::NEVER,
+            WaitStrategy::Adaptive => MonoTime::after(ADAPTIVE_SPIN),
+            WaitStrategy::Block => MonoTime::after(Duration::ZERO),
+        };
+        Waiter {
+            deadline,
+            spin_until,
+            next_check: MonoTime::after(SLICE),
+        }
+    }
+
+    /// Lifts the deadline: a sender that has written part of a frame must
+    /// finish it whatever the caller's timeout.
+    pub(super) fn no_deadline(&mut self) {
+        self.deadline = MonoTime::NEVER;
+    }
+
+    /// Called after an I/O attempt on `pipe` would have blocked; waits for
+    /// `events` (`POLLIN`/`POLLOUT`) as the strategy says.
+    pub(super) fn wait(&mut self, pipe: &mut Pipe, events: i16) -> Outcome {
+        let now = MonoTime::now();
+        if now >= self.deadline {
+            return Outcome::TimedOut;
+        }
+        if now >= self.next_check {
+            self.next_check = MonoTime::after(SLICE);
+            pipe.settle();
+            if pipe.link.check_peer_gone() {
+                return Outcome::PeerGone;
+            }
+        }
+        if now < self.spin_until {
+            std::hint::spin_loop();
+            return Outcome::Retry;
+        }
+        let until = self.deadline.min(self.next_check);
+        let peer_fd_ready = fd::poll(pipe.fd(), events, pipe.link.peer_fd(), until);
+        if peer_fd_ready && pipe.link.check_peer_gone() {
+            return Outcome::PeerGone;
+        }
+        Outcome::Retry
+    }
+}
