@@ -269,3 +269,40 @@ pub fn median_max(times: &[Duration]) -> (Duration, Duration) {
     sorted.sort();
     (sorted[sorted.len() / 2], *sorted.last().unwrap())
 }
+
+// ---------------------------------------------------------------------------
+// FIFO-transport helpers (tests/conformance.rs, tests/fifo.rs). Additive only.
+// ---------------------------------------------------------------------------
+
+/// Where the FIFO transport makes its directories: $XDG_RUNTIME_DIR (when
+/// set) and the temp dir.
+pub fn fifo_bases() -> Vec<std::path::PathBuf> {
+    let mut bases = vec![std::env::temp_dir()];
+    if let Some(xdg) = std::env::var_os("XDG_RUNTIME_DIR") {
+        bases.push(xdg.into());
+    }
+    bases
+}
+
+/// FIFO-transport directories made by process `pid` that still exist.
+pub fn fifo_dirs_of(pid: u32) -> Vec<std::path::PathBuf> {
+    let prefix = format!("remora-{pid}-");
+    fifo_bases()
+        .iter()
+        .filter_map(|b| std::fs::read_dir(b).ok())
+        .flat_map(|d| d.filter_map(|e| e.ok()))
+        .filter(|e| e.file_name().to_string_lossy().starts_with(&prefix))
+        .map(|e| e.path())
+        .collect()
+}
+
+/// FIFO-transport directories made by this process that still exist.
+pub fn remora_fifo_dirs() -> Vec<std::path::PathBuf> {
+    fifo_dirs_of(std::process::id())
+}
+
+/// Takes charge of a process started some other way: killed and reaped on
+/// drop, like those from [`spawn_child`].
+pub fn guard(child: Child) -> ChildGuard {
+    ChildGuard { child: Some(child) }
+}

@@ -1,0 +1,707 @@
+//! One conformance suite, run against every transport: the same tests,
+//! instantiated by `conformance!` for `Transport::Shm` and `Transport::Fifo`.
+//!
+//! Every test is cross-process: the parent spawns this test binary again
+//! (through `remora::Spawner`, with the transport forced) in a role that
+//! `child_entry` plays. Each test runs under a watchdog, kills its children
+//! on failure, and checks that nothing is left in /dev/shm or the temp dirs.
+//! Tests take a shared lock: they spawn processes (and some spin) on a
+//! 2-core machine.
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::process::Stdio;
+use std::sync::{Mutex, MutexGuard, mpsc};
+use std::time::{Duration, Instant};
+
+use common::{KillOnDrop, Watchdog, checksum, remora_fifo_dirs, remora_segments, role};
+use remora::{
+    ChannelConfig, ChannelError, Child, RecvError, SendError, Spawner, Transport, WaitStrategy,
+};
+
+/// The transport a re-executed child must find itself on.
+const EXPECT_ENV: &str = "REMORA_TEST_EXPECT_TRANSPORT";
+
+static SERIAL: Mutex<()> = Mutex::new(());
+
+fn serial() -> MutexGuard<'static, ()> {
+    SERIAL.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// A spawner that re-executes this test binary in `role` over `transport`.
+fn spawner(role: &str, transport: Transport) -> Spawner {
+    let mut s = Spawner::new(std::env::current_exe().unwrap());
+    s.args([
+        "child_entry",
+        "--exact",
+        "--nocapture",
+        "--test-threads=1",
+        "-q",
+    ])
+    .env(common::ROLE, role)
+    .env(EXPECT_ENV, transport.to_string())
+    .stdin(Stdio::null())
+    .stdout(Stdio::null())
+    .transport(transport);
+    s
+}
+
+fn spawn(s: &mut Spawner, transport: Transport) -> KillOnDrop {
+    let child = s
+        .spawn()
+        .unwrap_or_else(|e| panic!("spawn over {transport}: {e}"));
+    assert_eq!(child.transport(), transport);
+    KillOnDrop(child)
+}
+
+fn wait_attached(child: &Child) {
+    let start = Instant::now();
+    while !child.is_attached() {
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "child did not attach"
+        );
+        std::thread::sleep(Duration::from_millis(1));
+    }
+}
+
+fn assert_success(mut child: KillOnDrop) {
+    let status = child.wait().unwrap();
+    assert!(status.success(), "child failed: {status}");
+}
+
+/// Nothing of ours in /dev/shm or the temp dirs.
+fn assert_no_leftovers() {
+    assert!(remora_segments().is_empty(), "segment left in /dev/shm");
+    assert!(
+        remora_fifo_dirs().is_empty(),
+        "FIFO directory left behind: {:?}",
+        remora_fifo_dirs()
+    );
+}
+
+#[derive(rkyv::Archive, rkyv::Serialize)]
+struct Num(u64);
+
+#[derive(rkyv::Archive, rkyv::Serialize)]
+struct Msg {
+    seq: u64,
+    data: Vec<u8>,
+    sum: u64,
+}
+
+// ---------------------------------------------------------------------------
+// The suite.
+// ---------------------------------------------------------------------------
+
+macro_rules! conformance {
+    ($module:ident, $transport:expr) => {
+        mod $module {
+            use super::*;
+
+            const T: Transport = $transport;
+
+            #[test]
+            fn million_messages_each_way_in_order_with_checksums() {
+                stream(T);
+            }
+
+            #[test]
+            fn odd_sizes_and_wrap_around() {
+                odd_sizes(T);
+            }
+
+            #[test]
+            fn try_forms_and_timeouts() {
+                try_and_timeouts(T);
+            }
+
+            #[test]
+            fn too_large() {
+                too_large_is_refused(T);
+            }
+
+            #[test]
+            fn drain_then_disconnect_after_exit() {
+                disconnect_after_drain(T);
+            }
+
+            #[test]
+            fn dropped_receiver_disconnects_the_sender() {
+                dropped_receiver(T);
+            }
+
+            #[test]
+            fn child_killed_while_parent_blocked() {
+                child_death(T);
+            }
+
+            #[test]
+            fn parent_killed_while_child_blocked() {
+                parent_death(T);
+            }
+
+            #[test]
+            fn type_mismatch() {
+                type_mismatch_either_order(T);
+            }
+        }
+    };
+}
+
+conformance!(shm, Transport::Shm);
+conformance!(fifo, Transport::Fifo);
+
+const MESSAGES: u64 = 1_000_000;
+
+/// Message `seq`: 0..=300 bytes derived from `seq` (frames of many sizes),
+/// and its checksum.
+fn message(seq: u64, buf: &mut Vec<u8>) -> u64 {
+    buf.clear();
+    let len = (seq.wrapping_mul(2_654_435_761) % 301) as usize;
+    buf.extend((0..len).map(|i| (seq as usize + i) as u8));
+    checksum(seq, buf)
+}
+
+/// Both sides run this: send MESSAGES while receiving and checking MESSAGES.
+fn exchange(mut tx: remora::Sender<Msg>, mut rx: remora::Receiver<Msg>) {
+    let sender = std::thread::spawn(move || {
+        let mut buf = Vec::with_capacity(512);
+        for seq in 0..MESSAGES {
+            let sum = message(seq, &mut buf);
+            tx.send(&Msg {
+                seq,
+                data: std::mem::take(&mut buf),
+                sum,
+            })
+            .unwrap_or_else(|e| panic!("send {seq}: {e}"));
+            buf = Vec::with_capacity(512);
+        }
+        tx // keep our direction open until the receiver is done too
+    });
+    for expected in 0..MESSAGES {
+        let msg = rx.recv().unwrap_or_else(|e| panic!("recv {expected}: {e}"));
+        assert_eq!(msg.seq, expected, "lost, duplicated or reordered message");
+        assert_eq!(
+            msg.sum,
+            checksum(expected, &msg.data),
+            "corrupted message {expected}"
+        );
+    }
+    drop(sender.join().expect("sender thread"));
+    let end = rx.recv_timeout(Duration::from_secs(30)).map(|m| m.seq);
+    assert_eq!(end, Err(RecvError::Disconnected));
+}
+
+fn stream(t: Transport) {
+    let _s = serial();
+    let _w = Watchdog::new("stream", Duration::from_secs(240));
+    let start = Instant::now();
+    let child = spawn(
+        spawner("stream", t).channel_with(ChannelConfig::new("stream").capacity(1 << 16)),
+        t,
+    );
+    let (tx, rx) = child.channel::<Msg, Msg>("stream").unwrap();
+    exchange(tx, rx);
+    assert_success(child);
+    eprintln!("{t}: {MESSAGES} messages each way in {:?}", start.elapsed());
+    assert_no_leftovers();
+}
+
+/// Payload `i` of the odd-sizes test: every size from 0 to the largest.
+fn odd_payload(i: usize, max: usize, buf: &mut Vec<u8>) {
+    buf.clear();
+    let len = (i * 37) % (max + 1);
+    buf.extend((0..len).map(|k| (i ^ k) as u8));
+}
+
+fn odd_sizes(t: Transport) {
+    let _s = serial();
+    let _w = Watchdog::new("odd sizes", Duration::from_secs(120));
+    let child = spawn(
+        spawner("echo_raw", t).channel_with(ChannelConfig::new("raw").capacity(1024)),
+        t,
+    );
+    let (mut tx, mut rx) = child.raw_channel("raw").unwrap();
+    let max = tx.max_message();
+    assert_eq!(max, 496);
+    assert_eq!(rx.max_message(), 496);
+    let mut buf = Vec::new();
+    // Lockstep and pipelined (three in flight), so frames start at every
+    // offset of the ring / buffer and wrap around many times.
+    for i in 0..5000 {
+        odd_payload(i, max, &mut buf);
+        tx.send(&buf).unwrap();
+        assert_eq!(&*rx.recv().unwrap(), &buf[..], "echo of message {i}");
+    }
+    let mut expect = Vec::new();
+    for i in 0..5000 {
+        odd_payload(i, max, &mut buf);
+        tx.send(&buf).unwrap();
+        if i >= 2 {
+            odd_payload(i - 2, max, &mut expect);
+            assert_eq!(
+                &*rx.recv().unwrap(),
+                &expect[..],
+                "echo of message {}",
+                i - 2
+            );
+        }
+    }
+    for i in 4998..5000 {
+        odd_payload(i, max, &mut expect);
+        assert_eq!(&*rx.recv().unwrap(), &expect[..]);
+    }
+    drop((tx, rx));
+    assert_success(child);
+    assert_no_leftovers();
+}
+
+fn try_and_timeouts(t: Transport) {
+    let _s = serial();
+    let _w = Watchdog::new("try and timeouts", Duration::from_secs(120));
+    let child = spawn(
+        spawner("gate", t)
+            .channel_with(ChannelConfig::new("data").capacity(4096))
+            .channel("ctl"),
+        t,
+    );
+    let (mut tx, mut rx) = child.raw_channel("data").unwrap();
+    let (mut ctl_tx, mut ctl_rx) = child.channel::<Num, Num>("ctl").unwrap();
+    assert_eq!(rx.try_recv().unwrap_err(), RecvError::Empty);
+    let start = Instant::now();
+    assert_eq!(
+        rx.recv_timeout(Duration::from_millis(30)).unwrap_err(),
+        RecvError::Timeout
+    );
+    assert!(start.elapsed() >= Duration::from_millis(30));
+    // Fill the direction while the child reads nothing.
+    let mut sent = 0u64;
+    while tx.try_send(&[7; 32]).is_ok() {
+        sent += 1;
+        assert!(sent < 1_000_000, "try_send never reported Full");
+    }
+    assert!(sent > 0);
+    assert_eq!(tx.try_send(&[7; 32]), Err(SendError::Full));
+    let start = Instant::now();
+    assert_eq!(
+        tx.send_timeout(&[7; 32], Duration::from_millis(30)),
+        Err(SendError::Timeout)
+    );
+    assert!(start.elapsed() >= Duration::from_millis(30));
+    // The child drains exactly what was sent, then there is room again.
+    ctl_tx.send(&Num(sent)).unwrap();
+    let drained = ctl_rx.recv_timeout(Duration::from_secs(30)).unwrap().0;
+    assert_eq!(drained, sent);
+    tx.try_send(&[8; 32]).unwrap();
+    tx.send_timeout(&[9; 32], Duration::from_millis(30))
+        .unwrap();
+    // The child echoes those two back on the data channel.
+    ctl_tx.send(&Num(2)).unwrap();
+    assert_eq!(
+        &*rx.recv_timeout(Duration::from_secs(30)).unwrap(),
+        &[8; 32]
+    );
+    let echoed = loop {
+        match rx.try_recv() {
+            Ok(m) => break m.to_vec(),
+            Err(RecvError::Empty) => std::thread::sleep(Duration::from_millis(1)),
+            Err(e) => panic!("{e}"),
+        }
+    };
+    assert_eq!(echoed, [9; 32]);
+    drop((tx, rx, ctl_tx, ctl_rx));
+    assert_success(child);
+    assert_no_leftovers();
+}
+
+fn too_large_is_refused(t: Transport) {
+    let _s = serial();
+    let _w = Watchdog::new("too large", Duration::from_secs(60));
+    let child = spawn(
+        spawner("echo2", t)
+            .channel_with(ChannelConfig::new("raw").capacity(1024))
+            .channel_with(ChannelConfig::new("typed").capacity(1024)),
+        t,
+    );
+    let (mut tx, mut rx) = child.raw_channel("raw").unwrap();
+    assert_eq!(tx.max_message(), 512 - 16);
+    assert_eq!(
+        tx.try_send(&[0; 497]),
+        Err(SendError::TooLarge { max: 496 })
+    );
+    assert_eq!(tx.send(&[0; 4096]), Err(SendError::TooLarge { max: 496 }));
+    tx.send(&[5; 496]).unwrap();
+    assert_eq!(&*rx.recv().unwrap(), &[5; 496]);
+
+    let (mut ttx, mut trx) = child.channel::<Vec<u8>, Vec<u8>>("typed").unwrap();
+    assert_eq!(
+        ttx.send(&vec![1u8; 2000]),
+        Err(SendError::TooLarge { max: 496 })
+    );
+    // The value was only borrowed and the channel still works.
+    ttx.send(&vec![1u8; 100]).unwrap();
+    assert_eq!(trx.recv().unwrap().as_slice(), [1u8; 100]);
+    drop((tx, rx, ttx, trx));
+    assert_success(child);
+    assert_no_leftovers();
+}
+
+const SEND_THEN_EXIT: u64 = 1000;
+
+fn disconnect_after_drain(t: Transport) {
+    let _s = serial();
+    let _w = Watchdog::new("drain then disconnect", Duration::from_secs(60));
+    let mut child = spawn(spawner("send_then_exit", t).channel("c"), t);
+    let (_tx, mut rx) = child.channel::<Num, Num>("c").unwrap();
+    // The child sends everything and exits before we read anything.
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(7), "the exit status is the caller's");
+    for i in 0..SEND_THEN_EXIT {
+        assert_eq!(rx.recv().unwrap().0, i, "committed messages arrive first");
+    }
+    assert_eq!(rx.recv().map(|m| m.0), Err(RecvError::Disconnected));
+    assert_eq!(rx.try_recv().map(|m| m.0), Err(RecvError::Disconnected));
+    assert_no_leftovers();
+}
+
+fn dropped_receiver(t: Transport) {
+    let _s = serial();
+    let _w = Watchdog::new("dropped receiver", Duration::from_secs(60));
+    // The child drops its receiver: our blocked send must end.
+    let child = spawn(
+        spawner("drop_rx_later", t).channel_with(ChannelConfig::new("c").capacity(4096)),
+        t,
+    );
+    let (mut tx, mut rx) = child.raw_channel("c").unwrap();
+    while tx.try_send(&[0; 100]).is_ok() {}
+    let start = Instant::now();
+    let r = tx.send_timeout(&[0; 100], Duration::from_secs(20));
+    assert_eq!(r, Err(SendError::Disconnected));
+    assert!(start.elapsed() < Duration::from_secs(10));
+    drop(tx);
+    // The child's sender is still open: it reports, then we drop our
+    // receiver and its sends must fail too, without SIGPIPE killing it (the
+    // child restores the default SIGPIPE action first).
+    assert_eq!(
+        &*rx.recv_timeout(Duration::from_secs(30)).unwrap(),
+        b"ready"
+    );
+    drop(rx);
+    assert_success(child);
+    assert_no_leftovers();
+}
+
+#[derive(Clone, Copy, Debug)]
+enum Op {
+    Recv,
+    Send,
+}
+
+fn child_death(t: Transport) {
+    let _s = serial();
+    let _w = Watchdog::new("kill -9 child", Duration::from_secs(120));
+    for strategy in [
+        WaitStrategy::Block,
+        WaitStrategy::Adaptive,
+        WaitStrategy::Spin,
+    ] {
+        for op in [Op::Recv, Op::Send] {
+            let mut child = spawn(
+                spawner("idle", t).channel_with(
+                    ChannelConfig::new("c")
+                        .capacity(4096)
+                        .wait_strategy(strategy),
+                ),
+                t,
+            );
+            let (mut tx, mut rx) = child.channel::<Num, Num>("c").unwrap();
+            wait_attached(&child);
+            let (done_tx, done_rx) = mpsc::channel();
+            std::thread::spawn(move || {
+                let disconnected = match op {
+                    Op::Recv => matches!(rx.recv().map(|m| m.0), Err(RecvError::Disconnected)),
+                    // Fills the channel, then blocks in send.
+                    Op::Send => loop {
+                        match tx.send(&Num(0)) {
+                            Ok(()) => continue,
+                            Err(e) => break e == SendError::Disconnected,
+                        }
+                    },
+                };
+                let _ = done_tx.send((disconnected, Instant::now()));
+            });
+            std::thread::sleep(Duration::from_millis(100));
+            let killed = Instant::now();
+            child.kill().unwrap();
+            let (disconnected, at) = done_rx
+                .recv_timeout(Duration::from_secs(2))
+                .expect("still blocked 2 s after kill -9");
+            assert!(disconnected, "ended with something else than Disconnected");
+            let latency = at.duration_since(killed);
+            eprintln!("{t} {strategy:?} {op:?}: Disconnected {latency:?} after kill -9");
+            assert!(latency < Duration::from_secs(2));
+            child.wait().unwrap();
+            assert_no_leftovers();
+        }
+    }
+}
+
+fn parent_death(t: Transport) {
+    let _s = serial();
+    let _w = Watchdog::new("kill -9 parent", Duration::from_secs(60));
+    // A middle process spawns the leaf over `t` and blocks; the leaf blocks
+    // in recv. Killing the middle must disconnect the leaf.
+    let mut middle = std::process::Command::new(std::env::current_exe().unwrap())
+        .args([
+            "child_entry",
+            "--exact",
+            "--nocapture",
+            "--test-threads=1",
+            "-q",
+        ])
+        .env(common::ROLE, "middle")
+        .env(EXPECT_ENV, t.to_string())
+        .stdout(Stdio::piped())
+        .stdin(Stdio::null())
+        .spawn()
+        .unwrap();
+    let middle_pid = middle.id();
+    let out = middle.stdout.take().unwrap();
+    let middle = common::guard(middle);
+    let (lines_tx, lines_rx) = mpsc::channel::<String>();
+    std::thread::spawn(move || {
+        for line in BufReader::new(out).lines().map_while(Result::ok) {
+            if lines_tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let wait_for = |prefix: &str| -> String {
+        loop {
+            let line = lines_rx
+                .recv_timeout(Duration::from_secs(10))
+                .unwrap_or_else(|_| panic!("no {prefix}"));
+            if line.starts_with(prefix) {
+                return line;
+            }
+        }
+    };
+    let leaf_pid: u32 = wait_for("LEAF_READY")
+        .split_whitespace()
+        .nth(1)
+        .unwrap()
+        .parse()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(100));
+    let killed = Instant::now();
+    middle.kill();
+    wait_for("LEAF_DISCONNECTED");
+    let latency = killed.elapsed();
+    eprintln!("{t}: leaf saw its parent's kill -9 after {latency:?}");
+    assert!(latency < Duration::from_secs(2));
+    // SAFETY: signalling a pid we were told about; it is ours to clean up.
+    unsafe { libc::kill(leaf_pid as libc::pid_t, libc::SIGKILL) };
+    assert!(
+        common::fifo_dirs_of(middle_pid).is_empty(),
+        "the leaf removes the FIFO directory when it attaches"
+    );
+}
+
+fn type_mismatch_either_order(t: Transport) {
+    let _s = serial();
+    let _w = Watchdog::new("type mismatch", Duration::from_secs(60));
+    // Parent first: the child's wrong take fails, its right take works.
+    let child = spawn(spawner("mismatch_second", t).channel("c").channel("ctl"), t);
+    let (_tx, mut rx) = child.channel::<u32, u64>("c").unwrap();
+    let (mut ctl_tx, _ctl_rx) = child.raw_channel("ctl").unwrap();
+    ctl_tx.send(b"go").unwrap();
+    assert_eq!(*rx.recv_timeout(Duration::from_secs(30)).unwrap(), 42);
+    drop((_tx, rx, ctl_tx, _ctl_rx));
+    assert_success(child);
+
+    // Child first: our take fails.
+    let child = spawn(spawner("mismatch_first", t).channel("c").channel("ctl"), t);
+    let (_ctl_tx, mut ctl_rx) = child.raw_channel("ctl").unwrap();
+    assert_eq!(
+        &*ctl_rx.recv_timeout(Duration::from_secs(30)).unwrap(),
+        b"taken"
+    );
+    let err = child.channel::<u32, u64>("c").unwrap_err();
+    assert!(
+        matches!(
+            err,
+            ChannelError::TypeMismatch {
+                direction: "child-to-parent",
+                ..
+            }
+        ),
+        "{err}"
+    );
+    // Nothing was consumed: the right types still work... (the child sends
+    // u32 and expects u32: take it that way).
+    let (mut tx, mut rx) = child.channel::<u32, u32>("c").unwrap();
+    tx.send(&1).unwrap();
+    assert_eq!(*rx.recv_timeout(Duration::from_secs(30)).unwrap(), 2);
+    drop((tx, rx, _ctl_tx, ctl_rx));
+    assert_success(child);
+    assert_no_leftovers();
+}
+
+// ---------------------------------------------------------------------------
+// The child side.
+// ---------------------------------------------------------------------------
+
+/// Entry point of the re-executed children; does nothing in a normal run.
+#[test]
+fn child_entry() {
+    let Some(role) = role() else { return };
+    let _w = Watchdog::new("conformance child", Duration::from_secs(240));
+    let expect: Transport = std::env::var(EXPECT_ENV).unwrap().parse().unwrap();
+    if role == "middle" {
+        let mut leaf = spawner("leaf", expect)
+            .stdout(Stdio::inherit())
+            .channel("c")
+            .spawn()
+            .unwrap();
+        let (_tx, mut rx) = leaf.channel::<Num, Num>("c").unwrap();
+        let _ = rx.recv(); // blocks until killed
+        let _ = leaf.wait();
+        return;
+    }
+    let conn = remora::connect().unwrap();
+    assert_eq!(conn.transport(), expect);
+    assert!(
+        matches!(remora::connect(), Err(remora::ConnectError::Open(_))),
+        "second connect must fail"
+    );
+    match role.as_str() {
+        "stream" => {
+            let (tx, rx) = conn.channel::<Msg, Msg>("stream").unwrap();
+            exchange(tx, rx);
+        }
+        "echo_raw" => {
+            let (mut tx, mut rx) = conn.raw_channel("raw").unwrap();
+            let mut buf = Vec::new();
+            while let Ok(m) = rx.recv() {
+                buf.clear();
+                buf.extend_from_slice(&m);
+                drop(m);
+                tx.send(&buf).unwrap();
+            }
+        }
+        "echo2" => {
+            let (mut tx, mut rx) = conn.raw_channel("raw").unwrap();
+            let raw = std::thread::spawn(move || {
+                while let Ok(m) = rx.recv() {
+                    let v = m.to_vec();
+                    drop(m);
+                    tx.send(&v).unwrap();
+                }
+            });
+            let (mut tx, mut rx) = conn.channel::<Vec<u8>, Vec<u8>>("typed").unwrap();
+            while let Ok(m) = rx.recv() {
+                let v = m.to_vec();
+                drop(m);
+                tx.send(&v).unwrap();
+            }
+            raw.join().unwrap();
+        }
+        "gate" => {
+            let (mut tx, mut rx) = conn.raw_channel("data").unwrap();
+            let (mut ctl_tx, mut ctl_rx) = conn.channel::<Num, Num>("ctl").unwrap();
+            // 1: drain exactly n messages and report.
+            let n: u64 = ctl_rx.recv().unwrap().0.into();
+            for _ in 0..n {
+                assert_eq!(&*rx.recv().unwrap(), &[7; 32]);
+            }
+            ctl_tx.send(&Num(n)).unwrap();
+            // 2: echo the next two.
+            let _ = ctl_rx.recv().unwrap();
+            for _ in 0..2 {
+                let v = rx.recv().unwrap().to_vec();
+                tx.send(&v).unwrap();
+            }
+            assert!(matches!(rx.recv().map(drop), Err(RecvError::Disconnected)));
+        }
+        "send_then_exit" => {
+            let (mut tx, _rx) = conn.channel::<Num, Num>("c").unwrap();
+            for i in 0..SEND_THEN_EXIT {
+                tx.send(&Num(i)).unwrap();
+            }
+            drop(tx);
+            std::process::exit(7);
+        }
+        "drop_rx_later" => {
+            // A library must not rely on SIGPIPE being ignored.
+            // SAFETY: restores the default action; no handler involved.
+            unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
+            let (mut tx, rx) = conn.raw_channel("c").unwrap();
+            std::thread::sleep(Duration::from_millis(200));
+            drop(rx);
+            tx.send(b"ready").unwrap();
+            let start = Instant::now();
+            let r = loop {
+                match tx.send_timeout(&[1; 64], Duration::from_secs(20)) {
+                    Ok(()) => assert!(start.elapsed() < Duration::from_secs(20)),
+                    Err(e) => break e,
+                }
+            };
+            assert_eq!(r, SendError::Disconnected);
+        }
+        "idle" => {
+            let _ends = conn.channel::<Num, Num>("c").unwrap();
+            std::thread::sleep(Duration::from_secs(60));
+        }
+        "leaf" => {
+            let (_tx, mut rx) = conn.channel::<Num, Num>("c").unwrap();
+            println!("LEAF_READY {}", std::process::id());
+            let r = rx.recv().map(|m| m.0);
+            assert!(matches!(r, Err(RecvError::Disconnected)), "{r:?}");
+            println!("LEAF_DISCONNECTED");
+        }
+        "mismatch_second" => {
+            let (_ctl_tx, mut ctl_rx) = conn.raw_channel("ctl").unwrap();
+            assert_eq!(&*ctl_rx.recv().unwrap(), b"go");
+            // The parent sends u32 and expects u64; take it wrongly first.
+            let err = conn.channel::<u32, u32>("c").unwrap_err();
+            assert!(
+                matches!(
+                    err,
+                    ChannelError::TypeMismatch {
+                        direction: "child-to-parent",
+                        ..
+                    }
+                ),
+                "{err}"
+            );
+            let err = conn.channel::<u64, u64>("c").unwrap_err();
+            assert!(
+                matches!(
+                    err,
+                    ChannelError::TypeMismatch {
+                        direction: "parent-to-child",
+                        ..
+                    }
+                ),
+                "{err}"
+            );
+            let (mut tx, _rx) = conn.channel::<u64, u32>("c").unwrap();
+            tx.send(&42).unwrap();
+            assert!(matches!(
+                ctl_rx.recv().map(drop),
+                Err(RecvError::Disconnected)
+            ));
+        }
+        "mismatch_first" => {
+            let (mut ctl_tx, _ctl_rx) = conn.raw_channel("ctl").unwrap();
+            let (mut tx, mut rx) = conn.channel::<u32, u32>("c").unwrap();
+            ctl_tx.send(b"taken").unwrap();
+            let n = *rx.recv().unwrap();
+            tx.send(&(n + 1)).unwrap();
+            assert!(matches!(rx.recv().map(drop), Err(RecvError::Disconnected)));
+        }
+        other => panic!("unknown role {other}"),
+    }
+}
