@@ -30,8 +30,9 @@
 //! cargo test --release --test hostile -- --ignored --nocapture --test-threads=1 long_
 //! ```
 //!
-//! Tests ignored with a reason starting "bug:" document library bugs; they
-//! are not part of the `long_` set.
+//! The last three tests pin down bugs the others found (the poisoned sender
+//! that reported `Disconnected`, and the `try_`/short-timeout forms that
+//! never noticed a killed peer).
 
 mod common;
 
@@ -458,8 +459,6 @@ struct Tally {
     send_corrupted: u64,
     rx_poisonings: u64,
     tx_poisonings: u64,
-    /// See `poisoned_sender_stays_poisoned_after_the_receiver_closes`.
-    tx_disconnected_after_poison: u64,
     /// Rounds in which at least one of the parent's ends was still healthy.
     live_rounds: u64,
     /// How often each kind of `RingFault` poisoned an end.
@@ -515,15 +514,12 @@ impl Tally {
     /// Checks and counts one send.
     fn send(&mut self, form: Form, got: Result<(), SendError>) {
         if let Some(fault) = self.tx_fault {
-            match got {
-                Err(SendError::Corrupted(f)) if f == fault => self.send_corrupted += 1,
-                // Known bug: a closed or dead receiver is reported before the
-                // poison. Tolerated here, pinned down by an ignored test.
-                Err(SendError::Disconnected) => self.tx_disconnected_after_poison += 1,
-                other => panic!(
-                    "a poisoned sender must keep reporting {fault:?} ({form:?} form), got {other:?}"
-                ),
-            }
+            assert_eq!(
+                got,
+                Err(SendError::Corrupted(fault)),
+                "a poisoned sender must keep reporting its fault ({form:?} form)"
+            );
+            self.send_corrupted += 1;
             return;
         }
         match got {
@@ -546,8 +542,7 @@ impl Tally {
             "{label}: survived {} rounds ({} with a healthy end; {} scribbles; {} children); \
              received {} intact, {} rewritten in place, {} invalid, {} empty/timeout, \
              {} disconnected, {} corrupted; sent {}, {} full/timeout, {} disconnected, \
-             {} corrupted; poisonings: {} receivers, {} senders \
-             ({} poisoned sends reported Disconnected); faults: {:?}; \
+             {} corrupted; poisonings: {} receivers, {} senders; faults: {:?}; \
              neighbour child: {} intact round trips",
             self.rounds,
             self.live_rounds,
@@ -565,7 +560,6 @@ impl Tally {
             self.send_corrupted,
             self.rx_poisonings,
             self.tx_poisonings,
-            self.tx_disconnected_after_poison,
             self.faults,
             neighbour_round_trips,
         );
@@ -1425,20 +1419,19 @@ fn spawn_crash_cycles(cycles: usize, seed: u64, limit: Duration) {
         drop(tx); // an echo child sees Disconnected and exits
         fate.check_status(child.wait().unwrap());
         // Whatever the child committed before it died is still delivered,
-        // in order. (A crashed child shows no close flag, so try_recv says
-        // Empty; a blocking recv would need the 50 ms liveness slice: done
-        // in one cycle of 25 only, to keep the test short.)
-        let drained_by_blocking = cycle % 25 == 0;
+        // in order, then Disconnected. A crashed child sets no close flag:
+        // try_recv notices the death by polling its pidfd (rate-limited to
+        // once per 10 ms), so it may say Empty a few times first.
+        let deadline = Instant::now() + Duration::from_secs(2);
         loop {
-            let got = if drained_by_blocking {
-                rx.recv()
-            } else {
-                rx.try_recv()
-            };
-            match got {
+            match rx.try_recv() {
                 Ok(m) => check_stream(&m, next),
-                Err(RecvError::Empty | RecvError::Disconnected) => break,
-                Err(e) => panic!("{fate:?}: {e:?}"),
+                Err(RecvError::Disconnected) => break,
+                Err(RecvError::Empty) if Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(1));
+                    continue;
+                }
+                Err(e) => panic!("{fate:?}: {e:?} from a dead child's channel"),
             }
             next += 1;
         }
@@ -1473,13 +1466,12 @@ fn long_spawn_crash_cycles_leak_nothing() {
 }
 
 // ---------------------------------------------------------------------------
-// Library bugs, pinned down (ignored until fixed).
+// Regressions: bugs these tests found (fixed in b86f866).
 // ---------------------------------------------------------------------------
 
 /// Fills the parent-to-child ring of a 4 KiB channel, then poisons the
 /// parent's sender by publishing an impossible head (past the tail).
 #[test]
-#[ignore = "bug: a poisoned sender reports Disconnected, not Corrupted, once the receiver closes"]
 fn poisoned_sender_stays_poisoned_after_the_receiver_closes() {
     let _s = serial();
     let parent = remora::Segment::create(&[ChannelConfig::new("c").capacity(4096)]).unwrap();
@@ -1511,7 +1503,6 @@ fn poisoned_sender_stays_poisoned_after_the_receiver_closes() {
 /// Kills an idle child, reaps it, then polls: `try_recv` and short
 /// `recv_timeout`s must eventually report `Disconnected`.
 #[test]
-#[ignore = "bug: try_recv and recv_timeout(< 50 ms) never report a killed peer"]
 fn polling_receiver_sees_a_killed_peer() {
     let _s = serial();
     let _w = Watchdog::new("polling receiver", Duration::from_secs(60));
@@ -1546,7 +1537,6 @@ fn polling_receiver_sees_a_killed_peer() {
 /// `try_send` and short `send_timeout`s must eventually report
 /// `Disconnected`.
 #[test]
-#[ignore = "bug: try_send and send_timeout(< 50 ms) never report a killed peer"]
 fn polling_sender_sees_a_killed_peer() {
     let _s = serial();
     let _w = Watchdog::new("polling sender", Duration::from_secs(60));
