@@ -3,12 +3,18 @@
 
 use std::ffi::{CStr, CString};
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
-use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering};
 use std::sync::{Mutex, OnceLock};
+use std::time::Duration;
 
 use super::dir;
 use crate::link::PeerWatch;
+use crate::sys::clock::MonoTime;
 use crate::sys::{fifo, process};
+
+/// Shortest interval between two liveness checks made by polling calls
+/// (the same rate as a segment's).
+const POLL_PERIOD: Duration = Duration::from_millis(10);
 
 /// The directory is still there.
 const PRESENT: u8 = 0;
@@ -38,6 +44,8 @@ pub(crate) struct FifoLink {
     peer: OnceLock<PeerWatch>,
     /// Latched once the peer is seen dead.
     peer_dead: AtomicBool,
+    /// When [`FifoLink::poll_peer_gone`] last asked the kernel (ns).
+    last_poll: AtomicU64,
 }
 
 impl FifoLink {
@@ -49,6 +57,7 @@ impl FifoLink {
             removing: Mutex::new(()),
             peer: OnceLock::new(),
             peer_dead: AtomicBool::new(false),
+            last_poll: AtomicU64::new(0),
         }
     }
 
@@ -60,6 +69,7 @@ impl FifoLink {
             removing: Mutex::new(()),
             peer: OnceLock::new(),
             peer_dead: AtomicBool::new(false),
+            last_poll: AtomicU64::new(0),
         };
         link.watch(watch);
         link
@@ -135,6 +145,24 @@ impl FifoLink {
     pub(super) fn peer_known_dead(&self) -> bool {
         // Relaxed: a latch; the pipe's own syscalls order the data.
         self.peer_dead.load(Ordering::Relaxed)
+    }
+
+    /// For calls about to report `Empty`, `Full` or `Timeout` (the `try_`
+    /// forms and short timeouts never reach a wait's liveness check): checks
+    /// whether the peer is gone, asking the kernel at most once per
+    /// [`POLL_PERIOD`] per FIFO set so busy polling stays cheap.
+    pub(super) fn poll_peer_gone(&self) -> bool {
+        if self.peer_known_dead() {
+            return true;
+        }
+        let now = MonoTime::now().as_nanos();
+        // Relaxed: a rate limiter; two threads checking at once is harmless.
+        let last = self.last_poll.load(Ordering::Relaxed);
+        if now.saturating_sub(last) < POLL_PERIOD.as_nanos() as u64 {
+            return false;
+        }
+        self.last_poll.store(now, Ordering::Relaxed);
+        self.check_peer_gone()
     }
 
     /// Checks whether the peer process is gone (may make a system call).

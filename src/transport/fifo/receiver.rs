@@ -176,11 +176,16 @@ impl FifoReceiver {
                 return Err(self.end_of_stream());
             }
             let Deadline::At(at) = deadline else {
+                if self.pipe.link.poll_peer_gone() {
+                    peer_gone = true;
+                    continue; // drains, then reports Disconnected
+                }
                 return Err(RecvError::Empty);
             };
             let waiter = waiter.get_or_insert_with(|| Waiter::new(strategy, at));
             match waiter.wait(&mut self.pipe, libc::POLLIN) {
                 Outcome::Retry => {}
+                Outcome::TimedOut if self.pipe.link.poll_peer_gone() => peer_gone = true,
                 Outcome::TimedOut => return Err(RecvError::Timeout),
                 Outcome::PeerGone => peer_gone = true,
             }

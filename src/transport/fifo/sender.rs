@@ -115,6 +115,18 @@ impl FifoSender {
         }
     }
 
+    /// `error` (`Full` or `Timeout`), or `Disconnected` if a (rate-limited)
+    /// check finds the peer gone: `try_` forms and short timeouts never reach
+    /// a wait's liveness check.
+    fn full_or_gone(&mut self, error: SendError) -> SendError {
+        if self.pipe.link.poll_peer_gone() {
+            self.closed = true;
+            SendError::Disconnected
+        } else {
+            error
+        }
+    }
+
     /// Writes the first `total` bytes of the buffer to the pipe.
     fn write_frame(
         &mut self,
@@ -126,7 +138,7 @@ impl FifoSender {
         // up to PIPE_BUF are written atomically or not at all; larger ones
         // are checked against the free space first.
         if matches!(deadline, Deadline::Now) && total > PIPE_BUF && !self.has_room(total) {
-            return Err(SendError::Full);
+            return Err(self.full_or_gone(SendError::Full));
         }
         let mut sigpipe = SigpipeBlock::new();
         let mut written = 0;
@@ -161,7 +173,7 @@ impl FifoSender {
             // The pipe is full.
             let until = match deadline {
                 _ if written > 0 => MonoTime::NEVER,
-                Deadline::Now => return Err(SendError::Full),
+                Deadline::Now => return Err(self.full_or_gone(SendError::Full)),
                 Deadline::At(at) => at,
             };
             let waiter = waiter.get_or_insert_with(|| Waiter::new(strategy, until));
@@ -170,7 +182,7 @@ impl FifoSender {
             }
             match waiter.wait(&mut self.pipe, libc::POLLOUT) {
                 Outcome::Retry => {}
-                Outcome::TimedOut => return Err(SendError::Timeout),
+                Outcome::TimedOut => return Err(self.full_or_gone(SendError::Timeout)),
                 Outcome::PeerGone => {
                     self.closed = true;
                     return Err(SendError::Disconnected);
