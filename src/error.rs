@@ -290,7 +290,10 @@ impl fmt::Display for OpenError {
                 f,
                 "no shared-memory segment named {name:?} (never created, or already attached and unlinked)"
             ),
-            OpenError::BadMagic { found } => write!(f, "not a remora segment (magic {found:#018x})"),
+            OpenError::BadMagic { found } => write!(
+                f,
+                "not a remora segment or FIFO manifest (magic {found:#018x})"
+            ),
             OpenError::VersionMismatch { found, expected } => write!(
                 f,
                 "segment layout version {found}, this remora speaks {expected}: build both sides with the same remora"
@@ -302,7 +305,9 @@ impl fmt::Display for OpenError {
                 write!(f, "segment is owned by uid {owner}, not by us (uid {expected}); refusing it")
             }
             OpenError::NotReady => f.write_str("segment is not initialised yet"),
-            OpenError::BadLayout { reason } => write!(f, "segment directory is corrupt: {reason}"),
+            OpenError::BadLayout { reason } => {
+                write!(f, "channel directory is corrupt or unsafe: {reason}")
+            }
             OpenError::AlreadyClaimed => f.write_str(
                 "segment already claimed by another process (was REMORA_CHANNEL inherited by a grandchild?)",
             ),
