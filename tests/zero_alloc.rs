@@ -1,10 +1,18 @@
 //! A counting global allocator proves that sending and receiving allocate
-//! nothing once the channel ends exist.
+//! nothing once the channel ends exist, over shared memory (in one process)
+//! and over FIFOs (with a real child process).
+
+mod common;
 
 use std::alloc::{GlobalAlloc, Layout, System};
+use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
 
-use remora::{ChannelConfig, Segment};
+use remora::{ChannelConfig, Segment, Spawner, Transport};
+
+/// The counter is process-wide: the tests here must not overlap.
+static SERIAL: Mutex<()> = Mutex::new(());
 
 struct Counting;
 
@@ -49,6 +57,7 @@ fn allocations_during(f: impl FnOnce()) -> usize {
 
 #[test]
 fn typed_and_raw_hot_paths_do_not_allocate() {
+    let _s = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
     let parent = Segment::create(&[
         ChannelConfig::new("typed").capacity(1 << 16),
         ChannelConfig::new("raw").capacity(1 << 12),
@@ -87,4 +96,80 @@ fn typed_and_raw_hot_paths_do_not_allocate() {
     round(100); // warm-up
     let n = allocations_during(|| round(10_000));
     assert_eq!(n, 0, "{n} heap allocations in 10,000 send/receive rounds");
+}
+
+fn request() -> Request {
+    Request {
+        id: 0,
+        name: "a name longer than the inline limit".into(),
+        values: (0..100).collect(),
+        tags: vec!["x".into(), "a longer tag that is stored out of line".into()],
+    }
+}
+
+#[test]
+fn fifo_hot_paths_do_not_allocate() {
+    let _s = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+    let _w = common::Watchdog::new("fifo zero-alloc", Duration::from_secs(120));
+    let mut child = Spawner::new(std::env::current_exe().unwrap())
+        .args([
+            "child_entry",
+            "--exact",
+            "--nocapture",
+            "--test-threads=1",
+            "-q",
+        ])
+        .env(common::ROLE, "echo")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .transport(Transport::Fifo)
+        .channel_with(ChannelConfig::new("typed").capacity(1 << 16))
+        .channel_with(ChannelConfig::new("raw").capacity(1 << 12))
+        .spawn()
+        .unwrap();
+    let (mut tx, mut rx) = child.channel::<Request, u64>("typed").unwrap();
+    let (mut raw_tx, mut raw_rx) = child.raw_channel("raw").unwrap();
+    let req = request();
+    let bytes = [0xabu8; 200];
+    let mut round = |n: u64| {
+        for _ in 0..n {
+            // The child answers each request with its number of values.
+            tx.send(&req).unwrap();
+            assert_eq!(*rx.recv().unwrap(), 100);
+            raw_tx.send(&bytes).unwrap();
+            assert_eq!(&*raw_rx.recv().unwrap(), &bytes);
+            // The non-blocking and timed forms share the paths; touch them.
+            assert!(rx.try_recv().is_err());
+            assert!(raw_rx.recv_timeout(Duration::from_micros(1)).is_err());
+        }
+    };
+    round(100); // warm-up: the child attaches, placeholders go
+    let n = allocations_during(|| round(10_000));
+    assert_eq!(n, 0, "{n} heap allocations in 10,000 FIFO round trips");
+    drop(round);
+    drop((tx, rx, raw_tx, raw_rx));
+    assert!(child.wait().unwrap().success());
+}
+
+/// Entry point of the re-executed child; does nothing in a normal run.
+#[test]
+fn child_entry() {
+    let Some(role) = common::role() else { return };
+    assert_eq!(role, "echo");
+    let conn = remora::connect().unwrap();
+    let (mut tx, mut rx) = conn.channel::<u64, Request>("typed").unwrap();
+    let (mut raw_tx, mut raw_rx) = conn.raw_channel("raw").unwrap();
+    let raw = std::thread::spawn(move || {
+        while let Ok(m) = raw_rx.recv() {
+            let v = m.to_vec();
+            drop(m);
+            raw_tx.send(&v).unwrap();
+        }
+    });
+    while let Ok(req) = rx.recv() {
+        let n = req.values.len() as u64;
+        drop(req);
+        tx.send(&n).unwrap();
+    }
+    raw.join().unwrap();
 }
