@@ -51,7 +51,7 @@ use common::{
 };
 use remora::{
     ChannelConfig, RawReceiver, RawSender, Receiver, RecvError, RingFault, SendError, Sender,
-    Spawner,
+    Spawner, Transport,
 };
 
 /// Cross-process tests must not run side by side on a 2-core machine (and
@@ -65,19 +65,21 @@ fn serial() -> MutexGuard<'static, ()> {
 /// Seed handed to a child through the environment.
 const SEED_ENV: &str = "REMORA_TEST_CHILD_SEED";
 
-/// A spawner that re-executes this test binary in `role`.
+/// A spawner that re-executes this test binary in `role`, over shared
+/// memory whatever `REMORA_TRANSPORT` says (these tests are about the rings).
 fn spawner(role: &str) -> Spawner {
     let mut s = Spawner::new(std::env::current_exe().unwrap());
-    s.args([
-        "child_entry",
-        "--exact",
-        "--nocapture",
-        "--test-threads=1",
-        "-q",
-    ])
-    .env(common::ROLE, role)
-    .stdin(Stdio::null())
-    .stdout(Stdio::null());
+    s.transport(Transport::Shm)
+        .args([
+            "child_entry",
+            "--exact",
+            "--nocapture",
+            "--test-threads=1",
+            "-q",
+        ])
+        .env(common::ROLE, role)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null());
     s
 }
 

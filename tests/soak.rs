@@ -20,7 +20,7 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use common::{KillOnDrop, Rng, Watchdog, open_fd_count, remora_segments, role};
-use remora::{ChannelConfig, Receiver, RecvError, Sender, Spawner};
+use remora::{Receiver, RecvError, Sender, Spawner, Transport};
 
 /// Messages each way in the CI variant.
 const CI_MESSAGES: u64 = if cfg!(debug_assertions) {
@@ -131,6 +131,7 @@ fn soak(n: u64, limit: Duration) {
     let fds = open_fd_count();
     let mut child = KillOnDrop(
         Spawner::new(std::env::current_exe().unwrap())
+            .transport(Transport::Shm) // whatever REMORA_TRANSPORT says
             .args([
                 "child_entry",
                 "--exact",
