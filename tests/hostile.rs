@@ -67,8 +67,11 @@ const SEED_ENV: &str = "REMORA_TEST_CHILD_SEED";
 
 /// A spawner that re-executes this test binary in `role`, over shared
 /// memory whatever `REMORA_TRANSPORT` says (these tests are about the rings).
+///
+/// `/proc/self/exe` rather than `current_exe()`: a long run must survive a
+/// rebuild that replaces the binary on disk meanwhile.
 fn spawner(role: &str) -> Spawner {
-    let mut s = Spawner::new(std::env::current_exe().unwrap());
+    let mut s = Spawner::new("/proc/self/exe");
     s.transport(Transport::Shm)
         .args([
             "child_entry",
@@ -406,17 +409,16 @@ impl Scribbler {
     fn scribble_payload(&mut self, dir: usize) {
         let (ctrl, cap) = self.rings[dir];
         let frames = self.frames(dir);
-        let pos = match frames.is_empty() || self.rng.chance(30) {
-            true => self.rng.below(cap as u64),
-            false => {
-                let (pos, len) = frames[self.rng.below(frames.len() as u64) as usize];
-                let from = if self.rng.chance(50) {
-                    len.saturating_sub(24)
-                } else {
-                    0
-                };
-                pos + 16 + from + self.rng.below((len - from).max(1))
-            }
+        let pos = if frames.is_empty() || self.rng.chance(30) {
+            self.rng.below(cap as u64)
+        } else {
+            let (pos, len) = frames[self.rng.below(frames.len() as u64) as usize];
+            let from = if self.rng.chance(50) {
+                len.saturating_sub(24) // the root
+            } else {
+                0
+            };
+            pos + 16 + from + self.rng.below((len - from).max(1))
         };
         let data = ctrl + RING_CONTROL_SIZE;
         for i in 0..1 + self.rng.below(8) {

@@ -130,7 +130,9 @@ fn soak(n: u64, limit: Duration) {
     let _w = Watchdog::new("soak", limit);
     let fds = open_fd_count();
     let mut child = KillOnDrop(
-        Spawner::new(std::env::current_exe().unwrap())
+        // Not current_exe(): the long run must survive a rebuild that
+        // replaces the binary on disk meanwhile.
+        Spawner::new("/proc/self/exe")
             .transport(Transport::Shm) // whatever REMORA_TRANSPORT says
             .args([
                 "child_entry",
