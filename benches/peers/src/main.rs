@@ -62,6 +62,7 @@ struct Args {
     rows: Vec<String>,
     sizes: Vec<usize>,
     scale: f64,
+    passes: usize,
     pin: bool,
 }
 
@@ -70,6 +71,7 @@ fn parse_args() -> Args {
         rows: vec!["all".into()],
         sizes: SIZES.to_vec(),
         scale: 1.0,
+        passes: 4,
         pin: true,
     };
     let mut it = std::env::args().skip(1);
@@ -84,11 +86,12 @@ fn parse_args() -> Args {
                     .collect()
             }
             "--iters" => args.scale = value().parse().expect("iteration scale factor"),
+            "--passes" => args.passes = value().parse::<usize>().expect("passes").max(1),
             "--no-pin" => args.pin = false,
             "--help" | "-h" => {
                 println!(
                     "usage: remora-peers [--rows all|raw|remora|iceoryx2|ipc|ROW,...] \
-                     [--sizes 64,4194304] [--iters SCALE] [--no-pin]\n\
+                     [--sizes 64,4194304] [--iters SCALE] [--passes N] [--no-pin]\n\
                      rows: {}",
                     ROWS.map(|r| r.0).join(", ")
                 );
@@ -106,15 +109,15 @@ fn parse_args() -> Args {
     args
 }
 
-/// (timed iterations, warm-up rounds) for a row.
-fn iterations(size: usize, wait: Wait, scale: f64) -> (usize, usize) {
+/// (timed iterations, warm-up rounds) for one pass of a row.
+fn iterations(size: usize, wait: Wait, scale: f64, passes: usize) -> (usize, usize) {
     let base = match (size, wait) {
         (0..=4096, Wait::Spin) => 20_000,
         (0..=4096, Wait::Block) => 5_000,
         (4097..=65536, _) => 2_000,
         _ => 200,
     };
-    let iters = ((base as f64 * scale) as usize).max(10);
+    let iters = ((base as f64 * scale / passes as f64) as usize).max(10);
     (iters, (iters / 10).max(5))
 }
 
@@ -146,38 +149,59 @@ fn main() {
             "not pinned"
         }
     );
+    println!(
+        "{} passes over all rows, samples pooled per row; pass p50s = lowest..highest \
+         median of a single pass",
+        args.passes
+    );
     println!("ratio = this row's p50 / the named row's p50 (same size, same run)\n");
     println!(
-        "{:<19} {:>8} {:>7} {:>10} {:>10}   ratio",
-        "row", "size", "n", "p50", "p99"
+        "{:<19} {:>8} {:>7} {:>10} {:>10} {:>21}   ratio",
+        "row", "size", "n", "p50", "p99", "pass p50s"
     );
+    let rows: Vec<_> = ROWS.into_iter().filter(|r| want(r.0)).collect();
     let mut p50: HashMap<(&str, usize), u64> = HashMap::new();
     let mut failures = Vec::new();
     for &size in &args.sizes {
-        for (row, wait, against) in ROWS {
-            if !want(row) {
+        // Rows take turns pass by pass, so a burst of outside load does not
+        // land on one row only.
+        let mut pooled: Vec<(Vec<u64>, Vec<u64>)> = vec![Default::default(); rows.len()];
+        for _ in 0..args.passes {
+            for (i, &(row, wait, _)) in rows.iter().enumerate() {
+                if failures.contains(&(row, size)) {
+                    continue;
+                }
+                let (iters, warmup) = iterations(size, wait, args.scale, args.passes);
+                match run_row(row, size, iters, warmup, args.pin, &run_dir) {
+                    Ok(s) => {
+                        pooled[i].1.push(s.median());
+                        pooled[i].0.extend(s.0);
+                    }
+                    Err(e) => {
+                        println!("{row:<19} {size:>8}   FAILED: {e}");
+                        failures.push((row, size));
+                    }
+                }
+            }
+        }
+        for (&(row, _, against), (samples, pass_p50)) in rows.iter().zip(pooled) {
+            if failures.contains(&(row, size)) {
                 continue;
             }
-            let (iters, warmup) = iterations(size, wait, args.scale);
-            match run_row(row, size, iters, warmup, args.pin, &run_dir) {
-                Ok(s) => {
-                    let ratio = against
-                        .and_then(|a| p50.get(&(a, size)).map(|&b| (a, b)))
-                        .map(|(a, b)| format!("{:.2}x {a}", s.median() as f64 / b as f64))
-                        .unwrap_or_default();
-                    println!(
-                        "{row:<19} {size:>8} {:>7} {:>10} {:>10}   {ratio}",
-                        s.0.len(),
-                        format_ns(s.median()),
-                        format_ns(s.percentile(99.0)),
-                    );
-                    p50.insert((row, size), s.median());
-                }
-                Err(e) => {
-                    println!("{row:<19} {size:>8}   FAILED: {e}");
-                    failures.push(row);
-                }
-            }
+            let s = Samples(samples);
+            let ratio = against
+                .and_then(|a| p50.get(&(a, size)).map(|&b| (a, b)))
+                .map(|(a, b)| format!("{:.2}x {a}", s.median() as f64 / b as f64))
+                .unwrap_or_default();
+            let (lo, hi) = (pass_p50.iter().min(), pass_p50.iter().max());
+            let range = format!("{}..{}", format_ns(*lo.unwrap()), format_ns(*hi.unwrap()));
+            println!(
+                "{row:<19} {size:>8} {:>7} {:>10} {:>10} {range:>21}   {ratio}",
+                s.0.len(),
+                format_ns(s.median()),
+                format_ns(s.percentile(99.0)),
+            );
+            p50.insert((row, size), s.median());
         }
     }
     summary(&p50, &args.sizes);

@@ -1,7 +1,9 @@
 //! remora rows: one raw-bytes channel, this binary spawned as the child with
-//! `remora::Spawner`, exactly the protocol of `examples/pingpong`.
+//! `remora::Spawner`, exactly the protocol of `examples/pingpong`. The
+//! transport is pinned to shared memory (`Transport::Shm`), so a
+//! `REMORA_TRANSPORT` in the environment cannot turn these into FIFO rows.
 
-use remora::{ChannelConfig, RawReceiver, RawSender, Spawner, WaitStrategy};
+use remora::{ChannelConfig, RawReceiver, RawSender, Spawner, Transport, WaitStrategy};
 
 use crate::baselines::{Samples, fill, verify};
 use crate::common::{
@@ -69,12 +71,18 @@ pub fn run(
     }
     let mut child = spawner
         .channel_with(ChannelConfig::new("pp").capacity(CAPACITY).wait_strategy(s))
+        .transport(Transport::Shm)
         .spawn()
         .map_err(|e| format!("spawn: {e:?}"))?;
     let watchdog = Watchdog::arm(row, child.id(), run_dir);
-    let result = child
-        .raw_channel("pp")
-        .map_err(|e| format!("channel: {e:?}"))
+    let result = Some(child.transport())
+        .filter(|&t| t == Transport::Shm)
+        .ok_or_else(|| format!("transport is {}, not shm", child.transport()))
+        .and_then(|_| {
+            child
+                .raw_channel("pp")
+                .map_err(|e| format!("channel: {e:?}"))
+        })
         .and_then(|ends| parent_rounds(&mut RemoraSide::new(ends, s, size), iters, warmup));
     if result.is_err() {
         let _ = child.kill();
