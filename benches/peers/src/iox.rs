@@ -8,12 +8,6 @@
 //!   event service; the receiver drains `receive()` and otherwise sleeps in
 //!   `Listener::timed_wait`, the counterpart of remora Block. This is
 //!   iceoryx2's documented event-based pattern (publish-subscribe plus event).
-//! * `iceoryx2-poll-copy`, `iceoryx2-event-copy`: the same, but the sender
-//!   writes the payload into a buffer of its own and copies it into the loaned
-//!   sample (`write_from_slice`), which is exactly the work remora's
-//!   `RawSender::send(&[u8])` does (fill a buffer, copy it into the ring).
-//!   These isolate the transport from the API difference: remora has no
-//!   "loan, write in place" send, iceoryx2 has.
 //!
 //! The child is this binary again, started with `std::process::Command`.
 //! Both processes use the same iceoryx2 `Config`: root path `/tmp/rpeers<pid>/`
@@ -30,7 +24,7 @@ use iceoryx2::port::publisher::Publisher;
 use iceoryx2::port::subscriber::Subscriber;
 use iceoryx2::prelude::*;
 
-use crate::baselines::{Samples, fill, verify};
+use crate::baselines::{Samples, verify};
 use crate::common::{
     ChildEnv, ChildGuard, Res, RunDir, Side, StallCheck, Watchdog, child_env, child_rounds,
     fill_uninit, parent_rounds, rounds,
@@ -120,10 +114,8 @@ struct IoxSide {
     size: usize,
     publisher: Pub,
     subscriber: Sub,
-    /// `Some` for `iceoryx2-event*`.
+    /// `Some` for `iceoryx2-event`.
     event: Option<(Notifier<ipc::Service>, Listener<ipc::Service>)>,
-    /// `Some` for `*-copy`: the sender's own buffer, copied into the sample.
-    copy_from: Option<Vec<u8>>,
 }
 
 impl IoxSide {
@@ -134,8 +126,7 @@ impl IoxSide {
         size: usize,
         row: &str,
     ) -> Res<IoxSide> {
-        let event_based = row.starts_with("iceoryx2-event");
-        let copy_from = row.ends_with("-copy").then(|| vec![0; size]);
+        let event_based = row == "iceoryx2-event";
         let publisher =
             tx.0.publisher_builder()
                 .initial_max_slice_len(size)
@@ -157,7 +148,6 @@ impl IoxSide {
             publisher,
             subscriber,
             event,
-            copy_from,
         })
     }
 }
@@ -169,17 +159,9 @@ impl Side for IoxSide {
             .publisher
             .loan_slice_uninit(self.size)
             .map_err(err("loan"))?;
-        let sample = match &mut self.copy_from {
-            Some(buf) => {
-                fill(buf, seed);
-                sample.write_from_slice(buf)
-            }
-            None => {
-                fill_uninit(sample.payload_mut(), seed);
-                // SAFETY: `fill_uninit` wrote every byte of the payload.
-                unsafe { sample.assume_init() }
-            }
-        };
+        fill_uninit(sample.payload_mut(), seed);
+        // SAFETY: `fill_uninit` wrote every byte of the payload.
+        let sample = unsafe { sample.assume_init() };
         sample.send().map_err(err("send"))?;
         if let Some((notifier, _)) = &self.event {
             notifier.notify().map_err(err("notify"))?;

@@ -1,5 +1,8 @@
 //! remora rows: one raw-bytes channel, this binary spawned as the child with
-//! `remora::Spawner`, exactly the protocol of `examples/pingpong`. The
+//! `remora::Spawner`, exactly the protocol of `examples/pingpong`: payloads
+//! are written in place into the ring (`RawSender::send_in_place`), in
+//! L1-sized chunks of `fill` output, and read in place (`RawReceiver::recv`).
+//! The
 //! transport is pinned to shared memory (`Transport::Shm`), so a
 //! `REMORA_TRANSPORT` in the environment cannot turn these into FIFO rows.
 
@@ -26,26 +29,21 @@ pub fn strategy(row: &str) -> WaitStrategy {
 struct RemoraSide {
     tx: RawSender,
     rx: RawReceiver,
-    buf: Vec<u8>,
+    size: usize,
 }
 
 impl RemoraSide {
     fn new((mut tx, mut rx): (RawSender, RawReceiver), s: WaitStrategy, size: usize) -> Self {
         tx.set_wait_strategy(s);
         rx.set_wait_strategy(s);
-        RemoraSide {
-            tx,
-            rx,
-            buf: vec![0; size],
-        }
+        RemoraSide { tx, rx, size }
     }
 }
 
 impl Side for RemoraSide {
     #[inline]
     fn send(&mut self, seed: u64) -> Res {
-        fill(&mut self.buf, seed);
-        self.tx.send(&self.buf).map_err(|e| format!("{e:?}"))
+        send_filled(&mut self.tx, self.size, seed)
     }
 
     #[inline]
@@ -53,6 +51,24 @@ impl Side for RemoraSide {
         let m = self.rx.recv().map_err(|e| format!("{e:?}"))?;
         verify(&m, seed).map_err(|e| format!("{e:?}"))
     }
+}
+
+/// `examples/pingpong`'s `send_filled`: `size` bytes of `fill(.., seed)`
+/// content, written straight into the ring in L1-sized chunks (sizes that
+/// are multiples of 8 keep the word sequence `fill` defines; the parent
+/// checks that).
+#[inline]
+fn send_filled(tx: &mut RawSender, size: usize, seed: u64) -> Res {
+    const CHUNK: usize = 4096;
+    let mut chunk = [0u8; CHUNK];
+    tx.send_in_place(size, |slot| {
+        for start in (0..size).step_by(CHUNK) {
+            let n = CHUNK.min(size - start);
+            fill(&mut chunk[..n], seed.wrapping_add((start / 8) as u64));
+            slot.write_at(start, &chunk[..n]);
+        }
+    })
+    .map_err(|e| format!("{e:?}"))
 }
 
 /// Parent side of one remora row.
