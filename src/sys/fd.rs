@@ -64,6 +64,21 @@ pub(crate) fn poll(
     n > 0 && fds[1].revents != 0
 }
 
+/// Whether `fd` has one of `events` (or an error/hang-up) right now.
+/// `poll` reads the pipe's state without taking its lock, so spinning on
+/// this does not slow down the peer's `read`/`write` the way spinning on
+/// `read` would.
+pub(crate) fn ready(fd: BorrowedFd<'_>, events: i16) -> bool {
+    let mut pfd = libc::pollfd {
+        fd: fd.as_raw_fd(),
+        events,
+        revents: 0,
+    };
+    // SAFETY: one valid pollfd; a zero timeout never blocks.
+    let n = unsafe { libc::poll(&mut pfd, 1, 0) };
+    n > 0 && pfd.revents != 0
+}
+
 /// Time left until `deadline` as a relative `timespec` (zero if past).
 fn remaining(deadline: MonoTime) -> libc::timespec {
     let nanos = |t: libc::timespec| t.tv_sec as i128 * 1_000_000_000 + t.tv_nsec as i128;

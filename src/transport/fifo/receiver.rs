@@ -72,6 +72,9 @@ pub(crate) struct FifoReceiver {
     expect: Option<Expect>,
     /// The writer side closed: drain what is buffered, then disconnect.
     eof: bool,
+    /// The last read emptied the pipe: a blocking receive then waits for
+    /// readiness first instead of trying a read that would fail.
+    drained: bool,
     /// Poisoned: returned by every later call.
     fault: Option<RecvError>,
 }
@@ -89,6 +92,7 @@ impl FifoReceiver {
             max,
             expect: None,
             eof: false,
+            drained: false,
             fault: None,
         }
     }
@@ -161,6 +165,21 @@ impl FifoReceiver {
             }
             if self.eof {
                 return Err(self.end_of_stream());
+            }
+            // After a read that emptied the pipe, data is rarely back by the
+            // next blocking receive (a reply has to come first): wait for
+            // readiness and save the read that would fail (a system call per
+            // message in request/response traffic).
+            if self.drained && waiter.is_none() && !peer_gone {
+                if let (Deadline::At(at), false) = (deadline, strategy == WaitStrategy::Spin) {
+                    self.drained = false;
+                    let waiter = waiter.get_or_insert_with(|| Waiter::new(strategy, at));
+                    match waiter.wait(&mut self.pipe, libc::POLLIN) {
+                        Outcome::Retry => {}
+                        Outcome::TimedOut => {}
+                        Outcome::PeerGone => peer_gone = true,
+                    }
+                }
             }
             match self.fill(usize::MAX) {
                 Fill::Data => continue,
@@ -294,6 +313,7 @@ impl FifoReceiver {
                 Ok(0) => return Fill::Eof,
                 Ok(n) => {
                     self.end += n;
+                    self.drained = self.end < to;
                     return Fill::Data;
                 }
                 Err(e) => match e.raw_os_error() {

@@ -3,8 +3,11 @@
 //! The descriptors are non-blocking; a call that would block asks a
 //! [`Waiter`] what to do next, then retries its `read`/`write`:
 //!
-//! * `Spin` retries at once (a system call per try, no sleep);
-//! * `Adaptive` retries for a few microseconds, then sleeps in `ppoll`;
+//! * `Spin` polls readiness without sleeping (a zero-timeout `poll` per
+//!   try: a system call, but one that does not take the pipe's lock), then
+//!   retries;
+//! * `Adaptive` does that for a few microseconds, yielding the CPU between
+//!   checks (the peer may need it to answer), then sleeps in `ppoll`;
 //! * `Block` sleeps in `ppoll` at once.
 //!
 //! A sleep ends when the descriptor is ready, when the peer's pidfd becomes
@@ -40,6 +43,9 @@ pub(super) struct Waiter {
     deadline: MonoTime,
     /// Retry without sleeping until then.
     spin_until: MonoTime,
+    /// `Adaptive`: yield the CPU between checks (the peer may be waiting
+    /// for it); `Spin` keeps it.
+    yield_between: bool,
     /// Next liveness check and placeholder settle.
     next_check: MonoTime,
 }
@@ -54,6 +60,7 @@ impl Waiter {
         Waiter {
             deadline,
             spin_until,
+            yield_between: strategy == WaitStrategy::Adaptive,
             next_check: MonoTime::after(SLICE),
         }
     }
@@ -67,20 +74,30 @@ impl Waiter {
     /// Called after an I/O attempt on `pipe` would have blocked; waits for
     /// `events` (`POLLIN`/`POLLOUT`) as the strategy says.
     pub(super) fn wait(&mut self, pipe: &mut Pipe, events: i16) -> Outcome {
-        let now = MonoTime::now();
-        if now >= self.deadline {
-            return Outcome::TimedOut;
-        }
-        if now >= self.next_check {
-            self.next_check = MonoTime::after(SLICE);
-            pipe.settle();
-            if pipe.link.check_peer_gone() {
-                return Outcome::PeerGone;
+        loop {
+            let now = MonoTime::now();
+            if now >= self.deadline {
+                return Outcome::TimedOut;
             }
-        }
-        if now < self.spin_until {
-            std::hint::spin_loop();
-            return Outcome::Retry;
+            if now >= self.next_check {
+                self.next_check = MonoTime::after(SLICE);
+                pipe.settle();
+                if pipe.link.check_peer_gone() {
+                    return Outcome::PeerGone;
+                }
+            }
+            if now >= self.spin_until {
+                break;
+            }
+            // Spin on a lock-free readiness check, not on the I/O itself.
+            if fd::ready(pipe.fd(), events) {
+                return Outcome::Retry;
+            }
+            if self.yield_between {
+                std::thread::yield_now();
+            } else {
+                std::hint::spin_loop();
+            }
         }
         let until = self.deadline.min(self.next_check);
         let peer_fd_ready = fd::poll(pipe.fd(), events, pipe.link.peer_fd(), until);
