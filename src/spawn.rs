@@ -302,8 +302,10 @@ impl Child {
         self.process.id()
     }
 
-    /// Whether the child has attached to its channels (claimed the segment,
-    /// or opened its FIFOs).
+    /// Whether the child has attached to its channels: claimed the segment,
+    /// or (FIFO transport) finished with the FIFO directory, which it
+    /// removes once its FIFOs are open (or once it gave up on a directory
+    /// that failed validation).
     pub fn is_attached(&self) -> bool {
         self.endpoint.is_attached()
     }

@@ -599,6 +599,18 @@ fn a_dead_parents_directory_is_swept() {
     assert!(remora_fifo_dirs().is_empty());
 }
 
+#[test]
+fn handles_stay_send_and_sync() {
+    fn send_sync<T: Send + Sync>() {}
+    fn send<T: Send>() {}
+    send_sync::<remora::Child>();
+    send_sync::<remora::Connection>();
+    send::<remora::RawSender>();
+    send::<remora::RawReceiver>();
+    send::<remora::Sender<u64>>();
+    send::<remora::Receiver<u64>>();
+}
+
 // ---------------------------------------------------------------------------
 // The child side.
 // ---------------------------------------------------------------------------
