@@ -90,7 +90,10 @@ fn main() {
         let warmup = (iters / 10).max(10);
         let pipe = baselines::pipe_pingpong(size, iters, warmup);
         row("pipe (raw)", size, iters, &pipe, pipe.median());
-        for strategy in STRATEGIES.into_iter().filter(|s| only.is_none_or(|o| o == *s)) {
+        for strategy in STRATEGIES
+            .into_iter()
+            .filter(|s| only.is_none_or(|o| o == *s))
+        {
             let s = fifo_pingpong(size, iters, warmup, strategy, pin);
             let label = format!("fifo {}", strategy_name(strategy));
             row(&label, size, iters, &s, pipe.median());
