@@ -9,12 +9,15 @@
 //! ```
 //!
 //! Both sides do the same work as the `pipe` baseline of
-//! `pingpong/baselines.rs`: every round trip writes `size` fresh bytes on
-//! each side and reads (and verifies) every byte the other side wrote. The
-//! baseline does it with blocking `write`/`read` on two anonymous pipes
-//! (1 MiB buffers); remora does it with a raw channel over
-//! `Transport::Fifo` (default 1 MiB capacity, so 1 MiB pipe buffers too),
-//! the child being this binary re-executed by `remora::Spawner`. Medians
+//! `pingpong/baselines.rs`: every round trip fills a `size`-byte buffer with
+//! fresh bytes and sends it on each side, and reads (and verifies) every
+//! byte the other side wrote. The baseline does it with blocking
+//! `write`/`read` on two anonymous pipes (1 MiB buffers); remora does it
+//! with `RawSender::send` / `RawReceiver::recv` on a raw channel over
+//! `Transport::Fifo` (default 1 MiB capacity, so 1 MiB pipe buffers too;
+//! the frame goes out with one `writev` from the caller's buffer and is
+//! verified in place in the receive buffer), the child being this binary
+//! re-executed by `remora::Spawner`. Medians
 //! and p99 of the parent-side round trip are printed, with the ratio to the
 //! baseline.
 
@@ -141,9 +144,11 @@ fn fifo_pingpong(
     tx.set_wait_strategy(strategy);
     rx.set_wait_strategy(strategy);
     let mut samples = Vec::with_capacity(iters);
+    let mut buf = vec![0u8; size];
     for k in 1..=total as u32 {
         let t0 = Instant::now();
-        send_filled(&mut tx, size, ping_seed(k));
+        fill(&mut buf, ping_seed(k));
+        tx.send(&buf).expect("ping");
         let reply = rx.recv().expect("pong");
         verify(&reply, pong_seed(k)).expect("corrupt pong");
         drop(reply);
@@ -171,26 +176,12 @@ fn child(spec: &str) {
     let (mut tx, mut rx): (RawSender, RawReceiver) = conn.raw_channel("rtt").expect("channel");
     tx.set_wait_strategy(strategy);
     rx.set_wait_strategy(strategy);
+    let mut buf = vec![0u8; size];
     for k in 1..=rounds {
         let ping = rx.recv().expect("ping");
         verify(&ping, ping_seed(k)).expect("corrupt ping");
         drop(ping);
-        send_filled(&mut tx, size, pong_seed(k));
+        fill(&mut buf, pong_seed(k));
+        tx.send(&buf).expect("pong");
     }
-}
-
-/// Sends `size` bytes of `fill(.., seed)` content written in place, in
-/// L1-sized chunks (sizes are multiples of 8, so chunking keeps the word
-/// sequence `fill` defines).
-fn send_filled(tx: &mut RawSender, size: usize, seed: u64) {
-    const CHUNK: usize = 4096;
-    let mut chunk = [0u8; CHUNK];
-    tx.send_in_place(size, |slot| {
-        for start in (0..size).step_by(CHUNK) {
-            let n = CHUNK.min(size - start);
-            fill(&mut chunk[..n], seed.wrapping_add((start / 8) as u64));
-            slot.write_at(start, &chunk[..n]);
-        }
-    })
-    .expect("send");
 }

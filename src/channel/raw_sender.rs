@@ -109,6 +109,10 @@ impl RawSender {
     }
 
     fn send_bytes(&mut self, bytes: &[u8], deadline: Deadline) -> Result<(), SendError> {
+        if let SendEnd::Fifo(end) = &mut self.end {
+            // No frame buffer needed: the bytes go from here to the pipe.
+            return end.send_bytes(bytes, deadline, self.strategy);
+        }
         self.send_with(bytes.len(), deadline, |dst, cap| {
             debug_assert!(cap >= bytes.len());
             // SAFETY: the grant gives `cap >= bytes.len()` writable bytes at

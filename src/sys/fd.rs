@@ -34,6 +34,38 @@ pub(crate) fn write(fd: BorrowedFd<'_>, buf: &[u8]) -> io::Result<usize> {
     }
 }
 
+/// `writev(2)` of `parts` after skipping their first `skip` bytes (what an
+/// earlier partial write already wrote); may write only part of the rest.
+/// Errors and SIGPIPE as for [`write`].
+pub(crate) fn writev(fd: BorrowedFd<'_>, parts: &[&[u8]; 3], mut skip: usize) -> io::Result<usize> {
+    let mut iov = [libc::iovec {
+        iov_base: std::ptr::null_mut(),
+        iov_len: 0,
+    }; 3];
+    let mut n = 0;
+    for part in parts {
+        if skip >= part.len() {
+            skip -= part.len();
+            continue;
+        }
+        let rest = &part[skip..];
+        skip = 0;
+        iov[n] = libc::iovec {
+            iov_base: rest.as_ptr().cast_mut().cast(),
+            iov_len: rest.len(),
+        };
+        n += 1;
+    }
+    // SAFETY: the first `n` iovecs describe readable memory borrowed from
+    // `parts` for the call; writev only reads through them.
+    let ret = unsafe { libc::writev(fd.as_raw_fd(), iov.as_ptr(), n as libc::c_int) };
+    if ret < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(ret as usize)
+    }
+}
+
 /// Waits until `fd` has one of `events` (or an error/hang-up), `watch`
 /// becomes readable, or `deadline` passes; returns whether `watch` (a
 /// pidfd) is readable. `EINTR` counts as a wake-up: callers re-check

@@ -13,6 +13,23 @@ use crate::sys::fd;
 use crate::sys::signal::SigpipeBlock;
 use crate::wait::WaitStrategy;
 
+/// Zeros for the padding of frames written straight from caller bytes.
+static PADDING: [u8; 16] = [0; 16];
+
+/// What a frame write takes its bytes from.
+#[derive(Clone, Copy)]
+enum Source<'a> {
+    /// The first `total` bytes of the sender's buffer.
+    Buffer { total: usize },
+    /// A header, caller bytes written in place (no copy into the buffer:
+    /// `writev`), and `pad` bytes of padding.
+    Bytes {
+        header: [u8; HEADER],
+        payload: &'a [u8],
+        pad: usize,
+    },
+}
+
 /// Writes up to this size are atomic on a pipe (`PIPE_BUF`): all or `EAGAIN`.
 const PIPE_BUF: usize = libc::PIPE_BUF;
 /// Pipe buffers come in pages; a partly filled page can waste up to one.
@@ -65,7 +82,8 @@ impl FifoSender {
         self.buf
             .bytes_mut(HEADER..HELLO_FRAME)
             .copy_from_slice(&wire::hello_payload(out_fp, in_fp));
-        let _ = self.write_frame(HELLO_FRAME, Deadline::NEVER, WaitStrategy::Block);
+        let source = Source::Buffer { total: HELLO_FRAME };
+        let _ = self.write_frame(source, Deadline::NEVER, WaitStrategy::Block);
     }
 
     /// Sends one message: `write` encodes it into the buffer (it is given
@@ -99,7 +117,33 @@ impl FifoSender {
         // The padding after the payload goes out as whatever the buffer
         // holds there: initialised bytes of earlier frames, ignored by the
         // receiver.
-        self.write_frame(wire::wire_size(len), deadline, strategy)
+        let total = wire::wire_size(len);
+        self.write_frame(Source::Buffer { total }, deadline, strategy)
+    }
+
+    /// Sends `bytes` as one message, written to the pipe straight from the
+    /// caller's memory (`writev` of header, bytes and padding): the kernel's
+    /// copy is the only one, as with a plain `write` to a pipe.
+    #[inline]
+    pub(crate) fn send_bytes(
+        &mut self,
+        bytes: &[u8],
+        deadline: Deadline,
+        strategy: WaitStrategy,
+    ) -> Result<(), SendError> {
+        if self.closed || self.pipe.link.peer_known_dead() {
+            return Err(SendError::Disconnected);
+        }
+        if bytes.len() > self.max {
+            return Err(SendError::TooLarge { max: self.max });
+        }
+        self.pipe.settle();
+        let source = Source::Bytes {
+            header: wire::header(bytes.len() as u32, MSG),
+            payload: bytes,
+            pad: wire::wire_size(bytes.len()) - HEADER - bytes.len(),
+        };
+        self.write_frame(source, deadline, strategy)
     }
 
     /// Whether a `total`-byte frame can start now without having to wait to
@@ -127,13 +171,17 @@ impl FifoSender {
         }
     }
 
-    /// Writes the first `total` bytes of the buffer to the pipe.
+    /// Writes one whole frame from `source` to the pipe.
     fn write_frame(
         &mut self,
-        total: usize,
+        source: Source<'_>,
         deadline: Deadline,
         strategy: WaitStrategy,
     ) -> Result<(), SendError> {
+        let total = match source {
+            Source::Buffer { total } => total,
+            Source::Bytes { payload, pad, .. } => HEADER + payload.len() + pad,
+        };
         // `try_send` must not start a frame it cannot finish at once: frames
         // up to PIPE_BUF are written atomically or not at all; larger ones
         // are checked against the free space first.
@@ -144,7 +192,15 @@ impl FifoSender {
         let mut written = 0;
         let mut waiter: Option<Waiter> = None;
         loop {
-            match fd::write(self.pipe.fd(), self.buf.bytes(written..total)) {
+            let wrote = match &source {
+                Source::Buffer { .. } => fd::write(self.pipe.fd(), self.buf.bytes(written..total)),
+                Source::Bytes {
+                    header,
+                    payload,
+                    pad,
+                } => fd::writev(self.pipe.fd(), &[header, payload, &PADDING[..*pad]], written),
+            };
+            match wrote {
                 Ok(n) => {
                     written += n;
                     if written == total {
