@@ -198,7 +198,11 @@ impl FifoSender {
                     header,
                     payload,
                     pad,
-                } => fd::writev(self.pipe.fd(), &[header, payload, &PADDING[..*pad]], written),
+                } => fd::writev(
+                    self.pipe.fd(),
+                    &[header, payload, &PADDING[..*pad]],
+                    written,
+                ),
             };
             match wrote {
                 Ok(n) => {
