@@ -113,6 +113,11 @@ macro_rules! conformance {
             }
 
             #[test]
+            fn large_messages_split_across_reads_and_writes() {
+                large_messages(T);
+            }
+
+            #[test]
             fn try_forms_and_timeouts() {
                 try_and_timeouts(T);
             }
@@ -254,6 +259,55 @@ fn odd_sizes(t: Transport) {
         assert_eq!(&*rx.recv().unwrap(), &expect[..]);
     }
     drop((tx, rx));
+    assert_success(child);
+    assert_no_leftovers();
+}
+
+fn large_messages(t: Transport) {
+    let _s = serial();
+    let _w = Watchdog::new("large messages", Duration::from_secs(120));
+    let child = spawn(
+        spawner("echo2", t)
+            .channel_with(ChannelConfig::new("raw").capacity(1 << 20))
+            .channel_with(ChannelConfig::new("typed").capacity(1 << 20)),
+        t,
+    );
+    let (mut tx, mut rx) = child.raw_channel("raw").unwrap();
+    let (mut ttx, mut trx) = child.channel::<Vec<u8>, Vec<u8>>("typed").unwrap();
+    let max = tx.max_message();
+    assert_eq!(max, (1 << 19) - 16);
+    let mut buf = Vec::new();
+    for i in 0..60u64 {
+        // Sizes from a few bytes to the largest, far above a pipe's 64 KiB
+        // default and PIPE_BUF: frames cross many reads and writes.
+        let len = match i % 4 {
+            0 => max,
+            1 => (i as usize * 7919) % 4096,
+            _ => (i as usize * 104_729) % (max + 1),
+        };
+        buf.clear();
+        buf.extend((0..len).map(|k| (k as u64 ^ i) as u8));
+        let sum = checksum(i, &buf);
+        tx.send(&buf).unwrap();
+        let echo = rx.recv_timeout(Duration::from_secs(30)).unwrap();
+        assert_eq!(
+            (echo.len(), checksum(i, &echo)),
+            (len, sum),
+            "raw message {i}"
+        );
+        drop(echo);
+        // Typed: rkyv adds a length word and padding, so stay below max.
+        buf.truncate(len.min(max - 64));
+        let sum = checksum(i, &buf);
+        ttx.send(&buf).unwrap();
+        let echo = trx.recv_timeout(Duration::from_secs(30)).unwrap();
+        assert_eq!(
+            (echo.len(), checksum(i, &echo)),
+            (buf.len(), sum),
+            "typed message {i}"
+        );
+    }
+    drop((tx, rx, ttx, trx));
     assert_success(child);
     assert_no_leftovers();
 }
