@@ -800,7 +800,7 @@ fn scribbler_child<E: VictimEnds>(
 struct Neighbour {
     child: KillOnDrop,
     stop: Arc<AtomicBool>,
-    thread: JoinHandle<u64>,
+    thread: Option<JoinHandle<u64>>,
 }
 
 impl Neighbour {
@@ -814,13 +814,21 @@ impl Neighbour {
             let mut seq = 0;
             while !stopping.load(Ordering::Relaxed) {
                 let len = rng.below(2000) as usize;
-                tx.send(&Msg::random(seq, len, &mut rng)).unwrap();
-                let back = rx.recv().unwrap();
-                assert!(
-                    back.seq == seq && intact(&back),
-                    "neighbour's echo corrupted"
-                );
-                seq += 1;
+                let msg = Msg::random(seq, len, &mut rng);
+                let echoed = match tx.send(&msg) {
+                    Ok(()) => rx
+                        .recv()
+                        .map(|back| back.seq == seq && intact(&back))
+                        .map_err(|e| e.to_string()),
+                    Err(e) => Err(e.to_string()),
+                };
+                match echoed {
+                    Ok(true) => seq += 1,
+                    Ok(false) => panic!("neighbour's echo corrupted"),
+                    // The test failed elsewhere and killed our child.
+                    Err(_) if stopping.load(Ordering::Relaxed) => break,
+                    Err(e) => panic!("neighbour's channel failed: {e}"),
+                }
                 // Paced: the point is coexistence, not load.
                 std::thread::sleep(Duration::from_micros(200));
             }
@@ -829,18 +837,27 @@ impl Neighbour {
         Neighbour {
             child,
             stop,
-            thread,
+            thread: Some(thread),
         }
     }
 
     /// Stops the echo stream; returns the number of checked round trips.
     fn finish(mut self) -> u64 {
         self.stop.store(true, Ordering::Relaxed);
-        let round_trips = self.thread.join().expect("neighbour stream failed");
+        let thread = self.thread.take().unwrap();
+        let round_trips = thread.join().expect("neighbour stream failed");
         // The thread dropped the parent's ends: the echo child sees
         // Disconnected and exits.
         assert!(self.child.wait().unwrap().success());
         round_trips
+    }
+}
+
+impl Drop for Neighbour {
+    fn drop(&mut self) {
+        // Unwinding from a failed test: the stream thread must end quietly
+        // when the child (killed by its KillOnDrop, next) goes away.
+        self.stop.store(true, Ordering::Relaxed);
     }
 }
 
@@ -981,6 +998,13 @@ fn scribble_concurrently(
     let pause = |max_us: u64, rng: &mut Rng| {
         std::thread::sleep(Duration::from_micros(rng.below(max_us)));
     };
+    // Scribble only once the parent has taken its ends (it sends its first
+    // command after that): an earlier scribble makes that take fail --
+    // correctly, with ChannelError::Corrupted -- before the test begins.
+    match next_command(ctl) {
+        Some((round, CMD_ROUND)) => reply(ctl, round, 0),
+        _ => return,
+    }
     let (stop1, stop2, stop3) = (stop.clone(), stop.clone(), stop.clone());
     let mut rng1 = Rng::new(rng.next_u64());
     let scribbling = std::thread::spawn(move || {
