@@ -35,7 +35,7 @@ const MAX_LEN: usize = 64 * 1024;
 /// The per-direction seeds: each side regenerates nothing, but the sizes
 /// are a function of (seed, seq) so the receiver knows each length.
 const PARENT_SEED: u64 = 0x5041_5245_4e54;
-const CHILD_SEED: u64 = 0x4348_494c_44;
+const CHILD_SEED: u64 = 0x0043_4849_4c44;
 const MESSAGES_ENV: &str = "REMORA_TEST_SOAK_MESSAGES";
 
 /// One soak at a time: it wants both cores.
@@ -54,7 +54,7 @@ struct Msg {
 fn length(seed: u64, seq: u64) -> usize {
     let mut rng = Rng::new(seed ^ seq.wrapping_mul(0x9e37_79b9_7f4a_7c15));
     let h = rng.next_u64();
-    if h % 1000 == 0 {
+    if h.is_multiple_of(1000) {
         return MAX_LEN;
     }
     let bits = (h >> 10) % 17; // 0..=16
