@@ -232,6 +232,49 @@ fn env_probe() {
     assert!(remora_fifo_dirs().is_empty());
 }
 
+#[test]
+fn fifo_directory_goes_under_xdg_runtime_dir_when_usable() {
+    let _s = serial();
+    let _w = Watchdog::new("XDG_RUNTIME_DIR", Duration::from_secs(60));
+    let xdg = std::env::temp_dir().join(format!("remora-test-xdg-{}", std::process::id()));
+    std::fs::create_dir(&xdg).unwrap();
+    std::fs::set_permissions(&xdg, PermissionsExt::from_mode(0o700)).unwrap();
+    for (dir, expect_xdg) in [(xdg.clone(), true), (xdg.join("missing"), false)] {
+        let probe = command("xdg_probe")
+            .env("XDG_RUNTIME_DIR", &dir)
+            .env("REMORA_TEST_EXPECT_XDG", if expect_xdg { "1" } else { "0" })
+            .spawn()
+            .unwrap();
+        wait_success(probe, Duration::from_secs(30));
+    }
+    std::fs::remove_dir(&xdg).expect("nothing left in the XDG directory");
+}
+
+/// Spawns over FIFOs and checks where the directory went.
+fn xdg_probe() {
+    let xdg = PathBuf::from(std::env::var_os("XDG_RUNTIME_DIR").unwrap());
+    let expect_xdg = std::env::var("REMORA_TEST_EXPECT_XDG").unwrap() == "1";
+    let mut child = Spawner::new("sleep")
+        .arg("60")
+        .channel("c")
+        .transport(Transport::Fifo)
+        .spawn()
+        .unwrap();
+    let dirs = remora_fifo_dirs();
+    assert_eq!(dirs.len(), 1, "{dirs:?}");
+    assert_eq!(
+        dirs[0].parent() == Some(xdg.as_path()),
+        expect_xdg,
+        "{dirs:?}"
+    );
+    if !expect_xdg {
+        assert_eq!(dirs[0].parent(), Some(std::env::temp_dir().as_path()));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert!(remora_fifo_dirs().is_empty());
+}
+
 // ---------------------------------------------------------------------------
 // Malformed frames from a peer that writes the FIFO directly.
 // ---------------------------------------------------------------------------
@@ -623,6 +666,7 @@ fn child_entry() {
     match role.as_str() {
         "fallback_inner" => fallback_inner(),
         "env_probe" => env_probe(),
+        "xdg_probe" => xdg_probe(),
         "scribbler" => scribbler(),
         "stale_middle" => {
             let _child = Spawner::new("true")
