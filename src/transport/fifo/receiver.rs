@@ -170,15 +170,14 @@ impl FifoReceiver {
             // next blocking receive (a reply has to come first): wait for
             // readiness and save the read that would fail (a system call per
             // message in request/response traffic).
-            if self.drained && waiter.is_none() && !peer_gone {
-                if let (Deadline::At(at), false) = (deadline, strategy == WaitStrategy::Spin) {
-                    self.drained = false;
-                    let waiter = waiter.get_or_insert_with(|| Waiter::new(strategy, at));
-                    match waiter.wait(&mut self.pipe, libc::POLLIN) {
-                        Outcome::Retry => {}
-                        Outcome::TimedOut => {}
-                        Outcome::PeerGone => peer_gone = true,
-                    }
+            let wait_first =
+                self.drained && waiter.is_none() && !peer_gone && strategy != WaitStrategy::Spin;
+            if let (true, Deadline::At(at)) = (wait_first, deadline) {
+                self.drained = false;
+                let waiter = waiter.insert(Waiter::new(strategy, at));
+                // Whatever the outcome, the read below comes next.
+                if waiter.wait(&mut self.pipe, libc::POLLIN) == Outcome::PeerGone {
+                    peer_gone = true;
                 }
             }
             match self.fill(usize::MAX) {
