@@ -57,12 +57,30 @@ static LIGHT_NOTIFIER: AtomicBool = AtomicBool::new(false);
 
 /// Registers this process for the asymmetric doorbell if the kernel allows.
 /// Called when a segment is created or opened; idempotent.
+///
+/// Registration can take a full RCU grace period (~10 ms) in a process that
+/// already runs several threads, so it runs on a short-lived background
+/// thread: until it completes, this process simply keeps the symmetric
+/// fences (both flags below only ever go from off to on).
 pub(crate) fn enable_asymmetric_barriers() {
     #[cfg(not(loom))]
-    if crate::sys::membarrier::register() {
-        // Relaxed: a process-wide switch read on every notify; a stale
-        // `false` only means a full fence.
-        LIGHT_NOTIFIER.store(true, std::sync::atomic::Ordering::Relaxed);
+    {
+        static STARTED: std::sync::Once = std::sync::Once::new();
+        STARTED.call_once(|| {
+            let register = || {
+                if crate::sys::membarrier::register() {
+                    // Relaxed: a process-wide switch read on every notify;
+                    // a stale `false` only means a full fence.
+                    LIGHT_NOTIFIER.store(true, std::sync::atomic::Ordering::Relaxed);
+                }
+            };
+            let spawned = std::thread::Builder::new()
+                .name("remora-membarrier".into())
+                .spawn(register);
+            if spawned.is_err() {
+                register();
+            }
+        });
     }
 }
 
@@ -75,8 +93,8 @@ pub(crate) struct Doorbell {
     /// 1 while the single waiter may be asleep, else 0.
     waiting: AtomicU32,
     /// 1 once the waiter promised to issue a membarrier instead of its fence
-    /// (set once when its channel end is created, never cleared except on a
-    /// failed membarrier call).
+    /// (set by its first `prepare` after this process registered; cleared
+    /// only if a membarrier call fails).
     heavy_waiter: AtomicU32,
     _reserved: u32,
     /// loom cannot run a real futex; this models one (see `model_futex`).
@@ -129,25 +147,25 @@ impl Doorbell {
         let ticket = Ticket(self.epoch.load(Ordering::Acquire));
         // Relaxed: published by the barrier below.
         self.waiting.store(1, Ordering::Relaxed);
+        // Once this process is registered, promise notifiers a membarrier
+        // (set before the barrier below, which is what keeps the promise).
+        if LIGHT_NOTIFIER.load(std::sync::atomic::Ordering::Relaxed)
+            && self.heavy_waiter.load(Ordering::Relaxed) == 0
+        {
+            self.heavy_waiter.store(1, Ordering::Relaxed);
+        }
         // Orders the `waiting` store before the caller's re-check of the
         // condition (pairs with the fence in `ring`).
         if self.heavy_waiter.load(Ordering::Relaxed) != 0 && !heavy_barrier() {
-            // Cannot keep the promise: withdraw it, so notifiers go back to
-            // full fences. A notifier that read the old flag may still miss
-            // us once; the caller's sleep is sliced, which bounds that.
+            // Cannot keep the promise: withdraw it for good, so notifiers go
+            // back to full fences. A notifier that read the old flag may
+            // still miss us once; the caller's sleep is sliced (50 ms), which
+            // bounds that.
+            LIGHT_NOTIFIER.store(false, std::sync::atomic::Ordering::Relaxed);
             self.heavy_waiter.store(0, Ordering::Relaxed);
         }
         fence(Ordering::SeqCst);
         ticket
-    }
-
-    /// Waiter side, once at set-up: promise to use membarrier in `prepare`,
-    /// if this process can, so notifiers may use the light fence.
-    pub(crate) fn announce_heavy_waiter(&self) {
-        if LIGHT_NOTIFIER.load(std::sync::atomic::Ordering::Relaxed) {
-            // Relaxed: read by notifiers only to choose a fence.
-            self.heavy_waiter.store(1, Ordering::Relaxed);
-        }
     }
 
     /// Waiter side, step 2: sleep until woken, until `epoch` moves past the

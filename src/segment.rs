@@ -328,10 +328,6 @@ impl Segment {
         let receiver = unsafe { ShmReceiver::new(in_region, Arc::clone(&self.link)) }
             .map_err(ChannelError::Corrupted)?;
         taken[index] = true;
-        // We wait for space on the ring we produce into and for data on the
-        // one we consume from.
-        out_region.ctrl().space_bell.announce_heavy_waiter();
-        in_region.ctrl().data_bell.announce_heavy_waiter();
         let wait = self.channels[index].wait;
         Ok((
             RawSender::new(SendEnd::Shm(sender), wait),

@@ -21,6 +21,9 @@ use std::time::{Duration, Instant};
 use baselines::{Samples, fill, format_ns, ping_seed, pong_seed, verify};
 use remora::{ChannelConfig, RawReceiver, RawSender, Spawner, WaitStrategy};
 
+/// A baseline row: `(payload, iters, warmup) -> samples`.
+type Baseline = fn(usize, usize, usize) -> Samples;
+
 /// Payload ring: room for two 4 MiB messages in flight.
 const PAYLOAD_CAPACITY: usize = 16 << 20;
 const SIZES: [usize; 4] = [64, 4096, 65536, 4 << 20];
@@ -148,7 +151,7 @@ fn main() {
         let mut floor = std::collections::HashMap::new();
         if want("baselines") {
             let (iters, warmup) = iterations(size, None, args.scale);
-            let rows: [(&str, fn(usize, usize, usize) -> Samples); 6] = [
+            let rows: [(&str, Baseline); 6] = [
                 ("raw-shm-spin", baselines::shm_spin_pingpong),
                 ("raw-futex", baselines::futex_pingpong),
                 ("pipe", baselines::pipe_pingpong),
