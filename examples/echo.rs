@@ -35,7 +35,10 @@ fn main() -> Result<(), Box<dyn Error>> {
     if std::env::var_os(remora::CHANNEL_ENV).is_some() {
         return child();
     }
-    let mut child = Spawner::new(std::env::current_exe()?).channel("echo").channel("log").spawn()?;
+    let mut child = Spawner::new(std::env::current_exe()?)
+        .channel("echo")
+        .channel("log")
+        .spawn()?;
     println!("parent: spawned child pid {}", child.id());
     let (mut tx, mut rx) = child.channel::<Request, Reply>("echo")?;
     let (_log_tx, mut log_rx) = child.channel::<(), LogLine>("log")?;
@@ -46,7 +49,12 @@ fn main() -> Result<(), Box<dyn Error>> {
             body: body.to_owned(),
         })?;
         let reply = rx.recv()?; // borrowed from the ring: no copy
-        println!("parent: reply {} = {:?} ({} bytes)", reply.id, reply.upper.as_str(), reply.len);
+        println!(
+            "parent: reply {} = {:?} ({} bytes)",
+            reply.id,
+            reply.upper.as_str(),
+            reply.len
+        );
     }
     drop(tx); // closes `echo`: the child's recv loop ends after draining
 

@@ -41,7 +41,8 @@ impl PeerWatch {
         }
     }
 
-    fn is_gone(&self) -> bool {
+    /// Whether the watched process is gone (may make a system call).
+    pub(crate) fn is_gone(&self) -> bool {
         match self {
             PeerWatch::Child {
                 pidfd: Some(fd), ..

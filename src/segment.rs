@@ -34,8 +34,8 @@ pub const DEFAULT_CAPACITY: usize = 1 << 20;
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ChannelConfig {
     name: String,
-    capacity: usize,
-    wait: WaitStrategy,
+    pub(crate) capacity: usize,
+    pub(crate) wait: WaitStrategy,
 }
 
 impl ChannelConfig {
@@ -68,8 +68,9 @@ impl ChannelConfig {
     }
 
     /// The largest encoded message this configuration carries.
+    /// (0 for a capacity too small to be accepted).
     pub fn max_message(&self) -> usize {
-        self.capacity / 2 - crate::ring::FRAME_HEADER
+        (self.capacity / 2).saturating_sub(crate::ring::FRAME_HEADER)
     }
 }
 

@@ -10,7 +10,7 @@ use std::time::Duration;
 use super::dir;
 use crate::link::PeerWatch;
 use crate::sys::clock::MonoTime;
-use crate::sys::{fifo, process};
+use crate::sys::fifo;
 
 /// Shortest interval between two liveness checks made by polling calls
 /// (the same rate as a segment's).
@@ -170,7 +170,7 @@ impl FifoLink {
         if self.peer_known_dead() {
             return true;
         }
-        let gone = self.peer.get().is_some_and(peer_is_gone);
+        let gone = self.peer.get().is_some_and(PeerWatch::is_gone);
         if gone {
             self.peer_dead.store(true, Ordering::Relaxed);
             // A dead child can no longer attach: remove the directory now.
@@ -196,16 +196,5 @@ impl Drop for FifoLink {
     fn drop(&mut self) {
         // Normally done already (by the set's drop, a wait, or the child).
         self.remove_dir();
-    }
-}
-
-/// The same test `crate::link` applies to a segment's peer.
-fn peer_is_gone(watch: &PeerWatch) -> bool {
-    match watch {
-        PeerWatch::Child {
-            pidfd: Some(fd), ..
-        } => process::pidfd_exited(fd),
-        PeerWatch::Child { pidfd: None, pid } => process::child_exited(*pid),
-        PeerWatch::Parent { pid } => process::parent_pid() != *pid,
     }
 }

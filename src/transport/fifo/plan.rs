@@ -42,24 +42,11 @@ pub(super) fn plan(configs: &[ChannelConfig]) -> Result<Vec<ChannelSpec>, OpenEr
     Ok(specs)
 }
 
-/// The capacity and wait strategy of `c`, if the capacity is valid.
-///
-/// `ChannelConfig` keeps both private to `segment.rs` (no getters yet), so
-/// they are recovered by equality with configs rebuilt from each legal
-/// value: 26 capacities × 3 strategies, once per channel at spawn. An
-/// invalid capacity matches nothing.
+/// The capacity and wait strategy of `c`, if the capacity is valid (the
+/// same rule a segment applies).
 fn capacity_and_wait(c: &ChannelConfig) -> Option<(usize, WaitStrategy)> {
-    let bits = MIN_CAPACITY.trailing_zeros()..=MAX_CAPACITY.trailing_zeros();
-    bits.map(|b| 1usize << b)
-        .flat_map(|cap| {
-            [
-                WaitStrategy::Adaptive,
-                WaitStrategy::Spin,
-                WaitStrategy::Block,
-            ]
-            .map(|w| (cap, w))
-        })
-        .find(|&(cap, w)| ChannelConfig::new(c.name()).capacity(cap).wait_strategy(w) == *c)
+    let valid = c.capacity.is_power_of_two() && (MIN_CAPACITY..=MAX_CAPACITY).contains(&c.capacity);
+    valid.then_some((c.capacity, c.wait))
 }
 
 #[cfg(test)]
