@@ -39,7 +39,11 @@ fn main() -> Result<(), Box<dyn Error>> {
         .channel("echo")
         .channel("log")
         .spawn()?;
-    println!("parent: spawned child pid {}", child.id());
+    println!(
+        "parent: spawned child pid {} over {}",
+        child.id(),
+        child.transport()
+    );
     let (mut tx, mut rx) = child.channel::<Request, Reply>("echo")?;
     let (_log_tx, mut log_rx) = child.channel::<(), LogLine>("log")?;
 

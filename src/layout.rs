@@ -140,5 +140,5 @@ mod checks {
     const_assert_eq!(RING_CONTROL_SIZE, 640);
     // Ring data must start 16-aligned for rkyv (it is 128-aligned).
     const_assert_eq!(RING_CONTROL_SIZE % 128, 0);
-    const_assert_eq!(size_of::<Doorbell>(), 16);
+    const_assert_eq!(size_of::<Doorbell>(), 8);
 }

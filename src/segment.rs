@@ -130,7 +130,6 @@ impl Segment {
     /// [`OpenError::Io`] from `posix_fallocate` here, never a SIGBUS later.
     pub fn create(channels: &[ChannelConfig]) -> Result<Segment, OpenError> {
         let (entries, total) = plan(channels)?;
-        crate::doorbell::enable_asymmetric_barriers();
         sweep_stale_segments();
         let name = format!(
             "/remora-{}-{:032x}",
@@ -169,7 +168,6 @@ impl Segment {
     /// channel's ring placement. Then claims it: a second `open` of the same
     /// segment fails with [`OpenError::AlreadyClaimed`].
     pub fn open(name: &str) -> Result<Segment, OpenError> {
-        crate::doorbell::enable_asymmetric_barriers();
         let fd = shm::open(name).map_err(|e| match e.raw_os_error() {
             Some(libc::ENOENT) | Some(libc::EINVAL) => OpenError::NotFound {
                 name: name.to_owned(),

@@ -19,7 +19,9 @@ mod baselines;
 use std::time::{Duration, Instant};
 
 use baselines::{Samples, fill, format_ns, ping_seed, pong_seed, verify};
-use remora::{ChannelConfig, RawReceiver, RawSender, Spawner, WaitStrategy};
+use remora::{
+    ChannelConfig, Child, RawReceiver, RawSender, Sender, Spawner, Transport, WaitStrategy,
+};
 
 /// A baseline row: `(payload, iters, warmup) -> samples`.
 type Baseline = fn(usize, usize, usize) -> Samples;
@@ -71,9 +73,16 @@ struct Args {
 
 fn parse_args() -> Args {
     let mut args = Args {
-        rows: ["spin", "adaptive", "block", "baselines", "throughput"]
-            .map(String::from)
-            .to_vec(),
+        rows: [
+            "spin",
+            "adaptive",
+            "block",
+            "fifo",
+            "baselines",
+            "throughput",
+        ]
+        .map(String::from)
+        .to_vec(),
         sizes: SIZES.to_vec(),
         scale: 1.0,
         pin: true,
@@ -93,7 +102,7 @@ fn parse_args() -> Args {
             "--no-pin" => args.pin = false,
             "--help" | "-h" => {
                 println!(
-                    "usage: pingpong [--rows spin,adaptive,block,baselines,throughput] [--sizes 64,4096,...] [--iters SCALE] [--no-pin]"
+                    "usage: pingpong [--rows spin,adaptive,block,fifo,baselines,throughput] [--sizes 64,4096,...] [--iters SCALE] [--no-pin]"
                 );
                 std::process::exit(0);
             }
@@ -129,24 +138,20 @@ fn main() {
         baselines::set_pinning(Some(0), Some(1));
         baselines::pin_to_cpu(0).expect("pin parent to CPU 0");
     }
-    let mut child = Spawner::new(std::env::current_exe().expect("current_exe"))
-        .env(ROLE_ENV, "child")
-        .env("PINGPONG_PIN", if args.pin { "1" } else { "0" })
-        .channel_with(ChannelConfig::new("ctl").capacity(4096))
-        .channel_with(ChannelConfig::new("pp").capacity(PAYLOAD_CAPACITY))
-        .spawn()
-        .expect("spawn child");
-    let (mut ctl, _) = child.channel::<Control, ()>("ctl").expect("ctl channel");
-    let (mut tx, mut rx) = child.raw_channel("pp").expect("pp channel");
+    let want = |row: &str| args.rows.iter().any(|r| r == row);
+    let mut peers: Vec<Peer> = [Transport::Shm, Transport::Fifo]
+        .into_iter()
+        .filter(|&t| t == Transport::Shm || want("fifo"))
+        .map(|t| Peer::spawn(t, args.pin))
+        .collect();
 
     println!(
         "remora pingpong: round trips in ns (p50 / p99 / p99.9); ratio = remora p50 / baseline p50"
     );
     println!(
-        "{:<12} {:>8} {:>10} {:>10} {:>10}   {:<28}",
+        "{:<14} {:>8} {:>10} {:>10} {:>10}   {:<28}",
         "row", "size", "p50", "p99", "p99.9", "ratio"
     );
-    let want = |row: &str| args.rows.iter().any(|r| r == row);
     for &size in &args.sizes {
         let mut floor = std::collections::HashMap::new();
         if want("baselines") {
@@ -171,44 +176,50 @@ fn main() {
                 floor.insert(name, s.median());
             }
         }
-        let mut spin_p50 = None;
-        for (row, strategy) in [
-            ("spin", WaitStrategy::Spin),
-            ("adaptive", WaitStrategy::Adaptive),
-            ("block", WaitStrategy::Block),
-        ] {
-            if !want(row) {
-                continue;
-            }
-            let (iters, warmup) = iterations(size, Some(strategy), args.scale);
-            let s = remora_pingpong(&mut ctl, &mut tx, &mut rx, strategy, size, iters, warmup);
-            let baseline = match strategy {
-                WaitStrategy::Spin => floor.get("raw-shm-spin").map(|&b| ("raw-shm-spin", b)),
-                WaitStrategy::Block => floor.get("raw-futex").map(|&b| ("raw-futex", b)),
-                _ => spin_p50.map(|b| ("remora spin", b)),
-            };
-            print_row(&format!("remora-{row}"), size, &s, baseline);
-            if size >= 1 << 20 {
-                for other in ["2x-memcpy", "unix-socket"] {
-                    if let Some(&b) = floor.get(other) {
-                        println!(
-                            "{:<12} {:>8} {:>34}   {:.2}x {other}",
-                            "",
-                            "",
-                            "",
-                            s.median() as f64 / b as f64
-                        );
+        for peer in &mut peers {
+            let transport = peer.child.transport();
+            let mut spin_p50 = None;
+            for (row, strategy) in [
+                ("spin", WaitStrategy::Spin),
+                ("adaptive", WaitStrategy::Adaptive),
+                ("block", WaitStrategy::Block),
+            ] {
+                if !want(row) {
+                    continue;
+                }
+                let (iters, warmup) = iterations(size, Some(strategy), args.scale);
+                let s = peer.pingpong(strategy, size, iters, warmup);
+                let baseline = match (transport, strategy) {
+                    (Transport::Fifo, _) => floor.get("pipe").map(|&b| ("pipe", b)),
+                    (_, WaitStrategy::Spin) => {
+                        floor.get("raw-shm-spin").map(|&b| ("raw-shm-spin", b))
+                    }
+                    (_, WaitStrategy::Block) => floor.get("raw-futex").map(|&b| ("raw-futex", b)),
+                    _ => spin_p50.map(|b| ("shm-spin", b)),
+                };
+                print_row(&format!("{transport}-{row}"), size, &s, baseline);
+                if size >= 1 << 20 && transport == Transport::Shm {
+                    for other in ["2x-memcpy", "unix-socket"] {
+                        if let Some(&b) = floor.get(other) {
+                            println!(
+                                "{:<14} {:>8} {:>34}   {:.2}x {other}",
+                                "",
+                                "",
+                                "",
+                                s.median() as f64 / b as f64
+                            );
+                        }
                     }
                 }
-            }
-            if strategy == WaitStrategy::Spin {
-                spin_p50 = Some(s.median());
+                if strategy == WaitStrategy::Spin {
+                    spin_p50 = Some(s.median());
+                }
             }
         }
     }
     if want("throughput") {
         let n = (2_000_000.0 * args.scale) as u64;
-        let remora = remora_stream(&mut ctl, &mut tx, &mut rx, WaitStrategy::Adaptive, n);
+        let remora = peers[0].stream(WaitStrategy::Adaptive, n);
         let crossbeam = baselines::crossbeam_throughput(n as usize);
         println!();
         println!(
@@ -218,10 +229,62 @@ fn main() {
             remora / crossbeam
         );
     }
-    ctl.send(&Control::Quit).expect("quit");
-    drop((tx, rx));
-    let status = child.wait().expect("wait");
-    assert!(status.success(), "child failed: {status}");
+    for peer in peers {
+        peer.quit();
+    }
+}
+
+/// A child serving pingpong rows over one transport.
+struct Peer {
+    child: Child,
+    ctl: Sender<Control>,
+    tx: RawSender,
+    rx: RawReceiver,
+}
+
+impl Peer {
+    fn spawn(transport: Transport, pin: bool) -> Peer {
+        let child = Spawner::new(std::env::current_exe().expect("current_exe"))
+            .env(ROLE_ENV, "child")
+            .env("PINGPONG_PIN", if pin { "1" } else { "0" })
+            .transport(transport)
+            .channel_with(ChannelConfig::new("ctl").capacity(4096))
+            .channel_with(ChannelConfig::new("pp").capacity(PAYLOAD_CAPACITY))
+            .spawn()
+            .expect("spawn child");
+        let (ctl, _) = child.channel::<Control, ()>("ctl").expect("ctl channel");
+        let (tx, rx) = child.raw_channel("pp").expect("pp channel");
+        Peer { child, ctl, tx, rx }
+    }
+
+    fn pingpong(
+        &mut self,
+        strategy: WaitStrategy,
+        size: usize,
+        iters: usize,
+        warmup: usize,
+    ) -> Samples {
+        remora_pingpong(
+            &mut self.ctl,
+            &mut self.tx,
+            &mut self.rx,
+            strategy,
+            size,
+            iters,
+            warmup,
+        )
+    }
+
+    fn stream(&mut self, strategy: WaitStrategy, count: u64) -> f64 {
+        remora_stream(&mut self.ctl, &mut self.tx, &mut self.rx, strategy, count)
+    }
+
+    fn quit(mut self) {
+        self.ctl.send(&Control::Quit).expect("quit");
+        drop((self.tx, self.rx, self.ctl));
+        let status = self.child.wait().expect("wait");
+        assert!(status.success(), "child failed: {status}");
+    }
 }
 
 fn print_row(name: &str, size: usize, s: &Samples, baseline: Option<(&str, u64)>) {
@@ -229,7 +292,7 @@ fn print_row(name: &str, size: usize, s: &Samples, baseline: Option<(&str, u64)>
         .map(|(b, p50)| format!("{:.2}x {b}", s.median() as f64 / p50 as f64))
         .unwrap_or_default();
     println!(
-        "{:<12} {:>8} {:>10} {:>10} {:>10}   {ratio}",
+        "{:<14} {:>8} {:>10} {:>10} {:>10}   {ratio}",
         name,
         size,
         format_ns(s.median()),

@@ -3,7 +3,7 @@
 //! buffer sizes.
 
 use std::io;
-use std::os::fd::{AsRawFd, BorrowedFd};
+use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 
 use super::clock::MonoTime;
 use super::cvt;
@@ -207,4 +207,13 @@ pub(crate) fn unread(fd: BorrowedFd<'_>) -> io::Result<usize> {
     // SAFETY: FIONREAD writes one c_int through the pointer, which is valid.
     cvt(unsafe { libc::ioctl(fd.as_raw_fd(), libc::FIONREAD, &mut n) })?;
     Ok(n.max(0) as usize)
+}
+
+/// `pipe2(O_CLOEXEC | O_NONBLOCK)`: `(read end, write end)`.
+pub(crate) fn anonymous_pipe() -> io::Result<(OwnedFd, OwnedFd)> {
+    let mut fds = [0 as libc::c_int; 2];
+    // SAFETY: `fds` has room for the two descriptors pipe2 writes.
+    cvt(unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC | libc::O_NONBLOCK) })?;
+    // SAFETY: pipe2 succeeded, so both are fresh descriptors we own.
+    Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
 }

@@ -9,8 +9,6 @@ pub(crate) mod fd;
 pub(crate) mod fifo;
 pub(crate) mod futex;
 pub(crate) mod mapping;
-#[cfg_attr(loom, allow(dead_code))]
-pub(crate) mod membarrier;
 pub(crate) mod process;
 pub(crate) mod random;
 pub(crate) mod shm;

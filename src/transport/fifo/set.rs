@@ -396,15 +396,20 @@ fn child_end(
         Direction::ParentToChild => libc::O_RDONLY,
         Direction::ChildToParent => libc::O_WRONLY,
     };
-    let end = fifo::open_at(dir, &name, flags | libc::O_NONBLOCK).map_err(|e| {
-        match e.raw_os_error() {
-            // Writing end with no reader: the parent closed its ends.
-            Some(libc::ENXIO) => {
-                OpenError::io("open fifo (the parent has no reader: is it gone?)")(e)
-            }
-            _ => OpenError::io("open fifo")(e),
+    let end = match fifo::open_at(dir, &name, flags | libc::O_NONBLOCK) {
+        Ok(end) => end,
+        // A writing end with no reader: the parent already dropped its
+        // receiver of this channel (or died, which the peer watch reports).
+        // Like a closed ring, this direction must report `Disconnected` on
+        // send, not fail the whole connect: stand in the write end of a
+        // pipe whose read end is closed, so every write gets EPIPE.
+        Err(e) if e.raw_os_error() == Some(libc::ENXIO) => {
+            let (read, write) = fd::anonymous_pipe().map_err(OpenError::io("pipe2"))?;
+            drop(read);
+            return Ok(write);
         }
-    })?;
+        Err(e) => return Err(OpenError::io("open fifo")(e)),
+    };
     let id = fd::stat(end.as_fd()).map_err(OpenError::io("fstat"))?;
     if !id.is_fifo() {
         return Err(OpenError::BadLayout {
