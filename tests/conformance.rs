@@ -138,6 +138,11 @@ macro_rules! conformance {
             }
 
             #[test]
+            fn receiver_dropped_before_the_child_attaches() {
+                receiver_dropped_before_attach(T);
+            }
+
+            #[test]
             fn child_killed_while_parent_blocked() {
                 child_death(T);
             }
@@ -447,6 +452,23 @@ fn dropped_receiver(t: Transport) {
     assert_no_leftovers();
 }
 
+/// The parent drops a receiver before the child attaches (regression: over
+/// FIFOs this used to fail the child's whole `connect`). The child must
+/// connect, see `Disconnected` on that direction, and use the others.
+fn receiver_dropped_before_attach(t: Transport) {
+    let _s = serial();
+    let _w = Watchdog::new("receiver dropped before attach", Duration::from_secs(60));
+    let child = spawn(spawner("send_to_dropped", t).channel("a").channel("b"), t);
+    let (_a_tx, a_rx) = child.raw_channel("a").unwrap();
+    drop(a_rx);
+    let (_b_tx, mut b_rx) = child.raw_channel("b").unwrap();
+    let report = b_rx.recv_timeout(Duration::from_secs(30)).unwrap();
+    assert_eq!(&*report, b"a: Disconnected");
+    drop(report);
+    assert_success(child);
+    assert_no_leftovers();
+}
+
 #[derive(Clone, Copy, Debug)]
 enum Op {
     Recv,
@@ -686,6 +708,13 @@ fn child_entry() {
             }
             drop(tx);
             std::process::exit(7);
+        }
+        "send_to_dropped" => {
+            let (mut a_tx, _a_rx) = conn.raw_channel("a").unwrap();
+            let (mut b_tx, _b_rx) = conn.raw_channel("b").unwrap();
+            let r = a_tx.send(b"x");
+            let report = format!("a: {r:?}").replace("Err(", "").replace(')', "");
+            b_tx.send(report.as_bytes()).unwrap();
         }
         "drop_rx_later" => {
             // A library must not rely on SIGPIPE being ignored.
