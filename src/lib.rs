@@ -35,6 +35,7 @@ mod doorbell;
 mod error;
 mod layout;
 mod link;
+mod peer;
 mod ring;
 mod segment;
 mod spawn;

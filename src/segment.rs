@@ -14,7 +14,8 @@ use crate::channel::{RawReceiver, RawSender, Receiver, RecvEnd, SendEnd, Sender}
 use crate::codec::{self, Decode, Encode};
 use crate::error::{ChannelError, OpenError};
 use crate::layout::*;
-use crate::link::{Link, PeerWatch};
+use crate::link::Link;
+use crate::peer::PeerWatch;
 use crate::ring::{MAX_CAPACITY, MIN_CAPACITY, RingRegion};
 use crate::sync::{AtomicU32, AtomicU64, Ordering};
 use crate::sys::process;

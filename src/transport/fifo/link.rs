@@ -3,18 +3,12 @@
 
 use std::ffi::{CStr, CString};
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
-use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering};
-use std::sync::{Mutex, OnceLock};
-use std::time::Duration;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU8, Ordering};
 
 use super::dir;
-use crate::link::PeerWatch;
-use crate::sys::clock::MonoTime;
+use crate::peer::{Peer, PeerWatch};
 use crate::sys::fifo;
-
-/// Shortest interval between two liveness checks made by polling calls
-/// (the same rate as a segment's).
-const POLL_PERIOD: Duration = Duration::from_millis(10);
 
 /// The directory is still there.
 const PRESENT: u8 = 0;
@@ -41,11 +35,7 @@ pub(crate) struct FifoLink {
     dir_state: AtomicU8,
     /// Serialises our removal of the directory.
     removing: Mutex<()>,
-    peer: OnceLock<PeerWatch>,
-    /// Latched once the peer is seen dead.
-    peer_dead: AtomicBool,
-    /// When [`FifoLink::poll_peer_gone`] last asked the kernel (ns).
-    last_poll: AtomicU64,
+    peer: Peer,
 }
 
 impl FifoLink {
@@ -55,9 +45,7 @@ impl FifoLink {
             dir: Some(dir),
             dir_state: AtomicU8::new(PRESENT),
             removing: Mutex::new(()),
-            peer: OnceLock::new(),
-            peer_dead: AtomicBool::new(false),
-            last_poll: AtomicU64::new(0),
+            peer: Peer::default(),
         }
     }
 
@@ -67,9 +55,7 @@ impl FifoLink {
             dir: None,
             dir_state: AtomicU8::new(ATTACHED),
             removing: Mutex::new(()),
-            peer: OnceLock::new(),
-            peer_dead: AtomicBool::new(false),
-            last_poll: AtomicU64::new(0),
+            peer: Peer::default(),
         };
         link.watch(watch);
         link
@@ -77,7 +63,7 @@ impl FifoLink {
 
     /// Starts watching the peer process (first call wins).
     pub(super) fn watch(&self, watch: PeerWatch) {
-        let _ = self.peer.set(watch);
+        self.peer.watch(watch);
     }
 
     /// Whether the parent's placeholder descriptors may go: the child has
@@ -143,52 +129,26 @@ impl FifoLink {
     /// Whether the peer is known dead, without a system call.
     #[inline]
     pub(super) fn peer_known_dead(&self) -> bool {
-        // Relaxed: a latch; the pipe's own syscalls order the data.
-        self.peer_dead.load(Ordering::Relaxed)
+        self.peer.known_dead()
     }
 
-    /// For calls about to report `Empty`, `Full` or `Timeout` (the `try_`
-    /// forms and short timeouts never reach a wait's liveness check): checks
-    /// whether the peer is gone, asking the kernel at most once per
-    /// [`POLL_PERIOD`] per FIFO set so busy polling stays cheap.
+    /// Rate-limited liveness check for calls about to report `Empty`,
+    /// `Full` or `Timeout` (see [`Peer::poll_gone`]).
     pub(super) fn poll_peer_gone(&self) -> bool {
-        if self.peer_known_dead() {
-            return true;
-        }
-        let now = MonoTime::now().as_nanos();
-        // Relaxed: a rate limiter; two threads checking at once is harmless.
-        let last = self.last_poll.load(Ordering::Relaxed);
-        if now.saturating_sub(last) < POLL_PERIOD.as_nanos() as u64 {
-            return false;
-        }
-        self.last_poll.store(now, Ordering::Relaxed);
-        self.check_peer_gone()
+        self.peer.poll_gone(|| self.remove_dir())
     }
 
-    /// Checks whether the peer process is gone (may make a system call).
+    /// Checks whether the peer process is gone (may make a system call). A
+    /// dead child can no longer attach: the directory goes at once.
     pub(super) fn check_peer_gone(&self) -> bool {
-        if self.peer_known_dead() {
-            return true;
-        }
-        let gone = self.peer.get().is_some_and(PeerWatch::is_gone);
-        if gone {
-            self.peer_dead.store(true, Ordering::Relaxed);
-            // A dead child can no longer attach: remove the directory now.
-            self.remove_dir();
-        }
-        gone
+        self.peer.check_gone(|| self.remove_dir())
     }
 
     /// A descriptor that becomes readable when the peer dies (the child's
     /// pidfd, parent side), to wake waits at once.
     #[inline]
     pub(super) fn peer_fd(&self) -> Option<BorrowedFd<'_>> {
-        match self.peer.get() {
-            Some(PeerWatch::Child {
-                pidfd: Some(fd), ..
-            }) => Some(fd.as_fd()),
-            _ => None,
-        }
+        self.peer.death_fd()
     }
 }
 

@@ -38,7 +38,7 @@ use crate::channel::{RawReceiver, RawSender, Receiver, RecvEnd, SendEnd, Sender}
 use crate::codec::{self, Decode, Encode};
 use crate::error::{ChannelError, OpenError};
 use crate::layout::MAX_CHANNELS;
-use crate::link::PeerWatch;
+use crate::peer::PeerWatch;
 use crate::segment::ChannelConfig;
 use crate::sys::{fd, fifo, shm};
 

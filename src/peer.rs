@@ -1,0 +1,122 @@
+//! Liveness of the peer process: how each side learns that the other died
+//! without closing its channel ends (`kill -9`, a crash, `abort`).
+//!
+//! Shared by both transports' links. Waits check it once per slice; calls
+//! about to report `Empty`, `Full` or `Timeout` poll it at a bounded rate.
+
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Duration;
+
+use crate::sys::clock::MonoTime;
+use crate::sys::process;
+
+/// Shortest interval between two liveness checks made by polling calls.
+const POLL_PERIOD: Duration = Duration::from_millis(10);
+
+/// What to watch.
+#[derive(Debug)]
+pub(crate) enum PeerWatch {
+    /// The parent watches its child through a pidfd (readable on exit).
+    Child {
+        /// `None` on kernels without `pidfd_open`: then `waitid(WNOWAIT)`.
+        pidfd: Option<OwnedFd>,
+        pid: u32,
+    },
+    /// The child watches its parent: reparenting means the parent died.
+    Parent {
+        /// The parent's pid, as recorded by the creator.
+        pid: u32,
+    },
+}
+
+impl PeerWatch {
+    /// Watches child `pid`.
+    pub(crate) fn child(pid: u32) -> PeerWatch {
+        PeerWatch::Child {
+            pidfd: process::pidfd_open(pid).ok(),
+            pid,
+        }
+    }
+
+    /// Whether the watched process is gone (may make a system call).
+    fn is_gone(&self) -> bool {
+        match self {
+            PeerWatch::Child {
+                pidfd: Some(fd), ..
+            } => process::pidfd_exited(fd),
+            PeerWatch::Child { pidfd: None, pid } => process::child_exited(*pid),
+            PeerWatch::Parent { pid } => process::parent_pid() != *pid,
+        }
+    }
+}
+
+/// The peer's liveness as one side's channel ends see it.
+#[derive(Debug, Default)]
+pub(crate) struct Peer {
+    /// Set once the peer process is known (after spawn / at connect); until
+    /// then only clean closes (dropped ends) are seen.
+    watch: OnceLock<PeerWatch>,
+    /// Latched once the peer is seen dead, so later calls skip the check.
+    dead: AtomicBool,
+    /// When [`Peer::poll_gone`] last asked the kernel (monotonic ns).
+    last_poll: AtomicU64,
+}
+
+impl Peer {
+    /// Starts watching the peer process (first call wins).
+    pub(crate) fn watch(&self, watch: PeerWatch) {
+        let _ = self.watch.set(watch);
+    }
+
+    /// Whether the peer is known dead, without a system call.
+    #[inline]
+    pub(crate) fn known_dead(&self) -> bool {
+        // Relaxed: a latch; what the dead peer wrote is ordered by the
+        // transport's own synchronisation, which callers re-do after this.
+        self.dead.load(Ordering::Relaxed)
+    }
+
+    /// Checks whether the peer is gone (may make a system call). Runs
+    /// `on_death` once, when the death is first seen.
+    pub(crate) fn check_gone(&self, on_death: impl FnOnce()) -> bool {
+        if self.known_dead() {
+            return true;
+        }
+        let gone = self.watch.get().is_some_and(PeerWatch::is_gone);
+        if gone && !self.dead.swap(true, Ordering::Relaxed) {
+            on_death();
+        }
+        gone
+    }
+
+    /// [`Peer::check_gone`] for calls about to report `Empty`, `Full` or
+    /// `Timeout` (the `try_` forms and short timeouts never reach a wait's
+    /// liveness check): asks the kernel at most once per [`POLL_PERIOD`], so
+    /// busy polling stays cheap.
+    pub(crate) fn poll_gone(&self, on_death: impl FnOnce()) -> bool {
+        if self.known_dead() {
+            return true;
+        }
+        let now = MonoTime::now().as_nanos();
+        // Relaxed: a rate limiter; two threads checking at once is harmless.
+        let last = self.last_poll.load(Ordering::Relaxed);
+        if now.saturating_sub(last) < POLL_PERIOD.as_nanos() as u64 {
+            return false;
+        }
+        self.last_poll.store(now, Ordering::Relaxed);
+        self.check_gone(on_death)
+    }
+
+    /// A descriptor that becomes readable when the peer dies (the child's
+    /// pidfd, parent side), for waits that can poll it.
+    pub(crate) fn death_fd(&self) -> Option<BorrowedFd<'_>> {
+        match self.watch.get() {
+            Some(PeerWatch::Child {
+                pidfd: Some(fd), ..
+            }) => Some(fd.as_fd()),
+            _ => None,
+        }
+    }
+}
