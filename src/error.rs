@@ -448,6 +448,23 @@ impl std::error::Error for OpenError {
 }
 impl std::error::Error for RingFault {}
 
+impl ChannelError {
+    /// The index of channel `name` among `declared`, or [`ChannelError::Unknown`]
+    /// listing them.
+    pub(crate) fn position<'a>(
+        declared: impl Iterator<Item = &'a str> + Clone,
+        name: &str,
+    ) -> Result<usize, ChannelError> {
+        declared
+            .clone()
+            .position(|d| d == name)
+            .ok_or_else(|| ChannelError::Unknown {
+                name: name.to_owned(),
+                declared: declared.map(str::to_owned).collect(),
+            })
+    }
+}
+
 impl OpenError {
     pub(crate) fn io(op: &'static str) -> impl FnOnce(io::Error) -> OpenError {
         move |source| OpenError::Io { op, source }

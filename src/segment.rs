@@ -246,7 +246,7 @@ impl Segment {
     }
 
     /// The declared channel names, in declaration order.
-    pub fn channel_names(&self) -> impl Iterator<Item = &str> {
+    pub fn channel_names(&self) -> impl Iterator<Item = &str> + Clone {
         self.channels.iter().map(|c| c.name.as_str())
     }
 
@@ -297,14 +297,7 @@ impl Segment {
         out_fp: u64,
         in_fp: u64,
     ) -> Result<(RawSender, RawReceiver), ChannelError> {
-        let index = self
-            .channels
-            .iter()
-            .position(|c| c.name == name)
-            .ok_or_else(|| ChannelError::Unknown {
-                name: name.to_owned(),
-                declared: self.channel_names().map(str::to_owned).collect(),
-            })?;
+        let index = ChannelError::position(self.channel_names(), name)?;
         let mut taken = self.taken.lock().unwrap_or_else(|p| p.into_inner());
         if taken[index] {
             return Err(ChannelError::AlreadyTaken {

@@ -193,7 +193,7 @@ impl FifoSet {
     }
 
     /// The declared channel names, in declaration order.
-    pub(crate) fn channel_names(&self) -> impl Iterator<Item = &str> {
+    pub(crate) fn channel_names(&self) -> impl Iterator<Item = &str> + Clone {
         self.channels.iter().map(|c| c.name.as_str())
     }
 
@@ -221,14 +221,7 @@ impl FifoSet {
         out_fp: u64,
         in_fp: u64,
     ) -> Result<(RawSender, RawReceiver), ChannelError> {
-        let index = self
-            .channels
-            .iter()
-            .position(|c| c.name == name)
-            .ok_or_else(|| ChannelError::Unknown {
-                name: name.to_owned(),
-                declared: self.channel_names().map(str::to_owned).collect(),
-            })?;
+        let index = ChannelError::position(self.channel_names(), name)?;
         let mut ends = self.ends.lock().unwrap_or_else(|p| p.into_inner());
         let Some(mut taken) = ends[index].take() else {
             return Err(ChannelError::AlreadyTaken {
