@@ -6,7 +6,12 @@
 //! single-consumer rings in a POSIX shared-memory segment. Messages are
 //! rkyv-archived straight into the ring and read in place by the receiver.
 //! A side with nothing to do sleeps on a futex in the segment; a busy channel
-//! makes no system calls.
+//! makes no system calls. Where shared memory is unusable, the same API runs
+//! over named pipes ([`Transport`]).
+//!
+//! A parent declares channels on a [`Spawner`] and gets a [`Child`]; the
+//! child calls [`connect`]. [`Segment`] gives the same channels between any
+//! two processes without the spawner.
 //!
 //! ```
 //! use remora::{ChannelConfig, Segment};
