@@ -50,7 +50,8 @@ mod transport;
 mod wait;
 
 pub use channel::{
-    Message, RawMessage, RawReceiver, RawSender, ReceiveMode, Receiver, Sender, Slot,
+    DEFAULT_SCRATCH, Message, RawMessage, RawReceiver, RawSender, ReceiveMode, Receiver, Sender,
+    Slot,
 };
 pub use codec::{Decode, Encode, FrameSerializer, FrameValidator, FrameWriter};
 pub use error::{

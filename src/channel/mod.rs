@@ -22,7 +22,7 @@ pub use raw_receiver::{RawMessage, RawReceiver};
 pub use raw_sender::RawSender;
 pub(crate) use raw_sender::SendEnd;
 pub use receiver::{Message, ReceiveMode, Receiver};
-pub use sender::Sender;
+pub use sender::{DEFAULT_SCRATCH, Sender};
 pub use slot::Slot;
 
 use std::time::Duration;
