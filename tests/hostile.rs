@@ -1,4 +1,5 @@
-//! Hostile peers and faults on the shared-memory transport (issue 5).
+//! Hostile peers and faults (issue 5): on the shared-memory transport, and
+//! the kill storm over FIFOs too (malformed FIFO frames are in `fifo.rs`).
 //!
 //! Every test here starts real child processes: this test binary re-executed
 //! through `remora::Spawner`, playing the role named in `REMORA_TEST_ROLE`
@@ -71,8 +72,13 @@ const SEED_ENV: &str = "REMORA_TEST_CHILD_SEED";
 /// `/proc/self/exe` rather than `current_exe()`: a long run must survive a
 /// rebuild that replaces the binary on disk meanwhile.
 fn spawner(role: &str) -> Spawner {
+    spawner_over(role, Transport::Shm)
+}
+
+/// [`spawner`] over a chosen transport (the kill storm runs over both).
+fn spawner_over(role: &str, transport: Transport) -> Spawner {
     let mut s = Spawner::new("/proc/self/exe");
-    s.transport(Transport::Shm)
+    s.transport(transport)
         .args([
             "child_entry",
             "--exact",
@@ -1098,7 +1104,7 @@ fn reader_report(
     }
 }
 
-fn kill_storm(runs: usize, seed: u64, limit: Duration) {
+fn kill_storm(runs: usize, seed: u64, limit: Duration, transport: Transport) {
     let _s = serial();
     let _w = Watchdog::new("kill storm", limit);
     let before = Leftovers::snapshot();
@@ -1109,7 +1115,7 @@ fn kill_storm(runs: usize, seed: u64, limit: Duration) {
         // Up to 150 ms: some kills land before the child even connects.
         let delay = Duration::from_micros(rng.below(150_000));
         let mut child = KillOnDrop(
-            spawner("stream")
+            spawner_over("stream", transport)
                 .channel_with(ChannelConfig::new("c").capacity(1 << 16))
                 .spawn()
                 .unwrap(),
@@ -1138,7 +1144,7 @@ fn kill_storm(runs: usize, seed: u64, limit: Duration) {
     let (median, max) = median_max(&detection);
     received.sort();
     eprintln!(
-        "kill storm: {runs} runs; kill -9 to Disconnected: median {median:?}, max {max:?}; \
+        "kill storm over {transport}: {runs} runs; kill -9 to Disconnected: median {median:?}, max {max:?}; \
          messages received intact before it: min {}, median {}, max {}",
         received[0],
         received[runs / 2],
@@ -1150,14 +1156,20 @@ fn kill_storm(runs: usize, seed: u64, limit: Duration) {
 #[test]
 fn kill_storm_20_runs() {
     let seed = test_seed("kill_storm_20_runs", 0x8020_b6e0);
-    kill_storm(20, seed, Duration::from_secs(120));
+    kill_storm(20, seed, Duration::from_secs(120), Transport::Shm);
+}
+
+#[test]
+fn kill_storm_20_runs_over_fifos() {
+    let seed = test_seed("kill_storm_20_runs_over_fifos", 0x1004_b6e1);
+    kill_storm(20, seed, Duration::from_secs(120), Transport::Fifo);
 }
 
 #[test]
 #[ignore = "long: 500 runs"]
 fn long_kill_storm_500_runs() {
     let seed = test_seed("long_kill_storm_500_runs", 0x255a_7a40);
-    kill_storm(500, seed, Duration::from_secs(1800));
+    kill_storm(500, seed, Duration::from_secs(1800), Transport::Shm);
 }
 
 // ---------------------------------------------------------------------------

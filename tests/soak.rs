@@ -1,6 +1,7 @@
 //! Soak: two processes stream messages of random sizes up to 64 KiB both
-//! ways at once over one shared-memory channel, checking order, length and
-//! checksum of every message: zero loss, zero corruption.
+//! ways at once over one channel, checking order, length and checksum of
+//! every message: zero loss, zero corruption. Once over shared memory, once
+//! over FIFOs.
 //!
 //! The CI variant streams 200,000 messages each way in release builds
 //! (20,000 in debug builds, where checksumming is ~30x slower). The long
@@ -125,7 +126,7 @@ fn exchange(
     sent + bytes
 }
 
-fn soak(n: u64, limit: Duration) {
+fn soak(n: u64, limit: Duration, transport: Transport) {
     let _s = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
     let _w = Watchdog::new("soak", limit);
     let fds = open_fd_count();
@@ -133,7 +134,7 @@ fn soak(n: u64, limit: Duration) {
         // Not current_exe(): the long run must survive a rebuild that
         // replaces the binary on disk meanwhile.
         Spawner::new("/proc/self/exe")
-            .transport(Transport::Shm) // whatever REMORA_TRANSPORT says
+            .transport(transport) // whatever REMORA_TRANSPORT says
             .args([
                 "child_entry",
                 "--exact",
@@ -157,7 +158,7 @@ fn soak(n: u64, limit: Duration) {
     drop(child);
     let secs = elapsed.as_secs_f64();
     eprintln!(
-        "soak: {n} messages each way (sizes 0..=64 KiB, mean {:.0} B) in {elapsed:.2?}: \
+        "soak over {transport}: {n} messages each way (sizes 0..=64 KiB, mean {:.0} B) in {elapsed:.2?}: \
          {:.0} messages/s, {:.0} MB/s of payload (both directions together)",
         bytes as f64 / (2 * n) as f64,
         (2 * n) as f64 / secs,
@@ -169,13 +170,28 @@ fn soak(n: u64, limit: Duration) {
 
 #[test]
 fn soak_random_sizes_both_ways() {
-    soak(CI_MESSAGES, Duration::from_secs(300));
+    soak(CI_MESSAGES, Duration::from_secs(300), Transport::Shm);
+}
+
+#[test]
+fn soak_random_sizes_both_ways_over_fifos() {
+    soak(CI_MESSAGES, Duration::from_secs(300), Transport::Fifo);
 }
 
 #[test]
 #[ignore = "long: 10,000,000 messages each way"]
 fn long_soak_random_sizes_both_ways() {
-    soak(LONG_MESSAGES, Duration::from_secs(4 * 3600));
+    soak(LONG_MESSAGES, Duration::from_secs(4 * 3600), Transport::Shm);
+}
+
+#[test]
+#[ignore = "long: 10,000,000 messages each way over FIFOs"]
+fn long_soak_random_sizes_both_ways_over_fifos() {
+    soak(
+        LONG_MESSAGES,
+        Duration::from_secs(4 * 3600),
+        Transport::Fifo,
+    );
 }
 
 /// Entry point of the re-executed child; does nothing in a normal run.
