@@ -14,7 +14,9 @@
 //!   receives on that channel in every form. The parent must only ever get
 //!   messages or errors (never a panic, crash or hang), poisoning must be
 //!   sticky, and a second channel in the same segment plus a second child on
-//!   its own segment must be unaffected.
+//!   its own segment must be unaffected. `scribbler_concurrent_typed_untrusted`
+//!   does the same to typed ends in `ReceiveMode::Untrusted` with the child
+//!   scribbling at any moment: every archive read is a private copy.
 //! * `kill_storm`: a streaming child is `kill -9`ed at a random moment; every
 //!   committed message arrives intact and in order, then `Disconnected`.
 //! * `stopped_peer_times_out_then_resumes`: SIGSTOP / SIGCONT.
@@ -51,8 +53,8 @@ use common::{
     remora_tmp_entries, role, test_seed,
 };
 use remora::{
-    ChannelConfig, RawReceiver, RawSender, Receiver, RecvError, RingFault, SendError, Sender,
-    Spawner, Transport,
+    ChannelConfig, RawReceiver, RawSender, ReceiveMode, Receiver, RecvError, RingFault, SendError,
+    Sender, Spawner, Transport,
 };
 
 /// Cross-process tests must not run side by side on a 2-core machine (and
@@ -650,6 +652,73 @@ impl VictimEnds for (RawSender, RawReceiver) {
     }
 }
 
+/// Typed ends whose receiver copies each frame out before validating it
+/// (`ReceiveMode::Untrusted`): reading the archive is sound even while the
+/// child rewrites the frame.
+struct UntrustedEnds(Sender<Msg>, Receiver<Msg>);
+
+impl UntrustedEnds {
+    fn take(child: &KillOnDrop) -> UntrustedEnds {
+        let (tx, mut rx) = child.channel::<Msg, Msg>("victim").unwrap();
+        rx.set_receive_mode(ReceiveMode::Untrusted);
+        UntrustedEnds(tx, rx)
+    }
+}
+
+impl VictimEnds for UntrustedEnds {
+    fn recv(&mut self, form: Form) -> Result<bool, RecvError> {
+        let got = match form {
+            Form::Try => self.1.try_recv(),
+            Form::Timeout => self.1.recv_timeout(SHORT),
+            Form::Blocking => self.1.recv(),
+        };
+        got.map(|m| intact(&m))
+    }
+
+    fn send(&mut self, form: Form, seq: u64, rng: &mut Rng) -> Result<(), SendError> {
+        let msg = Msg::random(seq, rng.below(1200) as usize, rng);
+        match form {
+            Form::Try => self.0.try_send(&msg),
+            Form::Timeout => self.0.send_timeout(&msg, SHORT),
+            Form::Blocking => self.0.send(&msg),
+        }
+    }
+}
+
+/// The child's legitimate traffic on the victim channel while its own
+/// thread scribbles over it (raw or typed ends).
+trait ChildEnds: Send + 'static {
+    /// Sends message `seq` if there is room; whether it went.
+    fn try_send_random(&mut self, seq: u64, rng: &mut Rng) -> bool;
+    /// Receives one message if any; whether one came.
+    fn try_recv_any(&mut self) -> bool;
+}
+
+impl ChildEnds for (RawSender, RawReceiver) {
+    fn try_send_random(&mut self, seq: u64, rng: &mut Rng) -> bool {
+        let len = rng.below(1200) as usize;
+        self.0.try_send(&raw_message(seq, len, rng)).is_ok()
+    }
+
+    fn try_recv_any(&mut self) -> bool {
+        // Only the length is looked at: the scribbling thread may be
+        // rewriting the bytes.
+        self.1.try_recv().map(|m| m.len()).is_ok()
+    }
+}
+
+impl ChildEnds for UntrustedEnds {
+    fn try_send_random(&mut self, seq: u64, rng: &mut Rng) -> bool {
+        let len = rng.below(1200) as usize;
+        self.0.try_send(&Msg::random(seq, len, rng)).is_ok()
+    }
+
+    fn try_recv_any(&mut self) -> bool {
+        // A private copy: reading it is sound whatever the scribbler does.
+        self.1.try_recv().map(|m| intact(&m)).is_ok()
+    }
+}
+
 /// Commands on the untouched "bystander" channel, which doubles as the
 /// control channel of the scribbler tests.
 const CMD_ROUND: u8 = 0;
@@ -898,7 +967,7 @@ fn scribbler_lockstep(total_rounds: u64, seed: u64, limit: Duration) {
 /// Concurrent: the child scribbles from its own thread at any moment while
 /// the parent calls; raw ends, whose bounds cannot be changed under the
 /// reader (only the bytes can).
-fn scribbler_concurrent(total_rounds: u64, seed: u64, limit: Duration) {
+fn scribbler_concurrent(total_rounds: u64, seed: u64, limit: Duration, untrusted: bool) {
     let _s = serial();
     let _w = Watchdog::new("scribbler (concurrent)", limit);
     let before = Leftovers::snapshot();
@@ -907,15 +976,30 @@ fn scribbler_concurrent(total_rounds: u64, seed: u64, limit: Duration) {
     let mut tally = Tally::default();
     while tally.rounds < total_rounds {
         let rounds = ROUNDS_PER_CHILD.min(total_rounds - tally.rounds);
-        scribbler_child(
-            "scribble_concurrent",
-            |c| c.raw_channel("victim").unwrap(),
-            rounds,
-            &mut rng,
-            &mut tally,
-        );
+        if untrusted {
+            scribbler_child(
+                "scribble_concurrent_untrusted",
+                UntrustedEnds::take,
+                rounds,
+                &mut rng,
+                &mut tally,
+            );
+        } else {
+            scribbler_child(
+                "scribble_concurrent",
+                |c| c.raw_channel("victim").unwrap(),
+                rounds,
+                &mut rng,
+                &mut tally,
+            );
+        }
     }
-    tally.report("scribbler (concurrent, raw)", neighbour.finish());
+    let label = if untrusted {
+        "scribbler (concurrent, typed, untrusted mode)"
+    } else {
+        "scribbler (concurrent, raw)"
+    };
+    tally.report(label, neighbour.finish());
     assert!(
         tally.rx_poisonings > 0,
         "the scribbler never poisoned a receiver"
@@ -932,7 +1016,16 @@ fn scribbler_lockstep_typed() {
 #[test]
 fn scribbler_concurrent_raw() {
     let seed = test_seed("scribbler_concurrent_raw", 0x6186_f470);
-    scribbler_concurrent(3_000, seed, Duration::from_secs(120));
+    scribbler_concurrent(3_000, seed, Duration::from_secs(120), false);
+}
+
+/// Typed ends in `ReceiveMode::Untrusted` on both sides, scribbled at any
+/// moment: every archive the parent reads is a private copy, so it is
+/// validated and read soundly even while the child rewrites the frame.
+#[test]
+fn scribbler_concurrent_typed_untrusted() {
+    let seed = test_seed("scribbler_concurrent_typed_untrusted", 0x0cc9_6850);
+    scribbler_concurrent(3_000, seed, Duration::from_secs(120), true);
 }
 
 #[test]
@@ -946,19 +1039,23 @@ fn long_scribbler_lockstep_typed() {
 #[ignore = "long: 200,000 rounds"]
 fn long_scribbler_concurrent_raw() {
     let seed = test_seed("long_scribbler_concurrent_raw", 0x944a_2920);
-    scribbler_concurrent(200_000, seed, Duration::from_secs(3600));
+    scribbler_concurrent(200_000, seed, Duration::from_secs(3600), false);
 }
 
 /// Child side of both scribbler tests.
-fn scribbler_child_main(concurrent: bool) {
+fn scribbler_child_main(mode: ScribbleMode) {
     let seed: u64 = std::env::var(SEED_ENV).unwrap().parse().unwrap();
     let mut scribbler = Scribbler::attach("victim", seed);
     let conn = remora::connect().unwrap();
     let mut ctl = conn.channel::<Msg, Msg>("bystander").unwrap();
     let mut rng = Rng::new(seed ^ 0xdead_beef);
-    if concurrent {
+    if mode == ScribbleMode::ConcurrentRaw {
         let victim = conn.raw_channel("victim").unwrap();
         scribble_concurrently(scribbler, victim, &mut ctl, &mut rng);
+    } else if mode == ScribbleMode::ConcurrentUntrusted {
+        let (tx, mut rx) = conn.channel::<Msg, Msg>("victim").unwrap();
+        rx.set_receive_mode(ReceiveMode::Untrusted);
+        scribble_concurrently(scribbler, UntrustedEnds(tx, rx), &mut ctl, &mut rng);
     } else {
         let mut victim = conn.channel::<Msg, Msg>("victim").unwrap();
         let mut seq = 0;
@@ -990,12 +1087,20 @@ fn scribbler_child_main(concurrent: bool) {
     }
 }
 
-/// The concurrent child: a scribbling thread, a legitimate sender and a
-/// legitimate receiver on the victim channel, all running until told to
-/// stop; the main thread serves the bystander channel.
+/// Which scribbler child to play.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum ScribbleMode {
+    Lockstep,
+    ConcurrentRaw,
+    ConcurrentUntrusted,
+}
+
+/// The concurrent child: a scribbling thread and a thread of legitimate
+/// sends and receives on the victim channel, running until told to stop;
+/// the main thread serves the bystander channel.
 fn scribble_concurrently(
     mut scribbler: Scribbler,
-    (mut tx, mut rx): (RawSender, RawReceiver),
+    mut victim: impl ChildEnds,
     ctl: &mut (Sender<Msg>, Receiver<Msg>),
     rng: &mut Rng,
 ) {
@@ -1011,7 +1116,7 @@ fn scribble_concurrently(
         Some((round, CMD_ROUND)) => reply(ctl, round, 0),
         _ => return,
     }
-    let (stop1, stop2, stop3) = (stop.clone(), stop.clone(), stop.clone());
+    let (stop1, stop2) = (stop.clone(), stop.clone());
     let mut rng1 = Rng::new(rng.next_u64());
     let scribbling = std::thread::spawn(move || {
         while running(&stop1) {
@@ -1021,28 +1126,17 @@ fn scribble_concurrently(
         scribbler.count
     });
     let mut rng2 = Rng::new(rng.next_u64());
-    let sending = std::thread::spawn(move || {
+    let traffic = std::thread::spawn(move || {
         let mut seq = 0;
         while running(&stop2) {
-            let len = rng2.below(1200) as usize;
-            if tx.try_send(&raw_message(seq, len, &mut rng2)).is_ok() {
+            if victim.try_send_random(seq, &mut rng2) {
                 seq += 1;
-            } else {
+            }
+            if !victim.try_recv_any() {
                 pause(200, &mut rng2);
             }
         }
-        tx
-    });
-    let mut rng3 = Rng::new(rng.next_u64());
-    let receiving = std::thread::spawn(move || {
-        while running(&stop3) {
-            // Only the length is looked at: the scribbling thread may be
-            // rewriting the bytes.
-            if rx.try_recv().map(|m| m.len()).is_err() {
-                pause(200, &mut rng3);
-            }
-        }
-        rx
+        victim
     });
     let (round, cmd) = loop {
         match next_command(ctl) {
@@ -1054,7 +1148,7 @@ fn scribble_concurrently(
     stop.store(true, Ordering::Relaxed);
     let count = scribbling.join().unwrap();
     // Keep the victim's ends: an abrupt exit must not close them.
-    let ends = (sending.join().unwrap(), receiving.join().unwrap());
+    let ends = traffic.join().unwrap();
     reply(ctl, round, count);
     if cmd == CMD_EXIT {
         std::process::exit(0);
@@ -1623,8 +1717,11 @@ fn child_entry() {
     let Some(role) = role() else { return };
     let _w = Watchdog::new("hostile child", Duration::from_secs(600));
     match role.as_str() {
-        "scribble_lockstep" => return scribbler_child_main(false),
-        "scribble_concurrent" => return scribbler_child_main(true),
+        "scribble_lockstep" => return scribbler_child_main(ScribbleMode::Lockstep),
+        "scribble_concurrent" => return scribbler_child_main(ScribbleMode::ConcurrentRaw),
+        "scribble_concurrent_untrusted" => {
+            return scribbler_child_main(ScribbleMode::ConcurrentUntrusted);
+        }
         "fate" => return Fate::from_env().play(),
         _ => {}
     }
