@@ -15,6 +15,7 @@ use std::process::Stdio;
 use std::sync::{Mutex, MutexGuard, mpsc};
 use std::time::{Duration, Instant};
 
+use common::stream::{self, Msg};
 use common::{KillOnDrop, Watchdog, checksum, remora_fifo_dirs, remora_segments, role};
 use remora::{
     ChannelConfig, ChannelError, Child, RecvError, SendError, Spawner, Transport, WaitStrategy,
@@ -83,13 +84,6 @@ fn assert_no_leftovers() {
 
 #[derive(rkyv::Archive, rkyv::Serialize)]
 struct Num(u64);
-
-#[derive(rkyv::Archive, rkyv::Serialize)]
-struct Msg {
-    seq: u64,
-    data: Vec<u8>,
-    sum: u64,
-}
 
 // ---------------------------------------------------------------------------
 // The suite.
@@ -165,43 +159,9 @@ conformance!(fifo, Transport::Fifo);
 
 const MESSAGES: u64 = 1_000_000;
 
-/// Message `seq`: 0..=300 bytes derived from `seq` (frames of many sizes),
-/// and its checksum.
-fn message(seq: u64, buf: &mut Vec<u8>) -> u64 {
-    buf.clear();
-    let len = (seq.wrapping_mul(2_654_435_761) % 301) as usize;
-    buf.extend((0..len).map(|i| (seq as usize + i) as u8));
-    checksum(seq, buf)
-}
-
 /// Both sides run this: send MESSAGES while receiving and checking MESSAGES.
-fn exchange(mut tx: remora::Sender<Msg>, mut rx: remora::Receiver<Msg>) {
-    let sender = std::thread::spawn(move || {
-        let mut buf = Vec::with_capacity(512);
-        for seq in 0..MESSAGES {
-            let sum = message(seq, &mut buf);
-            tx.send(&Msg {
-                seq,
-                data: std::mem::take(&mut buf),
-                sum,
-            })
-            .unwrap_or_else(|e| panic!("send {seq}: {e}"));
-            buf = Vec::with_capacity(512);
-        }
-        tx // keep our direction open until the receiver is done too
-    });
-    for expected in 0..MESSAGES {
-        let msg = rx.recv().unwrap_or_else(|e| panic!("recv {expected}: {e}"));
-        assert_eq!(msg.seq, expected, "lost, duplicated or reordered message");
-        assert_eq!(
-            msg.sum,
-            checksum(expected, &msg.data),
-            "corrupted message {expected}"
-        );
-    }
-    drop(sender.join().expect("sender thread"));
-    let end = rx.recv_timeout(Duration::from_secs(30)).map(|m| m.seq);
-    assert_eq!(end, Err(RecvError::Disconnected));
+fn exchange(tx: remora::Sender<Msg>, rx: remora::Receiver<Msg>) {
+    stream::exchange(tx, rx, MESSAGES);
 }
 
 fn stream(t: Transport) {

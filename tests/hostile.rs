@@ -48,6 +48,7 @@ use std::sync::{Arc, Mutex, MutexGuard, mpsc};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use common::stream::{self, ArchivedMsg, Msg};
 use common::{
     KillOnDrop, Rng, Watchdog, checksum, median_max, open_fd_count, remora_segments,
     remora_tmp_entries, role, test_seed,
@@ -94,13 +95,6 @@ fn spawner_over(role: &str, transport: Transport) -> Spawner {
     s
 }
 
-#[derive(rkyv::Archive, rkyv::Serialize)]
-struct Msg {
-    seq: u64,
-    data: Vec<u8>,
-    sum: u64,
-}
-
 impl Msg {
     /// Message `seq` with `len` random bytes and their checksum.
     fn random(seq: u64, len: usize, rng: &mut Rng) -> Msg {
@@ -116,20 +110,11 @@ fn intact(m: &ArchivedMsg) -> bool {
     m.sum == checksum(m.seq.to_native(), &m.data)
 }
 
-/// Payload of stream message `seq`: 0..=300 bytes derived from `seq` (so
-/// frames of many sizes wrap around the ring); returns the checksum.
-fn stream_payload(seq: u64, buf: &mut Vec<u8>) -> u64 {
-    buf.clear();
-    let len = (seq.wrapping_mul(2_654_435_761) % 301) as usize;
-    buf.extend((0..len).map(|i| (seq as usize + i) as u8));
-    checksum(seq, buf)
-}
-
 /// Checks that message `m` is stream message `expected`, intact.
 fn check_stream(m: &ArchivedMsg, expected: u64) {
     assert_eq!(m.seq, expected, "lost, duplicated or reordered message");
     let mut buf = Vec::new();
-    let sum = stream_payload(expected, &mut buf);
+    let sum = stream::payload(expected, &mut buf);
     assert!(
         m.sum == sum && m.data.as_slice() == buf.as_slice(),
         "message {expected} corrupted"
@@ -1325,7 +1310,7 @@ fn stopped_peer_times_out_then_resumes() {
     let mut sent = 0;
     let mut buf = Vec::new();
     let mut message = |seq: u64| {
-        let sum = stream_payload(seq, &mut buf);
+        let sum = stream::payload(seq, &mut buf);
         Msg {
             seq,
             data: buf.clone(),
@@ -1488,7 +1473,7 @@ impl Fate {
                 // Mid-stream: MID_STREAM messages then death, or a stream
                 // until the parent kills us.
                 while self == Fate::KilledMidStream || seq < MID_STREAM {
-                    let sum = stream_payload(seq, &mut buf);
+                    let sum = stream::payload(seq, &mut buf);
                     let m = Msg {
                         seq,
                         data: buf,
@@ -1745,7 +1730,7 @@ fn child_entry() {
             let (mut tx, _rx) = conn.channel::<Msg, Msg>("c").unwrap();
             let mut buf = Vec::new();
             for seq in 0.. {
-                let sum = stream_payload(seq, &mut buf);
+                let sum = stream::payload(seq, &mut buf);
                 let m = Msg {
                     seq,
                     data: buf,
@@ -1769,7 +1754,7 @@ fn child_entry() {
             });
             let mut buf = Vec::new();
             for seq in 0..STOPPED_CHILD_SENDS {
-                let sum = stream_payload(seq, &mut buf);
+                let sum = stream::payload(seq, &mut buf);
                 let m = Msg {
                     seq,
                     data: buf,

@@ -20,6 +20,7 @@ use std::process::Stdio;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+use common::stream::Msg;
 use common::{KillOnDrop, Rng, Watchdog, open_fd_count, remora_segments, role};
 use remora::{Receiver, RecvError, Sender, Spawner, Transport};
 
@@ -41,13 +42,6 @@ const MESSAGES_ENV: &str = "REMORA_TEST_SOAK_MESSAGES";
 
 /// One soak at a time: it wants both cores.
 static SERIAL: Mutex<()> = Mutex::new(());
-
-#[derive(rkyv::Archive, rkyv::Serialize)]
-struct Msg {
-    seq: u64,
-    data: Vec<u8>,
-    sum: u64,
-}
 
 /// Payload length of message `seq`: log-uniform from 0 to 64 KiB, so most
 /// messages are small and every size class up to the maximum is common

@@ -2,6 +2,8 @@
 //! the child, with a watchdog on both sides so a bug fails instead of hangs.
 #![allow(dead_code)]
 
+pub mod stream;
+
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
