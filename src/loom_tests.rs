@@ -49,6 +49,14 @@ impl Shared {
     }
 }
 
+/// Runs `f` under loom with a bounded number of preemptions (3 is enough
+/// for every interleaving of these two-thread protocols to matter).
+fn model(f: impl Fn() + Sync + Send + 'static) {
+    let mut builder = loom::model::Builder::new();
+    builder.preemption_bound = Some(3);
+    builder.check(f);
+}
+
 fn push(p: &mut Producer, bytes: &[u8]) -> bool {
     match p.reserve(bytes.len()) {
         Ok(g) => {
@@ -73,9 +81,7 @@ fn pop(c: &mut Consumer) -> Option<Vec<u8>> {
 /// and a PAD wrap; every interleaving delivers them intact and in order.
 #[test]
 fn loom_ring_indices() {
-    let mut builder = loom::model::Builder::new();
-    builder.preemption_bound = Some(3);
-    builder.check(|| {
+    model(|| {
         let shared = Shared::new();
         let s2 = Arc::clone(&shared);
         let producer = thread::spawn(move || {
@@ -107,9 +113,7 @@ fn loom_ring_indices() {
 /// publishes one frame: no lost wake-up in any interleaving.
 #[test]
 fn loom_doorbell_no_lost_wakeup() {
-    let mut builder = loom::model::Builder::new();
-    builder.preemption_bound = Some(3);
-    builder.check(|| {
+    model(|| {
         let shared = Shared::new();
         let s2 = Arc::clone(&shared);
         let producer = thread::spawn(move || {
@@ -136,9 +140,7 @@ fn loom_doorbell_no_lost_wakeup() {
 /// A producer blocked on a full ring is woken by the consumer's release.
 #[test]
 fn loom_space_doorbell_no_lost_wakeup() {
-    let mut builder = loom::model::Builder::new();
-    builder.preemption_bound = Some(3);
-    builder.check(|| {
+    model(|| {
         let shared = Shared::new();
         // SAFETY: the only producer; filled before the consumer starts.
         let mut p = unsafe { Producer::new(shared.region()).unwrap() };

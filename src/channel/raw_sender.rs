@@ -109,17 +109,17 @@ impl RawSender {
     }
 
     fn send_bytes(&mut self, bytes: &[u8], deadline: Deadline) -> Result<(), SendError> {
-        if let SendEnd::Fifo(end) = &mut self.end {
+        match &mut self.end {
+            SendEnd::Shm(end) => end.send_with(bytes.len(), deadline, self.strategy, |dst, cap| {
+                debug_assert!(cap >= bytes.len());
+                // SAFETY: the grant gives `cap >= bytes.len()` writable bytes
+                // at `dst` that only we touch until commit; `bytes` is ours.
+                unsafe { std::ptr::copy_nonoverlapping(bytes.as_ptr(), dst, bytes.len()) };
+                Ok(bytes.len())
+            }),
             // No frame buffer needed: the bytes go from here to the pipe.
-            return end.send_bytes(bytes, deadline, self.strategy);
+            SendEnd::Fifo(end) => end.send_bytes(bytes, deadline, self.strategy),
         }
-        self.send_with(bytes.len(), deadline, |dst, cap| {
-            debug_assert!(cap >= bytes.len());
-            // SAFETY: the grant gives `cap >= bytes.len()` writable bytes at
-            // `dst` that only we touch until commit; `bytes` is our memory.
-            unsafe { std::ptr::copy_nonoverlapping(bytes.as_ptr(), dst, bytes.len()) };
-            Ok(bytes.len())
-        })
     }
 
     /// Sends one message: `write` fills the space it is given (at least
