@@ -1,35 +1,13 @@
 //! `ReceiveMode::Untrusted`: same messages as in place, read from a private
 //! copy, ring space released at once, no allocation per message.
 
-use std::alloc::{GlobalAlloc, Layout, System};
-use std::sync::atomic::{AtomicUsize, Ordering};
+mod common;
 
+use common::alloc::allocations_during;
 use remora::{ChannelConfig, ReceiveMode, RecvError, Segment};
 
-struct Counting;
-static ALLOCATIONS: AtomicUsize = AtomicUsize::new(0);
-
-thread_local! {
-    /// Allocations made by this thread (tests run on parallel threads).
-    static THREAD_ALLOCATIONS: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
-}
-
-// SAFETY: forwards every call to the system allocator unchanged.
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
-        THREAD_ALLOCATIONS.with(|c| c.set(c.get() + 1));
-        // SAFETY: the caller's contract is forwarded unchanged.
-        unsafe { System.alloc(layout) }
-    }
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        // SAFETY: the caller's contract is forwarded unchanged.
-        unsafe { System.dealloc(ptr, layout) }
-    }
-}
-
 #[global_allocator]
-static GLOBAL: Counting = Counting;
+static GLOBAL: common::alloc::Counting = common::alloc::Counting;
 
 #[derive(rkyv::Archive, rkyv::Serialize)]
 struct Record {
@@ -91,13 +69,14 @@ fn untrusted_mode_does_not_allocate_per_message() {
         }
     };
     round();
-    let before = THREAD_ALLOCATIONS.with(|c| c.get());
-    for _ in 0..100 {
-        round();
-    }
-    assert_eq!(THREAD_ALLOCATIONS.with(|c| c.get()) - before, 0);
+    let n = allocations_during(|| {
+        for _ in 0..100 {
+            round();
+        }
+    });
+    assert_eq!(n, 0);
     assert!(
-        ALLOCATIONS.load(Ordering::Relaxed) > 0,
+        allocations_during(|| drop(std::hint::black_box(Box::new(1u8)))) > 0,
         "the counter counts"
     );
 }

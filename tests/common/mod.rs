@@ -2,6 +2,7 @@
 //! the child, with a watchdog on both sides so a bug fails instead of hangs.
 #![allow(dead_code)]
 
+pub mod alloc;
 pub mod stream;
 
 use std::process::{Child, Command, Stdio};
