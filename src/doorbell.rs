@@ -138,6 +138,7 @@ mod model_futex {
     impl Futex {
         pub(crate) fn wait(&self, word: &AtomicU32, expected: u32) {
             let guard = self.lock.lock().unwrap();
+            // Acquire, under the lock: the kernel's atomic check-and-sleep.
             if word.load(Ordering::Acquire) == expected {
                 drop(self.cv.wait(guard).unwrap());
             }

@@ -85,6 +85,7 @@ impl Peer {
             return true;
         }
         let gone = self.watch.get().is_some_and(PeerWatch::is_gone);
+        // Relaxed: a latch; the swap makes exactly one caller run `on_death`.
         if gone && !self.dead.swap(true, Ordering::Relaxed) {
             on_death();
         }

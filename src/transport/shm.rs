@@ -95,6 +95,8 @@ impl ShmSender {
                         strategy,
                         &ctrl.space_bell,
                         at,
+                        // Relaxed: only ends the wait; the loop re-reads the
+                        // flag with Acquire before acting on it.
                         || {
                             producer.has_space(min)
                                 || ctrl.ends.consumer_closed.load(Ordering::Relaxed) != 0
@@ -169,6 +171,8 @@ impl ShmReceiver {
             };
             let consumer = &mut self.consumer;
             let link = &self.link;
+            // Relaxed in the condition: it only ends the wait; the loop
+            // re-reads the close flag with Acquire before acting on it.
             let waited = wait::wait(
                 strategy,
                 &ctrl.data_bell,

@@ -83,6 +83,7 @@ impl FifoLink {
         }
         // Only the child removes the directory besides us, and we mark our
         // own removal before starting it: gone while PRESENT means attached.
+        // AcqRel/Acquire: pairs with the Release mark in `remove_dir`.
         let _ =
             self.dir_state
                 .compare_exchange(PRESENT, ATTACHED, Ordering::AcqRel, Ordering::Acquire);
@@ -92,6 +93,7 @@ impl FifoLink {
     /// Whether the child has attached (finished `connect`).
     pub(super) fn is_attached(&self) -> bool {
         self.settled();
+        // Acquire: pairs with the Release stores of the state.
         self.dir_state.load(Ordering::Acquire) == ATTACHED
     }
 
@@ -100,6 +102,7 @@ impl FifoLink {
     pub(super) fn remove_dir(&self) {
         let Some(dir) = &self.dir else { return };
         let _guard = self.removing.lock().unwrap_or_else(|p| p.into_inner());
+        // Acquire: pairs with the Release stores of the state.
         if self.dir_state.load(Ordering::Acquire) != PRESENT {
             return;
         }
