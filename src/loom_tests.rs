@@ -57,7 +57,7 @@ fn model(f: impl Fn() + Sync + Send + 'static) {
 }
 
 fn push(p: &mut Producer, bytes: &[u8]) -> bool {
-    match p.reserve(bytes.len()) {
+    match p.reserve(bytes.len(), 0) {
         Ok(g) => {
             // SAFETY: the grant covers `bytes.len()` writable bytes.
             unsafe { std::ptr::copy_nonoverlapping(bytes.as_ptr(), g.payload, bytes.len()) };

@@ -28,6 +28,9 @@ type Baseline = fn(usize, usize, usize) -> Samples;
 
 /// Payload ring: room for two 4 MiB messages in flight.
 const PAYLOAD_CAPACITY: usize = 16 << 20;
+/// The small streaming ring: about what crossbeam's `bounded(1024)` holds
+/// (1024 slots of 72 bytes; a 64-byte remora frame takes 80).
+const SMALL_RING: usize = 128 << 10;
 const SIZES: [usize; 4] = [64, 4096, 65536, 4 << 20];
 const ROLE_ENV: &str = "PINGPONG_ROLE";
 
@@ -40,10 +43,12 @@ enum Control {
         size: u64,
         rounds: u32,
     },
-    /// Receive `count` 64-byte messages, then reply once.
+    /// Receive `count` 64-byte messages (on the small ring, or on the
+    /// payload ring), then reply once.
     Stream {
         strategy: u8,
         count: u64,
+        small_ring: bool,
     },
     Quit,
 }
@@ -219,15 +224,20 @@ fn main() {
     }
     if want("throughput") {
         let n = (2_000_000.0 * args.scale) as u64;
-        let remora = peers[0].stream(WaitStrategy::Adaptive, n);
         let crossbeam = baselines::crossbeam_throughput(n as usize);
         println!();
         println!(
-            "one-way 64 B throughput: remora-adaptive {:.2} M msg/s, crossbeam bounded(1024) {:.2} M msg/s, ratio {:.2}x",
-            remora / 1e6,
-            crossbeam / 1e6,
-            remora / crossbeam
+            "one-way 64 B throughput, M msg/s: crossbeam bounded(1024) {:.2}",
+            crossbeam / 1e6
         );
+        for (ring, small_ring) in [("128 KiB", true), ("16 MiB", false)] {
+            let remora = peers[0].stream(WaitStrategy::Adaptive, n, small_ring);
+            println!(
+                "  remora-adaptive, {ring} ring: {:.2} = {:.2}x crossbeam",
+                remora / 1e6,
+                remora / crossbeam
+            );
+        }
     }
     for peer in peers {
         peer.quit();
@@ -240,6 +250,7 @@ struct Peer {
     ctl: Sender<Control>,
     tx: RawSender,
     rx: RawReceiver,
+    stream: RawSender,
 }
 
 impl Peer {
@@ -250,11 +261,19 @@ impl Peer {
             .transport(transport)
             .channel_with(ChannelConfig::new("ctl").capacity(4096))
             .channel_with(ChannelConfig::new("pp").capacity(PAYLOAD_CAPACITY))
+            .channel_with(ChannelConfig::new("stream").capacity(SMALL_RING))
             .spawn()
             .expect("spawn child");
         let (ctl, _) = child.channel::<Control, ()>("ctl").expect("ctl channel");
         let (tx, rx) = child.raw_channel("pp").expect("pp channel");
-        Peer { child, ctl, tx, rx }
+        let (stream, _) = child.raw_channel("stream").expect("stream channel");
+        Peer {
+            child,
+            ctl,
+            tx,
+            rx,
+            stream,
+        }
     }
 
     fn pingpong(
@@ -275,13 +294,18 @@ impl Peer {
         )
     }
 
-    fn stream(&mut self, strategy: WaitStrategy, count: u64) -> f64 {
-        remora_stream(&mut self.ctl, &mut self.tx, &mut self.rx, strategy, count)
+    fn stream(&mut self, strategy: WaitStrategy, count: u64, small_ring: bool) -> f64 {
+        let tx = if small_ring {
+            &mut self.stream
+        } else {
+            &mut self.tx
+        };
+        remora_stream(&mut self.ctl, tx, &mut self.rx, strategy, count, small_ring)
     }
 
     fn quit(mut self) {
         self.ctl.send(&Control::Quit).expect("quit");
-        drop((self.tx, self.rx, self.ctl));
+        drop((self.tx, self.rx, self.stream, self.ctl));
         let status = self.child.wait().expect("wait");
         assert!(status.success(), "child failed: {status}");
     }
@@ -363,11 +387,13 @@ fn remora_stream(
     rx: &mut RawReceiver,
     strategy: WaitStrategy,
     count: u64,
+    small_ring: bool,
 ) -> f64 {
     set_strategy(tx, rx, strategy);
     ctl.send(&Control::Stream {
         strategy: strategy_code(strategy),
         count,
+        small_ring,
     })
     .expect("control");
     let mut m = [0u8; 64];
@@ -389,6 +415,7 @@ fn child() {
     let conn = remora::connect().expect("connect");
     let (_, mut ctl) = conn.channel::<(), Control>("ctl").expect("ctl");
     let (mut tx, mut rx) = conn.raw_channel("pp").expect("pp");
+    let (_, mut stream) = conn.raw_channel("stream").expect("stream");
     ctl.set_wait_strategy(WaitStrategy::Block);
     loop {
         let cmd = ctl
@@ -410,13 +437,18 @@ fn child() {
                     send_filled(&mut tx, size, pong_seed(k));
                 }
             }
-            ArchivedControl::Stream { strategy, count } => {
-                set_strategy(&mut tx, &mut rx, strategy_from(*strategy));
+            ArchivedControl::Stream {
+                strategy,
+                count,
+                small_ring,
+            } => {
+                let from = if *small_ring { &mut stream } else { &mut rx };
+                set_strategy(&mut tx, from, strategy_from(*strategy));
                 let count = count.to_native();
                 drop(cmd);
                 let mut good = true;
                 for i in 0..count {
-                    let m = rx.recv().expect("stream recv");
+                    let m = from.recv().expect("stream recv");
                     good &= verify(&m, i).is_ok();
                 }
                 tx.send(if good { b"ok" } else { b"no" })

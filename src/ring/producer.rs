@@ -96,8 +96,14 @@ impl Producer {
     /// advance serialises into it and, if that overflows, asks again with a
     /// larger `min`. Space at the tail is preferred; if it is too small the
     /// grant starts at index 0 behind a PAD frame.
+    ///
+    /// `refill` asks for batching: when the cached head no longer covers the
+    /// frame and, re-read, shows fewer than `refill` free bytes, the answer
+    /// is [`ReserveError::Full`] even if the frame would fit, so that the
+    /// caller waits for the consumer to free a batch instead of trading the
+    /// `head` line with it once per frame (0: take any space).
     #[inline]
-    pub(crate) fn reserve(&mut self, min: usize) -> Result<Grant, ReserveError> {
+    pub(crate) fn reserve(&mut self, min: usize, refill: u64) -> Result<Grant, ReserveError> {
         if let Some(f) = self.fault {
             return Err(ReserveError::Fault(f));
         }
@@ -115,6 +121,9 @@ impl Producer {
             return Ok(grant);
         }
         self.refresh_head().map_err(ReserveError::Fault)?;
+        if self.free() < refill {
+            return Err(ReserveError::Full);
+        }
         self.try_grant(need).ok_or(ReserveError::Full)
     }
 
@@ -136,11 +145,16 @@ impl Producer {
         })
     }
 
+    /// Free bytes (contiguous or not) as of the last head we read.
+    pub(crate) fn free(&self) -> u64 {
+        self.region.capacity() - (self.tail - self.cached_head)
+    }
+
     /// Tries to place a frame of `need` bytes using the cached head.
     #[inline]
     fn try_grant(&self, need: u64) -> Option<Grant> {
         let cap = self.region.capacity();
-        let free = cap - (self.tail - self.cached_head);
+        let free = self.free();
         let idx = self.region.index(self.tail);
         let to_end = cap - idx;
         let max_payload = self.region.max_payload();

@@ -47,7 +47,7 @@ impl HeapRing {
 }
 
 fn push(p: &mut Producer, bytes: &[u8]) -> Result<(), ReserveError> {
-    let g = p.reserve(bytes.len())?;
+    let g = p.reserve(bytes.len(), 0)?;
     // SAFETY: the grant covers at least `bytes.len()` writable bytes.
     unsafe { std::ptr::copy_nonoverlapping(bytes.as_ptr(), g.payload, bytes.len()) };
     p.commit(g, bytes.len());
@@ -115,7 +115,7 @@ fn largest_deliverable_message_fits_at_every_position() {
         let (mut p, mut c) = r.ends();
         let max = p.region().max_payload();
         assert_eq!(max, cap / 2 - 16);
-        assert_eq!(p.reserve(max + 1).unwrap_err(), ReserveError::TooLarge);
+        assert_eq!(p.reserve(max + 1, 0).unwrap_err(), ReserveError::TooLarge);
         // Walk the ring position through every 16-byte step.
         for step in 0..(2 * cap / 16) {
             let msg: Vec<u8> = (0..max).map(|i| (i + step) as u8).collect();
@@ -145,7 +145,7 @@ fn zero_length_messages() {
 fn uncommitted_grant_publishes_nothing() {
     let mut r = HeapRing::new(256);
     let (mut p, mut c) = r.ends();
-    let g = p.reserve(10).unwrap();
+    let g = p.reserve(10, 0).unwrap();
     drop(g);
     assert!(pop(&mut c).is_none());
     push(&mut p, b"x").unwrap();
@@ -160,9 +160,9 @@ fn grant_prefers_tail_then_wraps_when_asked_for_more() {
     push(&mut p, &[0; 64]).unwrap(); // frame 80, tail at 192
     pop(&mut c).unwrap();
     pop(&mut c).unwrap();
-    let g = p.reserve(0).unwrap();
+    let g = p.reserve(0, 0).unwrap();
     assert_eq!(g.len, 48, "space before the end is offered first");
-    let g = p.reserve(g.len + 1).unwrap();
+    let g = p.reserve(g.len + 1, 0).unwrap();
     assert_eq!(g.len, 112, "then the wrapped space, capped at max_payload");
 }
 
@@ -261,7 +261,7 @@ fn corrupt_indices_and_headers_poison_instead_of_panicking() {
     push(&mut p, &[1; 100]).unwrap();
     r.ctrl.head.store(1 << 20, Relaxed);
     assert!(matches!(
-        p.reserve(100),
+        p.reserve(100, 0),
         Err(ReserveError::Fault(RingFault::BadIndex { .. }))
     ));
     assert!(p.fault().is_some());
@@ -273,7 +273,7 @@ fn large_frames_rewind_to_index_zero_when_the_ring_is_empty() {
     let (mut p, mut c) = r.ends();
     for round in 0..8u8 {
         let msg = vec![round; 20_000];
-        let g = p.reserve(msg.len()).unwrap();
+        let g = p.reserve(msg.len(), 0).unwrap();
         let offset = g.payload as usize - r.data.as_ptr() as usize;
         assert_eq!(
             offset, FRAME_HEADER,

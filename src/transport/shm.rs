@@ -2,6 +2,7 @@
 //! over a ring, its doorbells and its close flags.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use crate::channel::Deadline;
 use crate::codec::EncodeError;
@@ -9,7 +10,27 @@ use crate::error::{RecvError, SendError};
 use crate::link::Link;
 use crate::ring::{Consumer, Frame, FrameToken, Producer, ReserveError, RingFault, RingRegion};
 use crate::sync::Ordering;
+use crate::sys::clock::MonoTime;
 use crate::wait::{self, WaitStrategy, Waited};
+
+/// A spinning sender that finds the ring full waits until the receiver has
+/// freed this fraction of it (1/4) before writing again, for at most
+/// [`REFILL_PATIENCE`].
+///
+/// Why: taking space one frame at a time from a full ring puts both ends in
+/// lockstep on the `head` line: every release by the receiver then pays a
+/// cross-core transfer under its doorbell fence, and every send a cache miss
+/// re-reading `head`. Refilling in batches halves streaming throughput's cost
+/// on a small ring (measured with `pingpong --rows throughput`).
+///
+/// Why it cannot stall: the batch is only awaited while the ring still has a
+/// backlog for the receiver, and only for [`REFILL_PATIENCE`]; after that (or
+/// for `try_send`, and for `Block`, whose every wake-up is a system call) any
+/// space for the frame will do.
+const REFILL_DIVISOR: u64 = 4;
+/// How long a spinning sender waits for a batch of free space; shorter than
+/// `Adaptive`'s spin phase, so batching never holds up a sleeping sender.
+const REFILL_PATIENCE: Duration = Duration::from_micros(10);
 
 /// The producing end of one ring.
 #[derive(Debug)]
@@ -54,6 +75,12 @@ impl ShmSender {
         let region = *self.producer.region();
         let ctrl = region.ctrl();
         let max = region.max_payload();
+        let mut refill = match (deadline, strategy) {
+            (Deadline::At(_), WaitStrategy::Spin | WaitStrategy::Adaptive) => {
+                region.capacity() / REFILL_DIVISOR
+            }
+            _ => 0,
+        };
         loop {
             // A poisoned end reports its fault on every call, before anything
             // else (even a closed peer).
@@ -65,7 +92,7 @@ impl ShmSender {
             {
                 return Err(SendError::Disconnected);
             }
-            match self.producer.reserve(min) {
+            match self.producer.reserve(min, refill) {
                 Ok(grant) => match write(grant.payload, grant.len) {
                     Ok(len) => {
                         self.producer.commit(grant, len);
@@ -89,17 +116,28 @@ impl ShmSender {
                             SendError::Full
                         });
                     };
+                    // One batch wait per send; afterwards any space will do.
+                    let batch = std::mem::take(&mut refill);
+                    let patience_end = match batch {
+                        0 => MonoTime::NEVER,
+                        _ => MonoTime::after(REFILL_PATIENCE),
+                    };
                     let producer = &mut self.producer;
                     let link = &self.link;
                     let waited = wait::wait(
                         strategy,
                         &ctrl.space_bell,
                         at,
-                        // Relaxed: only ends the wait; the loop re-reads the
-                        // flag with Acquire before acting on it.
                         || {
+                            // Relaxed: only ends the wait; the loop re-reads
+                            // the flag with Acquire before acting on it.
+                            if ctrl.ends.consumer_closed.load(Ordering::Relaxed) != 0 {
+                                return true;
+                            }
                             producer.has_space(min)
-                                || ctrl.ends.consumer_closed.load(Ordering::Relaxed) != 0
+                                && (producer.free() >= batch
+                                    || producer.fault().is_some()
+                                    || MonoTime::now() >= patience_end)
                         },
                         || link.check_peer_gone(),
                     );
