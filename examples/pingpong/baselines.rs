@@ -592,6 +592,27 @@ pub fn memcpy_pair(payload: usize, iters: usize, warmup: usize) -> Samples {
     Samples(samples)
 }
 
+/// The work of one round trip without a second core: `fill` then `verify`
+/// a ping buffer, then the same for a pong buffer, on this thread. What every
+/// cross-process row adds to this is the cost of moving the bytes between
+/// cores.
+pub fn local_fill_verify(payload: usize, iters: usize, warmup: usize) -> Samples {
+    let (mut ping, mut pong) = (vec![0u8; payload], vec![0u8; payload]);
+    let mut samples = Vec::with_capacity(iters);
+    for k in 1..=(iters + warmup) as u32 {
+        let t0 = Instant::now();
+        fill(black_box(&mut ping[..]), ping_seed(k));
+        verify(black_box(&ping[..]), ping_seed(k)).expect("local: corrupt ping");
+        fill(black_box(&mut pong[..]), pong_seed(k));
+        verify(black_box(&pong[..]), pong_seed(k)).expect("local: corrupt pong");
+        let dt = t0.elapsed();
+        if k as usize > warmup {
+            samples.push(dt.as_nanos() as u64);
+        }
+    }
+    Samples(samples)
+}
+
 /// Cost of the two `Instant::now()` calls included in every sample.
 pub fn timer_overhead(iters: usize) -> Samples {
     let once = |_| black_box(Instant::now()).elapsed().as_nanos() as u64;

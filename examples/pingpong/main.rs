@@ -161,13 +161,14 @@ fn main() {
         let mut floor = std::collections::HashMap::new();
         if want("baselines") {
             let (iters, warmup) = iterations(size, None, args.scale);
-            let rows: [(&str, Baseline); 6] = [
+            let rows: [(&str, Baseline); 7] = [
                 ("raw-shm-spin", baselines::shm_spin_pingpong),
                 ("raw-futex", baselines::futex_pingpong),
                 ("pipe", baselines::pipe_pingpong),
                 ("unix-socket", baselines::unix_socket_pingpong),
                 ("crossbeam", baselines::crossbeam_pingpong),
                 ("2x-memcpy", baselines::memcpy_pair),
+                ("1-core-work", baselines::local_fill_verify),
             ];
             for (name, f) in rows {
                 let (iters, warmup) =
@@ -204,7 +205,7 @@ fn main() {
                 };
                 print_row(&format!("{transport}-{row}"), size, &s, baseline);
                 if size >= 1 << 20 && transport == Transport::Shm {
-                    for other in ["2x-memcpy", "unix-socket"] {
+                    for other in ["2x-memcpy", "1-core-work", "unix-socket"] {
                         if let Some(&b) = floor.get(other) {
                             println!(
                                 "{:<14} {:>8} {:>34}   {:.2}x {other}",
@@ -327,11 +328,10 @@ fn print_row(name: &str, size: usize, s: &Samples, baseline: Option<(&str, u64)>
 
 /// Sends `size` bytes of `fill(.., seed)` content, written straight into the
 /// ring in L1-sized chunks (sizes are multiples of 8, so chunking keeps the
-/// word sequence `fill` defines).
-fn send_filled(tx: &mut RawSender, size: usize, seed: u64) {
-    const CHUNK: usize = 4096;
+/// word sequence `fill` defines). `chunk` is scratch space, reused so that a
+/// small message does not pay for clearing a large buffer.
+fn send_filled(tx: &mut RawSender, size: usize, seed: u64, chunk: &mut [u8; CHUNK]) {
     assert_eq!(size % 8, 0, "payload sizes are multiples of 8");
-    let mut chunk = [0u8; CHUNK];
     tx.send_in_place(size, |slot| {
         for start in (0..size).step_by(CHUNK) {
             let n = CHUNK.min(size - start);
@@ -341,6 +341,9 @@ fn send_filled(tx: &mut RawSender, size: usize, seed: u64) {
     })
     .expect("send");
 }
+
+/// Bytes generated per step of [`send_filled`]: fits in L1.
+const CHUNK: usize = 4096;
 
 fn set_strategy(tx: &mut RawSender, rx: &mut RawReceiver, strategy: WaitStrategy) {
     tx.set_wait_strategy(strategy);
@@ -366,9 +369,10 @@ fn remora_pingpong(
     })
     .expect("control");
     let mut samples = Vec::with_capacity(iters);
+    let mut chunk = [0; CHUNK];
     for k in 1..=total {
         let t0 = Instant::now();
-        send_filled(tx, size, ping_seed(k));
+        send_filled(tx, size, ping_seed(k), &mut chunk);
         let reply = rx.recv().expect("recv pong");
         verify(&reply, pong_seed(k)).expect("corrupt pong");
         drop(reply);
@@ -430,11 +434,12 @@ fn child() {
                 set_strategy(&mut tx, &mut rx, strategy_from(*strategy));
                 let (size, rounds) = (size.to_native() as usize, rounds.to_native());
                 drop(cmd);
+                let mut chunk = [0; CHUNK];
                 for k in 1..=rounds {
                     let ping = rx.recv().expect("recv ping");
                     verify(&ping, ping_seed(k)).expect("corrupt ping");
                     drop(ping);
-                    send_filled(&mut tx, size, pong_seed(k));
+                    send_filled(&mut tx, size, pong_seed(k), &mut chunk);
                 }
             }
             ArchivedControl::Stream {
