@@ -57,7 +57,7 @@ impl WaitStrategy {
 /// Longest single futex sleep, and the period of the peer-liveness check.
 pub(crate) const SLICE: Duration = Duration::from_millis(50);
 /// How long `Adaptive` busy-polls before yielding.
-const ADAPTIVE_SPIN: Duration = Duration::from_micros(20);
+pub(crate) const ADAPTIVE_SPIN: Duration = Duration::from_micros(20);
 /// How long `Adaptive` yields the CPU before sleeping.
 const ADAPTIVE_YIELD: Duration = Duration::from_micros(50);
 /// Spin iterations between clock reads.

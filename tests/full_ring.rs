@@ -55,3 +55,31 @@ fn adaptive_sender_takes_one_freed_frame() {
 fn block_sender_takes_one_freed_frame() {
     sender_takes_one_freed_frame(WaitStrategy::Block);
 }
+
+/// A zero timeout is a deadline, not a batch wait: once one frame is free,
+/// `send_timeout(.., ZERO)` must succeed like `try_send` does.
+fn zero_timeout_takes_one_freed_frame(strategy: WaitStrategy) {
+    let parent = Segment::create(&[ChannelConfig::new("c").capacity(4096)]).unwrap();
+    let child = Segment::open(parent.name()).unwrap();
+    let (mut tx, _) = parent.raw_channel("c").unwrap();
+    let (_, mut rx) = child.raw_channel("c").unwrap();
+    tx.set_wait_strategy(strategy);
+    while tx.try_send(&[1; 64]).is_ok() {}
+    assert_eq!(
+        tx.send_timeout(&[2; 64], Duration::ZERO),
+        Err(remora::SendError::Timeout)
+    );
+    drop(rx.recv().unwrap());
+    tx.send_timeout(&[2; 64], Duration::ZERO)
+        .expect("one frame is free");
+}
+
+#[test]
+fn zero_timeout_spin_sender_takes_one_freed_frame() {
+    zero_timeout_takes_one_freed_frame(WaitStrategy::Spin);
+}
+
+#[test]
+fn zero_timeout_adaptive_sender_takes_one_freed_frame() {
+    zero_timeout_takes_one_freed_frame(WaitStrategy::Adaptive);
+}

@@ -24,8 +24,8 @@ pub(crate) struct Producer {
 /// Why [`Producer::reserve`] gave nothing.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum ReserveError {
-    /// Not enough contiguous free space right now; retry after the consumer
-    /// releases.
+    /// Not enough contiguous free space right now (or less free space than
+    /// the caller's `refill` asked for); retry after the consumer releases.
     Full,
     /// The payload exceeds [`RingRegion::max_payload`]; it never fits.
     TooLarge,
@@ -145,9 +145,16 @@ impl Producer {
         })
     }
 
-    /// Free bytes (contiguous or not) as of the last head we read.
+    /// Free bytes (contiguous or not) as of the last valid head we read.
     pub(crate) fn free(&self) -> u64 {
         self.region.capacity() - (self.tail - self.cached_head)
+    }
+
+    /// Free bytes after re-reading the head (a bad head poisons this end and
+    /// leaves the last valid figure).
+    pub(crate) fn refreshed_free(&mut self) -> u64 {
+        let _ = self.refresh_head();
+        self.free()
     }
 
     /// Tries to place a frame of `need` bytes using the cached head.
