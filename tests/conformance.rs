@@ -10,7 +10,6 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
 use std::process::Stdio;
 use std::sync::{Mutex, MutexGuard, mpsc};
 use std::time::{Duration, Instant};
@@ -506,24 +505,8 @@ fn parent_death(t: Transport) {
     let middle_pid = middle.id();
     let out = middle.stdout.take().unwrap();
     let middle = common::guard(middle);
-    let (lines_tx, lines_rx) = mpsc::channel::<String>();
-    std::thread::spawn(move || {
-        for line in BufReader::new(out).lines().map_while(Result::ok) {
-            if lines_tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
-    let wait_for = |prefix: &str| -> String {
-        loop {
-            let line = lines_rx
-                .recv_timeout(Duration::from_secs(10))
-                .unwrap_or_else(|_| panic!("no {prefix}"));
-            if line.starts_with(prefix) {
-                return line;
-            }
-        }
-    };
+    let lines = common::StdoutLines::new(out);
+    let wait_for = |prefix: &str| lines.wait_for(prefix, Duration::from_secs(10));
     let leaf_pid: u32 = wait_for("LEAF_READY")
         .split_whitespace()
         .nth(1)

@@ -8,12 +8,12 @@
 mod common;
 
 use std::alloc::{GlobalAlloc, Layout, System};
-use std::io::{BufRead, BufReader, Write};
+use std::io::{BufRead, Write};
 use std::os::unix::fs::{FileTypeExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Mutex, MutexGuard, mpsc};
+use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use common::{KillOnDrop, Watchdog, remora_fifo_dirs, role};
@@ -616,18 +616,7 @@ fn a_dead_parents_directory_is_swept() {
     let middle_pid = middle.id();
     let out = middle.stdout.take().unwrap();
     let middle = common::guard(middle);
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(out).lines().map_while(Result::ok) {
-            let _ = tx.send(line);
-        }
-    });
-    // The test harness prints lines of its own first.
-    while rx
-        .recv_timeout(Duration::from_secs(30))
-        .expect("middle ready")
-        != "READY"
-    {}
+    common::StdoutLines::new(out).wait_for("READY", Duration::from_secs(30));
     middle.kill();
     let stale = common::fifo_dirs_of(middle_pid);
     assert_eq!(stale.len(), 1, "the killed parent leaves its directory");

@@ -3,7 +3,6 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
 use std::process::Stdio;
 use std::sync::{Mutex, mpsc};
 use std::time::{Duration, Instant};
@@ -197,25 +196,8 @@ fn parent_killed_while_child_blocked() {
         .stdin(Stdio::null())
         .spawn()
         .unwrap();
-    let (lines_tx, lines_rx) = mpsc::channel::<String>();
-    let out = middle.stdout.take().unwrap();
-    std::thread::spawn(move || {
-        for line in BufReader::new(out).lines().map_while(Result::ok) {
-            if lines_tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
-    let wait_for = |prefix: &str| -> String {
-        loop {
-            let line = lines_rx
-                .recv_timeout(Duration::from_secs(10))
-                .unwrap_or_else(|_| panic!("no {prefix}"));
-            if line.starts_with(prefix) {
-                return line;
-            }
-        }
-    };
+    let lines = common::StdoutLines::new(middle.stdout.take().unwrap());
+    let wait_for = |prefix: &str| lines.wait_for(prefix, Duration::from_secs(10));
     let leaf_pid: i32 = wait_for("LEAF_READY")
         .split_whitespace()
         .nth(1)

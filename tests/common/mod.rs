@@ -309,3 +309,37 @@ pub fn remora_fifo_dirs() -> Vec<std::path::PathBuf> {
 pub fn guard(child: Child) -> ChildGuard {
     ChildGuard { child: Some(child) }
 }
+
+/// The lines a child prints on stdout, read on a thread of their own so a
+/// test can wait for one with a timeout.
+pub struct StdoutLines(mpsc::Receiver<String>);
+
+impl StdoutLines {
+    pub fn new(out: std::process::ChildStdout) -> StdoutLines {
+        use std::io::BufRead;
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in std::io::BufReader::new(out).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        StdoutLines(rx)
+    }
+
+    /// The next line starting with `prefix`, skipping others (the test
+    /// harness prints lines of its own); panics if no line comes within
+    /// `limit`.
+    pub fn wait_for(&self, prefix: &str, limit: Duration) -> String {
+        loop {
+            let line = self
+                .0
+                .recv_timeout(limit)
+                .unwrap_or_else(|_| panic!("no {prefix} line within {limit:?}"));
+            if line.starts_with(prefix) {
+                return line;
+            }
+        }
+    }
+}
