@@ -291,7 +291,8 @@ impl Segment {
         self.take(name, codec::RAW_FINGERPRINT, codec::RAW_FINGERPRINT)
     }
 
-    fn take(
+    /// This side's ends of channel `name`, checking the type fingerprints.
+    pub(crate) fn take(
         &self,
         name: &str,
         out_fp: u64,

@@ -16,7 +16,7 @@ use std::path::Path;
 use std::process::{Command, ExitStatus, Stdio};
 
 use crate::channel::{RawReceiver, RawSender, Receiver, Sender};
-use crate::codec::{Decode, Encode};
+use crate::codec::{self, Decode, Encode};
 use crate::error::{ChannelError, ConnectError, SpawnError};
 use crate::segment::{ChannelConfig, Segment};
 use crate::transport::{FifoSet, Transport, shm_unusable};
@@ -81,16 +81,28 @@ impl Endpoint {
         &self,
         name: &str,
     ) -> Result<(Sender<Out>, Receiver<In>), ChannelError> {
-        match self {
-            Endpoint::Shm(segment) => segment.channel(name),
-            Endpoint::Fifo(set) => set.channel(name),
-        }
+        let (tx, rx) = self.take(
+            name,
+            codec::fingerprint::<Out>(),
+            codec::fingerprint::<In>(),
+        )?;
+        Ok((Sender::from_raw(tx), Receiver::from_raw(rx)))
     }
 
     fn raw_channel(&self, name: &str) -> Result<(RawSender, RawReceiver), ChannelError> {
+        self.take(name, codec::RAW_FINGERPRINT, codec::RAW_FINGERPRINT)
+    }
+
+    /// This side's ends of channel `name`, checking the type fingerprints.
+    fn take(
+        &self,
+        name: &str,
+        out_fp: u64,
+        in_fp: u64,
+    ) -> Result<(RawSender, RawReceiver), ChannelError> {
         match self {
-            Endpoint::Shm(segment) => segment.raw_channel(name),
-            Endpoint::Fifo(set) => set.raw_channel(name),
+            Endpoint::Shm(segment) => segment.take(name, out_fp, in_fp),
+            Endpoint::Fifo(set) => set.take(name, out_fp, in_fp),
         }
     }
 

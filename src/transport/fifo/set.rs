@@ -34,8 +34,7 @@ use super::pipe::Pipe;
 use super::plan::plan;
 use super::receiver::{Expect, FifoReceiver};
 use super::sender::FifoSender;
-use crate::channel::{RawReceiver, RawSender, Receiver, RecvEnd, SendEnd, Sender};
-use crate::codec::{self, Decode, Encode};
+use crate::channel::{RawReceiver, RawSender, RecvEnd, SendEnd};
 use crate::error::{ChannelError, OpenError};
 use crate::layout::MAX_CHANNELS;
 use crate::peer::PeerWatch;
@@ -197,25 +196,8 @@ impl FifoSet {
         self.channels.iter().map(|c| c.name.as_str())
     }
 
-    /// This side's typed ends of channel `name`.
-    pub(crate) fn channel<Out: Encode, In: Decode>(
-        &self,
-        name: &str,
-    ) -> Result<(Sender<Out>, Receiver<In>), ChannelError> {
-        let (tx, rx) = self.take(
-            name,
-            codec::fingerprint::<Out>(),
-            codec::fingerprint::<In>(),
-        )?;
-        Ok((Sender::from_raw(tx), Receiver::from_raw(rx)))
-    }
-
-    /// This side's raw ends of channel `name`.
-    pub(crate) fn raw_channel(&self, name: &str) -> Result<(RawSender, RawReceiver), ChannelError> {
-        self.take(name, codec::RAW_FINGERPRINT, codec::RAW_FINGERPRINT)
-    }
-
-    fn take(
+    /// This side's ends of channel `name`, checking the type fingerprints.
+    pub(crate) fn take(
         &self,
         name: &str,
         out_fp: u64,
