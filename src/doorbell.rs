@@ -39,6 +39,11 @@
 use crate::sync::{AtomicU32, Ordering, fence};
 use crate::sys::clock::MonoTime;
 
+/// Longest sleep when the kernel lacks `futex_waitv` (Linux < 5.16, or a
+/// seccomp profile that refuses it): how late a peer's death can be seen.
+#[cfg(not(loom))]
+const FALLBACK_SLICE: std::time::Duration = std::time::Duration::from_millis(5);
+
 /// One wait condition's futex word and waiter flag. Lives in shared memory.
 #[repr(C)]
 #[derive(Debug, Default)]
@@ -107,6 +112,41 @@ impl Doorbell {
             let _ = deadline;
             self.model.wait(&self.epoch, ticket.0);
         }
+    }
+
+    /// [`Doorbell::sleep`], also woken when `word` (the peer's liveness
+    /// word) no longer holds `expected` or is woken by the kernel at the
+    /// peer's death. Where `futex_waitv` is unavailable, sleeps at most
+    /// [`FALLBACK_SLICE`] so the caller re-checks the word that often.
+    #[cfg(not(loom))]
+    pub(crate) fn sleep_or_death(
+        &self,
+        ticket: Ticket,
+        word: &std::sync::atomic::AtomicU32,
+        expected: u32,
+        deadline: MonoTime,
+    ) {
+        use crate::sys::futex::{self, WakeTwo};
+        if futex::wait_two(&self.epoch, ticket.0, word, expected, deadline) == WakeTwo::Unsupported
+        {
+            futex::wait(
+                &self.epoch,
+                ticket.0,
+                deadline.min(MonoTime::after(FALLBACK_SLICE)),
+            );
+        }
+    }
+
+    /// The loom model has no liveness words: a plain sleep.
+    #[cfg(loom)]
+    pub(crate) fn sleep_or_death(
+        &self,
+        ticket: Ticket,
+        _word: &std::sync::atomic::AtomicU32,
+        _expected: u32,
+        deadline: MonoTime,
+    ) {
+        self.sleep(ticket, deadline);
     }
 
     /// Waiter side, step 3: no longer asleep.

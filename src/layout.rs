@@ -22,7 +22,7 @@ use crate::sync::{AtomicU32, AtomicU64};
 /// "REMORA" + layout generation, little-endian: the first 8 bytes of a segment.
 pub(crate) const MAGIC: u64 = u64::from_le_bytes(*b"REMORA\x00\x01");
 /// Bumped whenever any struct in this file changes.
-pub(crate) const LAYOUT_VERSION: u32 = 1;
+pub(crate) const LAYOUT_VERSION: u32 = 2;
 /// Value of [`SegmentHeader::init`] once the creator finished writing.
 pub(crate) const INIT_READY: u32 = 0x5245_4459; // "REDY"
 /// Most channels one segment can hold.
@@ -37,6 +37,11 @@ pub(crate) const PARENT_TO_CHILD: usize = 0;
 /// Direction index of the child→parent ring in a [`ChannelDescriptor`].
 pub(crate) const CHILD_TO_PARENT: usize = 1;
 
+/// Offset of [`SegmentHeader::creator_alive`].
+pub(crate) const CREATOR_WORD: usize = std::mem::offset_of!(SegmentHeader, creator_alive);
+/// Offset of [`SegmentHeader::opener_alive`].
+pub(crate) const OPENER_WORD: usize = std::mem::offset_of!(SegmentHeader, opener_alive);
+
 /// The fixed header at offset 0.
 #[repr(C)]
 pub(crate) struct SegmentHeader {
@@ -48,13 +53,18 @@ pub(crate) struct SegmentHeader {
     pub(crate) init: AtomicU32,
     /// Total segment size in bytes, as created.
     pub(crate) total_size: u64,
-    /// The creating process, for the stale-segment sweep.
+    /// The creating process (informational; liveness uses the words below).
     pub(crate) creator_pid: u32,
     /// Number of used entries in `channels`.
     pub(crate) channel_count: u32,
-    /// 0 until a child claims the segment (compare-exchange to 1).
-    pub(crate) claimed: AtomicU32,
-    pub(crate) _reserved: [u32; 7],
+    /// The creator's robust liveness word (see `sys::robust`): its
+    /// sentinel's TID, set before `init`; `FUTEX_OWNER_DIED` once it died.
+    pub(crate) creator_alive: std::sync::atomic::AtomicU32,
+    pub(crate) _pad: u32,
+    /// The opener's liveness word, and the claim: 0 until one opener
+    /// compare-exchanges its sentinel's TID in; a second opener is refused.
+    pub(crate) opener_alive: std::sync::atomic::AtomicU32,
+    pub(crate) _reserved: [u32; 5],
     /// The channel directory.
     pub(crate) channels: [ChannelDescriptor; MAX_CHANNELS],
 }
@@ -124,7 +134,11 @@ mod checks {
     const_assert_eq!(offset_of!(SegmentHeader, total_size), 16);
     const_assert_eq!(offset_of!(SegmentHeader, creator_pid), 24);
     const_assert_eq!(offset_of!(SegmentHeader, channel_count), 28);
-    const_assert_eq!(offset_of!(SegmentHeader, claimed), 32);
+    // Liveness words sit 8-aligned in the first page, 8 bytes apart: their
+    // robust-list entries (8 bytes each, same offsets in the private guard
+    // page) must not overlap.
+    const_assert_eq!(offset_of!(SegmentHeader, creator_alive), 32);
+    const_assert_eq!(offset_of!(SegmentHeader, opener_alive), 40);
     const_assert_eq!(offset_of!(SegmentHeader, channels), 64);
     const_assert_eq!(size_of::<ChannelDescriptor>(), 128);
     const_assert_eq!(offset_of!(ChannelDescriptor, rings), 56);

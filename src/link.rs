@@ -1,10 +1,22 @@
 //! What every channel end of one segment shares: the mapping (kept alive by
-//! the `Arc` each end holds) and the watch on the peer process.
+//! the `Arc` each end holds), this side's liveness word, and the watch on the
+//! peer process.
+//!
+//! Peer death is read from the peer's robust liveness word in the segment
+//! header (see `sys::robust`): a plain load, no system call, so spinning
+//! waits and `try_` forms check it every time; blocked waits sleep on it and
+//! on their doorbell at once (`futex_waitv`), and the kernel wakes them when
+//! the peer dies.
 
+use std::os::fd::OwnedFd;
 use std::sync::Mutex;
 
 use crate::peer::{Peer, PeerWatch};
+use crate::sys::futex;
 use crate::sys::mapping::Mapping;
+use crate::sys::robust::{self, FUTEX_WAITERS, NO_SENTINEL, Owner};
+use crate::wait::{Liveness, PeerSleep};
+use std::sync::atomic::{AtomicU32, Ordering};
 
 /// The shared state behind a segment's channel ends.
 #[derive(Debug)]
@@ -13,15 +25,83 @@ pub(crate) struct Link {
     peer: Peer,
     /// Creator side: the segment name, until unlinked (`None` after).
     name: Mutex<Option<String>>,
+    /// Creator side: the segment's descriptor, holding an exclusive `flock`
+    /// for as long as the segment is ours: the stale sweep takes a segment
+    /// whose lock it can get as one whose creator is dead.
+    _lock: Option<OwnedFd>,
+    /// Offset of the peer's liveness word in the mapping.
+    peer_word: usize,
+    /// Offset of our own liveness word, when our robust-list entry for it
+    /// is linked (unlinked on drop, before the mapping goes).
+    own_entry: Option<usize>,
+}
+
+/// This side's liveness word, registered by [`register_liveness`].
+#[derive(Debug)]
+pub(crate) struct OwnWord {
+    /// Offset of the word in the mapping.
+    offset: usize,
+    /// The value the word must hold: our sentinel's TID, or
+    /// [`NO_SENTINEL`] when no sentinel could be started.
+    pub(crate) value: u32,
+    /// Whether a robust-list entry is linked for it.
+    linked: bool,
+}
+
+/// Links this process's robust-list entry for the word at `offset` of
+/// `mapping` and returns the value to store there. Without a sentinel
+/// (`set_robust_list` refused), the value is [`NO_SENTINEL`]: the peer then
+/// sees this side as alive and learns of its death only by slower means.
+pub(crate) fn register_liveness(mapping: &Mapping, offset: usize) -> OwnWord {
+    debug_assert!(offset % 8 == 0 && offset + 8 <= crate::layout::PAGE);
+    // SAFETY: the entry lies in the mapping's private guard page, 8-aligned
+    // (`offset` is), and the word `ENTRY_TO_WORD` bytes later is the
+    // segment's word at `offset`; both stay mapped until the owner of the
+    // mapping unregisters (see `Link`'s drop and `OwnWord::abandon`).
+    match unsafe { robust::register(mapping.guard().add(offset)) } {
+        Ok(tid) => OwnWord {
+            offset,
+            value: tid,
+            linked: true,
+        },
+        Err(_) => OwnWord {
+            offset,
+            value: NO_SENTINEL,
+            linked: false,
+        },
+    }
+}
+
+impl OwnWord {
+    /// Unlinks the entry when the word will not be used after all (a lost
+    /// claim).
+    pub(crate) fn abandon(self, mapping: &Mapping) {
+        if self.linked {
+            // SAFETY: linked by `register_liveness` for this mapping, which
+            // is still mapped.
+            unsafe { robust::unregister(mapping.guard().add(self.offset)) };
+        }
+    }
 }
 
 impl Link {
-    /// `name` is the segment name this side must unlink (creator), if any.
-    pub(crate) fn new(mapping: Mapping, name: Option<String>) -> Link {
+    /// `own` is this side's registered liveness word, `peer_word` the offset
+    /// of the peer's; `name` is the segment name this side must unlink
+    /// (creator), if any, and `lock` the creator's locked descriptor.
+    pub(crate) fn new(
+        mapping: Mapping,
+        own: OwnWord,
+        peer_word: usize,
+        name: Option<String>,
+        lock: Option<OwnedFd>,
+    ) -> Link {
         Link {
             mapping,
             peer: Peer::default(),
             name: Mutex::new(name),
+            _lock: lock,
+            peer_word,
+            own_entry: own.linked.then_some(own.offset),
         }
     }
 
@@ -44,25 +124,101 @@ impl Link {
         self.peer.watch(watch);
     }
 
-    /// Whether the peer is known dead, without a system call.
+    /// The peer's liveness word.
     #[inline]
-    pub(crate) fn peer_known_dead(&self) -> bool {
-        self.peer.known_dead()
+    fn peer_word(&self) -> &AtomicU32 {
+        // SAFETY: `peer_word` is one of the header's aligned atomic words
+        // (fixed offsets, checked by `layout`), inside the live mapping.
+        unsafe { &*self.mapping.base().add(self.peer_word).cast::<AtomicU32>() }
     }
 
-    /// Rate-limited liveness check for calls about to report `Empty`,
-    /// `Full` or `Timeout` (see [`Peer::poll_gone`]).
+    /// Whether the peer is known dead: the latch, or its liveness word. One
+    /// load of shared memory, no system call.
+    #[inline]
+    pub(crate) fn peer_known_dead(&self) -> bool {
+        if self.peer.known_dead() {
+            return true;
+        }
+        // Acquire: a death the kernel recorded is seen with everything the
+        // peer published before it (callers re-read the ring after this).
+        if Owner::of(self.peer_word().load(Ordering::Acquire)) == Owner::Dead {
+            self.on_peer_death();
+            return true;
+        }
+        false
+    }
+
+    /// For calls about to report `Empty`, `Full` or `Timeout`: the liveness
+    /// word every time, and the descriptor-based watch (a spawned child
+    /// that has not attached) at a bounded rate (see [`Peer::poll_gone`]).
     pub(crate) fn poll_peer_gone(&self) -> bool {
-        self.peer.poll_gone(|| self.on_peer_death())
+        self.peer_known_dead() || self.peer.poll_gone(|| self.on_peer_death())
     }
 
     /// Checks whether the peer process is gone (may make a system call).
     pub(crate) fn check_peer_gone(&self) -> bool {
-        self.peer.check_gone(|| self.on_peer_death())
+        self.peer_known_dead() || self.peer.check_gone(|| self.on_peer_death())
     }
 
-    /// A dead child can no longer attach: drop the name now.
+    /// Runs once, when the peer's death is first seen by any means.
     fn on_peer_death(&self) {
-        let _ = self.unlink_name();
+        self.peer.latch(|| {
+            // The kernel wakes only one waiter on the word: wake the rest of
+            // this process's waiters (other threads' ends on this segment).
+            futex::wake_all(self.peer_word());
+            // A dead child can no longer attach: drop the name now.
+            let _ = self.unlink_name();
+        });
+    }
+}
+
+impl Liveness for Link {
+    #[inline]
+    fn dead_now(&self) -> bool {
+        self.peer_known_dead()
+    }
+
+    fn dead_checked(&self) -> bool {
+        self.check_peer_gone()
+    }
+
+    fn prepare_sleep(&self) -> PeerSleep<'_> {
+        let word = self.peer_word();
+        // Acquire: as in `peer_known_dead`.
+        let mut value = word.load(Ordering::Acquire);
+        loop {
+            match Owner::of(value) {
+                Owner::Dead => return PeerSleep::Dead,
+                // Not attached yet: sleep on the word as it is; the opener
+                // wakes it when it claims the segment.
+                Owner::Absent => return PeerSleep::On(word, 0),
+                Owner::Alive if value == NO_SENTINEL => return PeerSleep::Unwatched,
+                Owner::Alive if value & FUTEX_WAITERS != 0 => return PeerSleep::On(word, value),
+                Owner::Alive => {}
+            }
+            // The kernel wakes a waiter at the owner's death only if
+            // FUTEX_WAITERS is set. It is never cleared again.
+            // Relaxed: the word carries no data; `peer_known_dead` re-reads
+            // it with Acquire after every wake-up.
+            match word.compare_exchange(
+                value,
+                value | FUTEX_WAITERS,
+                Ordering::Relaxed,
+                Ordering::Relaxed,
+            ) {
+                Ok(_) => return PeerSleep::On(word, value | FUTEX_WAITERS),
+                Err(now) => value = now,
+            }
+        }
+    }
+}
+
+impl Drop for Link {
+    fn drop(&mut self) {
+        if let Some(offset) = self.own_entry {
+            // SAFETY: linked by `register_liveness` for this mapping, which
+            // is unmapped only after this (fields drop after `drop`).
+            unsafe { robust::unregister(self.mapping.guard().add(offset)) };
+        }
     }
 }

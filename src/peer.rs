@@ -1,8 +1,13 @@
-//! Liveness of the peer process: how each side learns that the other died
-//! without closing its channel ends (`kill -9`, a crash, `abort`).
+//! The slow, descriptor-based half of peer liveness, and the dead latch.
 //!
-//! Shared by both transports' links. Waits check it once per slice; calls
-//! about to report `Empty`, `Full` or `Timeout` poll it at a bounded rate.
+//! The fast half is the peer's robust liveness word in the segment (see
+//! `sys::robust`, read by `link.rs`): the kernel marks it when the peer dies.
+//! What is here covers what that word cannot: a spawned child that dies
+//! before it attached (its word was never written), and the FIFO transport
+//! (no shared memory; the pipes' own hang-up covers an attached peer). The
+//! parent watches its child through a pidfd. Nothing here asks `getppid()`:
+//! a parent is not "dead" because a wrapper (`sh -c`, `timeout`, `sudo`, a
+//! PID namespace) stands between it and its child.
 
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::sync::OnceLock;
@@ -15,18 +20,14 @@ use crate::sys::process;
 /// Shortest interval between two liveness checks made by polling calls.
 const POLL_PERIOD: Duration = Duration::from_millis(10);
 
-/// What to watch.
+/// What to watch: the parent watches its child through a pidfd (readable
+/// on exit).
 #[derive(Debug)]
 pub(crate) enum PeerWatch {
-    /// The parent watches its child through a pidfd (readable on exit).
+    /// A spawned child.
     Child {
         /// `None` on kernels without `pidfd_open`: then `waitid(WNOWAIT)`.
         pidfd: Option<OwnedFd>,
-        pid: u32,
-    },
-    /// The child watches its parent: reparenting means the parent died.
-    Parent {
-        /// The parent's pid, as recorded by the creator.
         pid: u32,
     },
 }
@@ -47,7 +48,6 @@ impl PeerWatch {
                 pidfd: Some(fd), ..
             } => process::pidfd_exited(fd),
             PeerWatch::Child { pidfd: None, pid } => process::child_exited(*pid),
-            PeerWatch::Parent { pid } => process::parent_pid() != *pid,
         }
     }
 }
@@ -85,11 +85,19 @@ impl Peer {
             return true;
         }
         let gone = self.watch.get().is_some_and(PeerWatch::is_gone);
-        // Relaxed: a latch; the swap makes exactly one caller run `on_death`.
-        if gone && !self.dead.swap(true, Ordering::Relaxed) {
-            on_death();
+        if gone {
+            self.latch(on_death);
         }
         gone
+    }
+
+    /// Records that the peer is dead (seen by any means). Runs `on_death`
+    /// once, for the first caller.
+    pub(crate) fn latch(&self, on_death: impl FnOnce()) {
+        // Relaxed: a latch; the swap makes exactly one caller run `on_death`.
+        if !self.dead.swap(true, Ordering::Relaxed) {
+            on_death();
+        }
     }
 
     /// [`Peer::check_gone`] for calls about to report `Empty`, `Full` or

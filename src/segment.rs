@@ -7,6 +7,7 @@
 //! the whole directory before it trusts anything, then claims the segment so
 //! a second opener is refused. See `ARCHITECTURE.md` for the byte layout.
 
+use std::os::fd::AsFd;
 use std::ptr::{NonNull, addr_of, addr_of_mut};
 use std::sync::{Arc, Mutex};
 
@@ -14,12 +15,11 @@ use crate::channel::{RawReceiver, RawSender, Receiver, RecvEnd, SendEnd, Sender}
 use crate::codec::{self, Decode, Encode};
 use crate::error::{ChannelError, OpenError};
 use crate::layout::*;
-use crate::link::Link;
+use crate::link::{Link, register_liveness};
 use crate::peer::PeerWatch;
 use crate::ring::{MAX_CAPACITY, MIN_CAPACITY, RingRegion};
 use crate::sync::{AtomicU32, AtomicU64, Ordering};
-use crate::sys::process;
-use crate::sys::{mapping::Mapping, random, shm};
+use crate::sys::{futex, lock, mapping::Mapping, random, shm};
 use crate::transport::{ShmReceiver, ShmSender};
 use crate::wait::WaitStrategy;
 
@@ -119,8 +119,6 @@ pub struct Segment {
     side: Side,
     channels: Vec<ChannelEntry>,
     taken: Mutex<Vec<bool>>,
-    /// Private copy of the creator's pid from the header.
-    creator_pid: u32,
 }
 
 impl Segment {
@@ -138,26 +136,48 @@ impl Segment {
             random::random_u128().map_err(OpenError::io("getrandom"))?
         );
         let fd = shm::create(&name).map_err(OpenError::io("shm_open"))?;
+        // Held for the segment's life: the sweep skips locked segments.
+        let locked = lock::try_lock_exclusive(fd.as_fd());
         let mapped = shm::size_and_reserve(&fd, total)
             .map_err(OpenError::io("posix_fallocate"))
             .and_then(|()| Mapping::new(&fd, total).map_err(OpenError::io("mmap")));
-        let mapping = match mapped {
-            Ok(m) => m,
-            Err(e) => {
+        let mapping = match (locked, mapped) {
+            (Ok(true), Ok(m)) => m,
+            (Ok(false), _) => {
+                let _ = shm::unlink(&name);
+                return Err(OpenError::Io {
+                    op: "flock",
+                    source: std::io::Error::from_raw_os_error(libc::EWOULDBLOCK),
+                });
+            }
+            (Err(e), _) => {
+                let _ = shm::unlink(&name);
+                return Err(OpenError::Io {
+                    op: "flock",
+                    source: e,
+                });
+            }
+            (_, Err(e)) => {
                 let _ = shm::unlink(&name);
                 return Err(e);
             }
         };
+        let own = register_liveness(&mapping, CREATOR_WORD);
         // SAFETY: the mapping is fresh, `total` bytes long, page-aligned, and
         // no other process knows its name yet: we are its only writer.
-        unsafe { initialise(mapping.base(), total, &entries) };
+        unsafe { initialise(mapping.base(), total, &entries, own.value) };
         Ok(Segment {
-            link: Arc::new(Link::new(mapping, Some(name.clone()))),
+            link: Arc::new(Link::new(
+                mapping,
+                own,
+                OPENER_WORD,
+                Some(name.clone()),
+                Some(fd),
+            )),
             name,
             side: Side::Creator,
             taken: Mutex::new(vec![false; entries.len()]),
             channels: entries,
-            creator_pid: std::process::id(),
         })
     }
 
@@ -204,25 +224,30 @@ impl Segment {
         })?;
         let mapping = Mapping::new(&fd, len).map_err(OpenError::io("mmap"))?;
         // SAFETY: the mapping is `len >= size_of::<SegmentHeader>()` bytes.
-        let (entries, creator_pid) = unsafe { validate(mapping.base(), len)? };
-        // SAFETY: validated above: the header is in bounds; `claimed` is an
-        // aligned atomic word.
-        let claimed = unsafe { &*addr_of!((*mapping.base().cast::<SegmentHeader>()).claimed) };
+        let entries = unsafe { validate(mapping.base(), len)? };
+        // The claim is our liveness word: link its robust entry first, so the
+        // kernel marks the word if we die at any moment after the claim.
+        let own = register_liveness(&mapping, OPENER_WORD);
+        // SAFETY: validated above: the header is in bounds; `opener_alive`
+        // is an aligned atomic word.
+        let claim = unsafe { &*addr_of!((*mapping.base().cast::<SegmentHeader>()).opener_alive) };
         // AcqRel: exactly one opener wins; the winner sees the creator's
         // writes (already ordered by the init word's Acquire load).
-        if claimed
-            .compare_exchange(0, 1, Ordering::AcqRel, Ordering::Acquire)
+        if claim
+            .compare_exchange(0, own.value, Ordering::AcqRel, Ordering::Acquire)
             .is_err()
         {
+            own.abandon(&mapping);
             return Err(OpenError::AlreadyClaimed);
         }
+        // A creator blocked before we attached sleeps on the 0 we replaced.
+        futex::wake_all(claim);
         Ok(Segment {
-            link: Arc::new(Link::new(mapping, None)),
+            link: Arc::new(Link::new(mapping, own, CREATOR_WORD, None, None)),
             name: name.to_owned(),
             side: Side::Opener,
             taken: Mutex::new(vec![false; entries.len()]),
             channels: entries,
-            creator_pid,
         })
     }
 
@@ -230,14 +255,6 @@ impl Segment {
     /// peer hanging up.
     pub(crate) fn watch_child(&self, pid: u32) {
         self.link.watch(PeerWatch::child(pid));
-    }
-
-    /// Opener side: treat the death of the segment's creator (seen as this
-    /// process being reparented) as the peer hanging up.
-    pub(crate) fn watch_creator(&self) {
-        self.link.watch(PeerWatch::Parent {
-            pid: self.creator_pid,
-        });
     }
 
     /// The segment's name, to pass to [`Segment::open`] in the other process.
@@ -252,12 +269,13 @@ impl Segment {
 
     /// Whether an opener has claimed the segment.
     pub fn is_claimed(&self) -> bool {
-        // SAFETY: the header was validated at create/open; `claimed` is an
-        // aligned atomic word inside the live mapping.
-        let claimed =
-            unsafe { &*addr_of!((*self.link.mapping().base().cast::<SegmentHeader>()).claimed) };
+        // SAFETY: the header was validated at create/open; `opener_alive` is
+        // an aligned atomic word inside the live mapping.
+        let claim = unsafe {
+            &*addr_of!((*self.link.mapping().base().cast::<SegmentHeader>()).opener_alive)
+        };
         // Acquire: pairs with the opener's claim.
-        claimed.load(Ordering::Acquire) != 0
+        claim.load(Ordering::Acquire) != 0
     }
 
     /// Removes the segment's name from `/dev/shm` (creator only; a no-op
@@ -376,9 +394,14 @@ impl Drop for Segment {
     }
 }
 
-/// Removes `/dev/shm/remora-<pid>-*` segments of ours whose creator is dead
-/// (a crashed parent cannot unlink its own). Best effort: errors are ignored,
-/// and a segment whose pid was reused by a live process is left alone.
+/// Removes `/dev/shm/remora-*` segments of ours whose creator is dead (a
+/// crashed parent cannot unlink its own). A live creator holds an exclusive
+/// `flock` on its segment (see `sys::lock`): a segment whose lock we get has
+/// no live creator, in this PID namespace or any other. A segment changed in
+/// the last [`SWEEP_MIN_AGE`] is left for a later sweep: its creator may be
+/// between `shm_open` and `flock`. Best effort: errors are ignored.
+const SWEEP_MIN_AGE: std::time::Duration = std::time::Duration::from_secs(2);
+
 fn sweep_stale_segments() {
     let Ok(dir) = std::fs::read_dir("/dev/shm") else {
         return;
@@ -386,18 +409,23 @@ fn sweep_stale_segments() {
     let uid = shm::current_uid();
     for entry in dir.flatten() {
         let file_name = entry.file_name();
-        let Some(rest) = file_name.to_str().and_then(|n| n.strip_prefix("remora-")) else {
+        let Some(file_name) = file_name.to_str().filter(|n| n.starts_with("remora-")) else {
             continue;
         };
-        let Some(pid) = rest.split('-').next().and_then(|p| p.parse::<u32>().ok()) else {
+        let young = entry
+            .metadata()
+            .and_then(|m| m.modified())
+            .is_ok_and(|t| t.elapsed().is_ok_and(|age| age < SWEEP_MIN_AGE));
+        if young {
+            continue;
+        }
+        let name = format!("/{file_name}");
+        let Ok(fd) = shm::open(&name) else {
             continue;
         };
-        let ours = std::os::unix::fs::MetadataExt::uid(&match entry.metadata() {
-            Ok(m) => m,
-            Err(_) => continue,
-        }) == uid;
-        if ours && !process::process_exists(pid) {
-            let _ = shm::unlink(&format!("/{}", file_name.to_string_lossy()));
+        let ours = shm::stat(&fd).is_ok_and(|info| info.owner_uid == uid);
+        if ours && lock::try_lock_exclusive(fd.as_fd()).unwrap_or(false) {
+            let _ = shm::unlink(&name);
         }
     }
 }
@@ -458,7 +486,7 @@ fn plan(channels: &[ChannelConfig]) -> Result<(Vec<ChannelEntry>, usize), OpenEr
 /// `base` must be a fresh, page-aligned, writable mapping of `total` bytes
 /// that no other thread or process accesses yet, and `entries` must come from
 /// [`plan`] for that `total`.
-unsafe fn initialise(base: *mut u8, total: usize, entries: &[ChannelEntry]) {
+unsafe fn initialise(base: *mut u8, total: usize, entries: &[ChannelEntry], alive: u32) {
     let header = base.cast::<SegmentHeader>();
     // SAFETY: per the contract, every write below is in bounds (plan placed
     // all rings inside `total`), aligned, and unobserved until `init` is
@@ -469,6 +497,7 @@ unsafe fn initialise(base: *mut u8, total: usize, entries: &[ChannelEntry]) {
         addr_of_mut!((*header).total_size).write(total as u64);
         addr_of_mut!((*header).creator_pid).write(std::process::id());
         addr_of_mut!((*header).channel_count).write(entries.len() as u32);
+        (*addr_of!((*header).creator_alive)).store(alive, Ordering::Relaxed);
         for (i, entry) in entries.iter().enumerate() {
             let desc = addr_of_mut!((*header).channels[i]);
             let mut name = [0u8; MAX_NAME_LEN];
@@ -498,7 +527,7 @@ unsafe fn initialise(base: *mut u8, total: usize, entries: &[ChannelEntry]) {
 /// # Safety
 ///
 /// `base` must be a live mapping of `len >= size_of::<SegmentHeader>()` bytes.
-unsafe fn validate(base: *mut u8, len: usize) -> Result<(Vec<ChannelEntry>, u32), OpenError> {
+unsafe fn validate(base: *mut u8, len: usize) -> Result<Vec<ChannelEntry>, OpenError> {
     let header = base.cast::<SegmentHeader>();
     // SAFETY: `len` covers the header; every plain field is read once, by
     // volatile copy, into a local that is checked before use.
@@ -525,11 +554,10 @@ unsafe fn validate(base: *mut u8, len: usize) -> Result<(Vec<ChannelEntry>, u32)
         return Err(OpenError::NotReady);
     }
     // SAFETY: as above.
-    let (total, count, creator_pid) = unsafe {
+    let (total, count) = unsafe {
         (
             addr_of!((*header).total_size).read_volatile(),
             addr_of!((*header).channel_count).read_volatile(),
-            addr_of!((*header).creator_pid).read_volatile(),
         )
     };
     if total != len as u64 {
@@ -600,5 +628,5 @@ unsafe fn validate(base: *mut u8, len: usize) -> Result<(Vec<ChannelEntry>, u32)
             rings,
         });
     }
-    Ok((entries, creator_pid))
+    Ok(entries)
 }

@@ -407,7 +407,6 @@ pub fn connect() -> Result<Connection, ConnectError> {
     // Attached: the name has done its job. Removing it here (rather than
     // waiting for the parent to notice) leaves nothing in /dev/shm.
     let _ = crate::sys::shm::unlink(name);
-    segment.watch_creator();
     Ok(Connection {
         endpoint: Endpoint::Shm(segment),
     })

@@ -1,10 +1,16 @@
 //! How a blocked call waits: spin, sleep on a doorbell, or both.
 //!
 //! Every strategy re-checks the caller's condition, honours the caller's
-//! deadline, and polls the caller's "peer gone" check at least every
-//! [`SLICE`], so a dead or closed peer ends any wait promptly.
+//! deadline, and watches the peer's liveness ([`Liveness`]): spinning
+//! phases read the peer's liveness word at every clock read (a load, no
+//! system call); sleeps wait on the doorbell and that word at once, so the
+//! kernel's death notice wakes them. The thorough check (which may make a
+//! system call, e.g. a pidfd poll for a child that never attached) runs at
+//! least every [`SLICE`].
 
 use std::time::Duration;
+
+use std::sync::atomic::AtomicU32;
 
 use crate::doorbell::Doorbell;
 use crate::sys::clock::MonoTime;
@@ -54,13 +60,14 @@ impl WaitStrategy {
     }
 }
 
-/// Longest single futex sleep, and the period of the peer-liveness check.
+/// Period of the thorough liveness check, and the longest sleep when the
+/// peer's death cannot be slept on (a peer without a liveness sentinel).
 pub(crate) const SLICE: Duration = Duration::from_millis(50);
 /// How long `Adaptive` busy-polls before yielding.
 pub(crate) const ADAPTIVE_SPIN: Duration = Duration::from_micros(20);
 /// How long `Adaptive` yields the CPU before sleeping.
 const ADAPTIVE_YIELD: Duration = Duration::from_micros(50);
-/// Spin iterations between clock reads.
+/// Spin iterations between clock reads (and liveness-word reads).
 const SPINS_PER_CLOCK_READ: u32 = 128;
 
 /// How a wait ended.
@@ -72,48 +79,57 @@ pub(crate) enum Waited {
     TimedOut,
 }
 
-/// Waits until `ready()` is true, `gone()` is true, or `deadline` passes.
+/// What a waiter may sleep on besides its doorbell.
+#[derive(Debug)]
+pub(crate) enum PeerSleep<'a> {
+    /// The peer's liveness word and the value it holds now (with
+    /// `FUTEX_WAITERS` announced, so the kernel wakes us at its death).
+    On(&'a AtomicU32, u32),
+    /// The peer cannot be slept on: sleep at most one [`SLICE`].
+    Unwatched,
+    /// The peer is already dead.
+    Dead,
+}
+
+/// How a wait learns that the peer died.
+pub(crate) trait Liveness {
+    /// Cheap (no system call; runs in spin loops): is the peer known dead?
+    fn dead_now(&self) -> bool;
+    /// Thorough (may make a system call; at most once per [`SLICE`]).
+    fn dead_checked(&self) -> bool;
+    /// Before sleeping: what to sleep on besides the doorbell.
+    fn prepare_sleep(&self) -> PeerSleep<'_>;
+}
+
+/// Waits until `ready()` is true, the peer is gone, or `deadline` passes.
 ///
-/// `ready` must be cheap and make no system call (it runs in spin loops);
-/// `gone` may make one (a pidfd poll) and runs at most once per [`SLICE`].
+/// `ready` must be cheap and make no system call (it runs in spin loops).
 pub(crate) fn wait(
     strategy: WaitStrategy,
     bell: &Doorbell,
     deadline: MonoTime,
     mut ready: impl FnMut() -> bool,
-    mut gone: impl FnMut() -> bool,
+    peer: &impl Liveness,
 ) -> Waited {
-    let mut next_liveness_check = MonoTime::after(SLICE);
+    let mut next_check = MonoTime::after(SLICE);
     match strategy {
         WaitStrategy::Spin => {
-            spin_until(deadline, MonoTime::NEVER, &mut ready, &mut gone).unwrap_or(Waited::TimedOut)
+            spin_until(deadline, MonoTime::NEVER, &mut ready, peer).unwrap_or(Waited::TimedOut)
         }
-        WaitStrategy::Block => block_until(
-            bell,
-            deadline,
-            &mut next_liveness_check,
-            &mut ready,
-            &mut gone,
-        ),
+        WaitStrategy::Block => block_until(bell, deadline, &mut next_check, &mut ready, peer),
         WaitStrategy::Adaptive => {
             let spin_end = MonoTime::after(ADAPTIVE_SPIN);
-            if let Some(w) = spin_until(deadline, spin_end, &mut ready, &mut gone) {
+            if let Some(w) = spin_until(deadline, spin_end, &mut ready, peer) {
                 return w;
             }
             let yield_end = MonoTime::after(ADAPTIVE_YIELD).min(deadline);
             while MonoTime::now() < yield_end {
                 std::thread::yield_now();
-                if ready() {
+                if ready() || peer.dead_now() {
                     return Waited::Ready;
                 }
             }
-            block_until(
-                bell,
-                deadline,
-                &mut next_liveness_check,
-                &mut ready,
-                &mut gone,
-            )
+            block_until(bell, deadline, &mut next_check, &mut ready, peer)
         }
     }
 }
@@ -124,15 +140,18 @@ fn spin_until(
     deadline: MonoTime,
     give_up: MonoTime,
     ready: &mut impl FnMut() -> bool,
-    gone: &mut impl FnMut() -> bool,
+    peer: &impl Liveness,
 ) -> Option<Waited> {
-    let mut next_liveness_check = MonoTime::after(SLICE);
+    let mut next_check = MonoTime::after(SLICE);
     loop {
         for _ in 0..SPINS_PER_CLOCK_READ {
             if ready() {
                 return Some(Waited::Ready);
             }
             std::hint::spin_loop();
+        }
+        if peer.dead_now() {
+            return Some(Waited::Ready);
         }
         let now = MonoTime::now();
         if now >= deadline {
@@ -145,36 +164,37 @@ fn spin_until(
         if now >= give_up {
             return None;
         }
-        if now >= next_liveness_check {
-            if gone() {
+        if now >= next_check {
+            if peer.dead_checked() {
                 return Some(Waited::Ready);
             }
-            next_liveness_check = MonoTime::after(SLICE);
+            next_check = MonoTime::after(SLICE);
         }
     }
 }
 
-/// Sleeps on `bell` in slices until ready, deadline, or peer gone.
+/// Sleeps on `bell` (and the peer's liveness word) until ready, deadline,
+/// or peer gone.
 fn block_until(
     bell: &Doorbell,
     deadline: MonoTime,
-    next_liveness_check: &mut MonoTime,
+    next_check: &mut MonoTime,
     ready: &mut impl FnMut() -> bool,
-    gone: &mut impl FnMut() -> bool,
+    peer: &impl Liveness,
 ) -> Waited {
     loop {
-        if ready() {
+        if ready() || peer.dead_now() {
             return Waited::Ready;
         }
         let now = MonoTime::now();
         if now >= deadline {
             return Waited::TimedOut;
         }
-        if now >= *next_liveness_check {
-            if gone() {
+        if now >= *next_check {
+            if peer.dead_checked() {
                 return Waited::Ready;
             }
-            *next_liveness_check = MonoTime::after(SLICE);
+            *next_check = MonoTime::after(SLICE);
         }
         let ticket = bell.prepare();
         // The re-check after announcing ourselves: see `doorbell` for why
@@ -183,7 +203,15 @@ fn block_until(
             bell.done();
             return Waited::Ready;
         }
-        bell.sleep(ticket, deadline.min(*next_liveness_check));
+        let until = deadline.min(*next_check);
+        match peer.prepare_sleep() {
+            PeerSleep::On(word, value) => bell.sleep_or_death(ticket, word, value, until),
+            PeerSleep::Unwatched => bell.sleep(ticket, until),
+            PeerSleep::Dead => {
+                bell.done();
+                return Waited::Ready;
+            }
+        }
         bell.done();
     }
 }

@@ -417,9 +417,20 @@ fn dropped_receiver(t: Transport) {
 fn receiver_dropped_before_attach(t: Transport) {
     let _s = serial();
     let _w = Watchdog::new("receiver dropped before attach", Duration::from_secs(60));
-    let child = spawn(spawner("send_to_dropped", t).channel("a").channel("b"), t);
+    let mut child = spawn(
+        spawner("send_to_dropped", t)
+            .stdin(Stdio::piped())
+            .channel("a")
+            .channel("b"),
+        t,
+    );
     let (_a_tx, a_rx) = child.raw_channel("a").unwrap();
     drop(a_rx);
+    // Only now may the child connect (it waits for a byte on stdin): over
+    // FIFOs a child attached earlier would legitimately see its first send
+    // succeed.
+    let mut gate = child.process_mut().stdin.take().unwrap();
+    std::io::Write::write_all(&mut gate, b"go").unwrap();
     let (_b_tx, mut b_rx) = child.raw_channel("b").unwrap();
     let report = b_rx.recv_timeout(Duration::from_secs(30)).unwrap();
     assert_eq!(&*report, b"a: Disconnected");
@@ -588,6 +599,10 @@ fn child_entry() {
         let _ = rx.recv(); // blocks until killed
         let _ = leaf.wait();
         return;
+    }
+    if role == "send_to_dropped" {
+        let mut gate = [0u8; 1];
+        std::io::Read::read_exact(&mut std::io::stdin(), &mut gate).unwrap();
     }
     let conn = remora::connect().unwrap();
     assert_eq!(conn.transport(), expect);

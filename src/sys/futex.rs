@@ -8,7 +8,7 @@
 // Under `--cfg loom` the doorbell uses a modelled futex instead.
 #![cfg_attr(loom, allow(dead_code))]
 
-use std::sync::atomic::AtomicU32;
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 
 use super::clock::MonoTime;
 
@@ -50,6 +50,84 @@ pub(crate) fn wait(word: &AtomicU32, expected: u32, deadline: MonoTime) -> Wake 
             // happen for a live mapping) is treated as a spurious wake-up:
             // the caller re-checks its condition and its deadline.
             _ => return Wake::Woken,
+        }
+    }
+}
+
+/// `struct futex_waitv` of the kernel ABI.
+#[repr(C)]
+struct FutexWaitv {
+    val: u64,
+    uaddr: u64,
+    flags: u32,
+    reserved: u32,
+}
+
+/// `FUTEX2_SIZE_U32`: a 32-bit word, shared (no `FUTEX2_PRIVATE`).
+const FUTEX2_SIZE_U32: u32 = 0x02;
+
+/// Whether `futex_waitv` is missing (kernel < 5.16) or refused (seccomp):
+/// learned on first use, then [`wait_two`] reports `Unsupported` at once.
+static WAITV_UNSUPPORTED: AtomicBool = AtomicBool::new(false);
+
+/// Why [`wait_two`] returned.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum WakeTwo {
+    /// Woken, a word no longer held its expected value, or spuriously.
+    Woken,
+    /// The deadline passed.
+    TimedOut,
+    /// `futex_waitv` is not available here; use [`wait`] in short slices.
+    Unsupported,
+}
+
+/// Sleeps while `*a == ea` and `*b == eb`, until either is woken or changes,
+/// or until `deadline` (`futex_waitv(2)`, Linux 5.16+).
+pub(crate) fn wait_two(
+    a: &AtomicU32,
+    ea: u32,
+    b: &AtomicU32,
+    eb: u32,
+    deadline: MonoTime,
+) -> WakeTwo {
+    if WAITV_UNSUPPORTED.load(Ordering::Relaxed) {
+        return WakeTwo::Unsupported;
+    }
+    let entry = |word: &AtomicU32, val: u32| FutexWaitv {
+        val: u64::from(val),
+        uaddr: word.as_ptr() as u64,
+        flags: FUTEX2_SIZE_U32,
+        reserved: 0,
+    };
+    let waiters = [entry(a, ea), entry(b, eb)];
+    let ts = deadline.to_timespec();
+    loop {
+        // SAFETY: `waiters` is an array of two valid futex_waitv entries whose
+        // words are live, aligned u32s for the duration of the call; `ts`
+        // outlives it; flags 0 and an absolute CLOCK_MONOTONIC timeout.
+        let ret = unsafe {
+            libc::syscall(
+                libc::SYS_futex_waitv,
+                waiters.as_ptr(),
+                waiters.len() as libc::c_uint,
+                0u32,
+                &ts as *const libc::timespec,
+                libc::CLOCK_MONOTONIC,
+            )
+        };
+        if ret >= 0 {
+            return WakeTwo::Woken;
+        }
+        match std::io::Error::last_os_error().raw_os_error() {
+            Some(libc::ETIMEDOUT) => return WakeTwo::TimedOut,
+            Some(libc::EINTR) => continue,
+            Some(libc::ENOSYS) | Some(libc::EPERM) => {
+                // Relaxed: a cache of a fact about this kernel.
+                WAITV_UNSUPPORTED.store(true, Ordering::Relaxed);
+                return WakeTwo::Unsupported;
+            }
+            // EAGAIN: a word already changed. Anything else: spurious.
+            _ => return WakeTwo::Woken,
         }
     }
 }

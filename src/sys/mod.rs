@@ -8,9 +8,11 @@ pub(crate) mod clock;
 pub(crate) mod fd;
 pub(crate) mod fifo;
 pub(crate) mod futex;
+pub(crate) mod lock;
 pub(crate) mod mapping;
 pub(crate) mod process;
 pub(crate) mod random;
+pub(crate) mod robust;
 pub(crate) mod shm;
 pub(crate) mod signal;
 

@@ -48,22 +48,6 @@ pub(crate) fn child_exited(pid: u32) -> bool {
     ret == -1 || unsafe { info.si_pid() } != 0
 }
 
-/// Our parent's pid right now (1 or a subreaper once the parent died).
-pub(crate) fn parent_pid() -> u32 {
-    // SAFETY: getppid has no preconditions and cannot fail.
-    unsafe { libc::getppid() as u32 }
-}
-
-/// Whether process `pid` exists (as any user's process; zombies count).
-pub(crate) fn process_exists(pid: u32) -> bool {
-    let Ok(pid) = libc::pid_t::try_from(pid) else {
-        return false;
-    };
-    // SAFETY: signal 0 only checks for existence and permission.
-    let ret = unsafe { libc::kill(pid, 0) };
-    ret == 0 || io::Error::last_os_error().raw_os_error() == Some(libc::EPERM)
-}
-
 /// Asks the kernel to send `signal` to this process when its parent dies.
 pub(crate) fn set_parent_death_signal(signal: libc::c_int) -> io::Result<()> {
     // SAFETY: prctl(PR_SET_PDEATHSIG) takes a signal number and no pointers.

@@ -156,7 +156,7 @@ impl ShmSender {
                                 && (producer.refreshed_free() >= batch
                                     || producer.fault().is_some())
                         },
-                        || link.check_peer_gone(),
+                        link.as_ref(),
                     );
                     if waited == Waited::TimedOut && !self.link.poll_peer_gone() {
                         return Err(SendError::Timeout);
@@ -233,7 +233,7 @@ impl ShmReceiver {
                 &ctrl.data_bell,
                 at,
                 || consumer.has_data() || ctrl.ends.producer_closed.load(Ordering::Relaxed) != 0,
-                || link.check_peer_gone(),
+                link.as_ref(),
             );
             if waited == Waited::TimedOut && !self.link.poll_peer_gone() {
                 return Err(RecvError::Timeout);

@@ -19,12 +19,12 @@
 
 use std::ffi::{CStr, CString};
 use std::io;
-use std::os::fd::BorrowedFd;
+use std::os::fd::{AsFd, BorrowedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
-use crate::sys::{fifo, process, shm};
+use crate::sys::{fifo, lock, shm};
 
 /// Prefix of every FIFO directory name.
 pub(super) const PREFIX: &str = "remora-";
@@ -105,8 +105,11 @@ pub(super) fn remove(path: &CStr, dir: BorrowedFd<'_>, channels: usize) {
     }
 }
 
-/// Removes `remora-<pid>-*` directories in `base` owned by us whose pid is
-/// dead. A directory whose pid was reused by a live process is left alone.
+/// Removes `remora-<pid>-*` directories in `base` owned by us whose creator
+/// is dead. A live creator holds an exclusive `flock` on its directory (see
+/// `sys::lock`), so a directory whose lock we get is stale, whatever PID
+/// namespace its creator ran in. A directory changed in the last
+/// [`SWEEP_MIN_AGE`] is left alone: its creator may not have locked it yet.
 fn sweep_stale(base: &Path) {
     let Ok(entries) = std::fs::read_dir(base) else {
         return;
@@ -114,20 +117,27 @@ fn sweep_stale(base: &Path) {
     let uid = shm::current_uid();
     for entry in entries.flatten() {
         let name = entry.file_name();
-        let Some(pid) = name
-            .to_str()
-            .and_then(|n| n.strip_prefix(PREFIX))
-            .and_then(|rest| rest.split('-').next())
-            .and_then(|p| p.parse::<u32>().ok())
-        else {
+        if !name.to_str().is_some_and(|n| n.starts_with(PREFIX)) {
             continue;
-        };
+        }
         // symlink_metadata: a symlink named like ours is not ours to follow.
         let Ok(meta) = std::fs::symlink_metadata(entry.path()) else {
             continue;
         };
-        if meta.is_dir() && meta.uid() == uid && !process::process_exists(pid) {
+        let young = meta
+            .modified()
+            .is_ok_and(|t| t.elapsed().is_ok_and(|age| age < SWEEP_MIN_AGE));
+        if !meta.is_dir() || meta.uid() != uid || young {
+            continue;
+        }
+        let Ok(fd) = fifo::open_dir(&entry.path()) else {
+            continue;
+        };
+        if lock::try_lock_exclusive(fd.as_fd()).unwrap_or(false) {
             let _ = std::fs::remove_dir_all(entry.path());
         }
     }
 }
+
+/// How old a directory must be before the sweep may take it.
+const SWEEP_MIN_AGE: std::time::Duration = std::time::Duration::from_secs(2);

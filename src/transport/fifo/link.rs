@@ -50,15 +50,13 @@ impl FifoLink {
     }
 
     /// The child's link (the child removed the directory at connect).
-    pub(super) fn child(watch: PeerWatch) -> FifoLink {
-        let link = FifoLink {
+    pub(super) fn child() -> FifoLink {
+        FifoLink {
             dir: None,
             dir_state: AtomicU8::new(ATTACHED),
             removing: Mutex::new(()),
             peer: Peer::default(),
-        };
-        link.watch(watch);
-        link
+        }
     }
 
     /// Starts watching the peer process (first call wins).

@@ -39,6 +39,7 @@ use crate::error::{ChannelError, OpenError};
 use crate::layout::MAX_CHANNELS;
 use crate::peer::PeerWatch;
 use crate::segment::ChannelConfig;
+use crate::sys::lock;
 use crate::sys::{fd, fifo, shm};
 
 /// Pipe buffers are asked for the channel capacity, within these bounds
@@ -76,11 +77,22 @@ impl FifoSet {
         let channels = plan(configs)?;
         let path = dir::create().map_err(OpenError::io("mkdtemp"))?;
         let cpath = fifo::c_path(&path).map_err(OpenError::io("mkdtemp"))?;
-        let dir_fd = match fifo::open_dir(&path) {
+        // The descriptor keeps an exclusive `flock` on the directory for as
+        // long as we own it: the stale sweep leaves locked directories alone.
+        let opened = fifo::open_dir(&path)
+            .map_err(OpenError::io("open"))
+            .and_then(|fd| match lock::try_lock_exclusive(fd.as_fd()) {
+                Ok(true) => Ok(fd),
+                Ok(false) => Err(OpenError::io("flock")(std::io::Error::from_raw_os_error(
+                    libc::EWOULDBLOCK,
+                ))),
+                Err(e) => Err(OpenError::io("flock")(e)),
+            });
+        let dir_fd = match opened {
             Ok(fd) => fd,
             Err(e) => {
                 let _ = fifo::rmdir(&cpath);
-                return Err(OpenError::io("open")(e));
+                return Err(e);
             }
         };
         let link = Arc::new(FifoLink::parent(DirHandle {
@@ -138,9 +150,11 @@ impl FifoSet {
             dir::remove(&cpath, dir_fd.as_fd(), count);
         }
         let (manifest, pipes) = opened?;
-        let link = Arc::new(FifoLink::child(PeerWatch::Parent {
-            pid: manifest.creator_pid,
-        }));
+        // No process watch on the parent: its death closes its ends of
+        // every FIFO, which our reads see as end of file and our writes as
+        // EPIPE (the parent's descriptors are close-on-exec, so no wrapper
+        // or grandchild keeps them open).
+        let link = Arc::new(FifoLink::child());
         let ends = manifest
             .channels
             .iter()
