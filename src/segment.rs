@@ -19,7 +19,7 @@ use crate::link::{Link, register_liveness};
 use crate::peer::PeerWatch;
 use crate::ring::{MAX_CAPACITY, MIN_CAPACITY, RingRegion};
 use crate::sync::{AtomicU32, AtomicU64, Ordering};
-use crate::sys::{futex, lock, mapping::Mapping, random, shm};
+use crate::sys::{fd, futex, lock, mapping::Mapping, random, shm};
 use crate::transport::{ShmReceiver, ShmSender};
 use crate::wait::WaitStrategy;
 
@@ -130,34 +130,13 @@ impl Segment {
     pub fn create(channels: &[ChannelConfig]) -> Result<Segment, OpenError> {
         let (entries, total) = plan(channels)?;
         sweep_stale_segments();
-        let name = format!(
-            "/remora-{}-{:032x}",
-            std::process::id(),
-            random::random_u128().map_err(OpenError::io("getrandom"))?
-        );
-        let fd = shm::create(&name).map_err(OpenError::io("shm_open"))?;
-        // Held for the segment's life: the sweep skips locked segments.
-        let locked = lock::try_lock_exclusive(fd.as_fd());
+        let (name, fd) = create_locked()?;
         let mapped = shm::size_and_reserve(&fd, total)
             .map_err(OpenError::io("posix_fallocate"))
             .and_then(|()| Mapping::new(&fd, total).map_err(OpenError::io("mmap")));
-        let mapping = match (locked, mapped) {
-            (Ok(true), Ok(m)) => m,
-            (Ok(false), _) => {
-                let _ = shm::unlink(&name);
-                return Err(OpenError::Io {
-                    op: "flock",
-                    source: std::io::Error::from_raw_os_error(libc::EWOULDBLOCK),
-                });
-            }
-            (Err(e), _) => {
-                let _ = shm::unlink(&name);
-                return Err(OpenError::Io {
-                    op: "flock",
-                    source: e,
-                });
-            }
-            (_, Err(e)) => {
+        let mapping = match mapped {
+            Ok(m) => m,
+            Err(e) => {
                 let _ = shm::unlink(&name);
                 return Err(e);
             }
@@ -394,14 +373,46 @@ impl Drop for Segment {
     }
 }
 
+/// Creates a fresh, empty shared-memory object under a new unguessable name
+/// and takes its creator lock (see [`sweep_stale_segments`]). Between
+/// `shm_open` and `flock` another process's sweep may take the unlocked
+/// object for a stale one and unlink it: then the name no longer leads to
+/// our object (or the sweep holds the lock), and we start again.
+fn create_locked() -> Result<(String, std::os::fd::OwnedFd), OpenError> {
+    let mut attempts = 0;
+    loop {
+        attempts += 1;
+        let name = format!(
+            "/remora-{}-{:032x}",
+            std::process::id(),
+            random::random_u128().map_err(OpenError::io("getrandom"))?
+        );
+        let fd = shm::create(&name).map_err(OpenError::io("shm_open"))?;
+        let locked = lock::try_lock_exclusive(fd.as_fd()).map_err(OpenError::io("flock"))?;
+        let still_ours = locked
+            && shm::open(&name).is_ok_and(|again| {
+                match (fd::stat(fd.as_fd()), fd::stat(again.as_fd())) {
+                    (Ok(a), Ok(b)) => a.same_file(&b),
+                    _ => false,
+                }
+            });
+        if still_ours {
+            return Ok((name, fd));
+        }
+        if attempts == 3 {
+            return Err(OpenError::io("flock")(std::io::Error::from_raw_os_error(
+                libc::EWOULDBLOCK,
+            )));
+        }
+    }
+}
+
 /// Removes `/dev/shm/remora-*` segments of ours whose creator is dead (a
 /// crashed parent cannot unlink its own). A live creator holds an exclusive
 /// `flock` on its segment (see `sys::lock`): a segment whose lock we get has
-/// no live creator, in this PID namespace or any other. A segment changed in
-/// the last [`SWEEP_MIN_AGE`] is left for a later sweep: its creator may be
-/// between `shm_open` and `flock`. Best effort: errors are ignored.
-const SWEEP_MIN_AGE: std::time::Duration = std::time::Duration::from_secs(2);
-
+/// no live creator, in this PID namespace or any other (a creator caught
+/// between `shm_open` and `flock` notices and starts again: see
+/// [`create_locked`]). Best effort: errors are ignored.
 fn sweep_stale_segments() {
     let Ok(dir) = std::fs::read_dir("/dev/shm") else {
         return;
@@ -412,13 +423,6 @@ fn sweep_stale_segments() {
         let Some(file_name) = file_name.to_str().filter(|n| n.starts_with("remora-")) else {
             continue;
         };
-        let young = entry
-            .metadata()
-            .and_then(|m| m.modified())
-            .is_ok_and(|t| t.elapsed().is_ok_and(|age| age < SWEEP_MIN_AGE));
-        if young {
-            continue;
-        }
         let name = format!("/{file_name}");
         let Ok(fd) = shm::open(&name) else {
             continue;

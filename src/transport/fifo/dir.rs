@@ -19,12 +19,12 @@
 
 use std::ffi::{CStr, CString};
 use std::io;
-use std::os::fd::{AsFd, BorrowedFd};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
-use crate::sys::{fifo, lock, shm};
+use crate::sys::{fd, fifo, lock, shm};
 
 /// Prefix of every FIFO directory name.
 pub(super) const PREFIX: &str = "remora-";
@@ -71,16 +71,38 @@ fn bases() -> Vec<PathBuf> {
     bases
 }
 
-/// Makes a fresh private directory; returns its path. Sweeps stale
-/// directories of dead processes in the same place first.
-pub(super) fn create() -> io::Result<PathBuf> {
+/// Makes a fresh private directory and takes its creator lock; returns its
+/// path and the locked descriptor. Sweeps stale directories of dead
+/// processes in the same place first. Between `mkdtemp` and `flock` another
+/// process's sweep may take the unlocked directory for a stale one and
+/// remove it: then the path no longer leads to our directory, and we start
+/// again.
+pub(super) fn create_locked() -> io::Result<(PathBuf, OwnedFd)> {
     let mut last = io::Error::from_raw_os_error(libc::ENOENT);
     for base in bases() {
         sweep_stale(&base);
-        let template = base.join(format!("{PREFIX}{}-XXXXXX", std::process::id()));
-        match fifo::mkdtemp(&template) {
-            Ok(path) => return Ok(path),
-            Err(e) => last = e,
+        for _attempt in 0..3 {
+            let template = base.join(format!("{PREFIX}{}-XXXXXX", std::process::id()));
+            let path = match fifo::mkdtemp(&template) {
+                Ok(path) => path,
+                Err(e) => {
+                    last = e;
+                    break;
+                }
+            };
+            let fd = fifo::open_dir(&path)?;
+            let locked = lock::try_lock_exclusive(fd.as_fd())?;
+            let still_ours = locked
+                && fifo::open_dir(&path).is_ok_and(|again| {
+                    match (fd::stat(fd.as_fd()), fd::stat(again.as_fd())) {
+                        (Ok(a), Ok(b)) => a.same_file(&b),
+                        _ => false,
+                    }
+                });
+            if still_ours {
+                return Ok((path, fd));
+            }
+            last = io::Error::from_raw_os_error(libc::EWOULDBLOCK);
         }
     }
     Err(last)
@@ -108,8 +130,8 @@ pub(super) fn remove(path: &CStr, dir: BorrowedFd<'_>, channels: usize) {
 /// Removes `remora-<pid>-*` directories in `base` owned by us whose creator
 /// is dead. A live creator holds an exclusive `flock` on its directory (see
 /// `sys::lock`), so a directory whose lock we get is stale, whatever PID
-/// namespace its creator ran in. A directory changed in the last
-/// [`SWEEP_MIN_AGE`] is left alone: its creator may not have locked it yet.
+/// namespace its creator ran in. (A creator caught between `mkdtemp` and
+/// `flock` notices that its directory is gone and starts again.)
 fn sweep_stale(base: &Path) {
     let Ok(entries) = std::fs::read_dir(base) else {
         return;
@@ -124,10 +146,7 @@ fn sweep_stale(base: &Path) {
         let Ok(meta) = std::fs::symlink_metadata(entry.path()) else {
             continue;
         };
-        let young = meta
-            .modified()
-            .is_ok_and(|t| t.elapsed().is_ok_and(|age| age < SWEEP_MIN_AGE));
-        if !meta.is_dir() || meta.uid() != uid || young {
+        if !meta.is_dir() || meta.uid() != uid {
             continue;
         }
         let Ok(fd) = fifo::open_dir(&entry.path()) else {
@@ -138,6 +157,3 @@ fn sweep_stale(base: &Path) {
         }
     }
 }
-
-/// How old a directory must be before the sweep may take it.
-const SWEEP_MIN_AGE: std::time::Duration = std::time::Duration::from_secs(2);

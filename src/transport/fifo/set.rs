@@ -39,7 +39,6 @@ use crate::error::{ChannelError, OpenError};
 use crate::layout::MAX_CHANNELS;
 use crate::peer::PeerWatch;
 use crate::segment::ChannelConfig;
-use crate::sys::lock;
 use crate::sys::{fd, fifo, shm};
 
 /// Pipe buffers are asked for the channel capacity, within these bounds
@@ -75,24 +74,14 @@ impl FifoSet {
     /// Parent side: makes the directory, the FIFOs and the manifest.
     pub(crate) fn create(configs: &[ChannelConfig]) -> Result<FifoSet, OpenError> {
         let channels = plan(configs)?;
-        let path = dir::create().map_err(OpenError::io("mkdtemp"))?;
-        let cpath = fifo::c_path(&path).map_err(OpenError::io("mkdtemp"))?;
         // The descriptor keeps an exclusive `flock` on the directory for as
         // long as we own it: the stale sweep leaves locked directories alone.
-        let opened = fifo::open_dir(&path)
-            .map_err(OpenError::io("open"))
-            .and_then(|fd| match lock::try_lock_exclusive(fd.as_fd()) {
-                Ok(true) => Ok(fd),
-                Ok(false) => Err(OpenError::io("flock")(std::io::Error::from_raw_os_error(
-                    libc::EWOULDBLOCK,
-                ))),
-                Err(e) => Err(OpenError::io("flock")(e)),
-            });
-        let dir_fd = match opened {
-            Ok(fd) => fd,
+        let (path, dir_fd) = dir::create_locked().map_err(OpenError::io("mkdtemp"))?;
+        let cpath = match fifo::c_path(&path) {
+            Ok(cpath) => cpath,
             Err(e) => {
-                let _ = fifo::rmdir(&cpath);
-                return Err(e);
+                let _ = std::fs::remove_dir(&path);
+                return Err(OpenError::io("mkdtemp")(e));
             }
         };
         let link = Arc::new(FifoLink::parent(DirHandle {

@@ -1,0 +1,670 @@
+//! Peer death is reported by the kernel, at once, whatever wraps the child.
+//!
+//! Every case kills a peer with SIGKILL (or lets it `abort`) while the other
+//! side waits in one way — blocked, spinning, adaptive, `try_` polling, a
+//! timeout — and measures how long the survivor takes to see
+//! `Disconnected`. The median over the kills of a case must stay far below
+//! the 50 ms slice of the old polling scheme (a lost kernel wake-up, or a
+//! fallback to polling, fails it), messages committed before the death must
+//! still arrive first, and a live peer behind `sh -c`, `timeout` or a new PID
+//! namespace must never be reported dead.
+//!
+//! `REMORA_LIVENESS_KILLS=20 cargo test --release --test liveness -- --nocapture --test-threads=1`
+//! prints the median and maximum detection time per case over 20 kills.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::process::{Command, Stdio};
+use std::sync::{Mutex, MutexGuard};
+use std::time::Duration;
+
+use common::{StdoutLines, Watchdog, role};
+use remora::{
+    ChannelConfig, RawReceiver, RawSender, RecvError, Segment, SendError, Spawner, Transport,
+    WaitStrategy,
+};
+
+/// How each survivor waits.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Op {
+    Recv,
+    TryRecv,
+    RecvTimeout,
+    /// Fills the ring, then blocks in `send`.
+    Send,
+    /// Fills the ring, then polls `try_send`.
+    TrySend,
+}
+
+impl Op {
+    fn parse(s: &str) -> Op {
+        match s {
+            "Recv" => Op::Recv,
+            "TryRecv" => Op::TryRecv,
+            "RecvTimeout" => Op::RecvTimeout,
+            "Send" => Op::Send,
+            "TrySend" => Op::TrySend,
+            _ => panic!("bad op {s}"),
+        }
+    }
+}
+
+fn strategy(s: &str) -> WaitStrategy {
+    match s {
+        "Spin" => WaitStrategy::Spin,
+        "Block" => WaitStrategy::Block,
+        "Adaptive" => WaitStrategy::Adaptive,
+        _ => panic!("bad strategy {s}"),
+    }
+}
+
+/// Messages the dying side commits before it dies; all must arrive.
+const COMMITTED: usize = 3;
+/// Median detection time a case must stay under (the old scheme polled
+/// every 50 ms).
+const MEDIAN_BOUND: Duration = Duration::from_millis(10);
+/// Longest any single detection may take before the test gives up.
+const HARD_BOUND: Duration = Duration::from_secs(5);
+
+static SERIAL: Mutex<()> = Mutex::new(());
+
+/// One case at a time: spinning survivors must not compete for 2 cores.
+fn serial() -> MutexGuard<'static, ()> {
+    SERIAL.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+fn kills() -> usize {
+    std::env::var("REMORA_LIVENESS_KILLS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(3)
+}
+
+/// CLOCK_MONOTONIC in nanoseconds: comparable across processes.
+fn mono_ns() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `ts` is a valid, writable timespec.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
+
+fn sigkill(pid: u32) {
+    // SAFETY: sending a signal has no memory-safety preconditions.
+    unsafe { libc::kill(pid as libc::pid_t, libc::SIGKILL) };
+}
+
+fn is_root() -> bool {
+    // SAFETY: geteuid has no preconditions.
+    unsafe { libc::geteuid() == 0 }
+}
+
+fn have(program: &str) -> bool {
+    Command::new(program)
+        .arg("--version")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok()
+}
+
+/// The test-binary invocation a child runs: `entry` with `role`.
+fn self_args() -> Vec<String> {
+    let exe = std::env::current_exe().unwrap();
+    vec![
+        exe.to_string_lossy().into_owned(),
+        "child_entry".into(),
+        "--exact".into(),
+        "--nocapture".into(),
+        "--test-threads=1".into(),
+        "-q".into(),
+    ]
+}
+
+/// A spawner for this test binary in `role`, behind `wrapper`.
+fn spawner(wrapper: &str, role: &str, transport: Transport, strategy: WaitStrategy) -> Spawner {
+    let me = self_args();
+    let mut s = match wrapper {
+        "none" => {
+            let mut s = Spawner::new(&me[0]);
+            s.args(&me[1..]);
+            s
+        }
+        // A shell that forks the child and outlives it.
+        "sh" => {
+            let mut s = Spawner::new("sh");
+            s.arg("-c")
+                .arg(r#""$0" "$@"; echo wrapper-done >&2"#)
+                .args(&me);
+            s
+        }
+        "timeout" => {
+            let mut s = Spawner::new("timeout");
+            s.arg("120").args(&me);
+            s
+        }
+        // A new PID namespace: getppid() is 0 in there. A shell is its
+        // init (as bwrap brings its own), so the child is not PID 1, which
+        // could not SIGKILL itself.
+        "unshare" => {
+            let mut s = Spawner::new("unshare");
+            s.args(["--pid", "--fork", "sh", "-c", r#""$0" "$@"; true"#])
+                .args(&me);
+            s
+        }
+        other => panic!("bad wrapper {other}"),
+    };
+    s.env(common::ROLE, role)
+        .env("LV_STRATEGY", format!("{strategy:?}"))
+        .transport(transport)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .channel_with(
+            ChannelConfig::new("c")
+                .capacity(4096)
+                .wait_strategy(strategy),
+        )
+        .channel("ctl");
+    s
+}
+
+/// Waits in `op` until the peer is gone; returns how many messages arrived
+/// first and when `Disconnected` came (CLOCK_MONOTONIC ns).
+fn wait_for_death(tx: &mut RawSender, rx: &mut RawReceiver, op: Op) -> (usize, u64) {
+    let mut received = 0;
+    loop {
+        let r = match op {
+            Op::Recv => rx.recv().map(drop),
+            Op::TryRecv => rx.try_recv().map(drop),
+            Op::RecvTimeout => rx.recv_timeout(Duration::from_secs(30)).map(drop),
+            Op::Send | Op::TrySend => break,
+        };
+        match r {
+            Ok(()) => received += 1,
+            Err(RecvError::Empty) => std::hint::spin_loop(),
+            Err(RecvError::Disconnected) => return (received, mono_ns()),
+            Err(e) => panic!("{op:?}: unexpected {e:?}"),
+        }
+    }
+    loop {
+        let r = match op {
+            Op::Send => tx.send(&[7; 64]),
+            _ => tx.try_send(&[7; 64]),
+        };
+        match r {
+            Ok(()) => {}
+            Err(SendError::Full) => std::hint::spin_loop(),
+            Err(SendError::Disconnected) => return (0, mono_ns()),
+            Err(e) => panic!("{op:?}: unexpected {e:?}"),
+        }
+    }
+}
+
+/// Collects detection times for one case and checks them.
+struct Case {
+    label: String,
+    times: Vec<Duration>,
+}
+
+impl Case {
+    fn new(label: String) -> Case {
+        Case {
+            label,
+            times: Vec::new(),
+        }
+    }
+
+    fn record(&mut self, killed_ns: u64, seen_ns: u64) {
+        let t = Duration::from_nanos(seen_ns.saturating_sub(killed_ns));
+        assert!(t < HARD_BOUND, "{}: detection took {t:?}", self.label);
+        self.times.push(t);
+    }
+
+    fn check(self) {
+        let (median, max) = common::median_max(&self.times);
+        println!(
+            "{:<48} median {:>9.3} ms   max {:>9.3} ms   ({} kills)",
+            self.label,
+            median.as_secs_f64() * 1e3,
+            max.as_secs_f64() * 1e3,
+            self.times.len()
+        );
+        assert!(
+            median < MEDIAN_BOUND,
+            "{}: median detection {median:?} (bound {MEDIAN_BOUND:?})",
+            self.label
+        );
+    }
+}
+
+// ---------------------------------------------------------------------------
+// The child dies; the parent waits.
+// ---------------------------------------------------------------------------
+
+/// The parent spawns a child (behind `wrapper`) that commits
+/// [`COMMITTED`] messages and idles; the parent asks it to SIGKILL itself
+/// (its pid may be a PID namespace's own) and waits in `op`.
+fn child_death_case(wrapper: &str, t: Transport, s: WaitStrategy, op: Op) {
+    let mut case = Case::new(format!("child dies: {t} {wrapper} {s:?} {op:?}"));
+    for _ in 0..kills() {
+        let mut child = spawner(wrapper, "committer", t, s).spawn().unwrap();
+        let lines = StdoutLines::new(child.process_mut().stdout.take().unwrap());
+        let (mut tx, mut rx) = child.raw_channel("c").unwrap();
+        let (mut ctl_tx, mut ctl_rx) = child.raw_channel("ctl").unwrap();
+        drop(ctl_rx.recv_timeout(Duration::from_secs(20)).unwrap());
+        if matches!(op, Op::Send | Op::TrySend) {
+            // Fill the ring so that the wait below is a wait for room.
+            while tx.try_send(&[7; 64]).is_ok() {}
+        }
+        let killer = std::thread::spawn(move || {
+            // Let the survivor get into its wait first.
+            std::thread::sleep(Duration::from_millis(20));
+            ctl_tx.send(b"die").unwrap();
+            let line = lines.wait_for("KILLING", Duration::from_secs(20));
+            line.split_whitespace()
+                .nth(1)
+                .unwrap()
+                .parse::<u64>()
+                .unwrap()
+        });
+        let (received, seen) = wait_for_death(&mut tx, &mut rx, op);
+        let killed = killer.join().unwrap();
+        if !matches!(op, Op::Send | Op::TrySend) {
+            assert_eq!(received, COMMITTED, "{}: lost messages", case.label);
+        }
+        case.record(killed, seen);
+        drop((tx, rx, ctl_rx));
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+    case.check();
+}
+
+fn child_role_committer(conn: remora::Connection) {
+    let (mut tx, _rx) = conn.raw_channel("c").unwrap();
+    let (mut ctl_tx, mut ctl_rx) = conn.raw_channel("ctl").unwrap();
+    for i in 0..COMMITTED {
+        tx.send(format!("m{i}").as_bytes()).unwrap();
+    }
+    ctl_tx.send(b"ready").unwrap();
+    // Idle until told to die; `_rx` keeps the other direction open.
+    drop(ctl_rx.recv().unwrap());
+    let mut out = std::io::stdout();
+    writeln!(out, "KILLING {}", mono_ns()).unwrap();
+    out.flush().unwrap();
+    // SAFETY: signalling ourselves has no memory-safety preconditions.
+    unsafe { libc::kill(libc::getpid(), libc::SIGKILL) };
+    unreachable!("SIGKILL returned");
+}
+
+#[test]
+fn child_death_is_seen_at_once_in_every_wait() {
+    let _s = serial();
+    let _w = Watchdog::new("child death", Duration::from_secs(600));
+    for t in [Transport::Shm, Transport::Fifo] {
+        for s in [
+            WaitStrategy::Block,
+            WaitStrategy::Adaptive,
+            WaitStrategy::Spin,
+        ] {
+            for op in [
+                Op::Recv,
+                Op::TryRecv,
+                Op::RecvTimeout,
+                Op::Send,
+                Op::TrySend,
+            ] {
+                child_death_case("none", t, s, op);
+            }
+        }
+    }
+}
+
+#[test]
+fn child_death_behind_wrappers_is_seen_at_once() {
+    let _s = serial();
+    let _w = Watchdog::new("child death behind wrappers", Duration::from_secs(300));
+    for wrapper in wrappers() {
+        for t in [Transport::Shm, Transport::Fifo] {
+            child_death_case(wrapper, t, WaitStrategy::Adaptive, Op::Recv);
+        }
+    }
+}
+
+/// The wrappers available here (`unshare --pid` needs root).
+fn wrappers() -> Vec<&'static str> {
+    let mut w = vec!["sh"];
+    if have("timeout") {
+        w.push("timeout");
+    }
+    if is_root() && have("unshare") {
+        w.push("unshare");
+    } else {
+        println!("skipping the unshare --pid wrapper: needs root and unshare");
+    }
+    w
+}
+
+// ---------------------------------------------------------------------------
+// The parent dies; the child waits.
+// ---------------------------------------------------------------------------
+
+/// The test starts a middle process that spawns the leaf (behind
+/// `wrapper`); the leaf waits in `op`; the test kills the middle and reads
+/// when the leaf saw `Disconnected` from the shared stdout.
+fn parent_death_case(wrapper: &str, t: Transport, s: WaitStrategy, op: Op) {
+    let mut case = Case::new(format!("parent dies: {t} {wrapper} {s:?} {op:?}"));
+    for _ in 0..kills() {
+        let me = self_args();
+        let mut middle = Command::new(&me[0])
+            .args(&me[1..])
+            .env(common::ROLE, "middle")
+            .env("LV_WRAPPER", wrapper)
+            .env("LV_TRANSPORT", t.to_string())
+            .env("LV_STRATEGY", format!("{s:?}"))
+            .env("LV_OP", format!("{op:?}"))
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let lines = StdoutLines::new(middle.stdout.take().unwrap());
+        let middle = common::guard(middle);
+        lines.wait_for("LEAF_WAITING", Duration::from_secs(20));
+        std::thread::sleep(Duration::from_millis(20));
+        let killed = mono_ns();
+        sigkill(middle.id());
+        let line = lines.wait_for("LEAF_DISCONNECTED", HARD_BOUND);
+        let mut words = line.split_whitespace().skip(1);
+        let seen: u64 = words.next().unwrap().parse().unwrap();
+        let received: usize = words.next().unwrap().parse().unwrap();
+        if !matches!(op, Op::Send | Op::TrySend) {
+            assert_eq!(received, COMMITTED, "{}: lost messages", case.label);
+        }
+        case.record(killed, seen);
+        drop(middle);
+        // The leaf exits on its own once it has reported.
+        lines.wait_for("LEAF_EXIT", Duration::from_secs(10));
+    }
+    case.check();
+}
+
+fn middle_role() {
+    let t: Transport = std::env::var("LV_TRANSPORT").unwrap().parse().unwrap();
+    let s = strategy(&std::env::var("LV_STRATEGY").unwrap());
+    let wrapper = std::env::var("LV_WRAPPER").unwrap();
+    let mut sp = spawner(&wrapper, "leaf", t, s);
+    sp.stdout(Stdio::inherit())
+        .env("LV_OP", std::env::var("LV_OP").unwrap());
+    let mut leaf = sp.spawn().unwrap();
+    let (mut tx, _rx) = leaf.raw_channel("c").unwrap();
+    let (_ctl_tx, _ctl_rx) = leaf.raw_channel("ctl").unwrap();
+    for i in 0..COMMITTED {
+        tx.send(format!("m{i}").as_bytes()).unwrap();
+    }
+    // Blocks until killed.
+    loop {
+        std::thread::sleep(Duration::from_secs(1));
+        let _ = leaf.try_wait();
+    }
+}
+
+fn leaf_role(conn: remora::Connection) {
+    let op = Op::parse(&std::env::var("LV_OP").unwrap());
+    let (mut tx, mut rx) = conn.raw_channel("c").unwrap();
+    let (_ctl_tx, _ctl_rx) = conn.raw_channel("ctl").unwrap();
+    // The parent committed its messages before we started waiting for its
+    // death (it sent them at once); for the send cases, fill our ring.
+    let mut received = 0;
+    if matches!(op, Op::Send | Op::TrySend) {
+        while tx.try_send(&[1; 64]).is_ok() {}
+    } else {
+        // Make sure the messages are committed before the kill: wait for
+        // them, then leave them unread until the wait below.
+        while received == 0 {
+            received = usize::from(rx.recv_timeout(Duration::from_secs(20)).is_ok());
+        }
+    }
+    let mut out = std::io::stdout();
+    writeln!(out, "LEAF_WAITING").unwrap();
+    out.flush().unwrap();
+    let (more, seen) = wait_for_death(&mut tx, &mut rx, op);
+    writeln!(out, "LEAF_DISCONNECTED {seen} {}", received + more).unwrap();
+    writeln!(out, "LEAF_EXIT").unwrap();
+    out.flush().unwrap();
+}
+
+#[test]
+fn parent_death_is_seen_at_once_in_every_wait() {
+    let _s = serial();
+    let _w = Watchdog::new("parent death", Duration::from_secs(600));
+    for t in [Transport::Shm, Transport::Fifo] {
+        for s in [
+            WaitStrategy::Block,
+            WaitStrategy::Adaptive,
+            WaitStrategy::Spin,
+        ] {
+            for op in [Op::Recv, Op::TryRecv, Op::Send] {
+                parent_death_case("none", t, s, op);
+            }
+        }
+    }
+}
+
+#[test]
+fn parent_death_behind_wrappers_is_seen_at_once() {
+    let _s = serial();
+    let _w = Watchdog::new("parent death behind wrappers", Duration::from_secs(300));
+    for wrapper in wrappers() {
+        for t in [Transport::Shm, Transport::Fifo] {
+            parent_death_case(wrapper, t, WaitStrategy::Adaptive, Op::Recv);
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------
+// No false reports: a live parent behind a wrapper, with long idle stretches.
+// ---------------------------------------------------------------------------
+
+#[test]
+fn a_live_parent_behind_a_wrapper_is_never_reported_dead() {
+    let _s = serial();
+    let _w = Watchdog::new("no false reports", Duration::from_secs(300));
+    for wrapper in wrappers() {
+        for t in [Transport::Shm, Transport::Fifo] {
+            for s in [WaitStrategy::Block, WaitStrategy::Adaptive] {
+                let mut child = spawner(wrapper, "echo", t, s).spawn().unwrap();
+                let (mut tx, mut rx) = child.raw_channel("c").unwrap();
+                for round in 0..4u8 {
+                    // Longer than the old 50 ms getppid poll.
+                    std::thread::sleep(Duration::from_millis(150));
+                    tx.send(&[round]).unwrap();
+                    let reply = rx
+                        .recv_timeout(Duration::from_secs(20))
+                        .unwrap_or_else(|e| panic!("{wrapper} {t} {s:?} round {round}: {e:?}"));
+                    assert_eq!(&*reply, &[round]);
+                }
+                drop((tx, rx));
+                let status = child.wait().unwrap();
+                assert!(status.success(), "{wrapper} {t} {s:?}: child {status}");
+            }
+        }
+    }
+}
+
+fn echo_role(conn: remora::Connection) {
+    let (mut tx, mut rx) = conn.raw_channel("c").unwrap();
+    loop {
+        let m = match rx.recv() {
+            Ok(m) => m.to_vec(),
+            Err(RecvError::Disconnected) => return,
+            Err(e) => panic!("echo child: {e:?} while the parent lives"),
+        };
+        tx.send(&m).unwrap();
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Segment API peers (no spawner, no pidfd): both directions.
+// ---------------------------------------------------------------------------
+
+/// The test creates a segment, a plain `Command` child opens it, commits
+/// messages and idles; the test kills it and waits in `op`.
+fn segment_opener_death(s: WaitStrategy, op: Op) {
+    let mut case = Case::new(format!("Segment::open side dies: {s:?} {op:?}"));
+    for _ in 0..kills() {
+        let seg =
+            Segment::create(&[ChannelConfig::new("c").capacity(4096).wait_strategy(s)]).unwrap();
+        let (mut tx, mut rx) = seg.raw_channel("c").unwrap();
+        let me = self_args();
+        let mut opener = Command::new(&me[0])
+            .args(&me[1..])
+            .env(common::ROLE, "segment_opener")
+            .env("LV_SEGMENT", seg.name())
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let lines = StdoutLines::new(opener.stdout.take().unwrap());
+        let opener = common::guard(opener);
+        lines.wait_for("OPENER_READY", Duration::from_secs(20));
+        if matches!(op, Op::Send | Op::TrySend) {
+            while tx.try_send(&[7; 64]).is_ok() {}
+        }
+        let pid = opener.id();
+        let killer = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(20));
+            let at = mono_ns();
+            sigkill(pid);
+            at
+        });
+        let (received, seen) = wait_for_death(&mut tx, &mut rx, op);
+        let killed = killer.join().unwrap();
+        if !matches!(op, Op::Send | Op::TrySend) {
+            assert_eq!(received, COMMITTED, "{}: lost messages", case.label);
+        }
+        case.record(killed, seen);
+        drop(opener);
+    }
+    case.check();
+}
+
+fn segment_opener_role() {
+    let seg = Segment::open(&std::env::var("LV_SEGMENT").unwrap()).unwrap();
+    let (mut tx, _rx) = seg.raw_channel("c").unwrap();
+    for i in 0..COMMITTED {
+        tx.send(format!("m{i}").as_bytes()).unwrap();
+    }
+    println!("OPENER_READY");
+    loop {
+        std::thread::sleep(Duration::from_secs(1));
+    }
+}
+
+/// A middle process creates a segment and commits messages; the test opens
+/// it here, waits in `op`, and kills the creator.
+fn segment_creator_death(s: WaitStrategy, op: Op) {
+    let mut case = Case::new(format!("Segment::create side dies: {s:?} {op:?}"));
+    for _ in 0..kills() {
+        let me = self_args();
+        let mut creator = Command::new(&me[0])
+            .args(&me[1..])
+            .env(common::ROLE, "segment_creator")
+            .env("LV_STRATEGY", format!("{s:?}"))
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let lines = StdoutLines::new(creator.stdout.take().unwrap());
+        let mut stdin = creator.stdin.take().unwrap();
+        let creator = common::guard(creator);
+        let line = lines.wait_for("CREATED", Duration::from_secs(20));
+        let name = line.split_whitespace().nth(1).unwrap().to_owned();
+        let seg = Segment::open(&name).unwrap();
+        let (mut tx, mut rx) = seg.raw_channel("c").unwrap();
+        // Tell the creator we are attached so it can unlink the name.
+        stdin.write_all(b"x").unwrap();
+        lines.wait_for("COMMITTED", Duration::from_secs(20));
+        if matches!(op, Op::Send | Op::TrySend) {
+            while tx.try_send(&[7; 64]).is_ok() {}
+        }
+        let pid = creator.id();
+        let killer = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(20));
+            let at = mono_ns();
+            sigkill(pid);
+            at
+        });
+        let (received, seen) = wait_for_death(&mut tx, &mut rx, op);
+        let killed = killer.join().unwrap();
+        if !matches!(op, Op::Send | Op::TrySend) {
+            assert_eq!(received, COMMITTED, "{}: lost messages", case.label);
+        }
+        case.record(killed, seen);
+        drop(creator);
+    }
+    case.check();
+}
+
+fn segment_creator_role() {
+    let s = strategy(&std::env::var("LV_STRATEGY").unwrap());
+    let seg = Segment::create(&[ChannelConfig::new("c").capacity(4096).wait_strategy(s)]).unwrap();
+    let (mut tx, _rx) = seg.raw_channel("c").unwrap();
+    println!("CREATED {}", seg.name());
+    let mut byte = [0u8; 1];
+    std::io::stdin().read_exact(&mut byte).unwrap();
+    seg.unlink().unwrap();
+    for i in 0..COMMITTED {
+        tx.send(format!("m{i}").as_bytes()).unwrap();
+    }
+    println!("COMMITTED");
+    loop {
+        std::thread::sleep(Duration::from_secs(1));
+    }
+}
+
+#[test]
+fn segment_peer_death_is_seen_at_once_both_ways() {
+    let _s = serial();
+    let _w = Watchdog::new("segment peer death", Duration::from_secs(300));
+    for s in [
+        WaitStrategy::Block,
+        WaitStrategy::Adaptive,
+        WaitStrategy::Spin,
+    ] {
+        for op in [Op::Recv, Op::TryRecv, Op::Send] {
+            segment_opener_death(s, op);
+            segment_creator_death(s, op);
+        }
+    }
+    assert!(
+        common::remora_segments().is_empty(),
+        "segment left in /dev/shm"
+    );
+}
+
+// ---------------------------------------------------------------------------
+// The re-executed children.
+// ---------------------------------------------------------------------------
+
+#[test]
+fn child_entry() {
+    let Some(role) = role() else { return };
+    let _w = Watchdog::new("liveness child", Duration::from_secs(120));
+    match role.as_str() {
+        "middle" => middle_role(),
+        "segment_opener" => segment_opener_role(),
+        "segment_creator" => segment_creator_role(),
+        _ => {
+            let conn = remora::connect().unwrap();
+            match role.as_str() {
+                "committer" => child_role_committer(conn),
+                "leaf" => leaf_role(conn),
+                "echo" => echo_role(conn),
+                other => panic!("unknown role {other}"),
+            }
+        }
+    }
+}
