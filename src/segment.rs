@@ -420,7 +420,12 @@ fn sweep_stale_segments() {
     let uid = shm::current_uid();
     for entry in dir.flatten() {
         let file_name = entry.file_name();
-        let Some(file_name) = file_name.to_str().filter(|n| n.starts_with("remora-")) else {
+        // Only names we make: `remora-<pid>-<32 hex digits>`.
+        let Some(file_name) = file_name.to_str().filter(|n| {
+            n.strip_prefix("remora-")
+                .and_then(|rest| rest.split_once('-'))
+                .is_some_and(|(pid, id)| pid.parse::<u32>().is_ok() && id.len() == 32)
+        }) else {
             continue;
         };
         let name = format!("/{file_name}");

@@ -646,6 +646,69 @@ fn segment_peer_death_is_seen_at_once_both_ways() {
 }
 
 // ---------------------------------------------------------------------------
+// Stale sweeps are namespace-proof.
+// ---------------------------------------------------------------------------
+
+/// A sweep run inside another PID namespace, where our pid means nothing
+/// (`kill(pid, 0)` says "no such process"), must leave our live segment and
+/// FIFO directory alone.
+#[test]
+fn a_sweep_in_another_pid_namespace_spares_live_objects() {
+    let _s = serial();
+    let _w = Watchdog::new("namespace-proof sweep", Duration::from_secs(120));
+    if !(is_root() && have("unshare")) {
+        println!("skipping: needs root and unshare for a PID namespace");
+        return;
+    }
+    let seg = Segment::create(&[ChannelConfig::new("c")]).unwrap();
+    let seg_file = format!("/dev/shm{}", seg.name());
+    // A FIFO set whose child never attaches keeps its directory.
+    let mut fifo_child = Spawner::new("sleep")
+        .arg("60")
+        .channel("c")
+        .transport(Transport::Fifo)
+        .spawn()
+        .unwrap();
+    let dirs = common::remora_fifo_dirs();
+    assert_eq!(dirs.len(), 1);
+    let me = self_args();
+    let status = Command::new("unshare")
+        .args(["--pid", "--fork"])
+        .args(&me)
+        .env(common::ROLE, "sweeper")
+        .stdin(Stdio::null())
+        .status()
+        .unwrap();
+    assert!(status.success(), "sweeper: {status}");
+    assert!(
+        std::path::Path::new(&seg_file).exists(),
+        "a live segment was swept from another PID namespace"
+    );
+    assert!(
+        dirs[0].exists(),
+        "a live FIFO directory was swept from another PID namespace"
+    );
+    // And a real leftover is still swept: our segment, once we are "dead"
+    // to it (the lock is gone with the last descriptor).
+    let _ = fifo_child.kill();
+    let _ = fifo_child.wait();
+    drop(seg);
+    assert!(!std::path::Path::new(&seg_file).exists());
+}
+
+/// Creates a segment and a FIFO set (each sweeps first), then exits.
+fn sweeper_role() {
+    let seg = Segment::create(&[ChannelConfig::new("c")]).unwrap();
+    drop(seg);
+    let mut child = Spawner::new("true")
+        .channel("c")
+        .transport(Transport::Fifo)
+        .spawn()
+        .unwrap();
+    let _ = child.wait();
+}
+
+// ---------------------------------------------------------------------------
 // The re-executed children.
 // ---------------------------------------------------------------------------
 
@@ -657,6 +720,7 @@ fn child_entry() {
         "middle" => middle_role(),
         "segment_opener" => segment_opener_role(),
         "segment_creator" => segment_creator_role(),
+        "sweeper" => sweeper_role(),
         _ => {
             let conn = remora::connect().unwrap();
             match role.as_str() {

@@ -138,8 +138,14 @@ fn sweep_stale(base: &Path) {
     };
     let uid = shm::current_uid();
     for entry in entries.flatten() {
+        // Only names we make: `remora-<pid>-<suffix>`.
         let name = entry.file_name();
-        if !name.to_str().is_some_and(|n| n.starts_with(PREFIX)) {
+        let ours = name
+            .to_str()
+            .and_then(|n| n.strip_prefix(PREFIX))
+            .and_then(|rest| rest.split_once('-'))
+            .is_some_and(|(pid, _)| pid.parse::<u32>().is_ok());
+        if !ours {
             continue;
         }
         // symlink_metadata: a symlink named like ours is not ours to follow.
