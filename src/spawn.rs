@@ -5,9 +5,11 @@
 //! the child with one environment variable, [`CHANNEL_ENV`], naming it. The
 //! child calls [`connect`], which opens, validates and claims it and removes
 //! its name (from `/dev/shm`, or the FIFO directory) at once, so nothing is
-//! left behind once the child is attached. Each side watches the other
-//! process (pidfd / `getppid`), so a blocked call returns `Disconnected`
-//! within about 50 ms of the peer's death.
+//! left behind once the child is attached. The kernel reports either
+//! side's death to the other (robust-futex liveness words over shared
+//! memory, pipe hang-up over FIFOs, a pidfd for a child that never
+//! attached), so a waiting call returns `Disconnected` within a millisecond
+//! or so, whatever wraps the child (`sh -c`, `timeout`, a PID namespace).
 
 use std::ffi::{OsStr, OsString};
 use std::io;
