@@ -132,10 +132,18 @@ impl Link {
         unsafe { &*self.mapping.base().add(self.peer_word).cast::<AtomicU32>() }
     }
 
-    /// Whether the peer is known dead: the latch, or its liveness word. One
-    /// load of shared memory, no system call.
+    /// Whether the peer is already known dead (the latch): what the busy
+    /// send/receive path checks, at no cost beyond a private load.
     #[inline]
     pub(crate) fn peer_known_dead(&self) -> bool {
+        self.peer.known_dead()
+    }
+
+    /// Whether the peer is dead: the latch, or its liveness word. One load
+    /// of a shared line that nobody writes while both sides live; no system
+    /// call. Latches a death it sees.
+    #[inline]
+    pub(crate) fn peer_dead_now(&self) -> bool {
         if self.peer.known_dead() {
             return true;
         }
@@ -152,12 +160,12 @@ impl Link {
     /// word every time, and the descriptor-based watch (a spawned child
     /// that has not attached) at a bounded rate (see [`Peer::poll_gone`]).
     pub(crate) fn poll_peer_gone(&self) -> bool {
-        self.peer_known_dead() || self.peer.poll_gone(|| self.on_peer_death())
+        self.peer_dead_now() || self.peer.poll_gone(|| self.on_peer_death())
     }
 
     /// Checks whether the peer process is gone (may make a system call).
     pub(crate) fn check_peer_gone(&self) -> bool {
-        self.peer_known_dead() || self.peer.check_gone(|| self.on_peer_death())
+        self.peer_dead_now() || self.peer.check_gone(|| self.on_peer_death())
     }
 
     /// Runs once, when the peer's death is first seen by any means.
@@ -175,7 +183,7 @@ impl Link {
 impl Liveness for Link {
     #[inline]
     fn dead_now(&self) -> bool {
-        self.peer_known_dead()
+        self.peer_dead_now()
     }
 
     fn dead_checked(&self) -> bool {
@@ -184,7 +192,7 @@ impl Liveness for Link {
 
     fn prepare_sleep(&self) -> PeerSleep<'_> {
         let word = self.peer_word();
-        // Acquire: as in `peer_known_dead`.
+        // Acquire: as in `peer_dead_now`.
         let mut value = word.load(Ordering::Acquire);
         loop {
             match Owner::of(value) {
@@ -198,7 +206,7 @@ impl Liveness for Link {
             }
             // The kernel wakes a waiter at the owner's death only if
             // FUTEX_WAITERS is set. It is never cleared again.
-            // Relaxed: the word carries no data; `peer_known_dead` re-reads
+            // Relaxed: the word carries no data; `peer_dead_now` re-reads
             // it with Acquire after every wake-up.
             match word.compare_exchange(
                 value,
