@@ -222,7 +222,10 @@ impl Liveness for Link {
 }
 
 impl Drop for Link {
+    /// The creator's last handle is gone: nobody will serve an opener that
+    /// has not attached yet, so the name goes too.
     fn drop(&mut self) {
+        let _ = self.unlink_name();
         if let Some(offset) = self.own_entry {
             // SAFETY: linked by `register_liveness` for this mapping, which
             // is unmapped only after this (fields drop after `drop`).

@@ -259,7 +259,10 @@ impl Segment {
 
     /// Removes the segment's name from `/dev/shm` (creator only; a no-op
     /// when already done). Existing mappings, in both processes, stay valid.
-    /// The creator also does this on drop.
+    /// It also happens when the opener attaches through [`crate::connect`],
+    /// when the opener is seen dead, and when the last of the creator's
+    /// handles (this `Segment` and every channel end taken from it) is
+    /// dropped.
     pub fn unlink(&self) -> Result<(), OpenError> {
         self.link.unlink_name().map_err(OpenError::io("shm_unlink"))
     }
@@ -366,9 +369,29 @@ impl Segment {
 }
 
 impl Drop for Segment {
+    /// Hangs up this side of every channel that was never taken: those can
+    /// no longer be taken, so the peer's ends report `Disconnected` instead
+    /// of waiting for nobody. Taken channels are untouched, and the name
+    /// stays until the opener attaches or the last channel end is dropped
+    /// (see `Link`), so dropping a `Segment` (or a `Child`) early never
+    /// strands a peer that has not attached yet.
     fn drop(&mut self) {
-        if self.side == Side::Creator {
-            let _ = self.unlink();
+        let taken = std::mem::take(self.taken.get_mut().unwrap_or_else(|p| p.into_inner()));
+        let (out_dir, in_dir) = match self.side {
+            Side::Creator => (PARENT_TO_CHILD, CHILD_TO_PARENT),
+            Side::Opener => (CHILD_TO_PARENT, PARENT_TO_CHILD),
+        };
+        for index in (0..taken.len()).filter(|&i| !taken[i]) {
+            let out = self.region(index, out_dir);
+            let ctrl = out.ctrl();
+            // Release: as a dropped sender's close (nothing was committed).
+            ctrl.ends.producer_closed.store(1, Ordering::Release);
+            ctrl.data_bell.ring();
+            let inbound = self.region(index, in_dir);
+            let ctrl = inbound.ctrl();
+            // Release: as a dropped receiver's close.
+            ctrl.ends.consumer_closed.store(1, Ordering::Release);
+            ctrl.space_bell.ring();
         }
     }
 }

@@ -280,9 +280,22 @@ impl Spawner {
 /// A running child process and the parent's side of its channels.
 ///
 /// Like [`std::process::Child`], dropping it neither kills nor reaps the
-/// process; it does remove the segment's name (or the FIFO directory) if the
-/// child never attached. Channel ends taken from it stay usable after it is
-/// dropped.
+/// process. Channel ends taken from it stay usable after it is dropped, and
+/// a child that has not attached yet can still attach while any of them
+/// lives: the segment's name (or the FIFO directory) goes when the child
+/// attaches, when it is seen dead, or when this `Child` and every end taken
+/// from it are gone. Channels never taken hang up when it is dropped.
+///
+/// So a temporary `Child` is fine:
+///
+/// ```no_run
+/// let (mut tx, _rx) = remora::Spawner::new("path/to/app")
+///     .channel("log")
+///     .spawn()?
+///     .raw_channel("log")?; // the `Child` is dropped here; the app can still connect
+/// tx.send(b"hello")?;
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 #[derive(Debug)]
 pub struct Child {
     process: std::process::Child,

@@ -287,6 +287,68 @@ fn spawn_exit_cycles_leak_nothing() {
 const SEND_THEN_EXIT: u64 = 1000;
 const ROUND_TRIPS: u64 = 100_000;
 
+/// `Spawner::…spawn()?.channel(..)?` drops the `Child` at once, before the
+/// child connects: the child must still attach and talk, and the channel
+/// nobody can take any more must hang up.
+#[test]
+fn a_dropped_child_handle_does_not_strand_the_child() {
+    let _s = serial();
+    let _w = Watchdog::new("dropped Child handle", Duration::from_secs(60));
+    for transport in [remora::Transport::Shm, remora::Transport::Fifo] {
+        let (mut tx, mut rx) = spawner("echo_pid")
+            .transport(transport)
+            .channel("c")
+            .channel("unused")
+            .spawn()
+            .unwrap()
+            .channel::<Num, Num>("c")
+            .unwrap();
+        tx.send(&Num(41)).unwrap();
+        let pid = rx
+            .recv_timeout(Duration::from_secs(20))
+            .unwrap()
+            .0
+            .to_native();
+        tx.send(&Num(1)).unwrap();
+        assert_eq!(rx.recv_timeout(Duration::from_secs(20)).unwrap().0, 2);
+        drop((tx, rx));
+        let mut status = 0;
+        // SAFETY: reaps our own child; `status` is writable.
+        let reaped = unsafe { libc::waitpid(pid as libc::pid_t, &mut status, 0) };
+        assert_eq!(reaped, pid as libc::pid_t);
+        assert!(
+            libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
+            "{transport}: child failed ({status:#x})"
+        );
+        assert!(remora_segments().is_empty());
+        assert!(common::remora_fifo_dirs().is_empty());
+    }
+}
+
+/// Dropping the creator's `Segment` while its channel ends live must not
+/// strand an opener that has not attached yet.
+#[test]
+fn a_dropped_segment_handle_keeps_its_name_while_ends_live() {
+    let parent = remora::Segment::create(&[
+        ChannelConfig::new("c").capacity(4096),
+        ChannelConfig::new("unused").capacity(4096),
+    ])
+    .unwrap();
+    let name = parent.name().to_owned();
+    let (mut tx, _rx) = parent.raw_channel("c").unwrap();
+    drop(parent);
+    let child = remora::Segment::open(&name).expect("the name must outlive the Segment handle");
+    let (_ctx, mut crx) = child.raw_channel("c").unwrap();
+    tx.send(b"hi").unwrap();
+    assert_eq!(&*crx.recv().unwrap(), b"hi");
+    // Nobody can take the creator's side of "unused" any more.
+    let (mut utx, mut urx) = child.raw_channel("unused").unwrap();
+    assert_eq!(urx.try_recv().err(), Some(RecvError::Disconnected));
+    assert_eq!(utx.try_send(b"x"), Err(SendError::Disconnected));
+    drop((tx, _rx));
+    assert!(!remora_segments().iter().any(|n| name.ends_with(n.as_str())));
+}
+
 /// Entry point of the re-executed children; does nothing in a normal run.
 #[test]
 fn child_entry() {
@@ -337,6 +399,19 @@ fn child_entry() {
                 .collect();
             for t in threads {
                 t.join().unwrap();
+            }
+        }
+        "echo_pid" => {
+            let (mut tx, mut rx) = conn.channel::<Num, Num>("c").unwrap();
+            let (_utx, mut urx) = conn.channel::<Num, Num>("unused").unwrap();
+            let r = urx.recv_timeout(Duration::from_secs(20)).map(|m| m.0);
+            assert!(matches!(r, Err(RecvError::Disconnected)), "unused: {r:?}");
+            drop(rx.recv().unwrap());
+            tx.send(&Num(u64::from(std::process::id()))).unwrap();
+            while let Ok(n) = rx.recv() {
+                let reply = Num(n.0 + 1);
+                drop(n);
+                tx.send(&reply).unwrap();
             }
         }
         "idle" => {

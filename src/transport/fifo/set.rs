@@ -240,13 +240,11 @@ impl FifoSet {
     }
 }
 
-impl Drop for FifoSet {
-    fn drop(&mut self) {
-        if self.side == Side::Parent {
-            self.link.remove_dir();
-        }
-    }
-}
+// Dropping a `FifoSet` leaves the directory to its `FifoLink`, which every
+// channel end taken from the set shares: a child that has not attached yet
+// can still attach while the parent holds ends; the last of them removes the
+// directory. Ends never taken are dropped with the set, so the child sees
+// those directions hang up.
 
 /// Checks that a file we are about to trust is ours and private.
 fn check_ours(id: &fd::FileId) -> Result<(), OpenError> {
