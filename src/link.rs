@@ -28,7 +28,7 @@ pub(crate) struct Link {
     /// Creator side: the segment's descriptor, holding an exclusive `flock`
     /// for as long as the segment is ours: the stale sweep takes a segment
     /// whose lock it can get as one whose creator is dead.
-    _lock: Option<OwnedFd>,
+    lock: Option<OwnedFd>,
     /// Offset of the peer's liveness word in the mapping.
     peer_word: usize,
     /// Offset of our own liveness word, when our robust-list entry for it
@@ -99,7 +99,7 @@ impl Link {
             mapping,
             peer: Peer::default(),
             name: Mutex::new(name),
-            _lock: lock,
+            lock,
             peer_word,
             own_entry: own.linked.then_some(own.offset),
         }
@@ -117,6 +117,16 @@ impl Link {
 
     pub(crate) fn mapping(&self) -> &Mapping {
         &self.mapping
+    }
+
+    /// Whether the segment still has at least `len` bytes, as far as this
+    /// side can tell (creator: `fstat` of its descriptor; opener: assumed).
+    /// A segment shrunk behind our back would raise SIGBUS on access.
+    pub(crate) fn size_at_least(&self, len: usize) -> bool {
+        match &self.lock {
+            Some(fd) => crate::sys::shm::stat(fd).is_ok_and(|info| info.size >= len as u64),
+            None => true,
+        }
     }
 
     /// Starts watching the peer process (first call wins).

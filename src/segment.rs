@@ -381,6 +381,14 @@ impl Drop for Segment {
             Side::Creator => (PARENT_TO_CHILD, CHILD_TO_PARENT),
             Side::Opener => (CHILD_TO_PARENT, PARENT_TO_CHILD),
         };
+        // Never touch a segment someone shrank (SIGBUS): skip the courtesy.
+        let total = self.channels.last().map_or(0, |c| {
+            let (offset, capacity) = c.rings[1];
+            offset + crate::layout::RING_CONTROL_SIZE + capacity
+        });
+        if taken.iter().all(|&t| t) || !self.link.size_at_least(total) {
+            return;
+        }
         for index in (0..taken.len()).filter(|&i| !taken[i]) {
             let out = self.region(index, out_dir);
             let ctrl = out.ctrl();
