@@ -677,6 +677,7 @@ fn a_sweep_in_another_pid_namespace_spares_live_objects() {
         .args(&me)
         .env(common::ROLE, "sweeper")
         .stdin(Stdio::null())
+        .stdout(Stdio::null())
         .status()
         .unwrap();
     assert!(status.success(), "sweeper: {status}");
