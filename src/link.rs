@@ -53,7 +53,7 @@ pub(crate) struct OwnWord {
 /// (`set_robust_list` refused), the value is [`NO_SENTINEL`]: the peer then
 /// sees this side as alive and learns of its death only by slower means.
 pub(crate) fn register_liveness(mapping: &Mapping, offset: usize) -> OwnWord {
-    debug_assert!(offset % 8 == 0 && offset + 8 <= crate::layout::PAGE);
+    debug_assert!(offset.is_multiple_of(8) && offset + 8 <= crate::layout::PAGE);
     // SAFETY: the entry lies in the mapping's private guard page, 8-aligned
     // (`offset` is), and the word `ENTRY_TO_WORD` bytes later is the
     // segment's word at `offset`; both stay mapped until the owner of the

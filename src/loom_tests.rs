@@ -108,6 +108,21 @@ fn loom_ring_indices() {
     });
 }
 
+/// A peer that never dies: the models check the doorbell alone.
+struct Immortal;
+
+impl wait::Liveness for Immortal {
+    fn dead_now(&self) -> bool {
+        false
+    }
+    fn dead_checked(&self) -> bool {
+        false
+    }
+    fn prepare_sleep(&self) -> wait::PeerSleep<'_> {
+        wait::PeerSleep::Unwatched
+    }
+}
+
 /// A consumer blocking on the doorbell is always woken by a producer that
 /// publishes one frame: no lost wake-up in any interleaving.
 #[test]
@@ -128,7 +143,7 @@ fn loom_doorbell_no_lost_wakeup() {
             &shared.ctrl.data_bell,
             MonoTime::NEVER,
             || c.has_data(),
-            || false,
+            &Immortal,
         );
         assert_eq!(waited, Waited::Ready);
         assert_eq!(pop(&mut c), Some(vec![9]));
@@ -158,7 +173,7 @@ fn loom_space_doorbell_no_lost_wakeup() {
             &shared.ctrl.space_bell,
             MonoTime::NEVER,
             || p.has_space(16),
-            || false,
+            &Immortal,
         );
         assert_eq!(waited, Waited::Ready);
         assert!(push(&mut p, &[3; 16]));

@@ -131,9 +131,11 @@ fn start_sentinel() -> io::Result<Sentinel> {
             };
             let ok = result.is_ok();
             let _ = tx.send(result);
-            // Parked for the life of the process: its exit is the signal.
-            while ok {
-                std::thread::park();
+            if ok {
+                // Parked for the life of the process: its exit is the signal.
+                loop {
+                    std::thread::park();
+                }
             }
         })?;
     let (tid, head) = rx
