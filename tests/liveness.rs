@@ -92,6 +92,13 @@ fn mono_ns() -> u64 {
     ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
 }
 
+/// How long to let the survivor settle into its wait before the kill:
+/// 20 ms plus up to 10 ms of jitter, so kills do not line up with any
+/// periodic slice of the wait.
+fn settle_time() -> Duration {
+    Duration::from_millis(20) + Duration::from_nanos(mono_ns() % 10_000_000)
+}
+
 fn sigkill(pid: u32) {
     // SAFETY: sending a signal has no memory-safety preconditions.
     unsafe { libc::kill(pid as libc::pid_t, libc::SIGKILL) };
@@ -261,7 +268,7 @@ fn child_death_case(wrapper: &str, t: Transport, s: WaitStrategy, op: Op) {
         }
         let killer = std::thread::spawn(move || {
             // Let the survivor get into its wait first.
-            std::thread::sleep(Duration::from_millis(20));
+            std::thread::sleep(settle_time());
             ctl_tx.send(b"die").unwrap();
             let line = lines.wait_for("KILLING", Duration::from_secs(20));
             line.split_whitespace()
@@ -356,7 +363,15 @@ fn wrappers() -> Vec<&'static str> {
 /// `wrapper`); the leaf waits in `op`; the test kills the middle and reads
 /// when the leaf saw `Disconnected` from the shared stdout.
 fn parent_death_case(wrapper: &str, t: Transport, s: WaitStrategy, op: Op) {
-    let mut case = Case::new(format!("parent dies: {t} {wrapper} {s:?} {op:?}"));
+    parent_death_case_with(wrapper, t, s, op, false);
+}
+
+/// [`parent_death_case`]; with `no_waitv`, the leaf runs under a seccomp
+/// filter that refuses `futex_waitv` (as some container profiles do), so
+/// its waits take the fallback path.
+fn parent_death_case_with(wrapper: &str, t: Transport, s: WaitStrategy, op: Op, no_waitv: bool) {
+    let note = if no_waitv { " (no futex_waitv)" } else { "" };
+    let mut case = Case::new(format!("parent dies: {t} {wrapper} {s:?} {op:?}{note}"));
     for _ in 0..kills() {
         let me = self_args();
         let mut middle = Command::new(&me[0])
@@ -366,6 +381,7 @@ fn parent_death_case(wrapper: &str, t: Transport, s: WaitStrategy, op: Op) {
             .env("LV_TRANSPORT", t.to_string())
             .env("LV_STRATEGY", format!("{s:?}"))
             .env("LV_OP", format!("{op:?}"))
+            .env("LV_NO_WAITV", if no_waitv { "1" } else { "0" })
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .spawn()
@@ -373,7 +389,7 @@ fn parent_death_case(wrapper: &str, t: Transport, s: WaitStrategy, op: Op) {
         let lines = StdoutLines::new(middle.stdout.take().unwrap());
         let middle = common::guard(middle);
         lines.wait_for("LEAF_WAITING", Duration::from_secs(20));
-        std::thread::sleep(Duration::from_millis(20));
+        std::thread::sleep(settle_time());
         let killed = mono_ns();
         sigkill(middle.id());
         let line = lines.wait_for("LEAF_DISCONNECTED", HARD_BOUND);
@@ -413,6 +429,9 @@ fn middle_role() {
 
 fn leaf_role(conn: remora::Connection) {
     let op = Op::parse(&std::env::var("LV_OP").unwrap());
+    if std::env::var("LV_NO_WAITV").as_deref() == Ok("1") {
+        refuse_futex_waitv();
+    }
     let (mut tx, mut rx) = conn.raw_channel("c").unwrap();
     let (_ctl_tx, _ctl_rx) = conn.raw_channel("ctl").unwrap();
     // The parent committed its messages before we started waiting for its
@@ -450,6 +469,76 @@ fn parent_death_is_seen_at_once_in_every_wait() {
                 parent_death_case("none", t, s, op);
             }
         }
+    }
+}
+
+/// Installs a seccomp filter on this thread (and its future threads) that
+/// fails `futex_waitv` with ENOSYS, like a kernel older than 5.16.
+fn refuse_futex_waitv() {
+    const SYS_FUTEX_WAITV: u32 = 449; // x86_64 and aarch64 alike
+    let filter = [
+        // A = seccomp_data.nr
+        libc::sock_filter {
+            code: (libc::BPF_LD | libc::BPF_W | libc::BPF_ABS) as u16,
+            jt: 0,
+            jf: 0,
+            k: 0,
+        },
+        libc::sock_filter {
+            code: (libc::BPF_JMP | libc::BPF_JEQ | libc::BPF_K) as u16,
+            jt: 0,
+            jf: 1,
+            k: SYS_FUTEX_WAITV,
+        },
+        libc::sock_filter {
+            code: (libc::BPF_RET | libc::BPF_K) as u16,
+            jt: 0,
+            jf: 0,
+            k: libc::SECCOMP_RET_ERRNO | libc::ENOSYS as u32,
+        },
+        libc::sock_filter {
+            code: (libc::BPF_RET | libc::BPF_K) as u16,
+            jt: 0,
+            jf: 0,
+            k: libc::SECCOMP_RET_ALLOW,
+        },
+    ];
+    let prog = libc::sock_fprog {
+        len: filter.len() as u16,
+        filter: filter.as_ptr() as *mut libc::sock_filter,
+    };
+    // SAFETY: plain prctl calls; `prog` and `filter` outlive them (the
+    // kernel copies the program).
+    unsafe {
+        assert_eq!(libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0), 0);
+        assert_eq!(
+            libc::prctl(
+                libc::PR_SET_SECCOMP,
+                libc::SECCOMP_MODE_FILTER,
+                &prog as *const libc::sock_fprog
+            ),
+            0,
+            "seccomp: {}",
+            std::io::Error::last_os_error()
+        );
+        let ret = libc::syscall(libc::SYS_futex_waitv, 0usize, 0u32, 0u32, 0usize, 0u32);
+        assert_eq!(
+            (ret, std::io::Error::last_os_error().raw_os_error()),
+            (-1, Some(libc::ENOSYS)),
+            "the filter must refuse futex_waitv"
+        );
+    }
+}
+
+/// Without `futex_waitv` (old kernel, seccomp) blocked waits fall back to
+/// short slices that re-read the peer's word: still well under the bound.
+#[test]
+fn parent_death_is_seen_without_futex_waitv() {
+    let _s = serial();
+    let _w = Watchdog::new("no futex_waitv", Duration::from_secs(300));
+    for s in [WaitStrategy::Block, WaitStrategy::Adaptive] {
+        parent_death_case_with("none", Transport::Shm, s, Op::Recv, true);
+        parent_death_case_with("none", Transport::Shm, s, Op::Send, true);
     }
 }
 
@@ -535,7 +624,7 @@ fn segment_opener_death(s: WaitStrategy, op: Op) {
         }
         let pid = opener.id();
         let killer = std::thread::spawn(move || {
-            std::thread::sleep(Duration::from_millis(20));
+            std::thread::sleep(settle_time());
             let at = mono_ns();
             sigkill(pid);
             at
@@ -592,7 +681,7 @@ fn segment_creator_death(s: WaitStrategy, op: Op) {
         }
         let pid = creator.id();
         let killer = std::thread::spawn(move || {
-            std::thread::sleep(Duration::from_millis(20));
+            std::thread::sleep(settle_time());
             let at = mono_ns();
             sigkill(pid);
             at
