@@ -24,6 +24,14 @@
 //!
 //! glibc keeps registering its own robust lists on every other thread, so
 //! robust pthread mutexes keep working; only the sentinel's list is ours.
+//!
+//! Limits: the kernel walks at most 2048 entries of a list (`ROBUST_LIST_LIMIT`),
+//! so a process mapping more segments than that at once is reported dead only
+//! to the peers of the first 2048 (the others still see close flags, pidfds
+//! or their deadlines). A process `fork`ed without `exec` has no sentinel
+//! thread: it starts its own on first use (a `fork` while another thread
+//! held the registry lock would leave it locked in the child, as with any
+//! mutex). `execve` and the OOM reaper: see the README's "Peer death".
 
 use std::io;
 use std::sync::Mutex;
@@ -148,11 +156,26 @@ fn start_sentinel() -> io::Result<Sentinel> {
     })
 }
 
+/// Set to this process's pid once starting its sentinel failed, so later
+/// segments do not try (and spawn a thread) again.
+static FAILED_FOR_PID: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+
 /// The sentinel of this process, started on first use.
 fn sentinel(slot: &mut Option<Sentinel>) -> io::Result<&mut Sentinel> {
+    use std::sync::atomic::Ordering::Relaxed;
     let pid = std::process::id();
     if slot.as_ref().is_none_or(|s| s.pid != pid) {
-        *slot = Some(start_sentinel()?);
+        // Relaxed: read and written under the `SENTINEL` lock.
+        if FAILED_FOR_PID.load(Relaxed) == pid {
+            return Err(io::Error::from_raw_os_error(libc::ENOSYS));
+        }
+        match start_sentinel() {
+            Ok(started) => *slot = Some(started),
+            Err(e) => {
+                FAILED_FOR_PID.store(pid, Relaxed);
+                return Err(e);
+            }
+        }
     }
     Ok(slot.as_mut().expect("just set"))
 }
