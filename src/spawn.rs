@@ -13,14 +13,17 @@
 
 use std::ffi::{OsStr, OsString};
 use std::io;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 use std::process::{Command, ExitStatus, Stdio};
+use std::time::Duration;
 
 use crate::channel::{RawReceiver, RawSender, Receiver, Sender};
 use crate::codec::{self, Decode, Encode};
 use crate::error::{ChannelError, ConnectError, SpawnError};
 use crate::segment::{ChannelConfig, Segment};
+use crate::sys::process;
 use crate::transport::{FifoSet, Transport, shm_unusable};
 
 /// The environment variable through which a spawned child finds its
@@ -195,6 +198,121 @@ impl Spawner {
         self
     }
 
+    /// Sets several environment variables, like [`Command::envs`].
+    ///
+    /// ```no_run
+    /// let child = remora::Spawner::new("path/to/app")
+    ///     .envs([("RUST_LOG", "info"), ("LANG", "C")])
+    ///     .channel("c")
+    ///     .spawn()?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn envs<I, K, V>(&mut self, vars: I) -> &mut Spawner
+    where
+        I: IntoIterator<Item = (K, V)>,
+        K: AsRef<OsStr>,
+        V: AsRef<OsStr>,
+    {
+        self.command.envs(vars);
+        self
+    }
+
+    /// Clears the environment the child inherits, like
+    /// [`Command::env_clear`]. [`CHANNEL_ENV`] is still set at spawn.
+    ///
+    /// ```no_run
+    /// let child = remora::Spawner::new("/usr/bin/app")
+    ///     .env_clear()
+    ///     .env("PATH", "/usr/bin")
+    ///     .channel("c")
+    ///     .spawn()?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn env_clear(&mut self) -> &mut Spawner {
+        self.command.env_clear();
+        self
+    }
+
+    /// Puts the child in process group `pgroup` (0: a new group led by
+    /// the child), like [`CommandExt::process_group`](std::os::unix::process::CommandExt::process_group).
+    ///
+    /// ```no_run
+    /// // The child gets its own group: a Ctrl-C at the terminal does not reach it.
+    /// let child = remora::Spawner::new("path/to/app").process_group(0).channel("c").spawn()?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn process_group(&mut self, pgroup: i32) -> &mut Spawner {
+        std::os::unix::process::CommandExt::process_group(&mut self.command, pgroup);
+        self
+    }
+
+    /// Runs the child as user `id`, like
+    /// [`CommandExt::uid`](std::os::unix::process::CommandExt::uid). The
+    /// segment is private to the parent's user (mode 0600, owner checked
+    /// at open), so a child of another user cannot attach to it: this
+    /// suits a wrapper that drops privileges itself.
+    ///
+    /// ```no_run
+    /// let child = remora::Spawner::new("path/to/app").uid(1000).gid(1000).channel("c").spawn()?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn uid(&mut self, id: u32) -> &mut Spawner {
+        std::os::unix::process::CommandExt::uid(&mut self.command, id);
+        self
+    }
+
+    /// Runs the child with group `id`, like
+    /// [`CommandExt::gid`](std::os::unix::process::CommandExt::gid).
+    pub fn gid(&mut self, id: u32) -> &mut Spawner {
+        std::os::unix::process::CommandExt::gid(&mut self.command, id);
+        self
+    }
+
+    /// Runs `f` in the child between `fork` and `exec`, like
+    /// [`CommandExt::pre_exec`](std::os::unix::process::CommandExt::pre_exec).
+    ///
+    /// # Safety
+    ///
+    /// As for `CommandExt::pre_exec`: `f` runs in a forked copy of a
+    /// possibly multi-threaded process and must only do what is
+    /// async-signal-safe (no allocation, no locks).
+    ///
+    /// ```no_run
+    /// let mut spawner = remora::Spawner::new("path/to/app");
+    /// // SAFETY: setsid is async-signal-safe.
+    /// unsafe {
+    ///     spawner.pre_exec(|| {
+    ///         libc::setsid();
+    ///         Ok(())
+    ///     })
+    /// };
+    /// let child = spawner.channel("c").spawn()?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub unsafe fn pre_exec<F>(&mut self, f: F) -> &mut Spawner
+    where
+        F: FnMut() -> io::Result<()> + Send + Sync + 'static,
+    {
+        // SAFETY: forwarded to the caller.
+        unsafe { std::os::unix::process::CommandExt::pre_exec(&mut self.command, f) };
+        self
+    }
+
+    /// The underlying [`Command`], for settings this type does not mirror.
+    /// [`CHANNEL_ENV`] is set (and removed again) by [`Spawner::spawn`]
+    /// whatever is done here.
+    ///
+    /// ```no_run
+    /// use std::os::unix::process::CommandExt;
+    /// let mut spawner = remora::Spawner::new("path/to/app");
+    /// spawner.command_mut().arg0("app-worker");
+    /// let child = spawner.channel("c").spawn()?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn command_mut(&mut self) -> &mut Command {
+        &mut self.command
+    }
+
     /// Sets the working directory, like [`Command::current_dir`].
     pub fn current_dir(&mut self, dir: impl AsRef<Path>) -> &mut Spawner {
         self.command.current_dir(dir);
@@ -273,7 +391,12 @@ impl Spawner {
         self.command.env_remove(CHANNEL_ENV);
         let process = spawned.map_err(SpawnError::Spawn)?; // drops (removes) the endpoint
         endpoint.watch_child(process.id());
-        Ok(Child { process, endpoint })
+        let pidfd = process::pidfd_open(process.id()).ok();
+        Ok(Child {
+            process,
+            endpoint,
+            pidfd,
+        })
     }
 }
 
@@ -300,6 +423,8 @@ impl Spawner {
 pub struct Child {
     process: std::process::Child,
     endpoint: Endpoint,
+    /// Our own pidfd on the child (the liveness watch has another).
+    pidfd: Option<OwnedFd>,
 }
 
 impl Child {
@@ -358,6 +483,81 @@ impl Child {
     /// the parent's ends then return `Disconnected` once the child is dead.
     pub fn kill(&mut self) -> io::Result<()> {
         self.process.kill()
+    }
+
+    /// Sends `signal` (e.g. `libc::SIGTERM`) to the child. Through a pidfd
+    /// where the kernel has them, so never to a recycled pid; a child that
+    /// was already reaped is left alone (`Ok`).
+    ///
+    /// ```no_run
+    /// # let mut child = remora::Spawner::new("app").channel("c").spawn()?;
+    /// child.signal(libc::SIGTERM)?;
+    /// let status = child.wait()?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn signal(&mut self, signal: i32) -> io::Result<()> {
+        if self.try_wait()?.is_some() {
+            return Ok(());
+        }
+        match &self.pidfd {
+            Some(fd) => process::pidfd_signal(fd, signal),
+            // Not reaped (checked above), so the pid is still ours.
+            None => {
+                // SAFETY: kill has no memory-safety preconditions.
+                let ret = unsafe { libc::kill(self.process.id() as libc::pid_t, signal) };
+                if ret < 0 {
+                    return Err(io::Error::last_os_error());
+                }
+                Ok(())
+            }
+        }
+    }
+
+    /// Waits at most `timeout` for the child to exit: `Ok(None)` if it is
+    /// still running then.
+    ///
+    /// ```no_run
+    /// # let mut child = remora::Spawner::new("app").channel("c").spawn()?;
+    /// use std::time::Duration;
+    /// if child.wait_timeout(Duration::from_secs(5))?.is_none() {
+    ///     child.kill()?;
+    ///     child.wait()?;
+    /// }
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn wait_timeout(&mut self, timeout: Duration) -> io::Result<Option<ExitStatus>> {
+        let start = std::time::Instant::now();
+        loop {
+            if let Some(status) = self.try_wait()? {
+                return Ok(Some(status));
+            }
+            let left = timeout.saturating_sub(start.elapsed());
+            if left.is_zero() {
+                return Ok(None);
+            }
+            match &self.pidfd {
+                Some(fd) => {
+                    process::pidfd_wait_exit(fd, left)?;
+                }
+                None => std::thread::sleep(left.min(Duration::from_millis(1))),
+            }
+        }
+    }
+
+    /// A descriptor that becomes readable when the child exits (a pidfd),
+    /// for users with their own event loop (`poll`, `epoll`, mio, tokio's
+    /// `AsyncFd`). `None` on kernels without `pidfd_open` (before 5.3).
+    ///
+    /// ```no_run
+    /// # let child = remora::Spawner::new("app").channel("c").spawn()?;
+    /// use std::os::fd::AsRawFd;
+    /// if let Some(fd) = child.pidfd() {
+    ///     println!("poll fd {} for the child's exit", fd.as_raw_fd());
+    /// }
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn pidfd(&self) -> Option<BorrowedFd<'_>> {
+        self.pidfd.as_ref().map(|fd| fd.as_fd())
     }
 
     /// The underlying `std::process::Child`, e.g. for its stdio pipes.

@@ -349,6 +349,50 @@ fn a_dropped_segment_handle_keeps_its_name_while_ends_live() {
     assert!(!remora_segments().iter().any(|n| name.ends_with(n.as_str())));
 }
 
+/// `Spawner` mirrors `Command` (envs, env_clear, process_group, pre_exec,
+/// command_mut) and `Child` offers signals, a bounded wait and a pidfd.
+#[test]
+fn spawner_and_child_mirror_command() {
+    use std::os::unix::process::ExitStatusExt;
+    let _s = serial();
+    let _w = Watchdog::new("Command parity", Duration::from_secs(60));
+    let mut spawner = spawner("report_process");
+    spawner
+        .env("INHERITED_BEFORE_CLEAR", "x")
+        .env_clear()
+        .envs([("PARITY_A", "1"), ("PARITY_B", "2")])
+        .env(common::ROLE, "report_process")
+        .process_group(0);
+    spawner.command_mut().env("PARITY_C", "3");
+    // SAFETY: only an async-signal-safe call between fork and exec.
+    unsafe {
+        spawner.pre_exec(|| {
+            libc::umask(0o077);
+            Ok(())
+        })
+    };
+    let mut child = spawner.channel("c").spawn().unwrap();
+    let (_tx, mut rx) = child.raw_channel("c").unwrap();
+    let report = rx.recv_timeout(Duration::from_secs(20)).unwrap();
+    assert_eq!(
+        std::str::from_utf8(&report).unwrap(),
+        "own group: true, umask: 77, env: 1 2 3 -"
+    );
+    drop(report);
+    assert!(child.pidfd().is_some(), "pidfd_open exists on this kernel");
+    // Still running: a bounded wait says so.
+    assert_eq!(child.wait_timeout(Duration::from_millis(50)).unwrap(), None);
+    child.signal(libc::SIGTERM).unwrap();
+    let status = child
+        .wait_timeout(Duration::from_secs(20))
+        .unwrap()
+        .expect("exited after SIGTERM");
+    assert_eq!(status.signal(), Some(libc::SIGTERM));
+    // Reaped: signalling again is harmless.
+    child.signal(libc::SIGTERM).unwrap();
+    assert!(remora_segments().is_empty());
+}
+
 /// Entry point of the re-executed children; does nothing in a normal run.
 #[test]
 fn child_entry() {
@@ -413,6 +457,25 @@ fn child_entry() {
                 drop(n);
                 tx.send(&reply).unwrap();
             }
+        }
+        "report_process" => {
+            let (mut tx, _rx) = conn.raw_channel("c").unwrap();
+            // SAFETY: plain queries without pointers; umask is restored.
+            let (own_group, umask) = unsafe {
+                let mask = libc::umask(0);
+                libc::umask(mask);
+                (libc::getpgrp() == libc::getpid(), mask)
+            };
+            let var = |k: &str| std::env::var(k).unwrap_or_else(|_| "-".into());
+            let report = format!(
+                "own group: {own_group}, umask: {umask:o}, env: {} {} {} {}",
+                var("PARITY_A"),
+                var("PARITY_B"),
+                var("PARITY_C"),
+                var("INHERITED_BEFORE_CLEAR"),
+            );
+            tx.send(report.as_bytes()).unwrap();
+            std::thread::sleep(Duration::from_secs(60));
         }
         "idle" => {
             let _ends = conn.channel::<Num, Num>("c").unwrap();

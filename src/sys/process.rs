@@ -1,4 +1,4 @@
-//! Process liveness: pidfds for our children, the parent pid for our parent.
+//! Our children: pidfds, waiting for an exit without reaping, signals.
 
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
@@ -26,6 +26,54 @@ pub(crate) fn pidfd_exited(pidfd: &OwnedFd) -> bool {
     // SAFETY: `pfd` is one valid pollfd; timeout 0 never blocks.
     let n = unsafe { libc::poll(&mut pfd, 1, 0) };
     n > 0 && pfd.revents & (libc::POLLIN | libc::POLLHUP | libc::POLLERR) != 0
+}
+
+/// Waits until the process behind `pidfd` exits or `timeout` passes;
+/// whether it exited. `EINTR` retries with the time left.
+pub(crate) fn pidfd_wait_exit(pidfd: &OwnedFd, timeout: std::time::Duration) -> io::Result<bool> {
+    let deadline = super::clock::MonoTime::after(timeout);
+    loop {
+        let left = deadline
+            .as_nanos()
+            .saturating_sub(super::clock::MonoTime::now().as_nanos());
+        let ts = libc::timespec {
+            tv_sec: (left / 1_000_000_000) as libc::time_t,
+            tv_nsec: (left % 1_000_000_000) as libc::c_long,
+        };
+        let mut pfd = libc::pollfd {
+            fd: pidfd.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        // SAFETY: one valid pollfd; `ts` outlives the call; null sigmask.
+        let n = unsafe { libc::ppoll(&mut pfd, 1, &ts, std::ptr::null()) };
+        if n >= 0 {
+            return Ok(n > 0);
+        }
+        let e = io::Error::last_os_error();
+        if e.kind() != io::ErrorKind::Interrupted {
+            return Err(e);
+        }
+    }
+}
+
+/// Sends `signal` to the process behind `pidfd` (`pidfd_send_signal(2)`:
+/// never a recycled pid).
+pub(crate) fn pidfd_signal(pidfd: &OwnedFd, signal: libc::c_int) -> io::Result<()> {
+    // SAFETY: a valid descriptor, a signal number, no siginfo, no flags.
+    let ret = unsafe {
+        libc::syscall(
+            libc::SYS_pidfd_send_signal,
+            pidfd.as_raw_fd(),
+            signal,
+            std::ptr::null::<libc::siginfo_t>(),
+            0u32,
+        )
+    };
+    if ret < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
 }
 
 /// Whether our child `pid` has exited, without reaping it (the caller keeps
