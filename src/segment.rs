@@ -404,6 +404,17 @@ impl Drop for Segment {
     }
 }
 
+/// Whether the object's header says layout version [`LAYOUT_VERSION`], the
+/// first whose creators hold a lock (read with `pread`: nothing is mapped,
+/// so a short or hostile object cannot raise SIGBUS here).
+fn lock_aware(fd: &std::os::fd::OwnedFd) -> bool {
+    let mut head = [0u8; 12];
+    let read = fd::pread(fd.as_fd(), &mut head, 0).unwrap_or(0);
+    read == head.len()
+        && u64::from_le_bytes(head[..8].try_into().expect("8 bytes")) == MAGIC
+        && u32::from_le_bytes(head[8..].try_into().expect("4 bytes")) == LAYOUT_VERSION
+}
+
 /// Creates a fresh, empty shared-memory object under a new unguessable name
 /// and takes its creator lock (see [`sweep_stale_segments`]). Between
 /// `shm_open` and `flock` another process's sweep may take the unlocked
@@ -464,7 +475,9 @@ fn sweep_stale_segments() {
             continue;
         };
         let ours = shm::stat(&fd).is_ok_and(|info| info.owner_uid == uid);
-        if ours && lock::try_lock_exclusive(fd.as_fd()).unwrap_or(false) {
+        // Only segments of this layout version promise a creator lock: an
+        // older remora's live segment would look abandoned.
+        if ours && lock_aware(&fd) && lock::try_lock_exclusive(fd.as_fd()).unwrap_or(false) {
             let _ = shm::unlink(&name);
         }
     }

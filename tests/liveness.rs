@@ -786,6 +786,60 @@ fn a_sweep_in_another_pid_namespace_spares_live_objects() {
     assert!(!std::path::Path::new(&seg_file).exists());
 }
 
+/// The sweep takes only objects whose creators promise a lock: a live
+/// segment or FIFO directory of an older remora (no lock) is left alone,
+/// while an unlocked current one is swept.
+#[test]
+fn the_sweep_leaves_older_versions_alone() {
+    let _s = serial();
+    // Names in our pattern, with a pid nobody has.
+    let shm_file = format!("/dev/shm/remora-999999999-{:032x}", mono_ns());
+    let mut header = Vec::new();
+    header.extend_from_slice(b"REMORA\x00\x01");
+    header.extend_from_slice(&1u32.to_le_bytes()); // layout version 1
+    header.resize(4096, 0);
+    std::fs::write(&shm_file, &header).unwrap();
+    let fifo_dir = std::env::temp_dir().join(format!("remora-999999999-{}", mono_ns()));
+    std::fs::create_dir(&fifo_dir).unwrap();
+    let mut manifest = b"REMFIFO\x01".to_vec();
+    manifest.extend_from_slice(&1u32.to_le_bytes()); // manifest version 1
+    std::fs::write(fifo_dir.join("manifest"), &manifest).unwrap();
+
+    let sweep = || {
+        drop(Segment::create(&[ChannelConfig::new("c")]).unwrap());
+        let mut child = Spawner::new("true")
+            .channel("c")
+            .transport(Transport::Fifo)
+            .spawn()
+            .unwrap();
+        let _ = child.wait();
+    };
+    sweep();
+    let survived = (std::path::Path::new(&shm_file).exists(), fifo_dir.exists());
+    // Now make them look current: unlocked, hence abandoned.
+    header[8..12].copy_from_slice(&2u32.to_le_bytes());
+    std::fs::write(&shm_file, &header).unwrap();
+    manifest[8..12].copy_from_slice(&2u32.to_le_bytes());
+    std::fs::write(fifo_dir.join("manifest"), &manifest).unwrap();
+    sweep();
+    let swept = (
+        !std::path::Path::new(&shm_file).exists(),
+        !fifo_dir.exists(),
+    );
+    let _ = std::fs::remove_file(&shm_file);
+    let _ = std::fs::remove_dir_all(&fifo_dir);
+    assert_eq!(
+        survived,
+        (true, true),
+        "an older version's objects were swept"
+    );
+    assert_eq!(
+        swept,
+        (true, true),
+        "abandoned current objects were not swept"
+    );
+}
+
 /// Creates a segment and a FIFO set (each sweeps first), then exits.
 fn sweeper_role() {
     let seg = Segment::create(&[ChannelConfig::new("c")]).unwrap();

@@ -20,6 +20,23 @@ pub(crate) fn read(fd: BorrowedFd<'_>, buf: &mut [u8]) -> io::Result<usize> {
     }
 }
 
+/// `pread(2)` into `buf` at `offset`.
+pub(crate) fn pread(fd: BorrowedFd<'_>, buf: &mut [u8], offset: u64) -> io::Result<usize> {
+    // SAFETY: `buf` is writable for its length; the descriptor is open.
+    let n = unsafe {
+        libc::pread(
+            fd.as_raw_fd(),
+            buf.as_mut_ptr().cast(),
+            buf.len(),
+            offset as libc::off_t,
+        )
+    };
+    if n < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(n as usize)
+}
+
 /// `write(2)` of `buf`; may write only part of it. Errors (`EAGAIN`,
 /// `EPIPE`, `EINTR`) come back for the caller to handle. On a pipe without
 /// readers this raises SIGPIPE: callers hold a

@@ -24,6 +24,7 @@ use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
+use super::manifest;
 use crate::sys::{fd, fifo, lock, shm};
 
 /// Prefix of every FIFO directory name.
@@ -69,6 +70,21 @@ fn bases() -> Vec<PathBuf> {
     }
     bases.push(std::env::temp_dir());
     bases
+}
+
+/// Whether the directory was made by a remora that holds a creator lock:
+/// its manifest says [`manifest::VERSION`], or it has none yet (its creator
+/// holds the lock from before the manifest is written). An older remora's
+/// live directory would otherwise look abandoned.
+fn lock_aware(dir: BorrowedFd<'_>) -> bool {
+    let file = match fifo::open_at(dir, MANIFEST, libc::O_RDONLY | libc::O_NOFOLLOW) {
+        Ok(file) => file,
+        Err(e) => return e.raw_os_error() == Some(libc::ENOENT),
+    };
+    let mut head = [0u8; 12];
+    fd::pread(file.as_fd(), &mut head, 0).is_ok_and(|n| n == head.len())
+        && head[..8] == manifest::MAGIC
+        && u32::from_le_bytes(head[8..].try_into().expect("4 bytes")) == manifest::VERSION
 }
 
 /// Makes a fresh private directory and takes its creator lock; returns its
@@ -158,7 +174,7 @@ fn sweep_stale(base: &Path) {
         let Ok(fd) = fifo::open_dir(&entry.path()) else {
             continue;
         };
-        if lock::try_lock_exclusive(fd.as_fd()).unwrap_or(false) {
+        if lock_aware(fd.as_fd()) && lock::try_lock_exclusive(fd.as_fd()).unwrap_or(false) {
             let _ = std::fs::remove_dir_all(entry.path());
         }
     }

@@ -25,7 +25,9 @@ use crate::wait::WaitStrategy;
 /// First 8 bytes of a manifest.
 pub(super) const MAGIC: [u8; 8] = *b"REMFIFO\x01";
 /// Bumped whenever the manifest or the wire format changes.
-pub(super) const VERSION: u32 = 1;
+/// 2: the creator holds an exclusive `flock` on the directory (the stale
+/// sweep relies on it and leaves older directories alone).
+pub(super) const VERSION: u32 = 2;
 /// No valid manifest is larger (32 channels with 48-byte names is 2 KiB).
 pub(super) const MAX_SIZE: usize = 8192;
 
