@@ -65,7 +65,13 @@ impl Producer {
             cached_head: head,
             fault: None,
         };
-        if !tail.is_multiple_of(FRAME_ALIGN) || head > tail || tail - head > region.capacity() {
+        // The same checks as `refresh_head` (with our tail as the bound),
+        // plus the tail's own: nothing read here is trusted unchecked.
+        if !tail.is_multiple_of(FRAME_ALIGN)
+            || !head.is_multiple_of(FRAME_ALIGN)
+            || head > tail
+            || tail - head > region.capacity()
+        {
             return Err(p.poison(RingFault::BadIndex {
                 seen: head,
                 ours: tail,

@@ -8,7 +8,7 @@ use crate::channel::Deadline;
 use crate::codec::EncodeError;
 use crate::error::{RecvError, SendError};
 use crate::link::Link;
-use crate::ring::{Consumer, Frame, FrameToken, Producer, ReserveError, RingFault, RingRegion};
+use crate::ring::{Consumer, Frame, FrameToken, Producer, ReserveError};
 use crate::sync::Ordering;
 use crate::sys::clock::MonoTime;
 use crate::wait::{self, WaitStrategy, Waited};
@@ -52,14 +52,14 @@ pub(crate) struct ShmReceiver {
 }
 
 impl ShmSender {
-    /// # Safety
+    /// Wraps a producer; from here on, dropping the sender closes the ring.
+    /// Taking the ring's ends ([`Producer::new`], [`Consumer::new`]) has no
+    /// side effects, so a caller taking several ends takes them all before
+    /// wrapping any: a failure then leaves every ring as it was.
     ///
-    /// This must be the only producer of `region`, in any process, and
-    /// `link` must keep the region's memory alive.
-    pub(crate) unsafe fn new(region: RingRegion, link: Arc<Link>) -> Result<ShmSender, RingFault> {
-        // SAFETY: forwarded to the caller.
-        let producer = unsafe { Producer::new(region)? };
-        Ok(ShmSender { producer, link })
+    /// `link` must keep the producer's region alive.
+    pub(crate) fn new(producer: Producer, link: Arc<Link>) -> ShmSender {
+        ShmSender { producer, link }
     }
 
     pub(crate) fn max_message(&self) -> usize {
@@ -178,17 +178,12 @@ impl Drop for ShmSender {
 }
 
 impl ShmReceiver {
-    /// # Safety
+    /// Wraps a consumer; from here on, dropping the receiver closes the
+    /// ring (see [`ShmSender::new`]).
     ///
-    /// This must be the only consumer of `region`, in any process, and
-    /// `link` must keep the region's memory alive.
-    pub(crate) unsafe fn new(
-        region: RingRegion,
-        link: Arc<Link>,
-    ) -> Result<ShmReceiver, RingFault> {
-        // SAFETY: forwarded to the caller.
-        let consumer = unsafe { Consumer::new(region)? };
-        Ok(ShmReceiver { consumer, link })
+    /// `link` must keep the consumer's region alive.
+    pub(crate) fn new(consumer: Consumer, link: Arc<Link>) -> ShmReceiver {
+        ShmReceiver { consumer, link }
     }
 
     pub(crate) fn max_message(&self) -> usize {
