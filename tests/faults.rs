@@ -10,11 +10,15 @@
 mod common;
 
 use std::io::{Seek, SeekFrom, Write};
-use std::sync::mpsc;
-use std::time::Duration;
+use std::process::Stdio;
+use std::sync::{Mutex, MutexGuard, mpsc};
+use std::time::{Duration, Instant};
 
-use common::Watchdog;
-use remora::{ChannelConfig, ChannelError, RecvError, RingFault, Segment, SendError};
+use common::{KillOnDrop, Watchdog, remora_fifo_dirs, role};
+use remora::{
+    CHANNEL_ENV, ChannelConfig, ChannelError, RecvError, RingFault, Segment, SendError, Spawner,
+    StreamFault, Transport,
+};
 
 /// Offset of the first ring block (parent-to-child of channel 0).
 const P2C: u64 = 8192;
@@ -66,6 +70,165 @@ fn bounded<R: Send + 'static>(
     });
     rx.recv_timeout(limit)
         .unwrap_or_else(|_| panic!("{label}: no result within {limit:?}"))
+}
+
+/// A spawner that re-executes this test binary in `role`, over FIFOs.
+fn fifo_spawner(role: &str) -> Spawner {
+    let mut s = Spawner::new(std::env::current_exe().unwrap());
+    s.args([
+        "child_entry",
+        "--exact",
+        "--nocapture",
+        "--test-threads=1",
+        "-q",
+    ])
+    .env(common::ROLE, role)
+    .stdin(Stdio::null())
+    .stdout(Stdio::null())
+    .transport(Transport::Fifo);
+    s
+}
+
+/// Waits for `child` to exit successfully, at most `limit`.
+fn exits_successfully(child: &mut KillOnDrop, limit: Duration) {
+    let start = Instant::now();
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            assert!(status.success(), "child failed: {status}");
+            return;
+        }
+        assert!(
+            start.elapsed() < limit,
+            "child did not exit within {limit:?}"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+/// Serialises the cross-process tests (2 shared cores).
+static SERIAL: Mutex<()> = Mutex::new(());
+
+fn serial() -> MutexGuard<'static, ()> {
+    SERIAL.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+// ---------------------------------------------------------------------------
+// A receiver that fails for good closes its end.
+// ---------------------------------------------------------------------------
+
+/// Shared memory: a sender blocked on a full ring gets `Disconnected` once
+/// the receiver is poisoned by a corrupt frame, while the receiver (still
+/// alive) keeps reporting the fault; later sends fail at once.
+#[test]
+fn a_corrupted_shm_receiver_closes_its_end() {
+    let _w = Watchdog::new("corrupted shm receiver", Duration::from_secs(60));
+    let (parent, child) = pair(4096);
+    let (mut tx, _) = parent.raw_channel("c").unwrap();
+    let (_, mut rx) = child.raw_channel("c").unwrap();
+    while tx.try_send(&[1; 100]).is_ok() {}
+    let (started_tx, started) = mpsc::channel();
+    let (done_tx, done) = mpsc::channel();
+    std::thread::spawn(move || {
+        started_tx.send(()).unwrap();
+        let first = tx.send(&[2; 100]);
+        let second = tx.send(&[3; 100]);
+        let _ = done_tx.send((first, second));
+    });
+    started.recv().unwrap();
+    std::thread::sleep(Duration::from_millis(20)); // let it block (either way works)
+    // The first frame's kind word becomes garbage.
+    poke(&parent, P2C + DATA + 4, &0xdead_beefu32.to_ne_bytes());
+    let err = rx.recv().map(|m| m.to_vec()).unwrap_err();
+    assert!(
+        matches!(err, RecvError::Corrupted(RingFault::BadKind { .. })),
+        "{err}"
+    );
+    let sends = done
+        .recv_timeout(Duration::from_secs(20))
+        .unwrap_or_else(|_| {
+            panic!("the blocked send did not end after the receiver failed for good")
+        });
+    assert_eq!(
+        sends,
+        (Err(SendError::Disconnected), Err(SendError::Disconnected))
+    );
+    assert_eq!(rx.try_recv().map(|m| m.to_vec()), Err(err));
+}
+
+/// FIFOs: the child's blocking sends end with `Disconnected` once our
+/// receiver is poisoned by a malformed frame, although we keep it alive.
+#[test]
+fn a_malformed_fifo_receiver_closes_its_end() {
+    let _s = serial();
+    let _w = Watchdog::new("malformed fifo receiver", Duration::from_secs(120));
+    let mut child = KillOnDrop(
+        fifo_spawner("garbage_then_fill")
+            .channel_with(ChannelConfig::new("c").capacity(4096))
+            .spawn()
+            .unwrap(),
+    );
+    let (_tx, mut rx) = child.raw_channel("c").unwrap();
+    let err = rx
+        .recv_timeout(Duration::from_secs(30))
+        .map(|m| m.to_vec())
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            RecvError::Malformed(StreamFault::BadKind {
+                kind: 0xdead_beef,
+                ..
+            })
+        ),
+        "{err}"
+    );
+    // `rx` stays alive: the child's sends must fail on their own.
+    exits_successfully(&mut child, Duration::from_secs(30));
+    assert_eq!(rx.try_recv().map(|m| m.to_vec()), Err(err));
+    drop(rx);
+    assert!(remora_fifo_dirs().is_empty());
+}
+
+/// Child of `a_malformed_fifo_receiver_closes_its_end`: opens the FIFO
+/// behind remora's back first, connects, writes a bad frame header through
+/// the back door, then sends until the pipe would be full.
+fn garbage_then_fill() {
+    let dir = std::env::var(CHANNEL_ENV).unwrap();
+    let dir = std::path::PathBuf::from(dir.strip_prefix("fifo:").unwrap());
+    let mut back_door = std::fs::OpenOptions::new()
+        .write(true)
+        .open(dir.join("0.c2p"))
+        .unwrap();
+    let conn = remora::connect().unwrap();
+    let (mut tx, _rx) = conn.raw_channel("c").unwrap();
+    let mut bad = [0u8; 16];
+    bad[..4].copy_from_slice(&8u32.to_ne_bytes());
+    bad[4..8].copy_from_slice(&0xdead_beefu32.to_ne_bytes());
+    back_door.write_all(&bad).unwrap();
+    drop(back_door);
+    let mut sent = 0u64;
+    let err = loop {
+        match tx.send(&[0; 100]) {
+            Ok(()) => sent += 1,
+            Err(e) => break e,
+        }
+    };
+    assert_eq!(err, SendError::Disconnected, "after {sent} sends");
+}
+
+// ---------------------------------------------------------------------------
+// The child side.
+// ---------------------------------------------------------------------------
+
+/// Entry point of the re-executed children; does nothing in a normal run.
+#[test]
+fn child_entry() {
+    let Some(role) = role() else { return };
+    let _w = Watchdog::new("faults child", Duration::from_secs(90));
+    match role.as_str() {
+        "garbage_then_fill" => garbage_then_fill(),
+        other => panic!("unknown role {other}"),
+    }
 }
 
 // ---------------------------------------------------------------------------

@@ -8,7 +8,7 @@ use crate::channel::Deadline;
 use crate::codec::EncodeError;
 use crate::error::{RecvError, SendError};
 use crate::link::Link;
-use crate::ring::{Consumer, Frame, FrameToken, Producer, ReserveError};
+use crate::ring::{Consumer, Frame, FrameToken, Producer, ReserveError, RingFault};
 use crate::sync::Ordering;
 use crate::sys::clock::MonoTime;
 use crate::wait::{self, WaitStrategy, Waited};
@@ -201,14 +201,14 @@ impl ShmReceiver {
         let region = *self.consumer.region();
         let ctrl = region.ctrl();
         loop {
-            if let Some(frame) = self.consumer.peek().map_err(RecvError::Corrupted)? {
+            if let Some(frame) = self.consumer.peek().map_err(|f| self.fail(f))? {
                 return Ok(Frame::from_ring(frame));
             }
             // Acquire: pairs with the sender's Release store on close, so the
             // peek below sees every frame committed before it.
             if ctrl.ends.producer_closed.load(Ordering::Acquire) != 0 || self.link.peer_known_dead()
             {
-                return match self.consumer.peek().map_err(RecvError::Corrupted)? {
+                return match self.consumer.peek().map_err(|f| self.fail(f))? {
                     Some(frame) => Ok(Frame::from_ring(frame)),
                     None => Err(RecvError::Disconnected),
                 };
@@ -234,6 +234,18 @@ impl ShmReceiver {
                 return Err(RecvError::Timeout);
             }
         }
+    }
+
+    /// This end is poisoned for good: close it now, as dropping it would,
+    /// so a sender blocked on the full ring (or about to block) gets
+    /// `Disconnected` instead of waiting for space that never comes.
+    #[cold]
+    fn fail(&self, fault: RingFault) -> RecvError {
+        let ctrl = self.consumer.region().ctrl();
+        // Release: as in `drop`.
+        ctrl.ends.consumer_closed.store(1, Ordering::Release);
+        ctrl.space_bell.ring();
+        RecvError::Corrupted(fault)
     }
 
     /// Hands a frame's space back to the sender and wakes it if it waits.

@@ -59,7 +59,7 @@ impl FifoSender {
     /// message `capacity / 2 - 16`, as on a ring).
     pub(super) fn new(pipe: Pipe, capacity: usize) -> FifoSender {
         let max = capacity / 2 - HEADER;
-        let pipe_size = fd::pipe_size(pipe.fd());
+        let pipe_size = pipe.fd().map_or(0, fd::pipe_size);
         FifoSender {
             pipe,
             buf: AlignedBuf::new(wire::wire_size(max)),
@@ -149,7 +149,10 @@ impl FifoSender {
     /// Whether a `total`-byte frame can start now without having to wait to
     /// finish: it fits in the pipe's free space, or the pipe is empty.
     fn has_room(&self, total: usize) -> bool {
-        match fd::unread(self.pipe.fd()) {
+        let Some(fd) = self.pipe.fd() else {
+            return true;
+        };
+        match fd::unread(fd) {
             Ok(0) => true,
             Ok(unread) => {
                 let used = unread.div_ceil(PAGE) * PAGE + PAGE;
@@ -192,17 +195,19 @@ impl FifoSender {
         let mut written = 0;
         let mut waiter: Option<Waiter> = None;
         loop {
+            // Senders never close their pipe early; `None` would mean the
+            // channel is unusable, like any unexpected error below.
+            let Some(fd) = self.pipe.fd() else {
+                self.closed = true;
+                return Err(SendError::Disconnected);
+            };
             let wrote = match &source {
-                Source::Buffer { .. } => fd::write(self.pipe.fd(), self.buf.bytes(written..total)),
+                Source::Buffer { .. } => fd::write(fd, self.buf.bytes(written..total)),
                 Source::Bytes {
                     header,
                     payload,
                     pad,
-                } => fd::writev(
-                    self.pipe.fd(),
-                    &[header, payload, &PADDING[..*pad]],
-                    written,
-                ),
+                } => fd::writev(fd, &[header, payload, &PADDING[..*pad]], written),
             };
             match wrote {
                 Ok(n) => {
