@@ -217,6 +217,45 @@ fn garbage_then_fill() {
 }
 
 // ---------------------------------------------------------------------------
+// Oversized typed sends.
+// ---------------------------------------------------------------------------
+
+/// A typed message whose encoding can never fit is `TooLarge` at once, in
+/// every send form, whether the ring is full or has a little room; nothing
+/// waits for space. The receiver never reads.
+#[test]
+fn oversized_typed_sends_fail_at_once() {
+    let _w = Watchdog::new("oversized typed sends", Duration::from_secs(60));
+    let too_large = Err(SendError::TooLarge { max: 496 });
+    for fill in ["full", "some room"] {
+        let (parent, child) = pair(1024);
+        let (mut tx, _) = parent.channel::<Vec<u8>, ()>("c").unwrap();
+        let (_, rx) = child.channel::<(), Vec<u8>>("c").unwrap();
+        if fill == "full" {
+            while tx.try_send(&vec![1u8; 40]).is_ok() {}
+        } else {
+            // Two 400-byte messages leave 160 contiguous bytes at the tail.
+            tx.try_send(&vec![1u8; 400]).unwrap();
+            tx.try_send(&vec![1u8; 400]).unwrap();
+        }
+        let results = bounded(fill, Duration::from_secs(20), move || {
+            let big = vec![2u8; 2000];
+            let r = (
+                tx.try_send(&big),
+                tx.send_timeout(&big, Duration::from_secs(3600)),
+                tx.send(&big),
+            );
+            (r, tx)
+        });
+        let ((try_send, send_timeout, send), _tx) = results;
+        assert_eq!(try_send, too_large, "try_send, ring {fill}");
+        assert_eq!(send_timeout, too_large, "send_timeout, ring {fill}");
+        assert_eq!(send, too_large, "send, ring {fill}");
+        drop(rx);
+    }
+}
+
+// ---------------------------------------------------------------------------
 // The child side.
 // ---------------------------------------------------------------------------
 

@@ -99,9 +99,10 @@ impl<T: Encode> Sender<T> {
     #[inline]
     fn send_until(&mut self, value: &T, deadline: Deadline) -> Result<(), SendError> {
         let scratch = &mut self.scratch;
-        self.raw.send_with(0, deadline, |dst, cap| {
-            // SAFETY: the grant is `cap` writable, 16-aligned bytes at `dst`
-            // that only we touch until commit.
+        self.raw.send_with(0, false, deadline, |dst, cap| {
+            // SAFETY: the grant is `cap` writable, 16-aligned bytes at a
+            // non-null `dst` that only we touch until commit (`cap` may be
+            // 0: then `encode` only measures).
             unsafe { codec::encode(value, dst, cap, scratch) }
         })
     }

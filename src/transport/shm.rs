@@ -68,11 +68,19 @@ impl ShmSender {
 
     /// The send loop: reserve at least `min` bytes, let `write` fill the
     /// grant and report the length, commit, ring the doorbell. On overflow,
-    /// ask for more space; when there is none, wait per `deadline`.
+    /// ask for as much space as the message needs; when there is none, wait
+    /// per `deadline`.
+    ///
+    /// `sized`: `min` is the message's exact length (raw sends). Otherwise
+    /// (typed sends) it is only a lower bound, and before waiting for space
+    /// `write` is called once with a zero-length frame at a dangling,
+    /// 16-aligned pointer to measure the message: one that can never fit is
+    /// `TooLarge` at once, not after waiting for a full-size grant.
     #[inline]
     pub(crate) fn send_with(
         &mut self,
         mut min: usize,
+        mut sized: bool,
         deadline: Deadline,
         strategy: WaitStrategy,
         mut write: impl FnMut(*mut u8, usize) -> Result<usize, EncodeError>,
@@ -104,16 +112,34 @@ impl ShmSender {
                         ctrl.data_bell.ring();
                         return Ok(());
                     }
-                    Err(EncodeError::Overflow) if grant.len >= max => {
+                    Err(EncodeError::Overflow { needed }) if needed > max => {
                         return Err(SendError::TooLarge { max });
                     }
-                    // The grant was what fit contiguously; ask for more.
-                    Err(EncodeError::Overflow) => min = grant.len + 1,
+                    // The grant was what fit contiguously; ask for what the
+                    // message needs.
+                    Err(EncodeError::Overflow { needed }) => {
+                        min = needed.max(grant.len + 1);
+                        sized = true;
+                    }
                     Err(EncodeError::Other) => return Err(SendError::Encode),
                 },
                 Err(ReserveError::TooLarge) => return Err(SendError::TooLarge { max }),
                 Err(ReserveError::Fault(f)) => return Err(SendError::Corrupted(f)),
                 Err(ReserveError::Full) => {
+                    if !sized {
+                        // Measure before reporting `Full` or waiting: a
+                        // message that can never fit must not wait for room.
+                        sized = true;
+                        let dangling = std::ptr::NonNull::<u128>::dangling().as_ptr().cast();
+                        match write(dangling, 0) {
+                            Ok(len) => min = min.max(len),
+                            Err(EncodeError::Overflow { needed }) if needed > max => {
+                                return Err(SendError::TooLarge { max });
+                            }
+                            Err(EncodeError::Overflow { needed }) => min = min.max(needed),
+                            Err(EncodeError::Other) => return Err(SendError::Encode),
+                        }
+                    }
                     let Deadline::At(at) = deadline else {
                         return Err(if self.link.poll_peer_gone() {
                             SendError::Disconnected

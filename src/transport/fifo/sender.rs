@@ -106,7 +106,7 @@ impl FifoSender {
         self.pipe.settle();
         let len = match write(self.buf.at(HEADER), self.max) {
             Ok(len) if len <= self.max => len,
-            Ok(_) | Err(EncodeError::Overflow) => {
+            Ok(_) | Err(EncodeError::Overflow { .. }) => {
                 return Err(SendError::TooLarge { max: self.max });
             }
             Err(EncodeError::Other) => return Err(SendError::Encode),
