@@ -256,6 +256,173 @@ fn oversized_typed_sends_fail_at_once() {
 }
 
 // ---------------------------------------------------------------------------
+// FIFO sends honour their bound with a frame half written.
+// ---------------------------------------------------------------------------
+
+/// Payload bytes of the partial-frame test's messages: bigger than
+/// `PIPE_BUF`, several to a 64 KiB pipe, so one of them is always split.
+const PARTIAL_LEN: usize = 20_000;
+/// The partial-frame test's channels: 64 KiB pipes.
+const PARTIAL_CAPACITY: usize = 64 * 1024;
+
+/// Message `i` of the partial-frame test.
+fn partial_payload(i: u64) -> Vec<u8> {
+    let mut v: Vec<u8> = (0..PARTIAL_LEN)
+        .map(|j| (i as usize * 7 + j) as u8)
+        .collect();
+    v[..8].copy_from_slice(&i.to_le_bytes());
+    v
+}
+
+/// Asserts that `f` (one bounded send) returns within a generous bound.
+fn quick<R>(what: &str, f: impl FnOnce() -> R) -> R {
+    let start = Instant::now();
+    let r = f();
+    assert!(
+        start.elapsed() < Duration::from_secs(10),
+        "{what} took {:?}",
+        start.elapsed()
+    );
+    r
+}
+
+/// Over FIFOs `send_timeout` and `try_send` return within their bound
+/// while the reader reads nothing, even when the pipe fills in the middle
+/// of a frame: the call that started the frame returns `Ok` (accepted),
+/// later ones `Timeout`/`Full` (not sent). Once the reader drains, every
+/// accepted message arrives exactly once and intact: the rest of the split
+/// frame goes out first on the next send (raw channel) or when the sender
+/// is dropped (typed channel).
+#[test]
+fn fifo_sends_keep_their_bound_mid_frame() {
+    let _s = serial();
+    let _w = Watchdog::new("fifo partial frames", Duration::from_secs(180));
+    let mut child = KillOnDrop(
+        fifo_spawner("partial_reader")
+            .channel_with(ChannelConfig::new("raw").capacity(PARTIAL_CAPACITY))
+            .channel_with(ChannelConfig::new("typed").capacity(PARTIAL_CAPACITY))
+            .channel("ctl")
+            .spawn()
+            .unwrap(),
+    );
+    let (tx, _rx) = child.raw_channel("raw").unwrap();
+    let (ttx, _trx) = child.channel::<Vec<u8>, Vec<u8>>("typed").unwrap();
+    let (mut ctl_tx, mut ctl_rx) = child.channel::<u64, u64>("ctl").unwrap();
+    let ctl_recv = |rx: &mut remora::Receiver<u64>| -> u64 {
+        rx.recv_timeout(Duration::from_secs(60))
+            .unwrap()
+            .to_native()
+    };
+
+    // Raw: fill with send_timeout until it times out.
+    let (mut tx, accepted) = bounded("raw fill", Duration::from_secs(60), move || {
+        let mut tx = tx;
+        let mut accepted = 0u64;
+        loop {
+            let r = quick("send_timeout", || {
+                tx.send_timeout(&partial_payload(accepted), Duration::from_millis(50))
+            });
+            match r {
+                Ok(()) => accepted += 1,
+                Err(SendError::Timeout) => break,
+                Err(e) => panic!("send_timeout: {e}"),
+            }
+            assert!(accepted < 100, "the pipe never filled");
+        }
+        let next = partial_payload(accepted);
+        assert_eq!(
+            quick("try_send", || tx.try_send(&next)),
+            Err(SendError::Full)
+        );
+        let r = quick("send_timeout", || {
+            tx.send_timeout(&next, Duration::from_millis(50))
+        });
+        assert_eq!(r, Err(SendError::Timeout));
+        (tx, accepted)
+    });
+    eprintln!("raw (send_timeout until Timeout): {accepted} messages accepted");
+    assert!(
+        accepted >= 2,
+        "only {accepted} messages before the pipe filled"
+    );
+    // The reader drains; the next (blocking) send finishes the split frame
+    // first, then sends its own message.
+    ctl_tx.send(&(accepted + 1)).unwrap();
+    tx.send(&partial_payload(accepted)).unwrap();
+    assert_eq!(ctl_recv(&mut ctl_rx), accepted + 1, "raw messages received");
+
+    // Typed: fill with try_send until it is full.
+    let (ttx, accepted) = bounded("typed fill", Duration::from_secs(60), move || {
+        let mut ttx = ttx;
+        let mut accepted = 0u64;
+        loop {
+            match quick("try_send", || ttx.try_send(&partial_payload(accepted))) {
+                Ok(()) => accepted += 1,
+                Err(SendError::Full) => break,
+                Err(e) => panic!("try_send: {e}"),
+            }
+            assert!(accepted < 100, "the pipe never filled");
+        }
+        let next = partial_payload(accepted);
+        let r = quick("send_timeout", || {
+            ttx.send_timeout(&next, Duration::from_millis(50))
+        });
+        assert_eq!(r, Err(SendError::Timeout));
+        (ttx, accepted)
+    });
+    eprintln!("typed (try_send until Full): {accepted} messages accepted");
+    assert!(
+        accepted >= 2,
+        "only {accepted} messages before the pipe filled"
+    );
+    // The reader starts draining; dropping the sender then finishes the
+    // split frame (the reader is reading), and the reader sees exactly the
+    // accepted messages, then `Disconnected`.
+    ctl_tx.send(&accepted).unwrap();
+    assert_eq!(ctl_recv(&mut ctl_rx), 0, "the reader started");
+    drop(ttx);
+    assert_eq!(ctl_recv(&mut ctl_rx), accepted, "typed messages received");
+
+    drop((tx, ctl_tx, ctl_rx));
+    exits_successfully(&mut child, Duration::from_secs(60));
+    assert!(remora_fifo_dirs().is_empty());
+}
+
+/// Child of `fifo_sends_keep_their_bound_mid_frame`: reads nothing until
+/// told how many messages to expect, then checks each one.
+fn partial_reader() {
+    let conn = remora::connect().unwrap();
+    let (_tx, mut rx) = conn.raw_channel("raw").unwrap();
+    let (_ttx, mut trx) = conn.channel::<Vec<u8>, Vec<u8>>("typed").unwrap();
+    let (mut ctl_tx, mut ctl_rx) = conn.channel::<u64, u64>("ctl").unwrap();
+    let n: u64 = ctl_rx.recv().unwrap().to_native();
+    for i in 0..n {
+        assert_eq!(
+            rx.recv().unwrap().to_vec(),
+            partial_payload(i),
+            "raw message {i}"
+        );
+    }
+    ctl_tx.send(&n).unwrap();
+
+    let n: u64 = ctl_rx.recv().unwrap().to_native();
+    let first = trx.recv().unwrap().to_vec();
+    assert_eq!(first, partial_payload(0), "typed message 0");
+    ctl_tx.send(&0).unwrap();
+    for i in 1..n {
+        assert_eq!(
+            trx.recv().unwrap().to_vec(),
+            partial_payload(i),
+            "typed message {i}"
+        );
+    }
+    // Nothing more: no message twice, no torn frame.
+    assert!(matches!(trx.recv().map(drop), Err(RecvError::Disconnected)));
+    ctl_tx.send(&n).unwrap();
+    assert!(matches!(rx.recv().map(drop), Err(RecvError::Disconnected)));
+}
+
+// ---------------------------------------------------------------------------
 // The child side.
 // ---------------------------------------------------------------------------
 
@@ -263,9 +430,10 @@ fn oversized_typed_sends_fail_at_once() {
 #[test]
 fn child_entry() {
     let Some(role) = role() else { return };
-    let _w = Watchdog::new("faults child", Duration::from_secs(90));
+    let _w = Watchdog::new("faults child", Duration::from_secs(150));
     match role.as_str() {
         "garbage_then_fill" => garbage_then_fill(),
+        "partial_reader" => partial_reader(),
         other => panic!("unknown role {other}"),
     }
 }

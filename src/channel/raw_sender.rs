@@ -139,7 +139,7 @@ impl RawSender {
     ) -> Result<(), SendError> {
         match &mut self.end {
             SendEnd::Shm(end) => end.send_with(min, sized, deadline, self.strategy, write),
-            SendEnd::Fifo(end) => end.send_with(min, deadline, self.strategy, write),
+            SendEnd::Fifo(end) => end.send_with(min, sized, deadline, self.strategy, write),
         }
     }
 }

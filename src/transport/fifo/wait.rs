@@ -65,12 +65,6 @@ impl Waiter {
         }
     }
 
-    /// Lifts the deadline: a sender that has written part of a frame must
-    /// finish it whatever the caller's timeout.
-    pub(super) fn no_deadline(&mut self) {
-        self.deadline = MonoTime::NEVER;
-    }
-
     /// Called after an I/O attempt on `pipe` would have blocked; waits for
     /// `events` (`POLLIN`/`POLLOUT`) as the strategy says.
     pub(super) fn wait(&mut self, pipe: &mut Pipe, events: i16) -> Outcome {
