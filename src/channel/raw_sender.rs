@@ -74,12 +74,22 @@ impl RawSender {
     }
 
     /// Sends `bytes` if there is room now, else [`SendError::Full`].
+    ///
+    /// `Full` means the message was not sent (retry it). Over FIFOs, a
+    /// message whose frame the pipe takes only in part is accepted (`Ok`)
+    /// and its rest goes out first on this sender's next send, or when it is
+    /// dropped; see the README's "Transports".
     pub fn try_send(&mut self, bytes: &[u8]) -> Result<(), SendError> {
         self.send_bytes(bytes, Deadline::Now)
     }
 
     /// Sends `bytes`, waiting at most `timeout` for space, else
     /// [`SendError::Timeout`].
+    ///
+    /// `Timeout` means the message was not sent (retry it). Over FIFOs, a
+    /// message whose frame the pipe takes only in part is accepted (`Ok`)
+    /// and its rest goes out first on this sender's next send, or when it is
+    /// dropped; see the README's "Transports".
     pub fn send_timeout(&mut self, bytes: &[u8], timeout: Duration) -> Result<(), SendError> {
         self.send_bytes(bytes, Deadline::after(timeout))
     }

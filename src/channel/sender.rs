@@ -86,12 +86,22 @@ impl<T: Encode> Sender<T> {
     }
 
     /// Sends `value` if there is room now, else [`SendError::Full`].
+    ///
+    /// `Full` means the message was not sent (retry it). Over FIFOs, a
+    /// message whose frame the pipe takes only in part is accepted (`Ok`)
+    /// and its rest goes out first on this sender's next send, or when it is
+    /// dropped; see the README's "Transports".
     pub fn try_send(&mut self, value: &T) -> Result<(), SendError> {
         self.send_until(value, Deadline::Now)
     }
 
     /// Sends `value`, waiting at most `timeout` for space, else
     /// [`SendError::Timeout`].
+    ///
+    /// `Timeout` means the message was not sent (retry it). Over FIFOs, a
+    /// message whose frame the pipe takes only in part is accepted (`Ok`)
+    /// and its rest goes out first on this sender's next send, or when it is
+    /// dropped; see the README's "Transports".
     pub fn send_timeout(&mut self, value: &T, timeout: Duration) -> Result<(), SendError> {
         self.send_until(value, Deadline::after(timeout))
     }
