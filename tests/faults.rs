@@ -9,7 +9,8 @@
 
 mod common;
 
-use std::io::{Seek, SeekFrom, Write};
+use std::io::Write;
+use std::os::unix::fs::FileExt;
 use std::process::Stdio;
 use std::sync::{Mutex, MutexGuard, mpsc};
 use std::time::{Duration, Instant};
@@ -39,21 +40,28 @@ fn pair(capacity: usize) -> (Segment, Segment) {
     (parent, child)
 }
 
-/// Writes `bytes` at `offset` of the segment's file in /dev/shm.
-fn poke(seg: &Segment, offset: u64, bytes: &[u8]) {
-    let mut f = std::fs::OpenOptions::new()
+/// The segment's file in /dev/shm, opened for corrupting it. Opened once,
+/// right after creation: the descriptor stays valid even if something
+/// unlinks the name meanwhile (a stale-segment sweep run by a test of
+/// another crate build in a PID namespace, where our pid looks dead).
+fn segment_file(seg: &Segment) -> std::fs::File {
+    std::fs::OpenOptions::new()
+        .read(true)
         .write(true)
         .open(format!("/dev/shm{}", seg.name()))
-        .unwrap();
-    f.seek(SeekFrom::Start(offset)).unwrap();
-    f.write_all(bytes).unwrap();
+        .unwrap()
 }
 
-/// Reads the u32 at `offset` of the segment's file in /dev/shm.
-fn peek_u32(seg: &Segment, offset: u64) -> u32 {
-    let bytes = std::fs::read(format!("/dev/shm{}", seg.name())).unwrap();
-    let at = offset as usize;
-    u32::from_ne_bytes(bytes[at..at + 4].try_into().unwrap())
+/// Writes `bytes` at `offset` of the segment's file.
+fn poke(file: &std::fs::File, offset: u64, bytes: &[u8]) {
+    file.write_all_at(bytes, offset).unwrap();
+}
+
+/// Reads the u32 at `offset` of the segment's file.
+fn peek_u32(file: &std::fs::File, offset: u64) -> u32 {
+    let mut word = [0u8; 4];
+    file.read_exact_at(&mut word, offset).unwrap();
+    u32::from_ne_bytes(word)
 }
 
 /// Runs `f` on a thread and returns its result, or panics if it takes
@@ -123,6 +131,7 @@ fn serial() -> MutexGuard<'static, ()> {
 fn a_corrupted_shm_receiver_closes_its_end() {
     let _w = Watchdog::new("corrupted shm receiver", Duration::from_secs(60));
     let (parent, child) = pair(4096);
+    let file = segment_file(&parent);
     let (mut tx, _) = parent.raw_channel("c").unwrap();
     let (_, mut rx) = child.raw_channel("c").unwrap();
     while tx.try_send(&[1; 100]).is_ok() {}
@@ -137,7 +146,7 @@ fn a_corrupted_shm_receiver_closes_its_end() {
     started.recv().unwrap();
     std::thread::sleep(Duration::from_millis(20)); // let it block (either way works)
     // The first frame's kind word becomes garbage.
-    poke(&parent, P2C + DATA + 4, &0xdead_beefu32.to_ne_bytes());
+    poke(&file, P2C + DATA + 4, &0xdead_beefu32.to_ne_bytes());
     let err = rx.recv().map(|m| m.to_vec()).unwrap_err();
     assert!(
         matches!(err, RecvError::Corrupted(RingFault::BadKind { .. })),
@@ -368,6 +377,11 @@ fn fifo_sends_keep_their_bound_mid_frame() {
             ttx.send_timeout(&next, Duration::from_millis(50))
         });
         assert_eq!(r, Err(SendError::Timeout));
+        // A message that can never fit is TooLarge at once, even with the
+        // pipe full and a split frame pending: even for a blocking send.
+        let max = ttx.max_message();
+        let r = quick("oversized send", || ttx.send(&vec![0u8; PARTIAL_CAPACITY]));
+        assert_eq!(r, Err(SendError::TooLarge { max }));
         (ttx, accepted)
     });
     eprintln!("typed (try_send until Full): {accepted} messages accepted");
@@ -447,8 +461,9 @@ fn child_entry() {
 #[test]
 fn producer_refuses_a_corrupt_head_at_open() {
     let parent = Segment::create(&[ChannelConfig::new("c").capacity(4096)]).unwrap();
-    poke(&parent, P2C + TAIL, &32u64.to_ne_bytes());
-    poke(&parent, P2C + HEAD, &8u64.to_ne_bytes());
+    let file = segment_file(&parent);
+    poke(&file, P2C + TAIL, &32u64.to_ne_bytes());
+    poke(&file, P2C + HEAD, &8u64.to_ne_bytes());
     let err = parent.raw_channel("c").unwrap_err();
     assert!(
         matches!(
@@ -465,18 +480,19 @@ fn producer_refuses_a_corrupt_head_at_open() {
 #[test]
 fn a_failed_take_leaves_both_directions_usable() {
     let (parent, child) = pair(4096);
+    let file = segment_file(&parent);
     // The parent's receiving ring gets an unaligned head: its Consumer::new
     // fails after its Producer::new succeeded.
-    poke(&parent, c2p(4096) + HEAD, &8u64.to_ne_bytes());
+    poke(&file, c2p(4096) + HEAD, &8u64.to_ne_bytes());
     let err = parent.raw_channel("c").unwrap_err();
     assert!(matches!(err, ChannelError::Corrupted(_)), "{err}");
     assert_eq!(
-        peek_u32(&parent, P2C + ENDS),
+        peek_u32(&file, P2C + ENDS),
         0,
         "the parent's sending direction was closed by the failed take"
     );
     // Repaired, the channel can be taken on both sides and works both ways.
-    poke(&parent, c2p(4096) + HEAD, &0u64.to_ne_bytes());
+    poke(&file, c2p(4096) + HEAD, &0u64.to_ne_bytes());
     let (mut ctx, mut rx) = child.raw_channel("c").unwrap();
     assert_eq!(rx.try_recv().map(|m| m.to_vec()), Err(RecvError::Empty));
     let (mut tx, mut prx) = parent.raw_channel("c").unwrap();
