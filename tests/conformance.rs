@@ -417,9 +417,19 @@ fn dropped_receiver(t: Transport) {
 fn receiver_dropped_before_attach(t: Transport) {
     let _s = serial();
     let _w = Watchdog::new("receiver dropped before attach", Duration::from_secs(60));
-    let child = spawn(spawner("send_to_dropped", t).channel("a").channel("b"), t);
+    let mut child = spawn(
+        spawner("send_to_dropped", t)
+            .stdin(Stdio::piped())
+            .channel("a")
+            .channel("b"),
+        t,
+    );
     let (_a_tx, a_rx) = child.raw_channel("a").unwrap();
     drop(a_rx);
+    // Only now may the child attach (it waits for this line): on a loaded
+    // machine it could otherwise attach and send before the drop.
+    let stdin = child.process_mut().stdin.as_mut().unwrap();
+    std::io::Write::write_all(stdin, b"go\n").unwrap();
     let (_b_tx, mut b_rx) = child.raw_channel("b").unwrap();
     let report = b_rx.recv_timeout(Duration::from_secs(30)).unwrap();
     assert_eq!(&*report, b"a: Disconnected");
@@ -588,6 +598,11 @@ fn child_entry() {
         let _ = rx.recv(); // blocks until killed
         let _ = leaf.wait();
         return;
+    }
+    if role == "send_to_dropped" {
+        // Gated: see `receiver_dropped_before_attach`.
+        let mut line = String::new();
+        std::io::BufRead::read_line(&mut std::io::stdin().lock(), &mut line).unwrap();
     }
     let conn = remora::connect().unwrap();
     assert_eq!(conn.transport(), expect);
