@@ -436,6 +436,74 @@ fn partial_reader() {
     assert!(matches!(rx.recv().map(drop), Err(RecvError::Disconnected)));
 }
 
+/// A sender dropped with a split frame pending while the reader reads
+/// nothing waits a bounded time, then closes: the reader gets every
+/// complete message, then a clean `Malformed(Truncated)`, never a torn
+/// frame read as a message.
+#[test]
+fn fifo_sender_dropped_mid_frame_is_a_clean_error() {
+    let _s = serial();
+    let _w = Watchdog::new("fifo drop mid-frame", Duration::from_secs(120));
+    let mut child = KillOnDrop(
+        fifo_spawner("truncated_reader")
+            .channel_with(ChannelConfig::new("raw").capacity(PARTIAL_CAPACITY))
+            .channel("ctl")
+            .spawn()
+            .unwrap(),
+    );
+    let (tx, _rx) = child.raw_channel("raw").unwrap();
+    let (mut ctl_tx, mut ctl_rx) = child.channel::<u64, u64>("ctl").unwrap();
+    let accepted = bounded("fill and drop", Duration::from_secs(60), move || {
+        let mut tx = tx;
+        let mut accepted = 0u64;
+        while quick("try_send", || tx.try_send(&partial_payload(accepted))).is_ok() {
+            accepted += 1;
+            assert!(accepted < 100, "the pipe never filled");
+        }
+        // The reader is not reading: the drop gives up after its bound.
+        quick("drop", || drop(tx));
+        accepted
+    });
+    assert!(
+        accepted >= 2,
+        "only {accepted} messages before the pipe filled"
+    );
+    ctl_tx.send(&accepted).unwrap();
+    let complete: u64 = ctl_rx
+        .recv_timeout(Duration::from_secs(60))
+        .unwrap()
+        .to_native();
+    // The pipe filled in the middle of the last accepted frame (the 64 KiB
+    // pipe holds no whole number of 20 kB frames).
+    assert_eq!(complete, accepted - 1, "complete messages received");
+    drop((ctl_tx, ctl_rx));
+    exits_successfully(&mut child, Duration::from_secs(60));
+    assert!(remora_fifo_dirs().is_empty());
+}
+
+/// Child of `fifo_sender_dropped_mid_frame_is_a_clean_error`.
+fn truncated_reader() {
+    let conn = remora::connect().unwrap();
+    let (_tx, mut rx) = conn.raw_channel("raw").unwrap();
+    let (mut ctl_tx, mut ctl_rx) = conn.channel::<u64, u64>("ctl").unwrap();
+    let _accepted: u64 = ctl_rx.recv().unwrap().to_native();
+    let mut complete = 0u64;
+    let err = loop {
+        match rx.recv() {
+            Ok(m) => {
+                assert_eq!(m.to_vec(), partial_payload(complete), "message {complete}");
+                complete += 1;
+            }
+            Err(e) => break e,
+        }
+    };
+    assert!(
+        matches!(err, RecvError::Malformed(StreamFault::Truncated { .. })),
+        "{err}"
+    );
+    ctl_tx.send(&complete).unwrap();
+}
+
 // ---------------------------------------------------------------------------
 // The child side.
 // ---------------------------------------------------------------------------
@@ -448,6 +516,7 @@ fn child_entry() {
     match role.as_str() {
         "garbage_then_fill" => garbage_then_fill(),
         "partial_reader" => partial_reader(),
+        "truncated_reader" => truncated_reader(),
         other => panic!("unknown role {other}"),
     }
 }
