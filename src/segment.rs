@@ -323,9 +323,11 @@ impl Segment {
         let producer = unsafe { Producer::new(out_region) }.map_err(ChannelError::Corrupted)?;
         // SAFETY: as above, for the consuming direction.
         let consumer = unsafe { Consumer::new(in_region) }.map_err(ChannelError::Corrupted)?;
-        // The regions lie in the mapping every end's `Link` keeps alive.
-        let sender = ShmSender::new(producer, Arc::clone(&self.link));
-        let receiver = ShmReceiver::new(consumer, Arc::clone(&self.link));
+        // SAFETY: both regions lie in this segment's mapping, which the
+        // `Link` each end holds keeps alive.
+        let sender = unsafe { ShmSender::new(producer, Arc::clone(&self.link)) };
+        // SAFETY: as above.
+        let receiver = unsafe { ShmReceiver::new(consumer, Arc::clone(&self.link)) };
         taken[index] = true;
         let wait = self.channels[index].wait;
         Ok((

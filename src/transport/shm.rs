@@ -57,8 +57,11 @@ impl ShmSender {
     /// side effects, so a caller taking several ends takes them all before
     /// wrapping any: a failure then leaves every ring as it was.
     ///
-    /// `link` must keep the producer's region alive.
-    pub(crate) fn new(producer: Producer, link: Arc<Link>) -> ShmSender {
+    /// # Safety
+    ///
+    /// `link` must keep the producer's region mapped for as long as the
+    /// sender lives.
+    pub(crate) unsafe fn new(producer: Producer, link: Arc<Link>) -> ShmSender {
         ShmSender { producer, link }
     }
 
@@ -207,8 +210,11 @@ impl ShmReceiver {
     /// Wraps a consumer; from here on, dropping the receiver closes the
     /// ring (see [`ShmSender::new`]).
     ///
-    /// `link` must keep the consumer's region alive.
-    pub(crate) fn new(consumer: Consumer, link: Arc<Link>) -> ShmReceiver {
+    /// # Safety
+    ///
+    /// `link` must keep the consumer's region mapped for as long as the
+    /// receiver lives.
+    pub(crate) unsafe fn new(consumer: Consumer, link: Arc<Link>) -> ShmReceiver {
         ShmReceiver { consumer, link }
     }
 
