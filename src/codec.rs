@@ -71,9 +71,14 @@ impl Positional for FrameWriter<'_> {
 impl<E: Source> Writer<E> for FrameWriter<'_> {
     #[inline]
     fn write(&mut self, bytes: &[u8]) -> Result<(), E> {
-        if bytes.len() > self.cap - self.pos {
+        if self.overflowed || bytes.len() > self.cap - self.pos {
+            // The frame is too small. Stop writing but keep counting, so
+            // the serialisation runs to the end and reports the size the
+            // archive needs (rkyv only ever writes forwards and never reads
+            // back what it wrote).
             self.overflowed = true;
-            return Err(E::new(FrameOverflow));
+            self.pos = self.pos.saturating_add(bytes.len());
+            return Ok(());
         }
         // SAFETY: `pos + bytes.len() <= cap`, and `new`'s contract makes
         // `ptr..ptr + cap` writable and exclusively ours; `bytes` is local
@@ -86,33 +91,27 @@ impl<E: Source> Writer<E> for FrameWriter<'_> {
     }
 }
 
-/// The error a [`FrameWriter`] raises when the frame is full.
-#[derive(Debug)]
-struct FrameOverflow;
-
-impl std::fmt::Display for FrameOverflow {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("message does not fit in the granted frame")
-    }
-}
-
-impl std::error::Error for FrameOverflow {}
-
 /// Why [`encode`] failed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum EncodeError {
-    /// The frame was too small; retry with more space.
-    Overflow,
+    /// The frame was too small; the archive needs `needed` bytes.
+    Overflow {
+        /// The archive's exact length.
+        needed: usize,
+    },
     /// Serialisation failed for another reason (e.g. scratch space too small).
     Other,
 }
 
 /// Serialises `value` into `cap` bytes at `dst`; returns the archive length.
+/// If it does not fit, nothing is written past `cap` and the error says how
+/// long the archive is: `cap == 0` (with any 16-aligned, non-null `dst`)
+/// only measures.
 ///
 /// # Safety
 ///
 /// `dst..dst + cap` must be writable, 16-aligned at `dst`, and not accessed
-/// by anyone else until this call returns.
+/// by anyone else until this call returns; `dst` must be non-null.
 #[inline]
 pub(crate) unsafe fn encode<T: Encode>(
     value: &T,
@@ -129,8 +128,14 @@ pub(crate) unsafe fn encode<T: Encode>(
     };
     let mut serializer = Serializer::new(writer, SubAllocator::new(scratch), ());
     match rkyv::api::serialize_using::<_, Failure>(value, &mut serializer) {
-        Ok(_) => Ok(serializer.into_writer().pos),
-        Err(_) if serializer.into_writer().overflowed => Err(EncodeError::Overflow),
+        Ok(_) => {
+            let writer = serializer.into_writer();
+            if writer.overflowed {
+                Err(EncodeError::Overflow { needed: writer.pos })
+            } else {
+                Ok(writer.pos)
+            }
+        }
         Err(_) => Err(EncodeError::Other),
     }
 }

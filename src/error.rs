@@ -13,9 +13,11 @@ use crate::transport::ParseTransportError;
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum SendError {
-    /// `try_send` only: the ring has no room for the message right now.
+    /// `try_send` only: the ring has no room for the message right now. The
+    /// message was not sent.
     Full,
-    /// `send_timeout` only: the ring had no room before the deadline.
+    /// `send_timeout` only: the ring had no room before the deadline. The
+    /// message was not sent.
     Timeout,
     /// The message is larger than the largest this channel carries (`max`
     /// bytes encoded, half the ring capacity minus a 16-byte frame header).

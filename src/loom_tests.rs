@@ -4,7 +4,11 @@
 //! ring and doorbell code under test is the real code; under `--cfg loom` its
 //! atomics and fences are loom's and the futex is modelled by a loom mutex
 //! and condition variable (see `doorbell::model_futex`), so loom explores
-//! every interleaving and reports a lost wake-up as a deadlock.
+//! every interleaving and reports a lost wake-up as a deadlock. The ring's
+//! data is tracked by loom cells (`sync::DataCell`), so a frame read before
+//! its tail store is visible, or overwritten before its head store is, is a
+//! data race that fails the model: weakening any of the four head/tail
+//! Release/Acquire orderings to Relaxed makes `loom_ring_indices` fail.
 
 use std::ptr::NonNull;
 use std::sync::Arc;
@@ -13,6 +17,7 @@ use loom::thread;
 
 use crate::layout::RingControl;
 use crate::ring::{Consumer, Producer, RingRegion};
+use crate::sync::DataCell;
 use crate::sys::clock::MonoTime;
 use crate::wait::{self, WaitStrategy, Waited};
 
@@ -20,6 +25,11 @@ use crate::wait::{self, WaitStrategy, Waited};
 struct Shared {
     ctrl: RingControl,
     data: std::cell::UnsafeCell<[u128; 4]>, // 64 bytes, 16-aligned
+    /// loom's view of `data`: one tracked cell per 16-byte granule, which
+    /// the ring accesses wherever it (or its caller) reads or writes the
+    /// granule. A weakened head/tail ordering shows up as a data race on
+    /// these cells.
+    cells: [DataCell; 4],
 }
 
 // SAFETY: the ring protocol under test governs all access to `data`.
@@ -32,18 +42,21 @@ impl Shared {
         Arc::new(Shared {
             ctrl: RingControl::default(),
             data: std::cell::UnsafeCell::new([0; 4]),
+            cells: std::array::from_fn(|_| DataCell::new(())),
         })
     }
 
     fn region(&self) -> RingRegion {
-        // SAFETY: `self` outlives both threads' ends (each holds the Arc);
-        // one producer and one consumer per model run.
+        // SAFETY: `self` outlives both threads' ends (each holds the Arc),
+        // and with them the 64 / 16 cells; one producer and one consumer
+        // per model run.
         unsafe {
             RingRegion::new(
                 NonNull::from(&self.ctrl),
                 NonNull::new(self.data.get().cast()).unwrap(),
                 64,
             )
+            .with_cells(self.cells.as_ptr())
         }
     }
 }

@@ -17,7 +17,7 @@ use crate::error::{ChannelError, OpenError};
 use crate::layout::*;
 use crate::link::{Link, register_liveness};
 use crate::peer::PeerWatch;
-use crate::ring::{MAX_CAPACITY, MIN_CAPACITY, RingRegion};
+use crate::ring::{Consumer, MAX_CAPACITY, MIN_CAPACITY, Producer, RingRegion};
 use crate::sync::{AtomicU32, AtomicU64, Ordering};
 use crate::sys::{fd, futex, lock, mapping::Mapping, random, shm};
 use crate::transport::{ShmReceiver, ShmSender};
@@ -313,14 +313,21 @@ impl Segment {
         self.agree_fingerprint(index, in_dir, in_fp)?;
         let out_region = self.region(index, out_dir);
         let in_region = self.region(index, in_dir);
+        // Both ring ends first: taking them has no side effects, while a
+        // channel end closes its ring when dropped. Were the sender wrapped
+        // before the receiver failed, dropping it would close this
+        // direction for good.
         // SAFETY: `taken` guarantees one end per channel per side in this
         // process, the side decides which ring we produce into, and the
         // claim guarantees a single process per side.
-        let sender = unsafe { ShmSender::new(out_region, Arc::clone(&self.link)) }
-            .map_err(ChannelError::Corrupted)?;
+        let producer = unsafe { Producer::new(out_region) }.map_err(ChannelError::Corrupted)?;
         // SAFETY: as above, for the consuming direction.
-        let receiver = unsafe { ShmReceiver::new(in_region, Arc::clone(&self.link)) }
-            .map_err(ChannelError::Corrupted)?;
+        let consumer = unsafe { Consumer::new(in_region) }.map_err(ChannelError::Corrupted)?;
+        // SAFETY: both regions lie in this segment's mapping, which the
+        // `Link` each end holds keeps alive.
+        let sender = unsafe { ShmSender::new(producer, Arc::clone(&self.link)) };
+        // SAFETY: as above.
+        let receiver = unsafe { ShmReceiver::new(consumer, Arc::clone(&self.link)) };
         taken[index] = true;
         let wait = self.channels[index].wait;
         Ok((

@@ -426,11 +426,10 @@ fn receiver_dropped_before_attach(t: Transport) {
     );
     let (_a_tx, a_rx) = child.raw_channel("a").unwrap();
     drop(a_rx);
-    // Only now may the child connect (it waits for a byte on stdin): over
-    // FIFOs a child attached earlier would legitimately see its first send
-    // succeed.
-    let mut gate = child.process_mut().stdin.take().unwrap();
-    std::io::Write::write_all(&mut gate, b"go").unwrap();
+    // Only now may the child attach (it waits for this line): on a loaded
+    // machine it could otherwise attach and send before the drop.
+    let stdin = child.process_mut().stdin.as_mut().unwrap();
+    std::io::Write::write_all(stdin, b"go\n").unwrap();
     let (_b_tx, mut b_rx) = child.raw_channel("b").unwrap();
     let report = b_rx.recv_timeout(Duration::from_secs(30)).unwrap();
     assert_eq!(&*report, b"a: Disconnected");
@@ -601,8 +600,9 @@ fn child_entry() {
         return;
     }
     if role == "send_to_dropped" {
-        let mut gate = [0u8; 1];
-        std::io::Read::read_exact(&mut std::io::stdin(), &mut gate).unwrap();
+        // Gated: see `receiver_dropped_before_attach`.
+        let mut line = String::new();
+        std::io::BufRead::read_line(&mut std::io::stdin().lock(), &mut line).unwrap();
     }
     let conn = remora::connect().unwrap();
     assert_eq!(conn.transport(), expect);

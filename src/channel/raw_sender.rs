@@ -74,12 +74,22 @@ impl RawSender {
     }
 
     /// Sends `bytes` if there is room now, else [`SendError::Full`].
+    ///
+    /// `Full` means the message was not sent (retry it). Over FIFOs, a
+    /// message whose frame the pipe takes only in part is accepted (`Ok`)
+    /// and its rest goes out first on this sender's next send, or when it is
+    /// dropped; see the README's "Transports".
     pub fn try_send(&mut self, bytes: &[u8]) -> Result<(), SendError> {
         self.send_bytes(bytes, Deadline::Now)
     }
 
     /// Sends `bytes`, waiting at most `timeout` for space, else
     /// [`SendError::Timeout`].
+    ///
+    /// `Timeout` means the message was not sent (retry it). Over FIFOs, a
+    /// message whose frame the pipe takes only in part is accepted (`Ok`)
+    /// and its rest goes out first on this sender's next send, or when it is
+    /// dropped; see the README's "Transports".
     pub fn send_timeout(&mut self, bytes: &[u8], timeout: Duration) -> Result<(), SendError> {
         self.send_bytes(bytes, Deadline::after(timeout))
     }
@@ -96,7 +106,7 @@ impl RawSender {
         write: impl FnOnce(&mut Slot<'_>),
     ) -> Result<(), SendError> {
         let mut write = Some(write);
-        self.send_with(len, Deadline::NEVER, |dst, cap| {
+        self.send_with(len, true, Deadline::NEVER, |dst, cap| {
             debug_assert!(cap >= len);
             // SAFETY: the grant gives `cap >= len` writable bytes at `dst`,
             // reserved for this message until commit.
@@ -110,13 +120,15 @@ impl RawSender {
 
     fn send_bytes(&mut self, bytes: &[u8], deadline: Deadline) -> Result<(), SendError> {
         match &mut self.end {
-            SendEnd::Shm(end) => end.send_with(bytes.len(), deadline, self.strategy, |dst, cap| {
-                debug_assert!(cap >= bytes.len());
-                // SAFETY: the grant gives `cap >= bytes.len()` writable bytes
-                // at `dst` that only we touch until commit; `bytes` is ours.
-                unsafe { std::ptr::copy_nonoverlapping(bytes.as_ptr(), dst, bytes.len()) };
-                Ok(bytes.len())
-            }),
+            SendEnd::Shm(end) => {
+                end.send_with(bytes.len(), true, deadline, self.strategy, |dst, cap| {
+                    debug_assert!(cap >= bytes.len());
+                    // SAFETY: the grant gives `cap >= bytes.len()` writable bytes
+                    // at `dst` that only we touch until commit; `bytes` is ours.
+                    unsafe { std::ptr::copy_nonoverlapping(bytes.as_ptr(), dst, bytes.len()) };
+                    Ok(bytes.len())
+                })
+            }
             // No frame buffer needed: the bytes go from here to the pipe.
             SendEnd::Fifo(end) => end.send_bytes(bytes, deadline, self.strategy),
         }
@@ -124,17 +136,20 @@ impl RawSender {
 
     /// Sends one message: `write` fills the space it is given (at least
     /// `min` bytes) and reports the length; see the transports for how space
-    /// is found and waited for.
+    /// is found and waited for. `sized`: `min` is the exact length; if not,
+    /// `write` may also be called with zero bytes of space, to measure (it
+    /// then reports `EncodeError::Overflow` with the length, or the length).
     #[inline]
     pub(crate) fn send_with(
         &mut self,
         min: usize,
+        sized: bool,
         deadline: Deadline,
         write: impl FnMut(*mut u8, usize) -> Result<usize, EncodeError>,
     ) -> Result<(), SendError> {
         match &mut self.end {
-            SendEnd::Shm(end) => end.send_with(min, deadline, self.strategy, write),
-            SendEnd::Fifo(end) => end.send_with(min, deadline, self.strategy, write),
+            SendEnd::Shm(end) => end.send_with(min, sized, deadline, self.strategy, write),
+            SendEnd::Fifo(end) => end.send_with(min, sized, deadline, self.strategy, write),
         }
     }
 }

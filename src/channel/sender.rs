@@ -86,12 +86,22 @@ impl<T: Encode> Sender<T> {
     }
 
     /// Sends `value` if there is room now, else [`SendError::Full`].
+    ///
+    /// `Full` means the message was not sent (retry it). Over FIFOs, a
+    /// message whose frame the pipe takes only in part is accepted (`Ok`)
+    /// and its rest goes out first on this sender's next send, or when it is
+    /// dropped; see the README's "Transports".
     pub fn try_send(&mut self, value: &T) -> Result<(), SendError> {
         self.send_until(value, Deadline::Now)
     }
 
     /// Sends `value`, waiting at most `timeout` for space, else
     /// [`SendError::Timeout`].
+    ///
+    /// `Timeout` means the message was not sent (retry it). Over FIFOs, a
+    /// message whose frame the pipe takes only in part is accepted (`Ok`)
+    /// and its rest goes out first on this sender's next send, or when it is
+    /// dropped; see the README's "Transports".
     pub fn send_timeout(&mut self, value: &T, timeout: Duration) -> Result<(), SendError> {
         self.send_until(value, Deadline::after(timeout))
     }
@@ -99,9 +109,10 @@ impl<T: Encode> Sender<T> {
     #[inline]
     fn send_until(&mut self, value: &T, deadline: Deadline) -> Result<(), SendError> {
         let scratch = &mut self.scratch;
-        self.raw.send_with(0, deadline, |dst, cap| {
-            // SAFETY: the grant is `cap` writable, 16-aligned bytes at `dst`
-            // that only we touch until commit.
+        self.raw.send_with(0, false, deadline, |dst, cap| {
+            // SAFETY: the grant is `cap` writable, 16-aligned bytes at a
+            // non-null `dst` that only we touch until commit (`cap` may be
+            // 0: then `encode` only measures).
             unsafe { codec::encode(value, dst, cap, scratch) }
         })
     }

@@ -117,6 +117,7 @@ impl Consumer {
             }
             let idx = self.region.index(pos);
             let to_end = cap - idx;
+            self.region.track_read(idx, FRAME_HEADER as u64);
             // SAFETY: `idx` is 16-aligned and `cap - idx >= 16` (positions
             // and `cap` are multiples of 16), so the header is in bounds and
             // aligned. The bytes were published by the Acquire load of the
@@ -130,6 +131,9 @@ impl Consumer {
                     if size > to_end || size > avail || len as usize > self.region.max_payload() {
                         return Err(self.poison(RingFault::BadLength { len, pos }));
                     }
+                    // The caller reads the payload from here until release.
+                    self.region
+                        .track_read(idx + FRAME_HEADER as u64, size - FRAME_HEADER as u64);
                     return Ok(Some(Frame {
                         payload: self.region.at(idx + FRAME_HEADER as u64),
                         len: len as usize,
@@ -152,6 +156,11 @@ impl Consumer {
     #[inline]
     pub(crate) fn release(&mut self, frame: Frame) {
         debug_assert!(frame.end > self.head && frame.end <= self.cached_tail);
+        // The caller's last read of the payload, before the Release store
+        // that hands the space back.
+        let size = frame_size(frame.len as u64);
+        self.region
+            .track_read(self.region.index(frame.end - size), size);
         self.advance(frame.end);
     }
 

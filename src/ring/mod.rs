@@ -189,6 +189,10 @@ pub(crate) struct RingRegion {
     data: NonNull<u8>,
     /// Private copy of the capacity: never re-read from shared memory.
     cap: u64,
+    /// loom builds: one tracked cell per 16-byte granule of `data`, or
+    /// null (untracked). See [`crate::sync::DataCell`].
+    #[cfg(loom)]
+    cells: *const crate::sync::DataCell,
 }
 
 // SAFETY: a region is a pair of pointers into memory that outlives every
@@ -213,6 +217,56 @@ impl RingRegion {
             ctrl,
             data,
             cap: cap as u64,
+            #[cfg(loom)]
+            cells: std::ptr::null(),
+        }
+    }
+
+    /// loom builds: tracks every access to the data through `cells`, one
+    /// per 16-byte granule.
+    ///
+    /// # Safety
+    ///
+    /// `cells` must point to `capacity / 16` cells that live as long as
+    /// every producer and consumer made from the returned region.
+    #[cfg(loom)]
+    pub(crate) unsafe fn with_cells(self, cells: *const crate::sync::DataCell) -> Self {
+        RingRegion { cells, ..self }
+    }
+
+    /// Records a write of data `idx..idx + len` (16-aligned, in bounds) for
+    /// loom; nothing in normal builds.
+    #[inline(always)]
+    fn track_write(&self, idx: u64, len: u64) {
+        #[cfg(loom)]
+        self.each_cell(idx, len, |cell| cell.with_mut(|_| ()));
+        #[cfg(not(loom))]
+        let _ = (idx, len);
+    }
+
+    /// Records a read of data `idx..idx + len` for loom; nothing in normal
+    /// builds.
+    #[inline(always)]
+    fn track_read(&self, idx: u64, len: u64) {
+        #[cfg(loom)]
+        self.each_cell(idx, len, |cell| cell.with(|_| ()));
+        #[cfg(not(loom))]
+        let _ = (idx, len);
+    }
+
+    #[cfg(loom)]
+    fn each_cell(&self, idx: u64, len: u64, f: impl Fn(&crate::sync::DataCell)) {
+        if self.cells.is_null() {
+            return;
+        }
+        let first = idx / FRAME_ALIGN;
+        let end = (idx + len)
+            .div_ceil(FRAME_ALIGN)
+            .min(self.cap / FRAME_ALIGN);
+        for granule in first..end {
+            // SAFETY: `with_cells`' contract: `cap / 16` live cells, and
+            // `granule < cap / 16`.
+            f(unsafe { &*self.cells.add(granule as usize) });
         }
     }
 

@@ -65,7 +65,13 @@ impl Producer {
             cached_head: head,
             fault: None,
         };
-        if !tail.is_multiple_of(FRAME_ALIGN) || head > tail || tail - head > region.capacity() {
+        // The same checks as `refresh_head` (with our tail as the bound),
+        // plus the tail's own: nothing read here is trusted unchecked.
+        if !tail.is_multiple_of(FRAME_ALIGN)
+            || !head.is_multiple_of(FRAME_ALIGN)
+            || head > tail
+            || tail - head > region.capacity()
+        {
             return Err(p.poison(RingFault::BadIndex {
                 seen: head,
                 ours: tail,
@@ -217,6 +223,12 @@ impl Producer {
             self.write_header(pos, (grant.pad as usize - FRAME_HEADER) as u32, KIND_PAD);
             pos += grant.pad;
         }
+        // The caller wrote the payload since the grant; loom sees that
+        // write here, before the Release store that publishes it.
+        self.region.track_write(
+            self.region.index(pos) + FRAME_HEADER as u64,
+            frame_size(len as u64) - FRAME_HEADER as u64,
+        );
         self.write_header(pos, len as u32, KIND_MSG);
         self.tail = pos + frame_size(len as u64);
         // Release: the frame headers and payload written above become visible
@@ -231,7 +243,9 @@ impl Producer {
             kind,
             _reserved: 0,
         };
-        let dst = self.region.at(self.region.index(pos)).cast::<FrameHeader>();
+        let idx = self.region.index(pos);
+        self.region.track_write(idx, FRAME_HEADER as u64);
+        let dst = self.region.at(idx).cast::<FrameHeader>();
         // SAFETY: `pos` is a 16-aligned position inside space we own (granted
         // and not yet published), so the 16 bytes are in bounds, aligned, and
         // not read by the consumer until the Release store in `commit`.

@@ -218,14 +218,6 @@ pub(crate) fn pipe_size(fd: BorrowedFd<'_>) -> usize {
     if n > 0 { n as usize } else { 1 << 16 }
 }
 
-/// Bytes written into the pipe and not yet read (`FIONREAD`; either end).
-pub(crate) fn unread(fd: BorrowedFd<'_>) -> io::Result<usize> {
-    let mut n: libc::c_int = 0;
-    // SAFETY: FIONREAD writes one c_int through the pointer, which is valid.
-    cvt(unsafe { libc::ioctl(fd.as_raw_fd(), libc::FIONREAD, &mut n) })?;
-    Ok(n.max(0) as usize)
-}
-
 /// `pipe2(O_CLOEXEC | O_NONBLOCK)`: `(read end, write end)`.
 pub(crate) fn anonymous_pipe() -> io::Result<(OwnedFd, OwnedFd)> {
     let mut fds = [0 as libc::c_int; 2];

@@ -8,7 +8,7 @@ use crate::channel::Deadline;
 use crate::codec::EncodeError;
 use crate::error::{RecvError, SendError};
 use crate::link::Link;
-use crate::ring::{Consumer, Frame, FrameToken, Producer, ReserveError, RingFault, RingRegion};
+use crate::ring::{Consumer, Frame, FrameToken, Producer, ReserveError, RingFault};
 use crate::sync::Ordering;
 use crate::sys::clock::MonoTime;
 use crate::wait::{self, WaitStrategy, Waited};
@@ -52,14 +52,17 @@ pub(crate) struct ShmReceiver {
 }
 
 impl ShmSender {
+    /// Wraps a producer; from here on, dropping the sender closes the ring.
+    /// Taking the ring's ends ([`Producer::new`], [`Consumer::new`]) has no
+    /// side effects, so a caller taking several ends takes them all before
+    /// wrapping any: a failure then leaves every ring as it was.
+    ///
     /// # Safety
     ///
-    /// This must be the only producer of `region`, in any process, and
-    /// `link` must keep the region's memory alive.
-    pub(crate) unsafe fn new(region: RingRegion, link: Arc<Link>) -> Result<ShmSender, RingFault> {
-        // SAFETY: forwarded to the caller.
-        let producer = unsafe { Producer::new(region)? };
-        Ok(ShmSender { producer, link })
+    /// `link` must keep the producer's region mapped for as long as the
+    /// sender lives.
+    pub(crate) unsafe fn new(producer: Producer, link: Arc<Link>) -> ShmSender {
+        ShmSender { producer, link }
     }
 
     pub(crate) fn max_message(&self) -> usize {
@@ -68,11 +71,19 @@ impl ShmSender {
 
     /// The send loop: reserve at least `min` bytes, let `write` fill the
     /// grant and report the length, commit, ring the doorbell. On overflow,
-    /// ask for more space; when there is none, wait per `deadline`.
+    /// ask for as much space as the message needs; when there is none, wait
+    /// per `deadline`.
+    ///
+    /// `sized`: `min` is the message's exact length (raw sends). Otherwise
+    /// (typed sends) it is only a lower bound, and before waiting for space
+    /// `write` is called once with a zero-length frame at a dangling,
+    /// 16-aligned pointer to measure the message: one that can never fit is
+    /// `TooLarge` at once, not after waiting for a full-size grant.
     #[inline]
     pub(crate) fn send_with(
         &mut self,
         mut min: usize,
+        mut sized: bool,
         deadline: Deadline,
         strategy: WaitStrategy,
         mut write: impl FnMut(*mut u8, usize) -> Result<usize, EncodeError>,
@@ -104,16 +115,34 @@ impl ShmSender {
                         ctrl.data_bell.ring();
                         return Ok(());
                     }
-                    Err(EncodeError::Overflow) if grant.len >= max => {
+                    Err(EncodeError::Overflow { needed }) if needed > max => {
                         return Err(SendError::TooLarge { max });
                     }
-                    // The grant was what fit contiguously; ask for more.
-                    Err(EncodeError::Overflow) => min = grant.len + 1,
+                    // The grant was what fit contiguously; ask for what the
+                    // message needs.
+                    Err(EncodeError::Overflow { needed }) => {
+                        min = needed.max(grant.len + 1);
+                        sized = true;
+                    }
                     Err(EncodeError::Other) => return Err(SendError::Encode),
                 },
                 Err(ReserveError::TooLarge) => return Err(SendError::TooLarge { max }),
                 Err(ReserveError::Fault(f)) => return Err(SendError::Corrupted(f)),
                 Err(ReserveError::Full) => {
+                    if !sized {
+                        // Measure before reporting `Full` or waiting: a
+                        // message that can never fit must not wait for room.
+                        sized = true;
+                        let dangling = std::ptr::NonNull::<u128>::dangling().as_ptr().cast();
+                        match write(dangling, 0) {
+                            Ok(len) => min = min.max(len),
+                            Err(EncodeError::Overflow { needed }) if needed > max => {
+                                return Err(SendError::TooLarge { max });
+                            }
+                            Err(EncodeError::Overflow { needed }) => min = min.max(needed),
+                            Err(EncodeError::Other) => return Err(SendError::Encode),
+                        }
+                    }
                     let Deadline::At(at) = deadline else {
                         return Err(if self.link.poll_peer_gone() {
                             SendError::Disconnected
@@ -178,17 +207,15 @@ impl Drop for ShmSender {
 }
 
 impl ShmReceiver {
+    /// Wraps a consumer; from here on, dropping the receiver closes the
+    /// ring (see [`ShmSender::new`]).
+    ///
     /// # Safety
     ///
-    /// This must be the only consumer of `region`, in any process, and
-    /// `link` must keep the region's memory alive.
-    pub(crate) unsafe fn new(
-        region: RingRegion,
-        link: Arc<Link>,
-    ) -> Result<ShmReceiver, RingFault> {
-        // SAFETY: forwarded to the caller.
-        let consumer = unsafe { Consumer::new(region)? };
-        Ok(ShmReceiver { consumer, link })
+    /// `link` must keep the consumer's region mapped for as long as the
+    /// receiver lives.
+    pub(crate) unsafe fn new(consumer: Consumer, link: Arc<Link>) -> ShmReceiver {
+        ShmReceiver { consumer, link }
     }
 
     pub(crate) fn max_message(&self) -> usize {
@@ -206,14 +233,14 @@ impl ShmReceiver {
         let region = *self.consumer.region();
         let ctrl = region.ctrl();
         loop {
-            if let Some(frame) = self.consumer.peek().map_err(RecvError::Corrupted)? {
+            if let Some(frame) = self.consumer.peek().map_err(|f| self.fail(f))? {
                 return Ok(Frame::from_ring(frame));
             }
             // Acquire: pairs with the sender's Release store on close, so the
             // peek below sees every frame committed before it.
             if ctrl.ends.producer_closed.load(Ordering::Acquire) != 0 || self.link.peer_known_dead()
             {
-                return match self.consumer.peek().map_err(RecvError::Corrupted)? {
+                return match self.consumer.peek().map_err(|f| self.fail(f))? {
                     Some(frame) => Ok(Frame::from_ring(frame)),
                     None => Err(RecvError::Disconnected),
                 };
@@ -239,6 +266,18 @@ impl ShmReceiver {
                 return Err(RecvError::Timeout);
             }
         }
+    }
+
+    /// This end is poisoned for good: close it now, as dropping it would,
+    /// so a sender blocked on the full ring (or about to block) gets
+    /// `Disconnected` instead of waiting for space that never comes.
+    #[cold]
+    fn fail(&self, fault: RingFault) -> RecvError {
+        let ctrl = self.consumer.region().ctrl();
+        // Release: as in `drop`.
+        ctrl.ends.consumer_closed.store(1, Ordering::Release);
+        ctrl.space_bell.ring();
+        RecvError::Corrupted(fault)
     }
 
     /// Hands a frame's space back to the sender and wakes it if it waits.

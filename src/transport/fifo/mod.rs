@@ -15,7 +15,7 @@
 //! | type mismatch caught | a HELLO frame with both fingerprints opens each direction |
 //! | drain, then `Disconnected` | EOF after the buffered frames; `EPIPE` on send |
 //! | peer death within 100 ms | EOF/`EPIPE`, the child's pidfd in every `ppoll`, 50 ms slices ([`wait`]) |
-//! | no torn frames | a started frame is always finished ([`sender`]) |
+//! | no torn frames | the rest of a started frame is kept and written first by the next send or on drop ([`sender`]) |
 //! | SIGPIPE never kills | blocked around each frame write ([`crate::sys::signal`]) |
 //! | nothing left behind | directory removed at attach, drop, wait, peer death; stale sweep ([`dir`]) |
 

@@ -28,7 +28,8 @@ use super::link::FifoLink;
 /// A FIFO end held by a channel end.
 #[derive(Debug)]
 pub(super) struct Pipe {
-    fd: OwnedFd,
+    /// `None` once closed early (a receiver that failed for good).
+    fd: Option<OwnedFd>,
     /// Parent side, until the child has attached: see the module docs.
     placeholder: Option<OwnedFd>,
     pub(super) link: Arc<FifoLink>,
@@ -38,7 +39,7 @@ impl Pipe {
     /// The child's (or an already settled) end.
     pub(super) fn new(fd: OwnedFd, link: Arc<FifoLink>) -> Pipe {
         Pipe {
-            fd,
+            fd: Some(fd),
             placeholder: None,
             link,
         }
@@ -47,16 +48,25 @@ impl Pipe {
     /// The parent's end, with its placeholder.
     pub(super) fn with_placeholder(fd: OwnedFd, placeholder: OwnedFd, link: Arc<FifoLink>) -> Pipe {
         Pipe {
-            fd,
+            fd: Some(fd),
             placeholder: Some(placeholder),
             link,
         }
     }
 
-    /// The descriptor to read or write.
+    /// The descriptor to read or write; `None` once [`close`](Pipe::close)d.
     #[inline]
-    pub(super) fn fd(&self) -> BorrowedFd<'_> {
-        self.fd.as_fd()
+    pub(super) fn fd(&self) -> Option<BorrowedFd<'_>> {
+        self.fd.as_ref().map(AsFd::as_fd)
+    }
+
+    /// Closes this end (and the placeholder) before the channel end is
+    /// dropped: a receiver that failed for good closes its read end, so
+    /// the peer's writes fail with `EPIPE` instead of filling the pipe and
+    /// blocking forever.
+    pub(super) fn close(&mut self) {
+        self.fd = None;
+        self.placeholder = None;
     }
 
     /// Drops the placeholder once the child is attached (or no longer can

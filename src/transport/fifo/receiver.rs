@@ -307,8 +307,11 @@ impl FifoReceiver {
         let to = self.buf.len().min(self.end.saturating_add(limit));
         // Callers make room for the frame they wait for first, so there is.
         debug_assert!(to > self.end);
+        let Some(fd) = self.pipe.fd() else {
+            return Fill::Eof;
+        };
         loop {
-            match crate::sys::fd::read(self.pipe.fd(), self.buf.bytes_mut(self.end..to)) {
+            match crate::sys::fd::read(fd, self.buf.bytes_mut(self.end..to)) {
                 Ok(0) => return Fill::Eof,
                 Ok(n) => {
                     self.end += n;
@@ -346,8 +349,12 @@ impl FifoReceiver {
         }))
     }
 
+    /// Fails for good: records `error` for every later call and closes the
+    /// read end now, as dropping the receiver would, so a peer blocked on
+    /// (or about to fill) the pipe gets `Disconnected`.
     fn poison(&mut self, error: RecvError) -> RecvError {
         self.fault = Some(error);
+        self.pipe.close();
         error
     }
 }

@@ -1,5 +1,8 @@
 //! The FIFO transport's sending end: build a frame in a private buffer,
-//! write it to the pipe whole.
+//! write it to the pipe, keep the rest of a frame the pipe had no room for.
+
+use std::ops::Range;
+use std::time::Duration;
 
 use super::buffer::AlignedBuf;
 use super::pipe::Pipe;
@@ -8,7 +11,6 @@ use super::wire::{self, HEADER, HELLO, HELLO_FRAME, MSG};
 use crate::channel::Deadline;
 use crate::codec::EncodeError;
 use crate::error::SendError;
-use crate::sys::clock::MonoTime;
 use crate::sys::fd;
 use crate::sys::signal::SigpipeBlock;
 use crate::wait::WaitStrategy;
@@ -16,11 +18,15 @@ use crate::wait::WaitStrategy;
 /// Zeros for the padding of frames written straight from caller bytes.
 static PADDING: [u8; 16] = [0; 16];
 
+/// How long dropping a sender waits for the reader to make room for the
+/// rest of a pending frame before giving up (the reader then sees a
+/// truncated frame: `RecvError::Malformed`, never mis-framed data).
+pub(crate) const DROP_FLUSH: Duration = Duration::from_secs(1);
+
 /// What a frame write takes its bytes from.
-#[derive(Clone, Copy)]
 enum Source<'a> {
-    /// The first `total` bytes of the sender's buffer.
-    Buffer { total: usize },
+    /// These bytes of the sender's buffer.
+    Buffer(Range<usize>),
     /// A header, caller bytes written in place (no copy into the buffer:
     /// `writev`), and `pad` bytes of padding.
     Bytes {
@@ -30,26 +36,51 @@ enum Source<'a> {
     },
 }
 
-/// Writes up to this size are atomic on a pipe (`PIPE_BUF`): all or `EAGAIN`.
-const PIPE_BUF: usize = libc::PIPE_BUF;
-/// Pipe buffers come in pages; a partly filled page can waste up to one.
-const PAGE: usize = 4096;
+/// How far a frame write got before its deadline.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Wrote {
+    /// The whole frame.
+    All,
+    /// This many bytes (more than none, less than all).
+    Part(usize),
+    /// Nothing: the pipe had no room before the deadline.
+    Nothing,
+}
 
 /// The sending end of one FIFO.
 ///
 /// Messages are encoded into a private 16-aligned buffer (header space
-/// first), then written with `write(2)`. A frame is never left torn in the
-/// pipe: once its first byte is written, the rest is written even past the
-/// caller's deadline (timeouts only apply before the first byte), and only
-/// the peer's disappearance stops it.
+/// first), then written with `write(2)` (raw messages: `writev` straight
+/// from the caller's bytes).
+///
+/// # Partial frames
+///
+/// A pipe can take part of a frame and then be full. A frame is never left
+/// torn: its unwritten rest is kept in the buffer (`pending`) and written
+/// before anything else, by the next send call of any form or, at the
+/// latest, when the sender is dropped. So a deadline is always honoured:
+///
+/// * the call that started the frame returns `Ok`: the message is
+///   accepted, exactly like one committed to a ring, and will be delivered
+///   once the reader makes room;
+/// * a later call that cannot finish the pending rest before its deadline
+///   returns `Full`/`Timeout` for *its own* message, which was not sent
+///   (still the caller's, to retry);
+/// * dropping the sender waits up to [`DROP_FLUSH`] for the reader to take
+///   the rest; if it does not, the reader sees a truncated frame
+///   (`RecvError::Malformed`), never mis-framed data.
+///
+/// Only the peer's disappearance ends a blocking `send` mid-frame.
 #[derive(Debug)]
 pub(crate) struct FifoSender {
     pipe: Pipe,
-    /// One frame: header plus the largest payload, padded.
+    /// One frame: header plus the largest payload, padded. Also holds the
+    /// rest of a partly written frame (`pending`).
     buf: AlignedBuf,
     max: usize,
-    /// The pipe's buffer size, for `try_send` of frames above `PIPE_BUF`.
-    pipe_size: usize,
+    /// `buf[pending]` is the unwritten rest of a frame whose first bytes
+    /// are in the pipe (empty: none).
+    pending: Range<usize>,
     /// Latched on `EPIPE` or peer death: every later send is `Disconnected`.
     closed: bool,
 }
@@ -59,12 +90,11 @@ impl FifoSender {
     /// message `capacity / 2 - 16`, as on a ring).
     pub(super) fn new(pipe: Pipe, capacity: usize) -> FifoSender {
         let max = capacity / 2 - HEADER;
-        let pipe_size = fd::pipe_size(pipe.fd());
         FifoSender {
             pipe,
             buf: AlignedBuf::new(wire::wire_size(max)),
             max,
-            pipe_size,
+            pending: 0..0,
             closed: false,
         }
     }
@@ -82,17 +112,24 @@ impl FifoSender {
         self.buf
             .bytes_mut(HEADER..HELLO_FRAME)
             .copy_from_slice(&wire::hello_payload(out_fp, in_fp));
-        let source = Source::Buffer { total: HELLO_FRAME };
-        let _ = self.write_frame(source, Deadline::NEVER, WaitStrategy::Block);
+        let _ = self.write_frame(
+            Source::Buffer(0..HELLO_FRAME),
+            Deadline::NEVER,
+            WaitStrategy::Block,
+        );
     }
 
     /// Sends one message: `write` encodes it into the buffer (it is given
     /// the full largest-message capacity, so `min` only matters for
-    /// `TooLarge`), then the frame is written per `deadline`.
+    /// `TooLarge`), then the frame is written per `deadline`. `sized`: `min`
+    /// is the exact length; if not, and a pending frame holds the buffer,
+    /// `write` is called with zero bytes of space to measure the message
+    /// first, so an oversized one is `TooLarge` whatever the pipe holds.
     #[inline]
     pub(crate) fn send_with(
         &mut self,
         min: usize,
+        sized: bool,
         deadline: Deadline,
         strategy: WaitStrategy,
         mut write: impl FnMut(*mut u8, usize) -> Result<usize, EncodeError>,
@@ -104,9 +141,20 @@ impl FifoSender {
             return Err(SendError::TooLarge { max: self.max });
         }
         self.pipe.settle();
+        if !self.pending.is_empty() && !sized {
+            let dangling = std::ptr::NonNull::<u128>::dangling().as_ptr().cast();
+            match write(dangling, 0) {
+                Err(EncodeError::Overflow { needed }) if needed > self.max => {
+                    return Err(SendError::TooLarge { max: self.max });
+                }
+                Err(EncodeError::Other) => return Err(SendError::Encode),
+                Ok(_) | Err(EncodeError::Overflow { .. }) => {}
+            }
+        }
+        self.finish_pending(deadline, strategy)?;
         let len = match write(self.buf.at(HEADER), self.max) {
             Ok(len) if len <= self.max => len,
-            Ok(_) | Err(EncodeError::Overflow) => {
+            Ok(_) | Err(EncodeError::Overflow { .. }) => {
                 return Err(SendError::TooLarge { max: self.max });
             }
             Err(EncodeError::Other) => return Err(SendError::Encode),
@@ -118,7 +166,15 @@ impl FifoSender {
         // holds there: initialised bytes of earlier frames, ignored by the
         // receiver.
         let total = wire::wire_size(len);
-        self.write_frame(Source::Buffer { total }, deadline, strategy)
+        match self.write_frame(Source::Buffer(0..total), deadline, strategy)? {
+            Wrote::All => Ok(()),
+            // Accepted: the rest is already where it must be.
+            Wrote::Part(n) => {
+                self.pending = n..total;
+                Ok(())
+            }
+            Wrote::Nothing => Err(self.full_or_gone(deadline)),
+        }
     }
 
     /// Sends `bytes` as one message, written to the pipe straight from the
@@ -138,77 +194,119 @@ impl FifoSender {
             return Err(SendError::TooLarge { max: self.max });
         }
         self.pipe.settle();
+        self.finish_pending(deadline, strategy)?;
+        let header = wire::header(bytes.len() as u32, MSG);
+        let pad = wire::wire_size(bytes.len()) - HEADER - bytes.len();
         let source = Source::Bytes {
-            header: wire::header(bytes.len() as u32, MSG),
+            header,
             payload: bytes,
-            pad: wire::wire_size(bytes.len()) - HEADER - bytes.len(),
+            pad,
         };
-        self.write_frame(source, deadline, strategy)
-    }
-
-    /// Whether a `total`-byte frame can start now without having to wait to
-    /// finish: it fits in the pipe's free space, or the pipe is empty.
-    fn has_room(&self, total: usize) -> bool {
-        match fd::unread(self.pipe.fd()) {
-            Ok(0) => true,
-            Ok(unread) => {
-                let used = unread.div_ceil(PAGE) * PAGE + PAGE;
-                self.pipe_size.saturating_sub(used) >= total
+        match self.write_frame(source, deadline, strategy)? {
+            Wrote::All => Ok(()),
+            Wrote::Part(n) => {
+                // Accepted: keep a copy of the rest (the caller's bytes are
+                // only borrowed for this call).
+                self.keep_rest(&[&header, bytes, &PADDING[..pad]], n);
+                Ok(())
             }
-            Err(_) => true,
+            Wrote::Nothing => Err(self.full_or_gone(deadline)),
         }
     }
 
-    /// `error` (`Full` or `Timeout`), or `Disconnected` if a (rate-limited)
-    /// check finds the peer gone: `try_` forms and short timeouts never reach
-    /// a wait's liveness check.
-    fn full_or_gone(&mut self, error: SendError) -> SendError {
+    /// Copies what follows the first `written` bytes of `parts` (one frame)
+    /// to the front of the buffer, as the pending rest.
+    fn keep_rest(&mut self, parts: &[&[u8]; 3], written: usize) {
+        let mut skip = written;
+        let mut at = 0;
+        for part in parts {
+            let from = skip.min(part.len());
+            skip -= from;
+            let rest = &part[from..];
+            self.buf
+                .bytes_mut(at..at + rest.len())
+                .copy_from_slice(rest);
+            at += rest.len();
+        }
+        self.pending = 0..at;
+    }
+
+    /// Writes the pending rest of a started frame, if any, per `deadline`.
+    /// If it cannot all go before the deadline, the new message is not
+    /// sent: `Full`/`Timeout` (what did go is no longer pending).
+    fn finish_pending(
+        &mut self,
+        deadline: Deadline,
+        strategy: WaitStrategy,
+    ) -> Result<(), SendError> {
+        if self.pending.is_empty() {
+            return Ok(());
+        }
+        let pending = self.pending.clone();
+        match self.write_frame(Source::Buffer(pending), deadline, strategy)? {
+            Wrote::All => {
+                self.pending = 0..0;
+                Ok(())
+            }
+            Wrote::Part(n) => {
+                self.pending.start += n;
+                Err(self.full_or_gone(deadline))
+            }
+            Wrote::Nothing => Err(self.full_or_gone(deadline)),
+        }
+    }
+
+    /// `Full` (`try_send`) or `Timeout`, or `Disconnected` if a
+    /// (rate-limited) check finds the peer gone: `try_` forms and short
+    /// timeouts never reach a wait's liveness check.
+    fn full_or_gone(&mut self, deadline: Deadline) -> SendError {
         if self.pipe.link.poll_peer_gone() {
             self.closed = true;
             SendError::Disconnected
+        } else if let Deadline::Now = deadline {
+            SendError::Full
         } else {
-            error
+            SendError::Timeout
         }
     }
 
-    /// Writes one whole frame from `source` to the pipe.
+    /// Writes as much of one frame from `source` as the pipe takes before
+    /// `deadline`. Errors are `Disconnected` only (and latch it).
     fn write_frame(
         &mut self,
         source: Source<'_>,
         deadline: Deadline,
         strategy: WaitStrategy,
-    ) -> Result<(), SendError> {
-        let total = match source {
-            Source::Buffer { total } => total,
+    ) -> Result<Wrote, SendError> {
+        let total = match &source {
+            Source::Buffer(range) => range.len(),
             Source::Bytes { payload, pad, .. } => HEADER + payload.len() + pad,
         };
-        // `try_send` must not start a frame it cannot finish at once: frames
-        // up to PIPE_BUF are written atomically or not at all; larger ones
-        // are checked against the free space first.
-        if matches!(deadline, Deadline::Now) && total > PIPE_BUF && !self.has_room(total) {
-            return Err(self.full_or_gone(SendError::Full));
-        }
         let mut sigpipe = SigpipeBlock::new();
         let mut written = 0;
         let mut waiter: Option<Waiter> = None;
         loop {
+            // Senders never close their pipe early; `None` would mean the
+            // channel is unusable, like any unexpected error below.
+            let Some(fd) = self.pipe.fd() else {
+                self.closed = true;
+                return Err(SendError::Disconnected);
+            };
             let wrote = match &source {
-                Source::Buffer { .. } => fd::write(self.pipe.fd(), self.buf.bytes(written..total)),
+                Source::Buffer(range) => {
+                    fd::write(fd, self.buf.bytes(range.start + written..range.end))
+                }
                 Source::Bytes {
                     header,
                     payload,
                     pad,
-                } => fd::writev(
-                    self.pipe.fd(),
-                    &[header, payload, &PADDING[..*pad]],
-                    written,
-                ),
+                } => fd::writev(fd, &[header, payload, &PADDING[..*pad]], written),
             };
             match wrote {
                 Ok(n) => {
                     written += n;
                     if written == total {
-                        return Ok(());
+                        return Ok(Wrote::All);
                     }
                     if n > 0 {
                         continue;
@@ -231,23 +329,32 @@ impl FifoSender {
                 },
             }
             // The pipe is full.
-            let until = match deadline {
-                _ if written > 0 => MonoTime::NEVER,
-                Deadline::Now => return Err(self.full_or_gone(SendError::Full)),
-                Deadline::At(at) => at,
+            let out_of_time = match written {
+                0 => Wrote::Nothing,
+                n => Wrote::Part(n),
             };
-            let waiter = waiter.get_or_insert_with(|| Waiter::new(strategy, until));
-            if written > 0 {
-                waiter.no_deadline();
-            }
+            let Deadline::At(at) = deadline else {
+                return Ok(out_of_time);
+            };
+            let waiter = waiter.get_or_insert_with(|| Waiter::new(strategy, at));
             match waiter.wait(&mut self.pipe, libc::POLLOUT) {
                 Outcome::Retry => {}
-                Outcome::TimedOut => return Err(self.full_or_gone(SendError::Timeout)),
+                Outcome::TimedOut => return Ok(out_of_time),
                 Outcome::PeerGone => {
                     self.closed = true;
                     return Err(SendError::Disconnected);
                 }
             }
+        }
+    }
+}
+
+impl Drop for FifoSender {
+    /// Finishes a pending frame if the reader takes it within
+    /// [`DROP_FLUSH`]; otherwise the reader sees it truncated.
+    fn drop(&mut self) {
+        if !self.pending.is_empty() && !self.closed {
+            let _ = self.finish_pending(Deadline::after(DROP_FLUSH), WaitStrategy::Block);
         }
     }
 }

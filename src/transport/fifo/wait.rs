@@ -65,12 +65,6 @@ impl Waiter {
         }
     }
 
-    /// Lifts the deadline: a sender that has written part of a frame must
-    /// finish it whatever the caller's timeout.
-    pub(super) fn no_deadline(&mut self) {
-        self.deadline = MonoTime::NEVER;
-    }
-
     /// Called after an I/O attempt on `pipe` would have blocked; waits for
     /// `events` (`POLLIN`/`POLLOUT`) as the strategy says.
     pub(super) fn wait(&mut self, pipe: &mut Pipe, events: i16) -> Outcome {
@@ -90,7 +84,7 @@ impl Waiter {
                 break;
             }
             // Spin on a lock-free readiness check, not on the I/O itself.
-            if fd::ready(pipe.fd(), events) {
+            if pipe.fd().is_none_or(|fd| fd::ready(fd, events)) {
                 return Outcome::Retry;
             }
             if self.yield_between {
@@ -100,7 +94,11 @@ impl Waiter {
             }
         }
         let until = self.deadline.min(self.next_check);
-        let peer_fd_ready = fd::poll(pipe.fd(), events, pipe.link.peer_fd(), until);
+        // A closed end has nothing to wait for: the retry reports it.
+        let Some(own) = pipe.fd() else {
+            return Outcome::Retry;
+        };
+        let peer_fd_ready = fd::poll(own, events, pipe.link.peer_fd(), until);
         if peer_fd_ready && pipe.link.check_peer_gone() {
             return Outcome::PeerGone;
         }
