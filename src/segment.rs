@@ -10,7 +10,7 @@
 use std::ptr::{NonNull, addr_of, addr_of_mut};
 use std::sync::{Arc, Mutex};
 
-use crate::channel::{RawReceiver, RawSender, Receiver, RecvEnd, SendEnd, Sender};
+use crate::channel::{RawReceiver, RawSender, ReceiveMode, Receiver, RecvEnd, SendEnd, Sender};
 use crate::codec::{self, Decode, Encode};
 use crate::error::{ChannelError, OpenError};
 use crate::layout::*;
@@ -281,6 +281,7 @@ impl Segment {
             name,
             codec::fingerprint::<Out>(),
             codec::fingerprint::<In>(),
+            ReceiveMode::Copy,
         )?;
         Ok((Sender::from_raw(producer), Receiver::from_raw(consumer)))
     }
@@ -288,15 +289,22 @@ impl Segment {
     /// Takes this side's ends of channel `name` as raw byte channels, for
     /// callers with their own encoding. Both sides must use raw ends.
     pub fn raw_channel(&self, name: &str) -> Result<(RawSender, RawReceiver), ChannelError> {
-        self.take(name, codec::RAW_FINGERPRINT, codec::RAW_FINGERPRINT)
+        self.take(
+            name,
+            codec::RAW_FINGERPRINT,
+            codec::RAW_FINGERPRINT,
+            ReceiveMode::Copy,
+        )
     }
 
-    /// This side's ends of channel `name`, checking the type fingerprints.
+    /// This side's ends of channel `name`, checking the type fingerprints;
+    /// the receiver starts in `mode`.
     pub(crate) fn take(
         &self,
         name: &str,
         out_fp: u64,
         in_fp: u64,
+        mode: ReceiveMode,
     ) -> Result<(RawSender, RawReceiver), ChannelError> {
         let index = ChannelError::position(self.channel_names(), name)?;
         let mut taken = self.taken.lock().unwrap_or_else(|p| p.into_inner());
@@ -325,7 +333,7 @@ impl Segment {
         let wait = self.channels[index].wait;
         Ok((
             RawSender::new(SendEnd::Shm(sender), wait),
-            RawReceiver::new(RecvEnd::Shm(receiver), wait),
+            RawReceiver::new(RecvEnd::Shm(receiver), wait, mode),
         ))
     }
 
