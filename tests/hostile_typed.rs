@@ -43,7 +43,7 @@ const MESSAGES: u64 = 100_000;
 /// ... for at least this long (100,000 messages take well under a second).
 const MIN_RUN: Duration = Duration::from_secs(3);
 /// How often the parent reads each message's string.
-const READS_PER_MESSAGE: usize = 4;
+const READS_PER_MESSAGE: usize = 16;
 /// Ring capacity of the attacked direction: small, so frames are reused.
 const CAPACITY: usize = 64 * 1024;
 
@@ -356,12 +356,12 @@ fn hostile_child() {
         while !stopping.load(Ordering::Relaxed) {
             frames.committed(8, &mut found);
             // The head frame is the one the parent is reading (or about to);
-            // one more at random.
+            // sometimes one more at random.
             if let Some(&(payload, len)) = found.first() {
                 attack(&frames, payload, len, only, &mut rng);
                 attacks += 1;
             }
-            if found.len() > 1 {
+            if found.len() > 1 && rng.chance(25) {
                 let (payload, len) = found[1 + rng.below(found.len() as u64 - 1) as usize];
                 attack(&frames, payload, len, only, &mut rng);
                 attacks += 1;
