@@ -52,8 +52,8 @@ fn segment_ends_on_both_sides_copy_by_default() {
     ])
     .unwrap();
     let child = Segment::open(parent.name()).unwrap();
-    let (_, parent_rx) = parent.channel::<(), u64>("typed").unwrap();
-    let (_, child_rx) = child.channel::<(), u64>("typed").unwrap();
+    let (_, parent_rx) = parent.channel::<u64, u64>("typed").unwrap();
+    let (_, child_rx) = child.channel::<u64, u64>("typed").unwrap();
     let (_, parent_raw) = parent.raw_channel("raw").unwrap();
     let (_, mut child_raw) = child.raw_channel("raw").unwrap();
     assert_eq!(parent_rx.receive_mode(), ReceiveMode::Copy);
