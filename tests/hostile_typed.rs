@@ -114,7 +114,21 @@ fn text(seq: u64, buf: &mut String) {
 
 #[test]
 fn hostile_child_rewriting_committed_frames_cannot_break_the_parent() {
-    let _w = Watchdog::new("hostile typed", Duration::from_secs(120));
+    hostile_run(MESSAGES, MIN_RUN, Duration::from_secs(120));
+}
+
+/// The same for a minute (tens of millions of messages):
+/// `cargo test --release --test hostile_typed -- --ignored --nocapture`.
+#[test]
+#[ignore = "long: 60 s"]
+fn long_hostile_child_rewriting_committed_frames() {
+    hostile_run(MESSAGES, Duration::from_secs(60), Duration::from_secs(180));
+}
+
+/// Receives and checks at least `messages` messages for at least
+/// `min_run`, under a watchdog of `limit`.
+fn hostile_run(messages: u64, min_run: Duration, limit: Duration) {
+    let _w = Watchdog::new("hostile typed", limit);
     let tmp_before = remora_tmp_entries();
     let child = KillOnDrop(spawner("hostile_typed").spawn().expect("spawn"));
     // Defaults: whatever `Child::channel` hands out.
@@ -122,7 +136,7 @@ fn hostile_child_rewriting_committed_frames_cannot_break_the_parent() {
     let mut seen = Seen::default();
     let mut expected = String::new();
     let start = Instant::now();
-    while seen.checked < MESSAGES || start.elapsed() < MIN_RUN {
+    while seen.checked < messages || start.elapsed() < min_run {
         let m = match rx.recv() {
             Ok(m) => m,
             Err(RecvError::Invalid { len }) => {
