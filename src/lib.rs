@@ -4,7 +4,7 @@
 //!
 //! Each named duplex channel is a pair of lock-free single-producer /
 //! single-consumer rings in a POSIX shared-memory segment. Messages are
-//! rkyv-archived straight into the ring and read in place by the receiver.
+//! rkyv-archived straight into the ring.
 //! A side with nothing to do sleeps on a futex in the segment; a busy channel
 //! makes no system calls. Where shared memory is unusable, the same API runs
 //! over named pipes ([`Transport`]).
@@ -28,7 +28,34 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 //!
-//! See `ARCHITECTURE.md` for the layers and the shared-memory layout.
+//! # Trust
+//!
+//! No safe call lets the peer cause undefined behaviour, whatever it writes
+//! into shared memory and whenever. By default a receiver copies each
+//! message once (volatile reads) into a private buffer allocated when the
+//! end is taken, then validates and reads the copy ([`ReceiveMode::Copy`]):
+//! the parent's ends ([`Child::channel`]) and both sides of a [`Segment`]
+//! work this way. Reading in place, zero-copy, takes an `unsafe`
+//! declaration that the peer never writes a frame after committing it
+//! ([`Receiver::trust_peer`], [`RawReceiver::trust_peer`]), except for a
+//! spawned child's ends ([`Connection::channel`]), which trust the parent
+//! that spawned them: it can write the child's memory anyway.
+//!
+//! ```
+//! # let parent = remora::Segment::create(&[remora::ChannelConfig::new("c").capacity(4096)])?;
+//! # let child = remora::Segment::open(parent.name())?;
+//! # let (mut tx, _) = parent.channel::<String, ()>("c")?;
+//! let (_, mut rx) = child.channel::<(), String>("c")?;
+//! assert_eq!(rx.receive_mode(), remora::ReceiveMode::Copy);
+//! // SAFETY: the sender is in this process and never rewrites a frame.
+//! unsafe { rx.trust_peer() }; // zero-copy from here on
+//! # tx.send(&"in place".to_owned())?;
+//! assert_eq!(rx.recv()?.as_str(), "in place");
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+//!
+//! See `ARCHITECTURE.md` for the layers and the shared-memory layout, and
+//! the README's threat model for the limits.
 
 #![deny(unsafe_op_in_unsafe_fn)]
 #![deny(clippy::undocumented_unsafe_blocks)]

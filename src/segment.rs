@@ -11,7 +11,7 @@ use std::os::fd::AsFd;
 use std::ptr::{NonNull, addr_of, addr_of_mut};
 use std::sync::{Arc, Mutex};
 
-use crate::channel::{RawReceiver, RawSender, Receiver, RecvEnd, SendEnd, Sender};
+use crate::channel::{RawReceiver, RawSender, ReceiveMode, Receiver, RecvEnd, SendEnd, Sender};
 use crate::codec::{self, Decode, Encode};
 use crate::error::{ChannelError, OpenError};
 use crate::layout::*;
@@ -273,6 +273,22 @@ impl Segment {
     /// The two processes must agree: the creator's `Out` is the opener's
     /// `In` and vice versa. A disagreement is caught here, on whichever side
     /// opens second, as [`ChannelError::TypeMismatch`].
+    ///
+    /// Neither side trusts the other: the receiver starts in
+    /// [`ReceiveMode::Copy`] (its copy buffer is allocated here). Reading in
+    /// place takes the `unsafe` [`Receiver::trust_peer`].
+    ///
+    /// ```
+    /// use remora::{ChannelConfig, ReceiveMode, Segment};
+    /// let a = Segment::create(&[ChannelConfig::new("c").capacity(4096)])?;
+    /// let b = Segment::open(a.name())?;
+    /// let (mut tx, _) = a.channel::<u32, u32>("c")?;
+    /// let (_, mut rx) = b.channel::<u32, u32>("c")?;
+    /// assert_eq!(rx.receive_mode(), ReceiveMode::Copy);
+    /// tx.send(&3)?;
+    /// assert_eq!(*rx.recv()?, 3);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn channel<Out: Encode, In: Decode>(
         &self,
         name: &str,
@@ -281,22 +297,43 @@ impl Segment {
             name,
             codec::fingerprint::<Out>(),
             codec::fingerprint::<In>(),
+            ReceiveMode::Copy,
         )?;
         Ok((Sender::from_raw(producer), Receiver::from_raw(consumer)))
     }
 
     /// Takes this side's ends of channel `name` as raw byte channels, for
-    /// callers with their own encoding. Both sides must use raw ends.
+    /// callers with their own encoding. Both sides must use raw ends. The
+    /// receiver starts in [`ReceiveMode::Copy`], as for
+    /// [`Segment::channel`].
+    ///
+    /// ```
+    /// use remora::{ChannelConfig, Segment};
+    /// let a = Segment::create(&[ChannelConfig::new("c").capacity(4096)])?;
+    /// let b = Segment::open(a.name())?;
+    /// let (mut tx, _) = a.raw_channel("c")?;
+    /// let (_, mut rx) = b.raw_channel("c")?;
+    /// tx.send(b"bytes")?;
+    /// assert_eq!(&*rx.recv()?, b"bytes"); // a private copy
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn raw_channel(&self, name: &str) -> Result<(RawSender, RawReceiver), ChannelError> {
-        self.take(name, codec::RAW_FINGERPRINT, codec::RAW_FINGERPRINT)
+        self.take(
+            name,
+            codec::RAW_FINGERPRINT,
+            codec::RAW_FINGERPRINT,
+            ReceiveMode::Copy,
+        )
     }
 
-    /// This side's ends of channel `name`, checking the type fingerprints.
+    /// This side's ends of channel `name`, checking the type fingerprints;
+    /// the receiver starts in `mode`.
     pub(crate) fn take(
         &self,
         name: &str,
         out_fp: u64,
         in_fp: u64,
+        mode: ReceiveMode,
     ) -> Result<(RawSender, RawReceiver), ChannelError> {
         let index = ChannelError::position(self.channel_names(), name)?;
         let mut taken = self.taken.lock().unwrap_or_else(|p| p.into_inner());
@@ -332,7 +369,7 @@ impl Segment {
         let wait = self.channels[index].wait;
         Ok((
             RawSender::new(SendEnd::Shm(sender), wait),
-            RawReceiver::new(RecvEnd::Shm(receiver), wait),
+            RawReceiver::new(RecvEnd::Shm(receiver), wait, mode),
         ))
     }
 

@@ -19,7 +19,7 @@ use std::path::Path;
 use std::process::{Command, ExitStatus, Stdio};
 use std::time::Duration;
 
-use crate::channel::{RawReceiver, RawSender, Receiver, Sender};
+use crate::channel::{RawReceiver, RawSender, ReceiveMode, Receiver, Sender};
 use crate::codec::{self, Decode, Encode};
 use crate::error::{ChannelError, ConnectError, SpawnError};
 use crate::segment::{ChannelConfig, Segment};
@@ -82,20 +82,28 @@ impl Endpoint {
         }
     }
 
+    /// This side's typed ends of channel `name`; the receiver starts in
+    /// `mode`.
     fn channel<Out: Encode, In: Decode>(
         &self,
         name: &str,
+        mode: ReceiveMode,
     ) -> Result<(Sender<Out>, Receiver<In>), ChannelError> {
         let (tx, rx) = self.take(
             name,
             codec::fingerprint::<Out>(),
             codec::fingerprint::<In>(),
+            mode,
         )?;
         Ok((Sender::from_raw(tx), Receiver::from_raw(rx)))
     }
 
-    fn raw_channel(&self, name: &str) -> Result<(RawSender, RawReceiver), ChannelError> {
-        self.take(name, codec::RAW_FINGERPRINT, codec::RAW_FINGERPRINT)
+    fn raw_channel(
+        &self,
+        name: &str,
+        mode: ReceiveMode,
+    ) -> Result<(RawSender, RawReceiver), ChannelError> {
+        self.take(name, codec::RAW_FINGERPRINT, codec::RAW_FINGERPRINT, mode)
     }
 
     /// This side's ends of channel `name`, checking the type fingerprints.
@@ -104,10 +112,11 @@ impl Endpoint {
         name: &str,
         out_fp: u64,
         in_fp: u64,
+        mode: ReceiveMode,
     ) -> Result<(RawSender, RawReceiver), ChannelError> {
         match self {
-            Endpoint::Shm(segment) => segment.take(name, out_fp, in_fp),
-            Endpoint::Fifo(set) => set.take(name, out_fp, in_fp),
+            Endpoint::Shm(segment) => segment.take(name, out_fp, in_fp, mode),
+            Endpoint::Fifo(set) => set.take(name, out_fp, in_fp, mode),
         }
     }
 
@@ -431,16 +440,39 @@ impl Child {
     /// Takes the parent's ends of channel `name`: a sender of `Out` and a
     /// receiver of `In` (the child declares the same channel with the types
     /// swapped). Each channel can be taken once.
+    ///
+    /// The receiver does not trust the child: it starts in
+    /// [`ReceiveMode::Copy`], so nothing the child writes can make the
+    /// parent's safe code unsound. Reading in place takes the `unsafe`
+    /// [`Receiver::trust_peer`].
+    ///
+    /// ```no_run
+    /// # #[derive(rkyv::Archive, rkyv::Serialize)] struct Request { id: u32 }
+    /// # #[derive(rkyv::Archive, rkyv::Serialize)] struct Reply { id: u32 }
+    /// let child = remora::Spawner::new("path/to/app").channel("echo").spawn()?;
+    /// let (tx, rx) = child.channel::<Request, Reply>("echo")?;
+    /// assert_eq!(rx.receive_mode(), remora::ReceiveMode::Copy);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn channel<Out: Encode, In: Decode>(
         &self,
         name: &str,
     ) -> Result<(Sender<Out>, Receiver<In>), ChannelError> {
-        self.endpoint.channel(name)
+        self.endpoint.channel(name, ReceiveMode::Copy)
     }
 
-    /// Takes the parent's ends of channel `name` as raw byte channels.
+    /// Takes the parent's ends of channel `name` as raw byte channels
+    /// (receiver in [`ReceiveMode::Copy`], as for [`Child::channel`]).
+    ///
+    /// ```no_run
+    /// let child = remora::Spawner::new("path/to/app").channel("bytes").spawn()?;
+    /// let (mut tx, mut rx) = child.raw_channel("bytes")?;
+    /// tx.send(b"ping")?;
+    /// let reply = rx.recv()?; // a private copy
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn raw_channel(&self, name: &str) -> Result<(RawSender, RawReceiver), ChannelError> {
-        self.endpoint.raw_channel(name)
+        self.endpoint.raw_channel(name, ReceiveMode::Copy)
     }
 
     /// The transport in use: [`Transport::Shm`] or [`Transport::Fifo`]
@@ -630,16 +662,43 @@ pub fn connect() -> Result<Connection, ConnectError> {
 impl Connection {
     /// Takes the child's ends of channel `name`: a sender of `Out` and a
     /// receiver of `In` (the parent's `In` and `Out`).
+    ///
+    /// The receiver trusts the parent that spawned this process and reads
+    /// in place ([`ReceiveMode::InPlace`]): that parent can write this
+    /// process's memory anyway (`/proc/<pid>/mem`, `ptrace`), so trusting
+    /// it adds no exposure. [`Receiver::distrust_peer`] switches to copies.
+    ///
+    /// ```no_run
+    /// # #[derive(rkyv::Archive, rkyv::Serialize)] struct Request { id: u32 }
+    /// # #[derive(rkyv::Archive, rkyv::Serialize)] struct Reply { id: u32 }
+    /// let conn = remora::connect()?;
+    /// let (tx, rx) = conn.channel::<Reply, Request>("echo")?;
+    /// assert_eq!(rx.receive_mode(), remora::ReceiveMode::InPlace);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn channel<Out: Encode, In: Decode>(
         &self,
         name: &str,
     ) -> Result<(Sender<Out>, Receiver<In>), ChannelError> {
-        self.endpoint.channel(name)
+        self.endpoint.channel(name, ReceiveMode::InPlace)
     }
 
-    /// Takes the child's ends of channel `name` as raw byte channels.
+    /// Takes the child's ends of channel `name` as raw byte channels
+    /// (receiver in [`ReceiveMode::InPlace`], as for
+    /// [`Connection::channel`]).
+    ///
+    /// ```no_run
+    /// let conn = remora::connect()?;
+    /// let (mut tx, mut rx) = conn.raw_channel("bytes")?;
+    /// while let Ok(msg) = rx.recv() {
+    ///     let reply = msg.to_vec();
+    ///     drop(msg);
+    ///     tx.send(&reply)?;
+    /// }
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn raw_channel(&self, name: &str) -> Result<(RawSender, RawReceiver), ChannelError> {
-        self.endpoint.raw_channel(name)
+        self.endpoint.raw_channel(name, ReceiveMode::InPlace)
     }
 
     /// The channels the parent declared, in declaration order.

@@ -17,7 +17,8 @@ use std::time::{Duration, Instant};
 use common::stream::{self, Msg};
 use common::{KillOnDrop, Watchdog, checksum, remora_fifo_dirs, remora_segments, role};
 use remora::{
-    ChannelConfig, ChannelError, Child, RecvError, SendError, Spawner, Transport, WaitStrategy,
+    ChannelConfig, ChannelError, Child, ReceiveMode, RecvError, SendError, Spawner, Transport,
+    WaitStrategy,
 };
 
 /// The transport a re-executed child must find itself on.
@@ -193,6 +194,11 @@ fn odd_sizes(t: Transport) {
         t,
     );
     let (mut tx, mut rx) = child.raw_channel("raw").unwrap();
+    assert_eq!(
+        rx.receive_mode(),
+        ReceiveMode::Copy,
+        "parents copy by default"
+    );
     let max = tx.max_message();
     assert_eq!(max, 496);
     assert_eq!(rx.max_message(), 496);
@@ -238,6 +244,11 @@ fn large_messages(t: Transport) {
     );
     let (mut tx, mut rx) = child.raw_channel("raw").unwrap();
     let (mut ttx, mut trx) = child.channel::<Vec<u8>, Vec<u8>>("typed").unwrap();
+    assert_eq!(
+        trx.receive_mode(),
+        ReceiveMode::Copy,
+        "parents copy by default"
+    );
     let max = tx.max_message();
     assert_eq!(max, (1 << 19) - 16);
     let mut buf = Vec::new();
@@ -617,6 +628,8 @@ fn child_entry() {
         }
         "echo_raw" => {
             let (mut tx, mut rx) = conn.raw_channel("raw").unwrap();
+            let mode = rx.receive_mode();
+            assert_eq!(mode, ReceiveMode::InPlace, "children trust their parent");
             let mut buf = Vec::new();
             while let Ok(m) = rx.recv() {
                 buf.clear();
@@ -635,6 +648,8 @@ fn child_entry() {
                 }
             });
             let (mut tx, mut rx) = conn.channel::<Vec<u8>, Vec<u8>>("typed").unwrap();
+            let mode = rx.receive_mode();
+            assert_eq!(mode, ReceiveMode::InPlace, "children trust their parent");
             while let Ok(m) = rx.recv() {
                 let v = m.to_vec();
                 drop(m);

@@ -15,7 +15,7 @@
 //!   messages or errors (never a panic, crash or hang), poisoning must be
 //!   sticky, and a second channel in the same segment plus a second child on
 //!   its own segment must be unaffected. `scribbler_concurrent_typed_untrusted`
-//!   does the same to typed ends in `ReceiveMode::Untrusted` with the child
+//!   does the same to typed ends in `ReceiveMode::Copy` with the child
 //!   scribbling at any moment: every archive read is a private copy.
 //! * `kill_storm`: a streaming child is `kill -9`ed at a random moment; every
 //!   committed message arrives intact and in order, then `Disconnected`.
@@ -54,8 +54,8 @@ use common::{
     remora_tmp_entries, role, test_seed,
 };
 use remora::{
-    ChannelConfig, RawReceiver, RawSender, ReceiveMode, Receiver, RecvError, RingFault, SendError,
-    Sender, Spawner, Transport,
+    ChannelConfig, RawReceiver, RawSender, Receiver, RecvError, RingFault, SendError, Sender,
+    Spawner, Transport,
 };
 
 /// Cross-process tests must not run side by side on a 2-core machine (and
@@ -638,14 +638,14 @@ impl VictimEnds for (RawSender, RawReceiver) {
 }
 
 /// Typed ends whose receiver copies each frame out before validating it
-/// (`ReceiveMode::Untrusted`): reading the archive is sound even while the
+/// (`ReceiveMode::Copy`): reading the archive is sound even while the
 /// child rewrites the frame.
 struct UntrustedEnds(Sender<Msg>, Receiver<Msg>);
 
 impl UntrustedEnds {
     fn take(child: &KillOnDrop) -> UntrustedEnds {
         let (tx, mut rx) = child.channel::<Msg, Msg>("victim").unwrap();
-        rx.set_receive_mode(ReceiveMode::Untrusted);
+        rx.distrust_peer(); // the parent's default already
         UntrustedEnds(tx, rx)
     }
 }
@@ -935,7 +935,15 @@ fn scribbler_lockstep(total_rounds: u64, seed: u64, limit: Duration) {
         let rounds = ROUNDS_PER_CHILD.min(total_rounds - tally.rounds);
         scribbler_child(
             "scribble_lockstep",
-            |c| c.channel::<Msg, Msg>("victim").unwrap(),
+            |c| {
+                let (tx, mut rx) = c.channel::<Msg, Msg>("victim").unwrap();
+                // SAFETY: lockstep: the child writes only while the parent
+                // waits for its reply on the bystander channel, never while
+                // the parent holds a message, so what the parent validated
+                // in place stays as it was while it reads it.
+                unsafe { rx.trust_peer() };
+                (tx, rx)
+            },
             rounds,
             &mut rng,
             &mut tally,
@@ -1004,7 +1012,7 @@ fn scribbler_concurrent_raw() {
     scribbler_concurrent(3_000, seed, Duration::from_secs(120), false);
 }
 
-/// Typed ends in `ReceiveMode::Untrusted` on both sides, scribbled at any
+/// Typed ends in `ReceiveMode::Copy` on both sides, scribbled at any
 /// moment: every archive the parent reads is a private copy, so it is
 /// validated and read soundly even while the child rewrites the frame.
 #[test]
@@ -1039,7 +1047,7 @@ fn scribbler_child_main(mode: ScribbleMode) {
         scribble_concurrently(scribbler, victim, &mut ctl, &mut rng);
     } else if mode == ScribbleMode::ConcurrentUntrusted {
         let (tx, mut rx) = conn.channel::<Msg, Msg>("victim").unwrap();
-        rx.set_receive_mode(ReceiveMode::Untrusted);
+        rx.distrust_peer(); // a child trusts its parent by default
         scribble_concurrently(scribbler, UntrustedEnds(tx, rx), &mut ctl, &mut rng);
     } else {
         let mut victim = conn.channel::<Msg, Msg>("victim").unwrap();

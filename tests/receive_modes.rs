@@ -1,7 +1,12 @@
-//! `ReceiveMode::Untrusted`: same messages as in place, read from a private
-//! copy, ring space released at once, no allocation per message.
+//! Receive modes: the default `ReceiveMode::Copy` (typed and raw) reads a
+//! private copy, frees the ring at once and allocates nothing per message;
+//! `ReceiveMode::InPlace` (behind the `unsafe` `trust_peer`) reads the ring,
+//! also without allocating. Defaults per side are checked here and in
+//! `tests/conformance.rs` (spawned children).
 
 mod common;
+
+use std::io::{Seek, SeekFrom, Write};
 
 use common::alloc::allocations_during;
 use remora::{ChannelConfig, ReceiveMode, RecvError, Segment};
@@ -24,14 +29,50 @@ fn record(id: u64) -> Record {
     }
 }
 
+/// Offset in the segment of the first payload of the parent-to-child ring
+/// of a one-channel segment: the ring block at 8192, its data after the
+/// 640-byte control block, the payload after the 16-byte frame header.
+const FIRST_PAYLOAD: u64 = 8192 + 640 + 16;
+
+/// Writes `bytes` at `offset` of the segment, as a hostile peer would.
+fn scribble(segment: &Segment, offset: u64, bytes: &[u8]) {
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .open(format!("/dev/shm{}", segment.name()))
+        .unwrap();
+    f.seek(SeekFrom::Start(offset)).unwrap();
+    f.write_all(bytes).unwrap();
+}
+
 #[test]
-fn untrusted_mode_reads_a_private_copy_and_frees_the_ring_at_once() {
+fn segment_ends_on_both_sides_copy_by_default() {
+    let parent = Segment::create(&[
+        ChannelConfig::new("typed").capacity(4096),
+        ChannelConfig::new("raw").capacity(4096),
+    ])
+    .unwrap();
+    let child = Segment::open(parent.name()).unwrap();
+    let (_, parent_rx) = parent.channel::<u64, u64>("typed").unwrap();
+    let (_, child_rx) = child.channel::<u64, u64>("typed").unwrap();
+    let (_, parent_raw) = parent.raw_channel("raw").unwrap();
+    let (_, mut child_raw) = child.raw_channel("raw").unwrap();
+    assert_eq!(parent_rx.receive_mode(), ReceiveMode::Copy);
+    assert_eq!(child_rx.receive_mode(), ReceiveMode::Copy);
+    assert_eq!(parent_raw.receive_mode(), ReceiveMode::Copy);
+    assert_eq!(child_raw.receive_mode(), ReceiveMode::Copy);
+    // SAFETY: both ends are in this process; nothing rewrites frames.
+    unsafe { child_raw.trust_peer() };
+    assert_eq!(child_raw.receive_mode(), ReceiveMode::InPlace);
+    child_raw.distrust_peer();
+    assert_eq!(child_raw.receive_mode(), ReceiveMode::Copy);
+}
+
+#[test]
+fn copy_mode_reads_a_private_copy_and_frees_the_ring_at_once() {
     let parent = Segment::create(&[ChannelConfig::new("c").capacity(1024)]).unwrap();
     let child = Segment::open(parent.name()).unwrap();
     let (mut tx, _) = parent.channel::<Record, ()>("c").unwrap();
     let (_, mut rx) = child.channel::<(), Record>("c").unwrap();
-    rx.set_receive_mode(ReceiveMode::Untrusted);
-    assert_eq!(rx.receive_mode(), ReceiveMode::Untrusted);
 
     for id in 0..200 {
         tx.send(&record(id)).unwrap();
@@ -55,17 +96,67 @@ fn untrusted_mode_reads_a_private_copy_and_frees_the_ring_at_once() {
 }
 
 #[test]
-fn untrusted_mode_does_not_allocate_per_message() {
-    let parent = Segment::create(&[ChannelConfig::new("c").capacity(1 << 16)]).unwrap();
+fn raw_copy_mode_is_a_snapshot_the_peer_cannot_change() {
+    let parent = Segment::create(&[ChannelConfig::new("c").capacity(4096)]).unwrap();
+    let child = Segment::open(parent.name()).unwrap();
+    let (mut tx, _) = parent.raw_channel("c").unwrap();
+    let (_, mut rx) = child.raw_channel("c").unwrap();
+    tx.send(&[7; 64]).unwrap();
+    let held = rx.recv().unwrap();
+    // The peer rewrites the frame after we received it: our bytes stay.
+    scribble(&parent, FIRST_PAYLOAD, &[0xee; 64]);
+    assert_eq!(&*held, &[7; 64]);
+    drop(held);
+
+    // In place (trusted), the same rewrite shows through: this is what the
+    // `unsafe` of `trust_peer` is about.
+    // SAFETY: for this test only, the rewrite happens while no `&[u8]` of
+    // the frame exists: between `send` and `recv`.
+    unsafe { rx.trust_peer() };
+    tx.send(&[9; 64]).unwrap();
+    let at = FIRST_PAYLOAD + 80; // the second frame: header + 64 bytes later
+    scribble(&parent, at, &[0xee; 64]);
+    assert_eq!(&*rx.recv().unwrap(), &[0xee; 64]);
+}
+
+/// Sends and receives `Record`s in the receiver's current mode; zero
+/// allocations after a warm-up.
+fn assert_no_allocations(trusted: bool) {
+    let parent = Segment::create(&[
+        ChannelConfig::new("c").capacity(1 << 16),
+        ChannelConfig::new("raw").capacity(1 << 12),
+    ])
+    .unwrap();
     let child = Segment::open(parent.name()).unwrap();
     let (mut tx, _) = parent.channel::<Record, ()>("c").unwrap();
     let (_, mut rx) = child.channel::<(), Record>("c").unwrap();
-    rx.set_receive_mode(ReceiveMode::Untrusted);
+    let (mut raw_tx, _) = parent.raw_channel("raw").unwrap();
+    let (_, mut raw_rx) = child.raw_channel("raw").unwrap();
+    if trusted {
+        // SAFETY: the sender is in this process and never rewrites a frame.
+        unsafe {
+            rx.trust_peer();
+            raw_rx.trust_peer();
+        }
+    }
+    let expected = if trusted {
+        ReceiveMode::InPlace
+    } else {
+        ReceiveMode::Copy
+    };
+    assert_eq!(rx.receive_mode(), expected);
+    assert_eq!(raw_rx.receive_mode(), expected);
     let msgs: Vec<Record> = (0..100).map(record).collect();
+    let bytes = [0x5au8; 300];
     let mut round = || {
         for m in &msgs {
             tx.send(m).unwrap();
-            assert_eq!(rx.recv().unwrap().id, m.id);
+            let got = rx.recv().unwrap();
+            assert_eq!(got.id, m.id);
+            assert_eq!(got.values.len(), m.values.len());
+            drop(got);
+            raw_tx.send(&bytes).unwrap();
+            assert_eq!(&*raw_rx.recv().unwrap(), &bytes);
         }
     };
     round();
@@ -74,7 +165,7 @@ fn untrusted_mode_does_not_allocate_per_message() {
             round();
         }
     });
-    assert_eq!(n, 0);
+    assert_eq!(n, 0, "{n} allocations in 10,000 typed + raw messages");
     assert!(
         allocations_during(|| drop(std::hint::black_box(Box::new(1u8)))) > 0,
         "the counter counts"
@@ -82,23 +173,24 @@ fn untrusted_mode_does_not_allocate_per_message() {
 }
 
 #[test]
-fn untrusted_mode_rejects_a_corrupt_copy() {
+fn default_copy_mode_does_not_allocate_per_message() {
+    assert_no_allocations(false);
+}
+
+#[test]
+fn trusted_in_place_mode_does_not_allocate_per_message() {
+    assert_no_allocations(true);
+}
+
+#[test]
+fn copy_mode_rejects_a_corrupt_copy() {
     let parent = Segment::create(&[ChannelConfig::new("c").capacity(4096)]).unwrap();
     let child = Segment::open(parent.name()).unwrap();
     let (mut tx, _) = parent.channel::<Vec<u32>, ()>("c").unwrap();
     let (_, mut rx) = child.channel::<(), Vec<u32>>("c").unwrap();
-    rx.set_receive_mode(ReceiveMode::Untrusted);
     tx.send(&vec![1, 2, 3, 4]).unwrap();
     tx.send(&vec![5]).unwrap();
-    // Scribble over the first payload (parent-to-child ring at 8192, data
-    // after the 640-byte control block, payload after the frame header).
-    use std::io::{Seek, SeekFrom, Write};
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .open(format!("/dev/shm{}", parent.name()))
-        .unwrap();
-    f.seek(SeekFrom::Start(8192 + 640 + 16)).unwrap();
-    f.write_all(&[0xff; 24]).unwrap();
+    scribble(&parent, FIRST_PAYLOAD, &[0xff; 24]);
     assert!(matches!(
         rx.recv().map(|m| m.len()),
         Err(RecvError::Invalid { len: 24 })

@@ -1,6 +1,8 @@
 //! A counting global allocator proves that sending and receiving allocate
 //! nothing once the channel ends exist, over shared memory (in one process)
-//! and over FIFOs (with a real child process).
+//! and over FIFOs (with a real child process), with receivers in their
+//! default `ReceiveMode::Copy` (the copy buffer is allocated when the end is
+//! taken). `tests/receive_modes.rs` covers `ReceiveMode::InPlace` too.
 
 mod common;
 

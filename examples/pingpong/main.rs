@@ -6,6 +6,7 @@
 //! cargo run --release --example pingpong -- --rows spin,baselines --sizes 64
 //! cargo run --release --example pingpong -- --iters 0.2  # scale iteration counts
 //! cargo run --release --example pingpong -- --no-pin     # leave placement to the scheduler
+//! cargo run --release --example pingpong -- --rows typed # typed: copy (default) vs in place
 //! ```
 //!
 //! The parent spawns this binary again as its child with `remora::Spawner`.
@@ -13,6 +14,15 @@
 //! verifies) every byte the other side wrote, exactly like the baselines in
 //! `baselines.rs`, so zero-copy is not measured as "touched nothing". By
 //! default the parent runs on CPU 0 and the child on CPU 1.
+//!
+//! The raw rows (`spin`, `adaptive`, `block`, `fifo`) measure the protocol:
+//! the parent declares trust in its child (this same binary) with the
+//! `unsafe` `trust_peer`, so both sides read in place. The `typed` rows
+//! send `Blob { seq, data: Vec<u8> }` both ways (`Spin`) and compare the
+//! receive modes: `typed-inplace` (both sides trusted, zero-copy),
+//! `typed-copy` (the spawner's defaults: the parent copies each reply into
+//! its private buffer, the child reads in place) and `typed-copy2` (both
+//! sides copy, as both ends of a `Segment` do by default).
 
 mod baselines;
 
@@ -20,7 +30,8 @@ use std::time::{Duration, Instant};
 
 use baselines::{Samples, fill, format_ns, ping_seed, pong_seed, verify};
 use remora::{
-    ChannelConfig, Child, RawReceiver, RawSender, Sender, Spawner, Transport, WaitStrategy,
+    ChannelConfig, Child, RawReceiver, RawSender, Receiver, Sender, Spawner, Transport,
+    WaitStrategy,
 };
 
 /// A baseline row: `(payload, iters, warmup) -> samples`.
@@ -50,7 +61,21 @@ enum Control {
         count: u64,
         small_ring: bool,
     },
+    /// Echo `rounds` typed round trips of `size` bytes on the typed
+    /// channel, copying each received message first if `copy`.
+    Typed {
+        size: u64,
+        rounds: u32,
+        copy: bool,
+    },
     Quit,
+}
+
+/// The typed rows' message.
+#[derive(rkyv::Archive, rkyv::Serialize)]
+struct Blob {
+    seq: u32,
+    data: Vec<u8>,
 }
 
 fn strategy_code(s: WaitStrategy) -> u8 {
@@ -84,6 +109,7 @@ fn parse_args() -> Args {
             "block",
             "fifo",
             "baselines",
+            "typed",
             "throughput",
         ]
         .map(String::from)
@@ -107,7 +133,7 @@ fn parse_args() -> Args {
             "--no-pin" => args.pin = false,
             "--help" | "-h" => {
                 println!(
-                    "usage: pingpong [--rows spin,adaptive,block,fifo,baselines,throughput] [--sizes 64,4096,...] [--iters SCALE] [--no-pin]"
+                    "usage: pingpong [--rows spin,adaptive,block,fifo,baselines,typed,throughput] [--sizes 64,4096,...] [--iters SCALE] [--no-pin]"
                 );
                 std::process::exit(0);
             }
@@ -182,6 +208,17 @@ fn main() {
                 floor.insert(name, s.median());
             }
         }
+        if want("typed") {
+            let (iters, warmup) = iterations(size, Some(WaitStrategy::Spin), args.scale);
+            let peer = &mut peers[0];
+            let inplace = peer.typed(TypedMode::InPlace, size, iters, warmup);
+            print_row("typed-inplace", size, &inplace, None);
+            let base = Some(("typed-inplace", inplace.median()));
+            let copy = peer.typed(TypedMode::ParentCopies, size, iters, warmup);
+            print_row("typed-copy", size, &copy, base);
+            let copy2 = peer.typed(TypedMode::BothCopy, size, iters, warmup);
+            print_row("typed-copy2", size, &copy2, base);
+        }
         for peer in &mut peers {
             let transport = peer.child.transport();
             let mut spin_p50 = None;
@@ -252,6 +289,19 @@ struct Peer {
     tx: RawSender,
     rx: RawReceiver,
     stream: RawSender,
+    typed_tx: Sender<Blob>,
+    typed_rx: Receiver<Blob>,
+}
+
+/// Who copies in a typed row.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum TypedMode {
+    /// Both sides read in place (both trust their peer).
+    InPlace,
+    /// The spawner's defaults: the parent copies, the child reads in place.
+    ParentCopies,
+    /// Both sides copy (both ends of a `Segment` by default).
+    BothCopy,
 }
 
 impl Peer {
@@ -263,18 +313,66 @@ impl Peer {
             .channel_with(ChannelConfig::new("ctl").capacity(4096))
             .channel_with(ChannelConfig::new("pp").capacity(PAYLOAD_CAPACITY))
             .channel_with(ChannelConfig::new("stream").capacity(SMALL_RING))
+            .channel_with(ChannelConfig::new("typed").capacity(PAYLOAD_CAPACITY))
             .spawn()
             .expect("spawn child");
         let (ctl, _) = child.channel::<Control, ()>("ctl").expect("ctl channel");
-        let (tx, rx) = child.raw_channel("pp").expect("pp channel");
+        let (tx, mut rx) = child.raw_channel("pp").expect("pp channel");
+        // SAFETY: the child is this same binary, whose code never writes a
+        // frame after sending it: the raw rows measure the protocol in place.
+        unsafe { rx.trust_peer() };
         let (stream, _) = child.raw_channel("stream").expect("stream channel");
+        let (typed_tx, typed_rx) = child.channel("typed").expect("typed channel");
         Peer {
             child,
             ctl,
             tx,
             rx,
             stream,
+            typed_tx,
+            typed_rx,
         }
+    }
+
+    /// One typed row: `warmup + iters` round trips of a `size`-byte `Blob`.
+    fn typed(&mut self, mode: TypedMode, size: usize, iters: usize, warmup: usize) -> Samples {
+        let (tx, rx) = (&mut self.typed_tx, &mut self.typed_rx);
+        tx.set_wait_strategy(WaitStrategy::Spin);
+        rx.set_wait_strategy(WaitStrategy::Spin);
+        if mode == TypedMode::InPlace {
+            // SAFETY: the child is this same binary (see `Peer::spawn`).
+            unsafe { rx.trust_peer() };
+        } else {
+            rx.distrust_peer();
+        }
+        let total = (iters + warmup) as u32;
+        self.ctl
+            .send(&Control::Typed {
+                size: size as u64,
+                rounds: total,
+                copy: mode == TypedMode::BothCopy,
+            })
+            .expect("control");
+        let mut blob = Blob {
+            seq: 0,
+            data: vec![0; size],
+        };
+        let mut samples = Vec::with_capacity(iters);
+        for k in 1..=total {
+            let t0 = Instant::now();
+            blob.seq = k;
+            fill(&mut blob.data, ping_seed(k));
+            tx.send(&blob).expect("typed send");
+            let reply = rx.recv().expect("typed recv");
+            assert_eq!(reply.seq, k);
+            verify(&reply.data, pong_seed(k)).expect("corrupt typed pong");
+            drop(reply);
+            let dt = t0.elapsed();
+            if k as usize > warmup {
+                samples.push(dt.as_nanos() as u64);
+            }
+        }
+        Samples(samples)
     }
 
     fn pingpong(
@@ -307,6 +405,7 @@ impl Peer {
     fn quit(mut self) {
         self.ctl.send(&Control::Quit).expect("quit");
         drop((self.tx, self.rx, self.stream, self.ctl));
+        drop((self.typed_tx, self.typed_rx));
         let status = self.child.wait().expect("wait");
         assert!(status.success(), "child failed: {status}");
     }
@@ -420,6 +519,13 @@ fn child() {
     let (_, mut ctl) = conn.channel::<(), Control>("ctl").expect("ctl");
     let (mut tx, mut rx) = conn.raw_channel("pp").expect("pp");
     let (_, mut stream) = conn.raw_channel("stream").expect("stream");
+    let (mut typed_tx, mut typed_rx) = conn.channel::<Blob, Blob>("typed").expect("typed");
+    typed_tx.set_wait_strategy(WaitStrategy::Spin);
+    typed_rx.set_wait_strategy(WaitStrategy::Spin);
+    let mut blob = Blob {
+        seq: 0,
+        data: Vec::new(),
+    };
     ctl.set_wait_strategy(WaitStrategy::Block);
     loop {
         let cmd = ctl
@@ -458,6 +564,28 @@ fn child() {
                 }
                 tx.send(if good { b"ok" } else { b"no" })
                     .expect("stream ack");
+            }
+            ArchivedControl::Typed { size, rounds, copy } => {
+                if *copy {
+                    typed_rx.distrust_peer();
+                } else {
+                    // SAFETY: the parent is this same binary, whose code
+                    // never writes a frame after sending it (a child's
+                    // default anyway; this undoes an earlier distrust).
+                    unsafe { typed_rx.trust_peer() };
+                }
+                let (size, rounds) = (size.to_native() as usize, rounds.to_native());
+                drop(cmd);
+                blob.data.resize(size, 0);
+                for k in 1..=rounds {
+                    let ping = typed_rx.recv().expect("typed recv");
+                    assert_eq!(ping.seq, k);
+                    verify(&ping.data, ping_seed(k)).expect("corrupt typed ping");
+                    drop(ping);
+                    blob.seq = k;
+                    fill(&mut blob.data, pong_seed(k));
+                    typed_tx.send(&blob).expect("typed send");
+                }
             }
             ArchivedControl::Quit => return,
         }

@@ -11,6 +11,7 @@
 //! every committed message, then gets `Disconnected`. Dropping a receiver
 //! makes the peer's sends fail with `Disconnected`.
 
+mod copy;
 mod raw_receiver;
 mod raw_sender;
 mod receiver;
@@ -18,10 +19,10 @@ mod sender;
 mod slot;
 
 pub(crate) use raw_receiver::RecvEnd;
-pub use raw_receiver::{RawMessage, RawReceiver};
+pub use raw_receiver::{RawMessage, RawReceiver, ReceiveMode};
 pub use raw_sender::RawSender;
 pub(crate) use raw_sender::SendEnd;
-pub use receiver::{Message, ReceiveMode, Receiver};
+pub use receiver::{Message, Receiver};
 pub use sender::{DEFAULT_SCRATCH, Sender};
 pub use slot::Slot;
 

@@ -14,9 +14,10 @@ use crate::wait::WaitStrategy;
 /// Obtained from [`Segment::raw_channel`](crate::Segment::raw_channel),
 /// [`Child::raw_channel`](crate::Child::raw_channel) or
 /// [`Connection::raw_channel`](crate::Connection::raw_channel). Over shared
-/// memory each message is copied once, into the ring, and the receiver reads
-/// it in place; over FIFOs it is copied into a frame buffer and written to
-/// the pipe.
+/// memory each message is copied once, into the ring, and the receiver
+/// copies it out or reads it in place (see
+/// [`ReceiveMode`](crate::ReceiveMode)); over FIFOs it is copied into a
+/// frame buffer and written to the pipe.
 ///
 /// ```
 /// use remora::{ChannelConfig, Segment};

@@ -1,4 +1,5 @@
-//! The typed receiving end: validates archives in place.
+//! The typed receiving end: validates archives (in a private copy, or in
+//! place for a trusted peer) and hands out `&Archived<T>`.
 
 use std::marker::PhantomData;
 use std::ops::Deref;
@@ -6,51 +7,24 @@ use std::time::Duration;
 
 use rkyv::Archived;
 
-use super::{Deadline, RawReceiver};
+use super::{Deadline, RawMessage, RawReceiver, ReceiveMode};
 use crate::codec::{self, Decode};
 use crate::error::RecvError;
-use crate::ring::Frame;
 use crate::wait::WaitStrategy;
 
-/// How a [`Receiver`] reads each message.
-///
-/// ```
-/// # let parent = remora::Segment::create(&[remora::ChannelConfig::new("c").capacity(4096)])?;
-/// # let child = remora::Segment::open(parent.name())?;
-/// # let (mut tx, _) = parent.channel::<String, ()>("c")?;
-/// let (_, mut rx) = child.channel::<(), String>("c")?;
-/// rx.set_receive_mode(remora::ReceiveMode::Untrusted); // allocates the private buffer now
-/// # tx.send(&"hi".to_owned())?;
-/// assert_eq!(rx.recv()?.as_str(), "hi"); // validated and read from a private copy
-/// # Ok::<(), Box<dyn std::error::Error>>(())
-/// ```
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
-pub enum ReceiveMode {
-    /// Validate the archive where it lies in the ring, then read it there:
-    /// zero copies. Protects against bugs and corruption, not against a peer
-    /// that rewrites a frame while it is being read (see the README's threat
-    /// model).
-    #[default]
-    InPlace,
-    /// Copy the frame into a private, preallocated, 16-aligned buffer, hand
-    /// the ring space back at once, then validate and read the copy. One copy
-    /// per message, no allocation; also protects against a peer rewriting the
-    /// frame while it is read.
-    Untrusted,
-}
-
-/// Receives `T` messages from one direction of a channel, in place.
+/// Receives `T` messages from one direction of a channel.
 ///
 /// [`recv`](Receiver::recv) returns a [`Message`] that dereferences to the
-/// archived value inside the ring: no copy, no deserialisation, no
-/// allocation. Each message is validated (bytecheck) before it is handed out;
-/// [`recv_unchecked`](Receiver::recv_unchecked) skips that for trusted peers,
-/// and [`ReceiveMode::Untrusted`] copies first for peers you do not trust.
-/// See [`Sender`](crate::Sender) for an example.
+/// archived value: no deserialisation, no allocation. Each message is
+/// validated (bytecheck) before it is handed out. By default (see
+/// [`ReceiveMode`]) the frame is first copied into a private buffer, so
+/// nothing the peer writes can change what you read; a trusted peer's
+/// messages can be read in place, zero-copy, after the `unsafe`
+/// [`trust_peer`](Receiver::trust_peer) (the default for a spawned child's
+/// ends). [`recv_unchecked`](Receiver::recv_unchecked) also skips
+/// validation. See [`Sender`](crate::Sender) for an example.
 pub struct Receiver<T> {
     raw: RawReceiver,
-    /// `Some` in [`ReceiveMode::Untrusted`]: room for the largest message.
-    private: Option<Box<[u128]>>,
     _type: PhantomData<fn() -> T>,
 }
 
@@ -58,22 +32,31 @@ impl<T> std::fmt::Debug for Receiver<T> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Receiver")
             .field("raw", &self.raw)
-            .field("untrusted", &self.private.is_some())
             .finish_non_exhaustive()
     }
 }
 
-/// A received message. Dereferences to `Archived<T>`; dropping it releases
-/// its space in the ring to the sender (in [`ReceiveMode::Untrusted`] that
-/// happened already, when it was copied).
+/// A received message. Dereferences to `Archived<T>`, validated: in the
+/// receiver's private copy ([`ReceiveMode::Copy`]) or in the frame
+/// ([`ReceiveMode::InPlace`]). Dropping it releases a frame held in place to
+/// the sender (a copied frame was released when copied).
+///
+/// ```
+/// # let parent = remora::Segment::create(&[remora::ChannelConfig::new("c").capacity(4096)])?;
+/// # let child = remora::Segment::open(parent.name())?;
+/// # let (mut tx, _) = parent.channel::<(u32, String), ()>("c")?;
+/// # let (_, mut rx) = child.channel::<(), (u32, String)>("c")?;
+/// tx.send(&(7, "seven".to_owned()))?;
+/// let msg = rx.recv()?;
+/// assert_eq!(msg.0, 7);
+/// assert_eq!(msg.1, "seven");
+/// assert!(!msg.bytes().is_empty()); // the archive itself
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 pub struct Message<'a, T: rkyv::Archive> {
-    rx: &'a mut RawReceiver,
-    /// The ring frame to release on drop (`None` once copied out).
-    frame: Option<Frame>,
-    /// The validated archive: in the frame, or in the receiver's private
-    /// buffer (borrowed for `'a` like `rx`).
-    bytes: *const u8,
-    len: usize,
+    /// The bytes: a private copy or a held frame; released on drop.
+    raw: RawMessage<'a>,
+    /// The validated archive's root, inside `raw`'s bytes.
     archived: *const Archived<T>,
 }
 
@@ -81,35 +64,80 @@ impl<T: Decode> Receiver<T> {
     pub(crate) fn from_raw(raw: RawReceiver) -> Self {
         Receiver {
             raw,
-            private: None,
             _type: PhantomData,
         }
     }
 
     /// Sets how blocking receives wait for data (default
     /// [`WaitStrategy::Adaptive`]).
+    ///
+    /// ```
+    /// # let parent = remora::Segment::create(&[remora::ChannelConfig::new("c").capacity(4096)])?;
+    /// let (_, mut rx) = parent.channel::<(), u64>("c")?;
+    /// rx.set_wait_strategy(remora::WaitStrategy::Spin);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn set_wait_strategy(&mut self, strategy: WaitStrategy) {
         self.raw.set_wait_strategy(strategy);
     }
 
-    /// Sets how messages are read (default [`ReceiveMode::InPlace`]).
-    /// Switching to [`ReceiveMode::Untrusted`] allocates a private buffer
-    /// of the channel's largest message size, once, here.
-    pub fn set_receive_mode(&mut self, mode: ReceiveMode) {
-        self.private = match mode {
-            ReceiveMode::InPlace => None,
-            ReceiveMode::Untrusted => self.private.take().or_else(|| {
-                Some(vec![0u128; self.raw.max_message().div_ceil(16)].into_boxed_slice())
-            }),
-        };
+    /// Reads every later message in place, in shared memory: validated
+    /// there, zero copies. See [`ReceiveMode`] and
+    /// [`RawReceiver::trust_peer`].
+    ///
+    /// # Safety
+    ///
+    /// The caller asserts that the peer never writes a frame after
+    /// committing it (until this end released it). A peer that does can
+    /// rewrite a message between its validation and your reads: invalid
+    /// UTF-8 in a `&str`, an invalid enum tag or `bool`, a relative pointer
+    /// or length leading outside the frame. Each of these is undefined
+    /// behaviour. Promise this only for a peer you trust completely.
+    ///
+    /// ```
+    /// # let parent = remora::Segment::create(&[remora::ChannelConfig::new("c").capacity(4096)])?;
+    /// # let child = remora::Segment::open(parent.name())?;
+    /// # let (mut tx, _) = parent.channel::<String, ()>("c")?;
+    /// let (_, mut rx) = child.channel::<(), String>("c")?;
+    /// // SAFETY: the sender is in this very process and runs our own code:
+    /// // it never writes a frame after sending it.
+    /// unsafe { rx.trust_peer() };
+    /// assert_eq!(rx.receive_mode(), remora::ReceiveMode::InPlace);
+    /// # tx.send(&"x".to_owned())?;
+    /// assert_eq!(rx.recv()?.as_str(), "x"); // read in the ring
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub unsafe fn trust_peer(&mut self) {
+        // SAFETY: forwarded to the caller.
+        unsafe { self.raw.trust_peer() };
+    }
+
+    /// Copies every later message into a private buffer, then validates and
+    /// reads the copy ([`ReceiveMode::Copy`], the default except for a
+    /// spawned child's ends). Allocates the buffer (the channel's largest
+    /// message) here, if this end has none yet; never per message.
+    ///
+    /// ```
+    /// # let parent = remora::Segment::create(&[remora::ChannelConfig::new("c").capacity(4096)])?;
+    /// let (_, mut rx) = parent.channel::<(), u64>("c")?;
+    /// rx.distrust_peer(); // already the default here: a no-op
+    /// assert_eq!(rx.receive_mode(), remora::ReceiveMode::Copy);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn distrust_peer(&mut self) {
+        self.raw.distrust_peer();
     }
 
     /// The current receive mode.
+    ///
+    /// ```
+    /// # let parent = remora::Segment::create(&[remora::ChannelConfig::new("c").capacity(4096)])?;
+    /// let (_, rx) = parent.channel::<(), u64>("c")?;
+    /// assert_eq!(rx.receive_mode(), remora::ReceiveMode::Copy);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn receive_mode(&self) -> ReceiveMode {
-        match self.private {
-            Some(_) => ReceiveMode::Untrusted,
-            None => ReceiveMode::InPlace,
-        }
+        self.raw.receive_mode()
     }
 
     /// Receives the next message, waiting for one.
@@ -117,120 +145,139 @@ impl<T: Decode> Receiver<T> {
     /// Errors: [`RecvError::Disconnected`] once the sender is gone and every
     /// message it sent was received; [`RecvError::Invalid`] for a message
     /// that does not validate (skipped); [`RecvError::Corrupted`].
+    ///
+    /// ```
+    /// # let parent = remora::Segment::create(&[remora::ChannelConfig::new("c").capacity(4096)])?;
+    /// # let child = remora::Segment::open(parent.name())?;
+    /// # let (mut tx, _) = parent.channel::<u64, ()>("c")?;
+    /// # let (_, mut rx) = child.channel::<(), u64>("c")?;
+    /// tx.send(&5)?;
+    /// assert_eq!(*rx.recv()?, 5);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn recv(&mut self) -> Result<Message<'_, T>, RecvError> {
         self.recv_until(Deadline::NEVER)
     }
 
     /// Receives the next message if one is waiting, else [`RecvError::Empty`].
+    ///
+    /// ```
+    /// # let parent = remora::Segment::create(&[remora::ChannelConfig::new("c").capacity(4096)])?;
+    /// # let child = remora::Segment::open(parent.name())?;
+    /// # let (_tx, _) = parent.channel::<u64, ()>("c")?;
+    /// let (_, mut rx) = child.channel::<(), u64>("c")?;
+    /// assert!(matches!(rx.try_recv(), Err(remora::RecvError::Empty)));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn try_recv(&mut self) -> Result<Message<'_, T>, RecvError> {
         self.recv_until(Deadline::Now)
     }
 
     /// Receives the next message, waiting at most `timeout`, else
     /// [`RecvError::Timeout`].
+    ///
+    /// ```
+    /// # let parent = remora::Segment::create(&[remora::ChannelConfig::new("c").capacity(4096)])?;
+    /// # let child = remora::Segment::open(parent.name())?;
+    /// # let (_tx, _) = parent.channel::<u64, ()>("c")?;
+    /// let (_, mut rx) = child.channel::<(), u64>("c")?;
+    /// let waited = rx.recv_timeout(std::time::Duration::from_millis(1));
+    /// assert!(matches!(waited, Err(remora::RecvError::Timeout)));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn recv_timeout(&mut self, timeout: Duration) -> Result<Message<'_, T>, RecvError> {
         self.recv_until(Deadline::after(timeout))
     }
 
-    /// Receives the next message without validating it (in place, whatever
-    /// the receive mode).
+    /// Receives the next message without validating it: from a private
+    /// copy or in place, per the receive mode.
     ///
     /// # Safety
     ///
     /// The peer must be trusted to send only valid archives of `T`: an
-    /// invalid one is undefined behaviour when read.
+    /// invalid one is undefined behaviour when read. In
+    /// [`ReceiveMode::InPlace`] the promise made to
+    /// [`trust_peer`](Receiver::trust_peer) must hold too; in
+    /// [`ReceiveMode::Copy`] a rewrite after the copy cannot reach the
+    /// message, but a frame rewritten *during* the copy is as unchecked as
+    /// any other.
+    ///
+    /// ```
+    /// # let parent = remora::Segment::create(&[remora::ChannelConfig::new("c").capacity(4096)])?;
+    /// # let child = remora::Segment::open(parent.name())?;
+    /// # let (mut tx, _) = parent.channel::<u64, ()>("c")?;
+    /// # let (_, mut rx) = child.channel::<(), u64>("c")?;
+    /// tx.send(&9)?;
+    /// // SAFETY: the sender is in this process and sends only `u64`s.
+    /// assert_eq!(*unsafe { rx.recv_unchecked() }?, 9);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub unsafe fn recv_unchecked(&mut self) -> Result<Message<'_, T>, RecvError> {
-        let frame = self.raw.next_frame(Deadline::NEVER)?;
-        // SAFETY: the frame lies inside the transport's memory and is ours
-        // until released; its validity as a `T` archive is the caller's
-        // promise.
-        let archived = unsafe { codec::access_unchecked::<T>(frame_bytes(&frame)) } as *const _;
+        let msg = self.raw.next(Deadline::NEVER)?;
+        // SAFETY: `msg` is from `next`, and the message built below keeps
+        // the receiver borrowed (and unused) for as long as the bytes are.
+        let bytes = unsafe { msg.bytes() };
+        // SAFETY: the bytes lie in a private copy or in a frame held for the
+        // message's life; their validity as a `T` archive (and, in place,
+        // their stability) is the caller's promise.
+        let archived = unsafe { codec::access_unchecked::<T>(bytes) } as *const _;
         Ok(Message {
-            rx: &mut self.raw,
-            bytes: frame.payload,
-            len: frame.len,
-            frame: Some(frame),
+            raw: RawMessage::new(&mut self.raw, msg),
             archived,
         })
     }
 
     #[inline]
     fn recv_until(&mut self, deadline: Deadline) -> Result<Message<'_, T>, RecvError> {
-        let frame = self.raw.next_frame(deadline)?;
-        let (bytes, keep) = match &mut self.private {
-            None => (frame_bytes(&frame), Some(frame)),
-            Some(buf) => {
-                let copy = copy_out(&frame, buf);
-                self.raw.release(frame);
-                (copy, None)
-            }
-        };
+        let mut msg = self.raw.next(deadline)?;
+        // SAFETY: `msg` is from `next`; the bytes are used only until the
+        // message built below (which borrows the receiver) is dropped, or
+        // until `release_held` on the error path, after the last use.
+        let bytes = unsafe { msg.bytes() };
         match codec::access::<T>(bytes) {
             Ok(archived) => Ok(Message {
                 archived: archived as *const _,
-                bytes: bytes.as_ptr(),
-                len: bytes.len(),
-                rx: &mut self.raw,
-                frame: keep,
+                raw: RawMessage::new(&mut self.raw, msg),
             }),
             Err(_) => {
-                let len = bytes.len();
-                if let Some(frame) = keep {
-                    self.raw.release(frame);
-                }
+                let len = msg.len;
+                self.raw.release_held(&mut msg);
                 Err(RecvError::Invalid { len })
             }
         }
     }
 }
 
-/// The payload of a frame the receiver currently owns.
-#[inline]
-fn frame_bytes(frame: &Frame) -> &[u8] {
-    // SAFETY: a validated frame lies inside the transport's memory and stays
-    // ours until released; the sender does not write it meanwhile (protocol).
-    unsafe { std::slice::from_raw_parts(frame.payload, frame.len) }
-}
-
-/// Copies a frame's payload into `buf` with volatile word reads (the peer may
-/// be writing it: each word is read exactly once and the copy is what gets
-/// validated). Returns the copy.
-fn copy_out<'b>(frame: &Frame, buf: &'b mut [u128]) -> &'b [u8] {
-    let words = frame.len.div_ceil(16);
-    assert!(
-        words <= buf.len(),
-        "frame longer than the channel's largest message"
-    );
-    let src = frame.payload.cast::<u128>();
-    for (i, word) in buf[..words].iter_mut().enumerate() {
-        // SAFETY: the payload is 16-aligned and its frame is padded to a
-        // multiple of 16 bytes inside the transport's memory, so every word
-        // up to `words` is in bounds; volatile because the peer can write it.
-        *word = unsafe { src.add(i).read_volatile() };
-    }
-    // SAFETY: `buf` holds at least `words * 16 >= frame.len` initialised
-    // bytes; u8 has no alignment or validity requirements.
-    unsafe { std::slice::from_raw_parts(buf.as_ptr().cast::<u8>(), frame.len) }
-}
-
 impl<T: rkyv::Archive> Deref for Message<'_, T> {
     type Target = Archived<T>;
 
+    #[inline]
     fn deref(&self) -> &Archived<T> {
         // SAFETY: `archived` points into the validated bytes (or ones vouched
-        // for by `recv_unchecked`'s caller), which stay valid while `self`
-        // borrows the receiver: the frame is released only on drop, and the
-        // private buffer is only rewritten by the next receive.
+        // for by `recv_unchecked`'s caller) held by `raw`, which stay
+        // unchanged while `self` lives: a private copy is only rewritten by
+        // the receiver's next receive, which `raw`'s borrow prevents; a frame
+        // read in place is released only on drop, and its stability is
+        // `trust_peer`'s promise (FIFO frames are private).
         unsafe { &*self.archived }
     }
 }
 
 impl<T: rkyv::Archive> Message<'_, T> {
-    /// The raw archived bytes of this message.
+    /// The raw archived bytes of this message (the private copy, or the
+    /// frame in place).
+    ///
+    /// ```
+    /// # let parent = remora::Segment::create(&[remora::ChannelConfig::new("c").capacity(4096)])?;
+    /// # let child = remora::Segment::open(parent.name())?;
+    /// # let (mut tx, _) = parent.channel::<u32, ()>("c")?;
+    /// # let (_, mut rx) = child.channel::<(), u32>("c")?;
+    /// tx.send(&0x0102_0304)?;
+    /// assert_eq!(rx.recv()?.bytes(), 0x0102_0304u32.to_le_bytes());
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn bytes(&self) -> &[u8] {
-        // SAFETY: as in `deref`: `bytes..bytes + len` stays valid while
-        // `self` lives.
-        unsafe { std::slice::from_raw_parts(self.bytes, self.len) }
+        self.raw.bytes()
     }
 }
 
@@ -240,13 +287,5 @@ where
 {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         (**self).fmt(f)
-    }
-}
-
-impl<T: rkyv::Archive> Drop for Message<'_, T> {
-    fn drop(&mut self) {
-        if let Some(frame) = self.frame.take() {
-            self.rx.release(frame);
-        }
     }
 }

@@ -34,7 +34,7 @@ use super::pipe::Pipe;
 use super::plan::plan;
 use super::receiver::{Expect, FifoReceiver};
 use super::sender::FifoSender;
-use crate::channel::{RawReceiver, RawSender, RecvEnd, SendEnd};
+use crate::channel::{RawReceiver, RawSender, ReceiveMode, RecvEnd, SendEnd};
 use crate::error::{ChannelError, OpenError};
 use crate::layout::MAX_CHANNELS;
 use crate::peer::PeerWatch;
@@ -199,12 +199,15 @@ impl FifoSet {
         self.channels.iter().map(|c| c.name.as_str())
     }
 
-    /// This side's ends of channel `name`, checking the type fingerprints.
+    /// This side's ends of channel `name`, checking the type fingerprints;
+    /// the receiver reports `mode` (FIFO frames are private copies in
+    /// either mode).
     pub(crate) fn take(
         &self,
         name: &str,
         out_fp: u64,
         in_fp: u64,
+        mode: ReceiveMode,
     ) -> Result<(RawSender, RawReceiver), ChannelError> {
         let index = ChannelError::position(self.channel_names(), name)?;
         let mut ends = self.ends.lock().unwrap_or_else(|p| p.into_inner());
@@ -235,7 +238,7 @@ impl FifoSet {
         let wait = self.channels[index].wait;
         Ok((
             RawSender::new(SendEnd::Fifo(taken.tx), wait),
-            RawReceiver::new(RecvEnd::Fifo(taken.rx), wait),
+            RawReceiver::new(RecvEnd::Fifo(taken.rx), wait, mode),
         ))
     }
 }
