@@ -60,6 +60,24 @@ impl WaitStrategy {
     }
 }
 
+/// How long a call may wait: the `try_`, `_timeout` and blocking forms of
+/// every send and receive, for every transport.
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum Deadline {
+    /// `try_*`: do not wait at all.
+    Now,
+    /// Wait until this time.
+    At(MonoTime),
+}
+
+impl Deadline {
+    pub(crate) const NEVER: Deadline = Deadline::At(MonoTime::NEVER);
+
+    pub(crate) fn after(timeout: Duration) -> Deadline {
+        Deadline::At(MonoTime::after(timeout))
+    }
+}
+
 /// Period of the thorough liveness check, and the longest sleep when the
 /// peer's death cannot be slept on (a peer without a liveness sentinel).
 pub(crate) const SLICE: Duration = Duration::from_millis(50);

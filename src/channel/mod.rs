@@ -26,23 +26,4 @@ pub use receiver::{Message, Receiver};
 pub use sender::{DEFAULT_SCRATCH, Sender};
 pub use slot::Slot;
 
-use std::time::Duration;
-
-use crate::sys::clock::MonoTime;
-
-/// How long a call may wait.
-#[derive(Clone, Copy, Debug)]
-pub(crate) enum Deadline {
-    /// `try_*`: do not wait at all.
-    Now,
-    /// Wait until this time.
-    At(MonoTime),
-}
-
-impl Deadline {
-    pub(crate) const NEVER: Deadline = Deadline::At(MonoTime::NEVER);
-
-    pub(crate) fn after(timeout: Duration) -> Deadline {
-        Deadline::At(MonoTime::after(timeout))
-    }
-}
+pub(crate) use crate::wait::Deadline;

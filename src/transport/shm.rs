@@ -4,13 +4,13 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::channel::Deadline;
 use crate::codec::EncodeError;
 use crate::error::{RecvError, SendError};
 use crate::link::Link;
 use crate::ring::{Consumer, Frame, FrameToken, Producer, ReserveError, RingFault};
 use crate::sync::Ordering;
 use crate::sys::clock::MonoTime;
+use crate::wait::Deadline;
 use crate::wait::{self, WaitStrategy, Waited};
 
 /// A blocking `Spin`/`Adaptive` send that finds the ring full and, re-reading

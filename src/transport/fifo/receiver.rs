@@ -26,9 +26,9 @@ use super::dir::Direction;
 use super::pipe::Pipe;
 use super::wait::{Outcome, Waiter};
 use super::wire::{self, HEADER, HELLO, HELLO_FRAME, HELLO_LEN, MSG};
-use crate::channel::Deadline;
 use crate::error::{RecvError, StreamFault};
 use crate::ring::{Frame, FrameToken};
+use crate::wait::Deadline;
 use crate::wait::WaitStrategy;
 
 /// How a receive buffer is sized: two largest frames, so a frame split

@@ -8,11 +8,11 @@ use super::buffer::AlignedBuf;
 use super::pipe::Pipe;
 use super::wait::{Outcome, Waiter};
 use super::wire::{self, HEADER, HELLO, HELLO_FRAME, MSG};
-use crate::channel::Deadline;
 use crate::codec::EncodeError;
 use crate::error::SendError;
 use crate::sys::fd;
 use crate::sys::signal::SigpipeBlock;
+use crate::wait::Deadline;
 use crate::wait::WaitStrategy;
 
 /// Zeros for the padding of frames written straight from caller bytes.
