@@ -63,6 +63,7 @@
 
 mod channel;
 mod codec;
+mod config;
 mod doorbell;
 mod error;
 mod layout;
@@ -81,10 +82,11 @@ pub use channel::{
     Slot,
 };
 pub use codec::{Decode, Encode, FrameSerializer, FrameValidator, FrameWriter};
+pub use config::{ChannelConfig, DEFAULT_CAPACITY};
 pub use error::{
     ChannelError, ConnectError, OpenError, RecvError, RingFault, SendError, SpawnError, StreamFault,
 };
-pub use segment::{ChannelConfig, DEFAULT_CAPACITY, Segment};
+pub use segment::Segment;
 pub use spawn::{CHANNEL_ENV, Child, Connection, Spawner, connect, set_parent_death_signal};
 pub use transport::{ParseTransportError, TRANSPORT_ENV, Transport};
 pub use wait::WaitStrategy;

@@ -13,6 +13,7 @@ use std::sync::{Arc, Mutex};
 
 use crate::channel::{RawReceiver, RawSender, ReceiveMode, Receiver, RecvEnd, SendEnd, Sender};
 use crate::codec::{self, Decode, Encode};
+use crate::config::{self, ChannelConfig};
 use crate::error::{ChannelError, OpenError};
 use crate::layout::*;
 use crate::link::{Link, register_liveness};
@@ -22,58 +23,6 @@ use crate::sync::{AtomicU32, AtomicU64, Ordering};
 use crate::sys::{fd, futex, lock, mapping::Mapping, random, shm};
 use crate::transport::{ShmReceiver, ShmSender};
 use crate::wait::WaitStrategy;
-
-/// Default ring capacity per direction: 1 MiB (largest message 512 KiB − 16).
-pub const DEFAULT_CAPACITY: usize = 1 << 20;
-
-/// A channel to declare in a new segment.
-///
-/// ```
-/// let cfg = remora::ChannelConfig::new("echo").capacity(64 * 1024);
-/// assert_eq!(cfg.max_message(), 32 * 1024 - 16);
-/// ```
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct ChannelConfig {
-    name: String,
-    pub(crate) capacity: usize,
-    pub(crate) wait: WaitStrategy,
-}
-
-impl ChannelConfig {
-    /// A channel named `name` with [`DEFAULT_CAPACITY`] per direction.
-    pub fn new(name: impl Into<String>) -> Self {
-        ChannelConfig {
-            name: name.into(),
-            capacity: DEFAULT_CAPACITY,
-            wait: WaitStrategy::default(),
-        }
-    }
-
-    /// Sets the wait strategy both sides' ends of this channel start with
-    /// (each side can still change its own ends later).
-    pub fn wait_strategy(mut self, strategy: WaitStrategy) -> Self {
-        self.wait = strategy;
-        self
-    }
-
-    /// Sets the ring capacity of each direction in bytes: a power of two
-    /// from 64 B to 2 GiB. The largest message is half of it minus 16.
-    pub fn capacity(mut self, bytes: usize) -> Self {
-        self.capacity = bytes;
-        self
-    }
-
-    /// The channel name.
-    pub fn name(&self) -> &str {
-        &self.name
-    }
-
-    /// The largest encoded message this configuration carries.
-    /// (0 for a capacity too small to be accepted).
-    pub fn max_message(&self) -> usize {
-        (self.capacity / 2).saturating_sub(crate::ring::FRAME_HEADER)
-    }
-}
 
 /// Which end of the segment this process is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -531,34 +480,14 @@ fn round_up(n: usize, to: usize) -> usize {
     n.div_ceil(to) * to
 }
 
-/// Validates the configuration and places every ring; returns the entries
+/// Validates the configuration (see [`config::validate`]) and places every ring; returns the entries
 /// and the total segment size.
 fn plan(channels: &[ChannelConfig]) -> Result<(Vec<ChannelEntry>, usize), OpenError> {
+    config::validate(channels)?;
     let invalid = |reason: String| OpenError::InvalidConfig { reason };
-    if channels.is_empty() || channels.len() > MAX_CHANNELS {
-        return Err(invalid(format!(
-            "{} channels declared; a segment holds 1 to {MAX_CHANNELS}",
-            channels.len()
-        )));
-    }
     let mut cursor = round_up(size_of::<SegmentHeader>(), PAGE);
     let mut entries = Vec::with_capacity(channels.len());
-    for (i, c) in channels.iter().enumerate() {
-        if c.name.is_empty() || c.name.len() > MAX_NAME_LEN {
-            return Err(invalid(format!(
-                "channel name {:?} must be 1 to {MAX_NAME_LEN} bytes",
-                c.name
-            )));
-        }
-        if channels[..i].iter().any(|d| d.name == c.name) {
-            return Err(invalid(format!("channel {:?} declared twice", c.name)));
-        }
-        if !c.capacity.is_power_of_two() || !(MIN_CAPACITY..=MAX_CAPACITY).contains(&c.capacity) {
-            return Err(invalid(format!(
-                "channel {:?}: capacity {} must be a power of two from {MIN_CAPACITY} to {MAX_CAPACITY}",
-                c.name, c.capacity
-            )));
-        }
+    for c in channels {
         let mut rings = [(0, 0); 2];
         for ring in &mut rings {
             *ring = (cursor, c.capacity);
@@ -567,7 +496,7 @@ fn plan(channels: &[ChannelConfig]) -> Result<(Vec<ChannelEntry>, usize), OpenEr
                 .ok_or_else(|| invalid("total segment size overflows".into()))?;
         }
         entries.push(ChannelEntry {
-            name: c.name.clone(),
+            name: c.name().to_owned(),
             wait: c.wait,
             rings,
         });

@@ -21,8 +21,9 @@ use std::time::Duration;
 
 use crate::channel::{RawReceiver, RawSender, ReceiveMode, Receiver, Sender};
 use crate::codec::{self, Decode, Encode};
+use crate::config::ChannelConfig;
 use crate::error::{ChannelError, ConnectError, SpawnError};
-use crate::segment::{ChannelConfig, Segment};
+use crate::segment::Segment;
 use crate::sys::process;
 use crate::transport::{FifoSet, Transport, shm_unusable};
 

@@ -35,10 +35,10 @@ use super::plan::plan;
 use super::receiver::{Expect, FifoReceiver};
 use super::sender::FifoSender;
 use crate::channel::{RawReceiver, RawSender, ReceiveMode, RecvEnd, SendEnd};
+use crate::config::ChannelConfig;
 use crate::error::{ChannelError, OpenError};
 use crate::layout::MAX_CHANNELS;
 use crate::peer::PeerWatch;
-use crate::segment::ChannelConfig;
 use crate::sys::{fd, fifo, shm};
 
 /// Pipe buffers are asked for the channel capacity, within these bounds
