@@ -72,6 +72,7 @@ mod peer;
 mod ring;
 mod segment;
 mod spawn;
+mod stale;
 mod sync;
 mod sys;
 mod transport;

@@ -19,8 +19,9 @@ use crate::layout::*;
 use crate::link::{Link, register_liveness};
 use crate::peer::PeerWatch;
 use crate::ring::{Consumer, MAX_CAPACITY, MIN_CAPACITY, Producer, RingRegion};
+use crate::stale;
 use crate::sync::{AtomicU32, AtomicU64, Ordering};
-use crate::sys::{fd, futex, lock, mapping::Mapping, random, shm};
+use crate::sys::{fd, futex, mapping::Mapping, random, shm};
 use crate::transport::{ShmReceiver, ShmSender};
 use crate::wait::WaitStrategy;
 
@@ -78,7 +79,7 @@ impl Segment {
     /// [`OpenError::Io`] from `posix_fallocate` here, never a SIGBUS later.
     pub fn create(channels: &[ChannelConfig]) -> Result<Segment, OpenError> {
         let (entries, total) = plan(channels)?;
-        sweep_stale_segments();
+        stale::sweep::<StaleSegment>(std::path::Path::new("/dev/shm"));
         let (name, fd) = create_locked()?;
         let mapped = shm::size_and_reserve(&fd, total)
             .map_err(OpenError::io("posix_fallocate"))
@@ -397,82 +398,52 @@ impl Drop for Segment {
     }
 }
 
-/// Whether the object's header says layout version [`LAYOUT_VERSION`], the
-/// first whose creators hold a lock (read with `pread`: nothing is mapped,
-/// so a short or hostile object cannot raise SIGBUS here).
-fn lock_aware(fd: &std::os::fd::OwnedFd) -> bool {
-    let mut head = [0u8; 12];
-    let read = fd::pread(fd.as_fd(), &mut head, 0).unwrap_or(0);
-    read == head.len()
-        && u64::from_le_bytes(head[..8].try_into().expect("8 bytes")) == MAGIC
-        && u32::from_le_bytes(head[8..].try_into().expect("4 bytes")) == LAYOUT_VERSION
-}
-
-/// Creates a fresh, empty shared-memory object under a new unguessable name
-/// and takes its creator lock (see [`sweep_stale_segments`]). Between
-/// `shm_open` and `flock` another process's sweep may take the unlocked
-/// object for a stale one and unlink it: then the name no longer leads to
-/// our object (or the sweep holds the lock), and we start again.
+/// Creates a fresh, empty shared-memory object under a new unguessable
+/// name, holding its creator lock (see `stale`).
 fn create_locked() -> Result<(String, std::os::fd::OwnedFd), OpenError> {
-    let mut attempts = 0;
-    loop {
-        attempts += 1;
-        let name = format!(
-            "/remora-{}-{:032x}",
-            std::process::id(),
-            random::random_u128().map_err(OpenError::io("getrandom"))?
-        );
-        let fd = shm::create(&name).map_err(OpenError::io("shm_open"))?;
-        let locked = lock::try_lock_exclusive(fd.as_fd()).map_err(OpenError::io("flock"))?;
-        let still_ours = locked
-            && shm::open(&name).is_ok_and(|again| {
-                match (fd::stat(fd.as_fd()), fd::stat(again.as_fd())) {
-                    (Ok(a), Ok(b)) => a.same_file(&b),
-                    _ => false,
-                }
-            });
-        if still_ours {
-            return Ok((name, fd));
-        }
-        if attempts == 3 {
-            return Err(OpenError::io("flock")(std::io::Error::from_raw_os_error(
-                libc::EWOULDBLOCK,
-            )));
-        }
-    }
+    stale::create_locked(
+        || {
+            let name = format!(
+                "/remora-{}-{:032x}",
+                std::process::id(),
+                random::random_u128()?
+            );
+            let fd = shm::create(&name)?;
+            Ok((name, fd))
+        },
+        |name| shm::open(name),
+    )
+    .map_err(OpenError::io("shm_open"))
 }
 
-/// Removes `/dev/shm/remora-*` segments of ours whose creator is dead (a
-/// crashed parent cannot unlink its own). A live creator holds an exclusive
-/// `flock` on its segment (see `sys::lock`): a segment whose lock we get has
-/// no live creator, in this PID namespace or any other (a creator caught
-/// between `shm_open` and `flock` notices and starts again: see
-/// [`create_locked`]). Best effort: errors are ignored.
-fn sweep_stale_segments() {
-    let Ok(dir) = std::fs::read_dir("/dev/shm") else {
-        return;
-    };
-    let uid = shm::current_uid();
-    for entry in dir.flatten() {
-        let file_name = entry.file_name();
-        // Only names we make: `remora-<pid>-<32 hex digits>`.
-        let Some(file_name) = file_name.to_str().filter(|n| {
-            n.strip_prefix("remora-")
-                .and_then(|rest| rest.split_once('-'))
-                .is_some_and(|(pid, id)| pid.parse::<u32>().is_ok() && id.len() == 32)
-        }) else {
-            continue;
-        };
-        let name = format!("/{file_name}");
-        let Ok(fd) = shm::open(&name) else {
-            continue;
-        };
-        let ours = shm::stat(&fd).is_ok_and(|info| info.owner_uid == uid);
-        // Only segments of this layout version promise a creator lock: an
-        // older remora's live segment would look abandoned.
-        if ours && lock_aware(&fd) && lock::try_lock_exclusive(fd.as_fd()).unwrap_or(false) {
-            let _ = shm::unlink(&name);
-        }
+/// Shared-memory segments for the stale sweep: `/dev/shm/remora-<pid>-<32
+/// hex digits>`, swept when of layout version [`LAYOUT_VERSION`] (the first
+/// whose creators hold a lock) and unlocked.
+struct StaleSegment;
+
+impl stale::Stale for StaleSegment {
+    fn ours(name: &str) -> bool {
+        name.strip_prefix("remora-")
+            .and_then(|rest| rest.split_once('-'))
+            .is_some_and(|(pid, id)| pid.parse::<u32>().is_ok() && id.len() == 32)
+    }
+
+    fn open(_dir: &std::path::Path, name: &str) -> std::io::Result<std::os::fd::OwnedFd> {
+        shm::open(&format!("/{name}"))
+    }
+
+    /// Read with `pread`: nothing is mapped, so a short or hostile object
+    /// cannot raise SIGBUS here.
+    fn lock_aware(object: &std::os::fd::OwnedFd) -> bool {
+        let mut head = [0u8; 12];
+        let read = fd::pread(object.as_fd(), &mut head, 0).unwrap_or(0);
+        read == head.len()
+            && u64::from_le_bytes(head[..8].try_into().expect("8 bytes")) == MAGIC
+            && u32::from_le_bytes(head[8..].try_into().expect("4 bytes")) == LAYOUT_VERSION
+    }
+
+    fn remove(_dir: &std::path::Path, name: &str) {
+        let _ = shm::unlink(&format!("/{name}"));
     }
 }
 

@@ -21,11 +21,11 @@ use std::ffi::{CStr, CString};
 use std::io;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
 use super::manifest;
-use crate::sys::{fd, fifo, lock, shm};
+use crate::stale;
+use crate::sys::{fd, fifo};
 
 /// Prefix of every FIFO directory name.
 pub(super) const PREFIX: &str = "remora-";
@@ -72,53 +72,60 @@ fn bases() -> Vec<PathBuf> {
     bases
 }
 
-/// Whether the directory was made by a remora that holds a creator lock:
-/// its manifest says [`manifest::VERSION`], or it has none yet (its creator
-/// holds the lock from before the manifest is written). An older remora's
-/// live directory would otherwise look abandoned.
-fn lock_aware(dir: BorrowedFd<'_>) -> bool {
-    let file = match fifo::open_at(dir, MANIFEST, libc::O_RDONLY | libc::O_NOFOLLOW) {
-        Ok(file) => file,
-        Err(e) => return e.raw_os_error() == Some(libc::ENOENT),
-    };
-    let mut head = [0u8; 12];
-    fd::pread(file.as_fd(), &mut head, 0).is_ok_and(|n| n == head.len())
-        && head[..8] == manifest::MAGIC
-        && u32::from_le_bytes(head[8..].try_into().expect("4 bytes")) == manifest::VERSION
+/// FIFO directories for the stale sweep: `remora-<pid>-<suffix>`, swept
+/// when their manifest says [`manifest::VERSION`] (or there is none yet:
+/// the creator locks before writing it) and they are unlocked.
+struct StaleDir;
+
+impl stale::Stale for StaleDir {
+    fn ours(name: &str) -> bool {
+        name.strip_prefix(PREFIX)
+            .and_then(|rest| rest.split_once('-'))
+            .is_some_and(|(pid, _)| pid.parse::<u32>().is_ok())
+    }
+
+    fn open(dir: &Path, name: &str) -> io::Result<OwnedFd> {
+        // O_NOFOLLOW | O_DIRECTORY: a symlink or a file named like ours is
+        // not ours to take.
+        fifo::open_dir(&dir.join(name))
+    }
+
+    fn lock_aware(object: &OwnedFd) -> bool {
+        let file = match fifo::open_at(object.as_fd(), MANIFEST, libc::O_RDONLY | libc::O_NOFOLLOW)
+        {
+            Ok(file) => file,
+            Err(e) => return e.raw_os_error() == Some(libc::ENOENT),
+        };
+        let mut head = [0u8; 12];
+        fd::pread(file.as_fd(), &mut head, 0).is_ok_and(|n| n == head.len())
+            && head[..8] == manifest::MAGIC
+            && u32::from_le_bytes(head[8..].try_into().expect("4 bytes")) == manifest::VERSION
+    }
+
+    fn remove(dir: &Path, name: &str) {
+        let _ = std::fs::remove_dir_all(dir.join(name));
+    }
 }
 
-/// Makes a fresh private directory and takes its creator lock; returns its
-/// path and the locked descriptor. Sweeps stale directories of dead
-/// processes in the same place first. Between `mkdtemp` and `flock` another
-/// process's sweep may take the unlocked directory for a stale one and
-/// remove it: then the path no longer leads to our directory, and we start
-/// again.
+/// Makes a fresh private directory and takes its creator lock (see
+/// `stale`); returns its path and the locked descriptor. Sweeps stale
+/// directories of dead creators in the same place first.
 pub(super) fn create_locked() -> io::Result<(PathBuf, OwnedFd)> {
     let mut last = io::Error::from_raw_os_error(libc::ENOENT);
     for base in bases() {
-        sweep_stale(&base);
-        for _attempt in 0..3 {
-            let template = base.join(format!("{PREFIX}{}-XXXXXX", std::process::id()));
-            let path = match fifo::mkdtemp(&template) {
-                Ok(path) => path,
-                Err(e) => {
-                    last = e;
-                    break;
-                }
-            };
-            let fd = fifo::open_dir(&path)?;
-            let locked = lock::try_lock_exclusive(fd.as_fd())?;
-            let still_ours = locked
-                && fifo::open_dir(&path).is_ok_and(|again| {
-                    match (fd::stat(fd.as_fd()), fd::stat(again.as_fd())) {
-                        (Ok(a), Ok(b)) => a.same_file(&b),
-                        _ => false,
-                    }
-                });
-            if still_ours {
-                return Ok((path, fd));
-            }
-            last = io::Error::from_raw_os_error(libc::EWOULDBLOCK);
+        stale::sweep::<StaleDir>(&base);
+        let template = base.join(format!("{PREFIX}{}-XXXXXX", std::process::id()));
+        let made = stale::create_locked(
+            || {
+                let path = fifo::mkdtemp(&template)?;
+                let fd = fifo::open_dir(&path)?;
+                Ok((path, fd))
+            },
+            |path| fifo::open_dir(path),
+        );
+        match made {
+            Ok(made) => return Ok(made),
+            Err(e) => last = e,
         }
     }
     Err(last)
@@ -140,42 +147,5 @@ pub(super) fn remove(path: &CStr, dir: BorrowedFd<'_>, channels: usize) {
         // remove it all (std's remove_dir_all does not follow symlinks).
         let path = Path::new(std::ffi::OsStr::from_bytes(path.to_bytes()));
         let _ = std::fs::remove_dir_all(path);
-    }
-}
-
-/// Removes `remora-<pid>-*` directories in `base` owned by us whose creator
-/// is dead. A live creator holds an exclusive `flock` on its directory (see
-/// `sys::lock`), so a directory whose lock we get is stale, whatever PID
-/// namespace its creator ran in. (A creator caught between `mkdtemp` and
-/// `flock` notices that its directory is gone and starts again.)
-fn sweep_stale(base: &Path) {
-    let Ok(entries) = std::fs::read_dir(base) else {
-        return;
-    };
-    let uid = shm::current_uid();
-    for entry in entries.flatten() {
-        // Only names we make: `remora-<pid>-<suffix>`.
-        let name = entry.file_name();
-        let ours = name
-            .to_str()
-            .and_then(|n| n.strip_prefix(PREFIX))
-            .and_then(|rest| rest.split_once('-'))
-            .is_some_and(|(pid, _)| pid.parse::<u32>().is_ok());
-        if !ours {
-            continue;
-        }
-        // symlink_metadata: a symlink named like ours is not ours to follow.
-        let Ok(meta) = std::fs::symlink_metadata(entry.path()) else {
-            continue;
-        };
-        if !meta.is_dir() || meta.uid() != uid {
-            continue;
-        }
-        let Ok(fd) = fifo::open_dir(&entry.path()) else {
-            continue;
-        };
-        if lock_aware(fd.as_fd()) && lock::try_lock_exclusive(fd.as_fd()).unwrap_or(false) {
-            let _ = std::fs::remove_dir_all(entry.path());
-        }
     }
 }
