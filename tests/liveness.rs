@@ -144,7 +144,7 @@ fn spawner(wrapper: &str, role: &str, transport: Transport, strategy: WaitStrate
         "sh" => {
             let mut s = Spawner::new("sh");
             s.arg("-c")
-                .arg(r#""$0" "$@"; echo wrapper-done >&2"#)
+                .arg(r#""$0" "$@"; s=$?; exit $s"#)
                 .args(&me);
             s
         }
