@@ -21,10 +21,8 @@ use std::time::Duration;
 use super::pipe::Pipe;
 use crate::sys::clock::MonoTime;
 use crate::sys::fd;
-use crate::wait::{SLICE, WaitStrategy};
+use crate::wait::{ADAPTIVE_SPIN, SLICE, WaitStrategy};
 
-/// How long `Adaptive` retries before sleeping.
-const ADAPTIVE_SPIN: Duration = Duration::from_micros(20);
 
 /// What the caller should do after [`Waiter::wait`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
