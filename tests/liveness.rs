@@ -143,9 +143,7 @@ fn spawner(wrapper: &str, role: &str, transport: Transport, strategy: WaitStrate
         // A shell that forks the child and outlives it.
         "sh" => {
             let mut s = Spawner::new("sh");
-            s.arg("-c")
-                .arg(r#""$0" "$@"; s=$?; exit $s"#)
-                .args(&me);
+            s.arg("-c").arg(r#""$0" "$@"; s=$?; exit $s"#).args(&me);
             s
         }
         "timeout" => {

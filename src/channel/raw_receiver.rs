@@ -7,7 +7,7 @@ use std::time::Duration;
 use super::Deadline;
 use super::copy::PrivateBuf;
 use crate::error::RecvError;
-use crate::ring::Frame;
+use crate::transport::Incoming as Frame;
 use crate::transport::{FifoReceiver, ShmReceiver};
 use crate::wait::WaitStrategy;
 

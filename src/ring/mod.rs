@@ -65,58 +65,6 @@ pub(crate) struct FrameHeader {
 }
 static_assertions::const_assert_eq!(size_of::<FrameHeader>(), FRAME_HEADER);
 
-/// A received message frame as the channel layer sees it: a validated
-/// payload, borrowed from its transport until handed back with the
-/// transport's `release`.
-///
-/// Each transport keeps what it needs to release the frame in `token`: the
-/// ring's own frame for shared memory, the end offset in the receive buffer
-/// for FIFOs.
-#[derive(Clone, Copy, Debug)]
-pub(crate) struct Frame {
-    /// First payload byte (16-aligned).
-    pub(crate) payload: *const u8,
-    /// Exact payload length.
-    pub(crate) len: usize,
-    /// Transport-private release information.
-    pub(crate) token: FrameToken,
-}
-
-/// How a transport finds a [`Frame`] again when it is released.
-#[derive(Clone, Copy, Debug)]
-pub(crate) enum FrameToken {
-    /// A frame peeked from a shared-memory ring.
-    Ring(RingFrame),
-    /// A frame in a private receive buffer, ending at this offset.
-    Buffer {
-        /// Buffer offset just past the frame (padding included).
-        end: usize,
-    },
-}
-
-impl Frame {
-    /// A frame peeked from a ring.
-    #[inline]
-    pub(crate) fn from_ring(frame: RingFrame) -> Frame {
-        Frame {
-            payload: frame.payload,
-            len: frame.len,
-            token: FrameToken::Ring(frame),
-        }
-    }
-
-    /// A frame of `len` payload bytes at `payload` inside a receive buffer,
-    /// whose padded end is at buffer offset `end`.
-    #[inline]
-    pub(crate) fn in_buffer(payload: *const u8, len: usize, end: usize) -> Frame {
-        Frame {
-            payload,
-            len,
-            token: FrameToken::Buffer { end },
-        }
-    }
-}
-
 /// Frame size for a payload of `len` bytes: header plus padded payload.
 #[inline]
 pub(crate) const fn frame_size(len: u64) -> u64 {

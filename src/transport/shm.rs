@@ -7,9 +7,10 @@ use std::time::Duration;
 use crate::codec::EncodeError;
 use crate::error::{RecvError, SendError};
 use crate::link::Link;
-use crate::ring::{Consumer, Frame, FrameToken, Producer, ReserveError, RingFault};
+use crate::ring::{Consumer, Producer, ReserveError, RingFault};
 use crate::sync::Ordering;
 use crate::sys::clock::MonoTime;
+use crate::transport::{Incoming, ReleaseToken};
 use crate::wait::Deadline;
 use crate::wait::{self, WaitStrategy, Waited};
 
@@ -229,19 +230,19 @@ impl ShmReceiver {
         &mut self,
         deadline: Deadline,
         strategy: WaitStrategy,
-    ) -> Result<Frame, RecvError> {
+    ) -> Result<Incoming, RecvError> {
         let region = *self.consumer.region();
         let ctrl = region.ctrl();
         loop {
             if let Some(frame) = self.consumer.peek().map_err(|f| self.fail(f))? {
-                return Ok(Frame::from_ring(frame));
+                return Ok(Incoming::from_ring(frame));
             }
             // Acquire: pairs with the sender's Release store on close, so the
             // peek below sees every frame committed before it.
             if ctrl.ends.producer_closed.load(Ordering::Acquire) != 0 || self.link.peer_known_dead()
             {
                 return match self.consumer.peek().map_err(|f| self.fail(f))? {
-                    Some(frame) => Ok(Frame::from_ring(frame)),
+                    Some(frame) => Ok(Incoming::from_ring(frame)),
                     None => Err(RecvError::Disconnected),
                 };
             }
@@ -282,10 +283,10 @@ impl ShmReceiver {
 
     /// Hands a frame's space back to the sender and wakes it if it waits.
     #[inline]
-    pub(crate) fn release(&mut self, frame: Frame) {
+    pub(crate) fn release(&mut self, frame: Incoming) {
         // Only frames from `next_frame` come back here, so the token is
         // always a ring frame; anything else is ignored rather than trusted.
-        if let FrameToken::Ring(frame) = frame.token {
+        if let ReleaseToken::Ring(frame) = frame.token {
             self.consumer.release(frame);
             self.consumer.region().ctrl().space_bell.ring();
         } else {

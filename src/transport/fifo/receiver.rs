@@ -27,7 +27,7 @@ use super::pipe::Pipe;
 use super::wait::{Outcome, Waiter};
 use super::wire::{self, HEADER, HELLO, HELLO_FRAME, HELLO_LEN, MSG};
 use crate::error::{RecvError, StreamFault};
-use crate::ring::{Frame, FrameToken};
+use crate::transport::{Incoming, ReleaseToken};
 use crate::wait::Deadline;
 use crate::wait::WaitStrategy;
 
@@ -152,7 +152,7 @@ impl FifoReceiver {
         &mut self,
         deadline: Deadline,
         strategy: WaitStrategy,
-    ) -> Result<Frame, RecvError> {
+    ) -> Result<Incoming, RecvError> {
         if let Some(fault) = self.fault {
             return Err(fault);
         }
@@ -212,8 +212,8 @@ impl FifoReceiver {
 
     /// Hands a frame's buffer space back.
     #[inline]
-    pub(crate) fn release(&mut self, frame: Frame) {
-        if let FrameToken::Buffer { end } = frame.token {
+    pub(crate) fn release(&mut self, frame: Incoming) {
+        if let ReleaseToken::Buffer { end } = frame.token {
             debug_assert!(end > self.start && end <= self.end);
             self.pos += (end - self.start) as u64;
             self.start = end;
@@ -226,7 +226,7 @@ impl FifoReceiver {
     /// consuming) the handshake first. `Ok(None)`: more bytes are needed,
     /// and there is room for them.
     #[inline]
-    fn parse(&mut self) -> Result<Option<Frame>, RecvError> {
+    fn parse(&mut self) -> Result<Option<Incoming>, RecvError> {
         loop {
             if self.end - self.start < HEADER {
                 self.make_room(HEADER);
@@ -277,7 +277,7 @@ impl FifoReceiver {
                 continue;
             }
             let payload = self.buf.at(self.start + HEADER).cast_const();
-            return Ok(Some(Frame::in_buffer(
+            return Ok(Some(Incoming::in_buffer(
                 payload,
                 len as usize,
                 self.start + total,

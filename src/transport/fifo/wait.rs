@@ -23,7 +23,6 @@ use crate::sys::clock::MonoTime;
 use crate::sys::fd;
 use crate::wait::{ADAPTIVE_SPIN, SLICE, WaitStrategy};
 
-
 /// What the caller should do after [`Waiter::wait`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(super) enum Outcome {
