@@ -6,39 +6,40 @@
 //! The opener (the child) checks owner, size, magic, version, init word and
 //! the whole directory before it trusts anything, then claims the segment so
 //! a second opener is refused. See `ARCHITECTURE.md` for the byte layout.
+//!
+//! This file holds the `Segment` handle (create, open and claim, channel
+//! hand-out, drop); `plan.rs` lays a new segment out, `validate.rs` checks
+//! one made by another process, `names.rs` makes names under a creator lock
+//! and tells the stale sweep which objects are segments.
 
-use std::os::fd::AsFd;
-use std::ptr::{NonNull, addr_of, addr_of_mut};
+mod names;
+mod plan;
+mod validate;
+
+use std::ptr::{NonNull, addr_of};
 use std::sync::{Arc, Mutex};
 
+use self::names::{StaleSegment, create_locked};
+use self::plan::{ChannelEntry, initialise, plan};
+use self::validate::validate;
 use crate::channel::{RawReceiver, RawSender, ReceiveMode, Receiver, RecvEnd, SendEnd, Sender};
 use crate::codec::{self, Decode, Encode};
-use crate::config::{self, ChannelConfig};
+use crate::config::ChannelConfig;
 use crate::error::{ChannelError, OpenError};
 use crate::layout::*;
 use crate::link::{Link, register_liveness};
 use crate::peer::PeerWatch;
-use crate::ring::{Consumer, MAX_CAPACITY, MIN_CAPACITY, Producer, RingRegion};
+use crate::ring::{Consumer, Producer, RingRegion};
 use crate::stale;
-use crate::sync::{AtomicU32, AtomicU64, Ordering};
-use crate::sys::{fd, futex, mapping::Mapping, random, shm};
+use crate::sync::{AtomicU64, Ordering};
+use crate::sys::{futex, mapping::Mapping, shm};
 use crate::transport::{ShmReceiver, ShmSender};
-use crate::wait::WaitStrategy;
 
 /// Which end of the segment this process is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Side {
     Creator,
     Opener,
-}
-
-/// Private, validated copy of one directory entry.
-#[derive(Clone, Debug)]
-struct ChannelEntry {
-    name: String,
-    wait: WaitStrategy,
-    /// `(offset, capacity)` per direction.
-    rings: [(usize, usize); 2],
 }
 
 /// A mapped remora segment: the creator's or the opener's view.
@@ -396,234 +397,4 @@ impl Drop for Segment {
             ctrl.space_bell.ring();
         }
     }
-}
-
-/// Creates a fresh, empty shared-memory object under a new unguessable
-/// name, holding its creator lock (see `stale`).
-fn create_locked() -> Result<(String, std::os::fd::OwnedFd), OpenError> {
-    stale::create_locked(
-        || {
-            let name = format!(
-                "/remora-{}-{:032x}",
-                std::process::id(),
-                random::random_u128()?
-            );
-            let fd = shm::create(&name)?;
-            Ok((name, fd))
-        },
-        |name| shm::open(name),
-    )
-    .map_err(OpenError::io("shm_open"))
-}
-
-/// Shared-memory segments for the stale sweep: `/dev/shm/remora-<pid>-<32
-/// hex digits>`, swept when of layout version [`LAYOUT_VERSION`] (the first
-/// whose creators hold a lock) and unlocked.
-struct StaleSegment;
-
-impl stale::Stale for StaleSegment {
-    fn ours(name: &str) -> bool {
-        name.strip_prefix("remora-")
-            .and_then(|rest| rest.split_once('-'))
-            .is_some_and(|(pid, id)| pid.parse::<u32>().is_ok() && id.len() == 32)
-    }
-
-    fn open(_dir: &std::path::Path, name: &str) -> std::io::Result<std::os::fd::OwnedFd> {
-        shm::open(&format!("/{name}"))
-    }
-
-    /// Read with `pread`: nothing is mapped, so a short or hostile object
-    /// cannot raise SIGBUS here.
-    fn lock_aware(object: &std::os::fd::OwnedFd) -> bool {
-        let mut head = [0u8; 12];
-        let read = fd::pread(object.as_fd(), &mut head, 0).unwrap_or(0);
-        read == head.len()
-            && u64::from_le_bytes(head[..8].try_into().expect("8 bytes")) == MAGIC
-            && u32::from_le_bytes(head[8..].try_into().expect("4 bytes")) == LAYOUT_VERSION
-    }
-
-    fn remove(_dir: &std::path::Path, name: &str) {
-        let _ = shm::unlink(&format!("/{name}"));
-    }
-}
-
-fn round_up(n: usize, to: usize) -> usize {
-    n.div_ceil(to) * to
-}
-
-/// Validates the configuration (see [`config::validate`]) and places every ring; returns the entries
-/// and the total segment size.
-fn plan(channels: &[ChannelConfig]) -> Result<(Vec<ChannelEntry>, usize), OpenError> {
-    config::validate(channels)?;
-    let invalid = |reason: String| OpenError::InvalidConfig { reason };
-    let mut cursor = round_up(size_of::<SegmentHeader>(), PAGE);
-    let mut entries = Vec::with_capacity(channels.len());
-    for c in channels {
-        let mut rings = [(0, 0); 2];
-        for ring in &mut rings {
-            *ring = (cursor, c.capacity);
-            cursor = cursor
-                .checked_add(round_up(RING_CONTROL_SIZE + c.capacity, PAGE))
-                .ok_or_else(|| invalid("total segment size overflows".into()))?;
-        }
-        entries.push(ChannelEntry {
-            name: c.name().to_owned(),
-            wait: c.wait,
-            rings,
-        });
-    }
-    Ok((entries, cursor))
-}
-
-/// Writes the header, directory and ring control blocks, then publishes the
-/// init word.
-///
-/// # Safety
-///
-/// `base` must be a fresh, page-aligned, writable mapping of `total` bytes
-/// that no other thread or process accesses yet, and `entries` must come from
-/// [`plan`] for that `total`.
-unsafe fn initialise(base: *mut u8, total: usize, entries: &[ChannelEntry], alive: u32) {
-    let header = base.cast::<SegmentHeader>();
-    // SAFETY: per the contract, every write below is in bounds (plan placed
-    // all rings inside `total`), aligned, and unobserved until `init` is
-    // published with Release at the end.
-    unsafe {
-        addr_of_mut!((*header).magic).write(MAGIC);
-        addr_of_mut!((*header).version).write(LAYOUT_VERSION);
-        addr_of_mut!((*header).total_size).write(total as u64);
-        addr_of_mut!((*header).creator_pid).write(std::process::id());
-        addr_of_mut!((*header).channel_count).write(entries.len() as u32);
-        (*addr_of!((*header).creator_alive)).store(alive, Ordering::Relaxed);
-        for (i, entry) in entries.iter().enumerate() {
-            let desc = addr_of_mut!((*header).channels[i]);
-            let mut name = [0u8; MAX_NAME_LEN];
-            name[..entry.name.len()].copy_from_slice(entry.name.as_bytes());
-            addr_of_mut!((*desc).name).write(name);
-            addr_of_mut!((*desc).name_len).write(entry.name.len() as u32);
-            addr_of_mut!((*desc).wait_hint).write(entry.wait.to_hint());
-            for (dir, &(offset, capacity)) in entry.rings.iter().enumerate() {
-                let ring = addr_of_mut!((*desc).rings[dir]);
-                addr_of_mut!((*ring).offset).write(offset as u64);
-                addr_of_mut!((*ring).capacity).write(capacity as u64);
-                addr_of_mut!((*ring).fingerprint).write(AtomicU64::new(0));
-                base.add(offset)
-                    .cast::<RingControl>()
-                    .write(RingControl::default());
-            }
-        }
-        // Release: publishes everything above to an opener that
-        // Acquire-loads the init word.
-        (*addr_of!((*header).init)).store(INIT_READY, Ordering::Release);
-    }
-}
-
-/// Checks a mapped segment before anything trusts it; returns private
-/// copies of the directory.
-///
-/// # Safety
-///
-/// `base` must be a live mapping of `len >= size_of::<SegmentHeader>()` bytes.
-unsafe fn validate(base: *mut u8, len: usize) -> Result<Vec<ChannelEntry>, OpenError> {
-    let header = base.cast::<SegmentHeader>();
-    // SAFETY: `len` covers the header; every plain field is read once, by
-    // volatile copy, into a local that is checked before use.
-    let (magic, version) = unsafe {
-        (
-            addr_of!((*header).magic).read_volatile(),
-            addr_of!((*header).version).read_volatile(),
-        )
-    };
-    if magic != MAGIC {
-        return Err(OpenError::BadMagic { found: magic });
-    }
-    if version != LAYOUT_VERSION {
-        return Err(OpenError::VersionMismatch {
-            found: version,
-            expected: LAYOUT_VERSION,
-        });
-    }
-    // SAFETY: an aligned atomic word inside the header.
-    let init: &AtomicU32 = unsafe { &*addr_of!((*header).init) };
-    // Acquire: pairs with the creator's Release store; everything it wrote
-    // before is visible to the reads below.
-    if init.load(Ordering::Acquire) != INIT_READY {
-        return Err(OpenError::NotReady);
-    }
-    // SAFETY: as above.
-    let (total, count) = unsafe {
-        (
-            addr_of!((*header).total_size).read_volatile(),
-            addr_of!((*header).channel_count).read_volatile(),
-        )
-    };
-    if total != len as u64 {
-        return Err(OpenError::BadSize {
-            actual: len as u64,
-            recorded: total,
-        });
-    }
-    let bad = |reason| Err(OpenError::BadLayout { reason });
-    if count == 0 || count as usize > MAX_CHANNELS {
-        return bad("channel count out of range");
-    }
-    let mut entries: Vec<ChannelEntry> = Vec::with_capacity(count as usize);
-    let mut cursor = round_up(size_of::<SegmentHeader>(), PAGE);
-    for i in 0..count as usize {
-        // SAFETY: `i < MAX_CHANNELS`, so the descriptor is inside the header.
-        let (name, name_len, wait_hint) = unsafe {
-            let desc = addr_of!((*header).channels[i]);
-            (
-                addr_of!((*desc).name).read_volatile(),
-                addr_of!((*desc).name_len).read_volatile(),
-                addr_of!((*desc).wait_hint).read_volatile(),
-            )
-        };
-        let Some(name) = name.get(..name_len as usize).filter(|n| !n.is_empty()) else {
-            return bad("channel name length out of range");
-        };
-        let Ok(name) = std::str::from_utf8(name) else {
-            return bad("channel name is not UTF-8");
-        };
-        if entries.iter().any(|e| e.name == name) {
-            return bad("duplicate channel name");
-        }
-        let mut rings = [(0usize, 0usize); 2];
-        for (dir, ring) in rings.iter_mut().enumerate() {
-            // SAFETY: as above; `dir < 2`.
-            let (offset, capacity) = unsafe {
-                let r = addr_of!((*header).channels[i].rings[dir]);
-                (
-                    addr_of!((*r).offset).read_volatile(),
-                    addr_of!((*r).capacity).read_volatile(),
-                )
-            };
-            let (Ok(offset), Ok(capacity)) = (usize::try_from(offset), usize::try_from(capacity))
-            else {
-                return bad("ring placement out of range");
-            };
-            if !capacity.is_power_of_two() || !(MIN_CAPACITY..=MAX_CAPACITY).contains(&capacity) {
-                return bad("ring capacity is not a power of two in range");
-            }
-            // Rings are laid out in order without overlap; anything else is
-            // either corruption or an attempt to alias two rings.
-            if offset % PAGE != 0 || offset < cursor {
-                return bad("ring offset misaligned or overlapping");
-            }
-            let end = offset
-                .checked_add(RING_CONTROL_SIZE + capacity)
-                .filter(|&end| end <= len);
-            let Some(end) = end else {
-                return bad("ring extends past the end of the segment");
-            };
-            cursor = end;
-            *ring = (offset, capacity);
-        }
-        entries.push(ChannelEntry {
-            name: name.to_owned(),
-            wait: WaitStrategy::from_hint(wait_hint),
-            rings,
-        });
-    }
-    Ok(entries)
 }
