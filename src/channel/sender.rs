@@ -72,9 +72,102 @@ impl<T: Encode> Sender<T> {
         self.raw.set_wait_strategy(strategy);
     }
 
+    /// The current wait strategy.
+    ///
+    /// ```
+    /// # let parent = remora::Segment::create(&[remora::ChannelConfig::new("c").capacity(4096)])?;
+    /// let (mut tx, _) = parent.channel::<u64, ()>("c")?;
+    /// assert_eq!(tx.wait_strategy(), remora::WaitStrategy::Adaptive);
+    /// tx.set_wait_strategy(remora::WaitStrategy::Block);
+    /// assert_eq!(tx.wait_strategy(), remora::WaitStrategy::Block);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn wait_strategy(&self) -> WaitStrategy {
+        self.raw.wait_strategy()
+    }
+
     /// The largest encoded message this channel carries, in bytes.
+    ///
+    /// ```
+    /// # let parent = remora::Segment::create(&[remora::ChannelConfig::new("c").capacity(4096)])?;
+    /// let (tx, _) = parent.channel::<Vec<u8>, ()>("c")?;
+    /// assert_eq!(tx.max_message(), 4096 / 2 - 16);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn max_message(&self) -> usize {
         self.raw.max_message()
+    }
+
+    /// The capacity of this direction in bytes; see
+    /// [`RawSender::capacity`].
+    ///
+    /// ```
+    /// # let parent = remora::Segment::create(&[remora::ChannelConfig::new("c").capacity(4096)])?;
+    /// let (tx, _) = parent.channel::<u64, ()>("c")?;
+    /// assert_eq!(tx.capacity(), 4096);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn capacity(&self) -> usize {
+        self.raw.capacity()
+    }
+
+    /// Bytes sent and not yet taken by the receiver: archives with their
+    /// frame headers and padding, exactly as [`RawSender::len`] counts
+    /// them. Not a message count (messages vary in size).
+    ///
+    /// ```
+    /// # let parent = remora::Segment::create(&[remora::ChannelConfig::new("c").capacity(4096)])?;
+    /// let (mut tx, _) = parent.channel::<u64, ()>("c")?;
+    /// tx.send(&1)?;
+    /// tx.send(&2)?;
+    /// assert_eq!(tx.len(), 2 * 32); // each: 16-byte header + 8 bytes padded to 16
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn len(&self) -> usize {
+        self.raw.len()
+    }
+
+    /// Whether everything sent has been taken by the receiver; see
+    /// [`RawSender::is_empty`].
+    ///
+    /// ```
+    /// # let parent = remora::Segment::create(&[remora::ChannelConfig::new("c").capacity(4096)])?;
+    /// let (tx, _) = parent.channel::<u64, ()>("c")?;
+    /// assert!(tx.is_empty());
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn is_empty(&self) -> bool {
+        self.raw.is_empty()
+    }
+
+    /// Whether there is no room for even the smallest frame; see
+    /// [`RawSender::is_full`].
+    ///
+    /// ```
+    /// # let parent = remora::Segment::create(&[remora::ChannelConfig::new("c").capacity(64)])?;
+    /// let (mut tx, _) = parent.channel::<(), ()>("c")?;
+    /// while tx.try_send(&()).is_ok() {} // `()` archives to 0 bytes
+    /// assert!(tx.is_full());
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn is_full(&self) -> bool {
+        self.raw.is_full()
+    }
+
+    /// Whether sends can no longer succeed (receiver gone, peer process
+    /// dead); see [`RawSender::is_disconnected`].
+    ///
+    /// ```
+    /// # let parent = remora::Segment::create(&[remora::ChannelConfig::new("c").capacity(4096)])?;
+    /// # let child = remora::Segment::open(parent.name())?;
+    /// let (tx, _) = parent.channel::<u64, ()>("c")?;
+    /// let (_, rx) = child.channel::<(), u64>("c")?;
+    /// drop(rx);
+    /// assert!(tx.is_disconnected());
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn is_disconnected(&self) -> bool {
+        self.raw.is_disconnected()
     }
 
     /// Sends `value`, waiting for space if the ring is full.
