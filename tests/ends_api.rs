@@ -15,7 +15,9 @@ use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use common::{KillOnDrop, Watchdog, remora_fifo_dirs, remora_segments, role};
-use remora::{ChannelConfig, RecvError, Segment, SendError, Spawner, Transport, WaitStrategy};
+use remora::{
+    ChannelConfig, ChannelError, RecvError, Segment, SendError, Spawner, Transport, WaitStrategy,
+};
 
 /// One test at a time: the cross-process ones share 2 cores, and the
 /// leftover checks must not see another test's live segment.
@@ -486,6 +488,133 @@ fn deserialize_gives_an_owned_value() {
 }
 
 // ---------------------------------------------------------------------------
+// One-way takes over shared memory.
+// ---------------------------------------------------------------------------
+
+#[test]
+fn one_way_takes_check_only_the_direction_in_use() {
+    let _s = serial();
+    // The motivating case: a channel used parent-to-child only. Both-way
+    // takes type-check the unused direction too.
+    let (parent, child) = pair(4096);
+    let _ends = parent.channel::<u64, ()>("c").unwrap();
+    assert!(matches!(
+        child.channel::<u8, u64>("c"),
+        Err(ChannelError::TypeMismatch {
+            direction: "child-to-parent",
+            ..
+        })
+    ));
+    // One-way on one side: only parent-to-child is checked.
+    let (parent, child) = pair(4096);
+    let mut tx = parent.sender::<u64>("c").unwrap();
+    let (mut back, mut rx) = child.channel::<u8, u64>("c").unwrap();
+    tx.send(&5).unwrap();
+    assert_eq!(*rx.recv().unwrap(), 5);
+    // The unused direction was hung up: the peer's sender there is
+    // disconnected, and so is nothing else.
+    assert!(back.is_disconnected());
+    assert_eq!(back.send(&1), Err(SendError::Disconnected));
+    assert!(!tx.is_disconnected() && !rx.is_disconnected());
+    // One-way on both sides, either order, typed and raw.
+    for creator_first in [true, false] {
+        let parent = Segment::create(&[
+            ChannelConfig::new("typed").capacity(4096),
+            ChannelConfig::new("raw").capacity(4096),
+        ])
+        .unwrap();
+        let child = Segment::open(parent.name()).unwrap();
+        let (mut rx, mut tx, mut raw_rx, mut raw_tx) = if creator_first {
+            let rx = parent.receiver::<String>("typed").unwrap();
+            let raw_tx = parent.raw_sender("raw").unwrap();
+            (
+                rx,
+                child.sender::<String>("typed").unwrap(),
+                child.raw_receiver("raw").unwrap(),
+                raw_tx,
+            )
+        } else {
+            let tx = child.sender::<String>("typed").unwrap();
+            let raw_rx = child.raw_receiver("raw").unwrap();
+            (
+                parent.receiver::<String>("typed").unwrap(),
+                tx,
+                raw_rx,
+                parent.raw_sender("raw").unwrap(),
+            )
+        };
+        tx.send(&"up".to_owned()).unwrap();
+        raw_tx.send(b"down").unwrap();
+        assert_eq!(rx.recv().unwrap().as_str(), "up");
+        assert_eq!(&*raw_rx.recv().unwrap(), b"down");
+        drop((tx, raw_tx));
+        assert!(rx.is_disconnected() && raw_rx.is_disconnected());
+    }
+}
+
+#[test]
+fn one_way_takes_still_catch_a_mismatch_in_the_direction_in_use() {
+    let _s = serial();
+    for creator_first in [true, false] {
+        let (parent, child) = pair(4096);
+        let (first, second) = if creator_first {
+            (
+                parent.sender::<u64>("c").map(drop),
+                child.receiver::<u32>("c").map(drop),
+            )
+        } else {
+            (
+                child.receiver::<u32>("c").map(drop),
+                parent.sender::<u64>("c").map(drop),
+            )
+        };
+        assert_eq!(first, Ok(()));
+        assert_eq!(
+            second,
+            Err(ChannelError::TypeMismatch {
+                name: "c".into(),
+                direction: "parent-to-child"
+            })
+        );
+        // The failed take left the channel as it was: the right type works.
+        if creator_first {
+            assert!(child.receiver::<u64>("c").unwrap().is_empty());
+        } else {
+            parent.sender::<u32>("c").unwrap();
+        }
+    }
+    // A one-way take counts as taking the channel.
+    let (parent, _child) = pair(4096);
+    let _tx = parent.sender::<u64>("c").unwrap();
+    for again in [
+        parent.receiver::<u64>("c").map(drop),
+        parent.raw_sender("c").map(drop),
+        parent.channel::<u64, u64>("c").map(drop),
+    ] {
+        assert_eq!(again, Err(ChannelError::AlreadyTaken { name: "c".into() }));
+    }
+    assert!(matches!(
+        parent.sender::<u64>("nope"),
+        Err(ChannelError::Unknown { .. })
+    ));
+}
+
+#[test]
+fn the_unused_direction_of_a_one_way_receiver_reads_as_closed() {
+    let _s = serial();
+    let (parent, child) = pair(4096);
+    let mut rx = parent.receiver::<u64>("c").unwrap();
+    let (mut tx, mut unused) = child.channel::<u64, u64>("c").unwrap();
+    assert!(unused.is_disconnected() && unused.is_empty());
+    assert_eq!(unused.try_recv().unwrap_err(), RecvError::Disconnected);
+    assert_eq!(unused.recv().unwrap_err(), RecvError::Disconnected);
+    tx.send(&3).unwrap();
+    assert_eq!(*rx.recv().unwrap(), 3);
+    drop(tx);
+    assert_eq!(rx.recv().unwrap_err(), RecvError::Disconnected);
+}
+
+// ---------------------------------------------------------------------------
 // Cross-process: peer death, and the FIFO transport.
 // ---------------------------------------------------------------------------
 
@@ -594,6 +723,67 @@ fn fifo_queries_and_drain() {
     assert_no_leftovers();
 }
 
+#[test]
+fn one_way_takes_with_a_child_over_both_transports() {
+    for t in [Transport::Shm, Transport::Fifo] {
+        let _s = serial();
+        let _w = Watchdog::new("one way", Duration::from_secs(60));
+        let mut child = spawn(
+            spawner("one_way", t)
+                .channel("jobs")
+                .channel("events")
+                .channel("mixed")
+                .channel("wrong"),
+        );
+        assert_eq!(child.transport(), t);
+        let mut jobs = child.sender::<u64>("jobs").unwrap();
+        let mut events = child.receiver::<String>("events").unwrap();
+        let mut mixed = child.sender::<u64>("mixed").unwrap();
+        let wrong = child.receiver::<u64>("wrong");
+        let mut next = || {
+            events
+                .recv_timeout(Duration::from_secs(10))
+                .unwrap()
+                .as_str()
+                .to_owned()
+        };
+        for i in 1..=3 {
+            jobs.send(&i).unwrap();
+        }
+        mixed.send(&42).unwrap();
+        assert_eq!(next(), "sum=6", "{t}");
+        assert_eq!(next(), "mixed=42 back=Err(Disconnected)", "{t}");
+        match next().as_str() {
+            // The child took second over shared memory: caught at its take.
+            "mismatch" => {}
+            // Over FIFOs the parent took first and sent no handshake for a
+            // direction it does not send on: caught by our receive.
+            "sent" => {
+                let mut wrong = wrong.expect("no mismatch at our take: we took first");
+                let got = wrong.recv_timeout(Duration::from_secs(10)).map(|m| *m);
+                assert!(
+                    matches!(
+                        got,
+                        Err(RecvError::TypeMismatch {
+                            direction: "child-to-parent"
+                        })
+                    ),
+                    "{t}: {got:?}"
+                );
+            }
+            other => panic!("{t}: {other}"),
+        }
+        drop(jobs); // the child's loop ends
+        assert_eq!(
+            events.recv_timeout(Duration::from_secs(10)).unwrap_err(),
+            RecvError::Disconnected
+        );
+        assert!(child.wait().unwrap().success(), "{t}");
+        drop((mixed, events));
+        assert_no_leftovers();
+    }
+}
+
 // ---------------------------------------------------------------------------
 // The child's side.
 // ---------------------------------------------------------------------------
@@ -636,6 +826,31 @@ fn child_entry() {
             eventually("the parent's sender is gone", || rx.is_disconnected());
             assert_eq!(rx.try_recv().unwrap_err(), RecvError::Disconnected);
             ctl_tx.send(&1).unwrap();
+        }
+        "one_way" => {
+            let mut jobs = conn.receiver::<u64>("jobs").unwrap();
+            let mut events = conn.sender::<String>("events").unwrap();
+            // Both ways here; the parent sends only: `u8` is never checked.
+            let (mut back, mut mixed) = conn.channel::<u8, u64>("mixed").unwrap();
+            let mut sum = 0;
+            for _ in 0..3 {
+                sum += jobs.recv().unwrap().to_native();
+            }
+            events.send(&format!("sum={sum}")).unwrap();
+            let v = mixed.recv().unwrap().to_native();
+            eventually("the unused direction hung up", || back.is_disconnected());
+            let sent = back.send(&1);
+            events.send(&format!("mixed={v} back={sent:?}")).unwrap();
+            let wrong = match conn.sender::<u32>("wrong") {
+                Err(remora::ChannelError::TypeMismatch { .. }) => "mismatch",
+                Ok(mut tx) => {
+                    tx.send(&7).unwrap();
+                    "sent"
+                }
+                Err(e) => panic!("{e}"),
+            };
+            events.send(&wrong.to_owned()).unwrap();
+            assert_eq!(jobs.recv().unwrap_err(), RecvError::Disconnected);
         }
         other => panic!("unknown role {other}"),
     }

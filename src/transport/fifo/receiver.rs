@@ -27,6 +27,7 @@ use super::pipe::Pipe;
 use super::wait::{Outcome, Waiter};
 use super::wire::{self, HEADER, HELLO, HELLO_FRAME, HELLO_LEN, MSG};
 use crate::channel::Deadline;
+use crate::codec::ANY_FINGERPRINT;
 use crate::error::{RecvError, StreamFault};
 use crate::ring::{Frame, FrameToken};
 use crate::wait::WaitStrategy;
@@ -177,10 +178,12 @@ impl FifoReceiver {
             .buf
             .bytes(self.start + HEADER..self.start + HELLO_FRAME);
         let (peer_out, peer_in) = wire::parse_hello(payload);
-        if peer_out != expect.in_fp {
+        // A one-way take does not use (nor check) one direction.
+        let differ = |a: u64, b: u64| a != b && a != ANY_FINGERPRINT && b != ANY_FINGERPRINT;
+        if differ(peer_out, expect.in_fp) {
             return Err(expect.direction);
         }
-        if peer_in != expect.out_fp {
+        if differ(peer_in, expect.out_fp) {
             return Err(match expect.direction {
                 Direction::ParentToChild => Direction::ChildToParent,
                 Direction::ChildToParent => Direction::ParentToChild,
