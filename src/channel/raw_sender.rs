@@ -49,16 +49,39 @@ impl RawSender {
 
     /// Sets how blocking sends wait for space (default
     /// [`WaitStrategy::Adaptive`]).
+    ///
+    /// ```
+    /// # let parent = remora::Segment::create(&[remora::ChannelConfig::new("c").capacity(4096)])?;
+    /// let (mut tx, _) = parent.raw_channel("c")?;
+    /// tx.set_wait_strategy(remora::WaitStrategy::Spin); // busy-poll a full ring
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn set_wait_strategy(&mut self, strategy: WaitStrategy) {
         self.strategy = strategy;
     }
 
     /// The current wait strategy.
+    ///
+    /// ```
+    /// # let parent = remora::Segment::create(&[remora::ChannelConfig::new("c").capacity(4096)])?;
+    /// let (tx, _) = parent.raw_channel("c")?;
+    /// assert_eq!(tx.wait_strategy(), remora::WaitStrategy::Adaptive);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn wait_strategy(&self) -> WaitStrategy {
         self.strategy
     }
 
-    /// The largest message this channel carries, in bytes.
+    /// The largest message this channel carries, in bytes: half the
+    /// capacity less the 16-byte frame header.
+    ///
+    /// ```
+    /// # let parent = remora::Segment::create(&[remora::ChannelConfig::new("c").capacity(4096)])?;
+    /// let (mut tx, _) = parent.raw_channel("c")?;
+    /// assert_eq!(tx.max_message(), 2032);
+    /// assert_eq!(tx.send(&[0; 2033]), Err(remora::SendError::TooLarge { max: 2032 }));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn max_message(&self) -> usize {
         match &self.end {
             SendEnd::Shm(end) => end.max_message(),
@@ -202,6 +225,16 @@ impl RawSender {
     ///
     /// Errors: [`SendError::TooLarge`], [`SendError::Disconnected`],
     /// [`SendError::Corrupted`].
+    ///
+    /// ```
+    /// # let parent = remora::Segment::create(&[remora::ChannelConfig::new("c").capacity(4096)])?;
+    /// # let child = remora::Segment::open(parent.name())?;
+    /// let (mut tx, _) = parent.raw_channel("c")?;
+    /// let (_, mut rx) = child.raw_channel("c")?;
+    /// tx.send(b"ping")?;
+    /// assert_eq!(&*rx.recv()?, b"ping");
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn send(&mut self, bytes: &[u8]) -> Result<(), SendError> {
         self.send_bytes(bytes, Deadline::NEVER)
     }
@@ -212,6 +245,18 @@ impl RawSender {
     /// message whose frame the pipe takes only in part is accepted (`Ok`)
     /// and its rest goes out first on this sender's next send, or when it is
     /// dropped; see the README's "Transports".
+    ///
+    /// ```
+    /// # let parent = remora::Segment::create(&[remora::ChannelConfig::new("c").capacity(4096)])?;
+    /// let (mut tx, _) = parent.raw_channel("c")?;
+    /// let mut sent = 0;
+    /// while tx.try_send(&[0; 100]).is_ok() {
+    ///     sent += 1; // nobody receives: the ring fills up
+    /// }
+    /// assert!(sent > 0);
+    /// assert_eq!(tx.try_send(&[0; 100]), Err(remora::SendError::Full));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn try_send(&mut self, bytes: &[u8]) -> Result<(), SendError> {
         self.send_bytes(bytes, Deadline::Now)
     }
@@ -223,6 +268,15 @@ impl RawSender {
     /// message whose frame the pipe takes only in part is accepted (`Ok`)
     /// and its rest goes out first on this sender's next send, or when it is
     /// dropped; see the README's "Transports".
+    ///
+    /// ```
+    /// # let parent = remora::Segment::create(&[remora::ChannelConfig::new("c").capacity(4096)])?;
+    /// let (mut tx, _) = parent.raw_channel("c")?;
+    /// while tx.try_send(&[0; 100]).is_ok() {}
+    /// let waited = tx.send_timeout(&[0; 100], std::time::Duration::from_millis(1));
+    /// assert_eq!(waited, Err(remora::SendError::Timeout));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn send_timeout(&mut self, bytes: &[u8], timeout: Duration) -> Result<(), SendError> {
         self.send_bytes(bytes, Deadline::after(timeout))
     }
@@ -233,6 +287,19 @@ impl RawSender {
     /// space is granted.
     ///
     /// Errors: as [`send`](RawSender::send).
+    ///
+    /// ```
+    /// # let parent = remora::Segment::create(&[remora::ChannelConfig::new("c").capacity(4096)])?;
+    /// # let child = remora::Segment::open(parent.name())?;
+    /// let (mut tx, _) = parent.raw_channel("c")?;
+    /// let (_, mut rx) = child.raw_channel("c")?;
+    /// tx.send_in_place(8, |slot| {
+    ///     slot.write_at(0, b"head");
+    ///     slot.write_at(4, b"tail");
+    /// })?;
+    /// assert_eq!(&*rx.recv()?, b"headtail");
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn send_in_place(
         &mut self,
         len: usize,

@@ -61,6 +61,14 @@ impl<T: Encode> Sender<T> {
     /// Replaces the rkyv scratch area with one of `bytes` bytes (default
     /// [`DEFAULT_SCRATCH`]). Types with large nested collections may need
     /// more; a too-small area shows up as [`SendError::Encode`].
+    ///
+    /// ```
+    /// # let parent = remora::Segment::create(&[remora::ChannelConfig::new("c").capacity(4096)])?;
+    /// let (tx, _) = parent.channel::<Vec<String>, ()>("c")?;
+    /// let mut tx = tx.with_scratch_size(64 * 1024);
+    /// tx.send(&vec!["many".to_owned(); 100])?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn with_scratch_size(mut self, bytes: usize) -> Self {
         self.scratch = Box::new_uninit_slice(bytes);
         self
@@ -68,6 +76,13 @@ impl<T: Encode> Sender<T> {
 
     /// Sets how blocking sends wait for space (default
     /// [`WaitStrategy::Adaptive`]).
+    ///
+    /// ```
+    /// # let parent = remora::Segment::create(&[remora::ChannelConfig::new("c").capacity(4096)])?;
+    /// let (mut tx, _) = parent.channel::<u64, ()>("c")?;
+    /// tx.set_wait_strategy(remora::WaitStrategy::Block); // sleep at once when full
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn set_wait_strategy(&mut self, strategy: WaitStrategy) {
         self.raw.set_wait_strategy(strategy);
     }
@@ -174,6 +189,17 @@ impl<T: Encode> Sender<T> {
     ///
     /// Errors: [`SendError::TooLarge`], [`SendError::Disconnected`],
     /// [`SendError::Encode`], [`SendError::Corrupted`].
+    ///
+    /// ```
+    /// # let parent = remora::Segment::create(&[remora::ChannelConfig::new("c").capacity(4096)])?;
+    /// # let child = remora::Segment::open(parent.name())?;
+    /// let (mut tx, _) = parent.channel::<String, ()>("c")?;
+    /// let (_, mut rx) = child.channel::<(), String>("c")?;
+    /// let text = "still mine after the send".to_owned();
+    /// tx.send(&text)?;
+    /// assert_eq!(rx.recv()?.as_str(), text);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn send(&mut self, value: &T) -> Result<(), SendError> {
         self.send_until(value, Deadline::NEVER)
     }
@@ -184,6 +210,14 @@ impl<T: Encode> Sender<T> {
     /// message whose frame the pipe takes only in part is accepted (`Ok`)
     /// and its rest goes out first on this sender's next send, or when it is
     /// dropped; see the README's "Transports".
+    ///
+    /// ```
+    /// # let parent = remora::Segment::create(&[remora::ChannelConfig::new("c").capacity(4096)])?;
+    /// let (mut tx, _) = parent.channel::<u64, ()>("c")?;
+    /// while tx.try_send(&1).is_ok() {} // nobody receives
+    /// assert_eq!(tx.try_send(&1), Err(remora::SendError::Full));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn try_send(&mut self, value: &T) -> Result<(), SendError> {
         self.send_until(value, Deadline::Now)
     }
@@ -195,6 +229,15 @@ impl<T: Encode> Sender<T> {
     /// message whose frame the pipe takes only in part is accepted (`Ok`)
     /// and its rest goes out first on this sender's next send, or when it is
     /// dropped; see the README's "Transports".
+    ///
+    /// ```
+    /// # let parent = remora::Segment::create(&[remora::ChannelConfig::new("c").capacity(4096)])?;
+    /// let (mut tx, _) = parent.channel::<u64, ()>("c")?;
+    /// while tx.try_send(&1).is_ok() {}
+    /// let waited = tx.send_timeout(&1, std::time::Duration::from_millis(1));
+    /// assert_eq!(waited, Err(remora::SendError::Timeout));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn send_timeout(&mut self, value: &T, timeout: Duration) -> Result<(), SendError> {
         self.send_until(value, Deadline::after(timeout))
     }
