@@ -733,12 +733,14 @@ fn one_way_takes_with_a_child_over_both_transports() {
                 .channel("jobs")
                 .channel("events")
                 .channel("mixed")
+                .channel("rx_only")
                 .channel("wrong"),
         );
         assert_eq!(child.transport(), t);
         let mut jobs = child.sender::<u64>("jobs").unwrap();
         let mut events = child.receiver::<String>("events").unwrap();
         let mut mixed = child.sender::<u64>("mixed").unwrap();
+        let mut rx_only = child.receiver::<u64>("rx_only").unwrap();
         let wrong = child.receiver::<u64>("wrong");
         let mut next = || {
             events
@@ -753,6 +755,12 @@ fn one_way_takes_with_a_child_over_both_transports() {
         mixed.send(&42).unwrap();
         assert_eq!(next(), "sum=6", "{t}");
         assert_eq!(next(), "mixed=42 back=Err(Disconnected)", "{t}");
+        // The child took "rx_only" both ways: its receiver saw our unused
+        // direction closed, its sender reaches us.
+        assert_eq!(next(), "rx_only=Err(Disconnected)", "{t}");
+        let got = rx_only.recv_timeout(Duration::from_secs(10)).unwrap();
+        assert_eq!(*got, 5, "{t}");
+        drop(got);
         match next().as_str() {
             // The child took second over shared memory: caught at its take.
             "mismatch" => {}
@@ -779,7 +787,7 @@ fn one_way_takes_with_a_child_over_both_transports() {
             RecvError::Disconnected
         );
         assert!(child.wait().unwrap().success(), "{t}");
-        drop((mixed, events));
+        drop((mixed, events, rx_only));
         assert_no_leftovers();
     }
 }
@@ -841,6 +849,10 @@ fn child_entry() {
             eventually("the unused direction hung up", || back.is_disconnected());
             let sent = back.send(&1);
             events.send(&format!("mixed={v} back={sent:?}")).unwrap();
+            let (mut up, mut down) = conn.channel::<u64, u32>("rx_only").unwrap();
+            let closed = down.recv_timeout(Duration::from_secs(10)).map(|m| *m);
+            events.send(&format!("rx_only={closed:?}")).unwrap();
+            up.send(&5).unwrap();
             let wrong = match conn.sender::<u32>("wrong") {
                 Err(remora::ChannelError::TypeMismatch { .. }) => "mismatch",
                 Ok(mut tx) => {
