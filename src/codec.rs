@@ -181,3 +181,9 @@ pub(crate) fn fingerprint<T: Archive>() -> u64 {
 
 /// The fingerprint of a raw-bytes channel direction.
 pub(crate) const RAW_FINGERPRINT: u64 = 0x5241_5742_5954_4553; // "RAWBYTES"
+
+/// The fingerprint a one-way take sends (FIFO handshake) for the direction
+/// it does not use: it matches any other. Never a real fingerprint
+/// ([`fingerprint`] is never 0), and over shared memory a direction nobody
+/// uses simply keeps the 0 of "not recorded".
+pub(crate) const ANY_FINGERPRINT: u64 = 0;

@@ -147,6 +147,28 @@ impl Endpoint {
     }
 }
 
+/// One-way takes (see [`Segment::sender`]).
+impl Endpoint {
+    fn take_sender(&self, name: &str, fp: u64) -> Result<RawSender, ChannelError> {
+        match self {
+            Endpoint::Shm(segment) => segment.take_sender(name, fp),
+            Endpoint::Fifo(set) => set.take_sender(name, fp),
+        }
+    }
+
+    fn take_receiver(
+        &self,
+        name: &str,
+        fp: u64,
+        mode: ReceiveMode,
+    ) -> Result<RawReceiver, ChannelError> {
+        match self {
+            Endpoint::Shm(segment) => segment.take_receiver(name, fp, mode),
+            Endpoint::Fifo(set) => set.take_receiver(name, fp, mode),
+        }
+    }
+}
+
 /// Starts a child process with remora channels: `std::process::Command` plus
 /// channel declarations.
 ///
@@ -599,6 +621,76 @@ impl Child {
     }
 }
 
+/// One-way takes: one end of a channel used in one direction.
+impl Child {
+    /// Takes only the parent's sender of channel `name`: no placeholder
+    /// type for the other direction, whose type is not checked. The
+    /// channel counts as taken, and its other direction is hung up now, as
+    /// if its receiver had been taken and dropped: the child's sends there
+    /// get [`SendError::Disconnected`](crate::SendError::Disconnected).
+    /// Over FIFOs the type is checked at once if the child took its end
+    /// first, else by the child's receiver (as for [`Child::channel`]).
+    ///
+    /// ```no_run
+    /// # #[derive(rkyv::Archive, rkyv::Serialize)] struct Job { id: u32 }
+    /// let child = remora::Spawner::new("path/to/worker").channel("jobs").spawn()?;
+    /// let mut jobs = child.sender::<Job>("jobs")?; // the child: conn.receiver::<Job>("jobs")
+    /// jobs.send(&Job { id: 1 })?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn sender<T: Encode>(&self, name: &str) -> Result<Sender<T>, ChannelError> {
+        self.endpoint
+            .take_sender(name, codec::fingerprint::<T>())
+            .map(Sender::from_raw)
+    }
+
+    /// Takes only the parent's receiver of channel `name` (in
+    /// [`ReceiveMode::Copy`], as for [`Child::channel`]); see
+    /// [`Child::sender`]. The other direction is hung up now, as if its
+    /// sender had been taken and dropped: the child's receiver there
+    /// reports [`RecvError::Disconnected`](crate::RecvError::Disconnected).
+    ///
+    /// ```no_run
+    /// # #[derive(rkyv::Archive, rkyv::Serialize)] struct Event { code: u32 }
+    /// let child = remora::Spawner::new("path/to/worker").channel("events").spawn()?;
+    /// let mut events = child.receiver::<Event>("events")?;
+    /// while let Ok(event) = events.recv() {
+    ///     println!("event {}", event.code);
+    /// }
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn receiver<T: Decode>(&self, name: &str) -> Result<Receiver<T>, ChannelError> {
+        self.endpoint
+            .take_receiver(name, codec::fingerprint::<T>(), ReceiveMode::Copy)
+            .map(Receiver::from_raw)
+    }
+
+    /// [`Child::sender`] for raw bytes.
+    ///
+    /// ```no_run
+    /// let child = remora::Spawner::new("path/to/worker").channel("log").spawn()?;
+    /// let mut log = child.raw_sender("log")?;
+    /// log.send(b"hello")?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn raw_sender(&self, name: &str) -> Result<RawSender, ChannelError> {
+        self.endpoint.take_sender(name, codec::RAW_FINGERPRINT)
+    }
+
+    /// [`Child::receiver`] for raw bytes (in [`ReceiveMode::Copy`]).
+    ///
+    /// ```no_run
+    /// let child = remora::Spawner::new("path/to/worker").channel("log").spawn()?;
+    /// let mut log = child.raw_receiver("log")?;
+    /// let first = log.recv()?.to_vec();
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn raw_receiver(&self, name: &str) -> Result<RawReceiver, ChannelError> {
+        self.endpoint
+            .take_receiver(name, codec::RAW_FINGERPRINT, ReceiveMode::Copy)
+    }
+}
+
 /// The child's side of its channels, from [`connect`].
 #[derive(Debug)]
 pub struct Connection {
@@ -711,6 +803,69 @@ impl Connection {
     /// [`Transport::Fifo`].
     pub fn transport(&self) -> Transport {
         self.endpoint.transport()
+    }
+}
+
+/// One-way takes: one end of a channel used in one direction.
+impl Connection {
+    /// Takes only the child's sender of channel `name`; the other
+    /// direction is hung up, as for [`Child::sender`].
+    ///
+    /// ```no_run
+    /// # #[derive(rkyv::Archive, rkyv::Serialize)] struct Event { code: u32 }
+    /// let conn = remora::connect()?;
+    /// let mut events = conn.sender::<Event>("events")?; // the parent: child.receiver::<Event>("events")
+    /// events.send(&Event { code: 200 })?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn sender<T: Encode>(&self, name: &str) -> Result<Sender<T>, ChannelError> {
+        self.endpoint
+            .take_sender(name, codec::fingerprint::<T>())
+            .map(Sender::from_raw)
+    }
+
+    /// Takes only the child's receiver of channel `name` (in
+    /// [`ReceiveMode::InPlace`], as for [`Connection::channel`]); the other
+    /// direction is hung up, as for [`Child::receiver`].
+    ///
+    /// ```no_run
+    /// # #[derive(rkyv::Archive, rkyv::Serialize)] struct Job { id: u32 }
+    /// let conn = remora::connect()?;
+    /// let mut jobs = conn.receiver::<Job>("jobs")?;
+    /// while let Ok(job) = jobs.recv() {
+    ///     println!("job {}", job.id);
+    /// }
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn receiver<T: Decode>(&self, name: &str) -> Result<Receiver<T>, ChannelError> {
+        self.endpoint
+            .take_receiver(name, codec::fingerprint::<T>(), ReceiveMode::InPlace)
+            .map(Receiver::from_raw)
+    }
+
+    /// [`Connection::sender`] for raw bytes.
+    ///
+    /// ```no_run
+    /// let conn = remora::connect()?;
+    /// let mut log = conn.raw_sender("log")?;
+    /// log.send(b"child started")?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn raw_sender(&self, name: &str) -> Result<RawSender, ChannelError> {
+        self.endpoint.take_sender(name, codec::RAW_FINGERPRINT)
+    }
+
+    /// [`Connection::receiver`] for raw bytes (in [`ReceiveMode::InPlace`]).
+    ///
+    /// ```no_run
+    /// let conn = remora::connect()?;
+    /// let mut input = conn.raw_receiver("input")?;
+    /// let n = input.drain(|bytes| println!("{} bytes", bytes.len()))?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn raw_receiver(&self, name: &str) -> Result<RawReceiver, ChannelError> {
+        self.endpoint
+            .take_receiver(name, codec::RAW_FINGERPRINT, ReceiveMode::InPlace)
     }
 }
 

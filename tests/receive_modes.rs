@@ -1,8 +1,9 @@
 //! Receive modes: the default `ReceiveMode::Copy` (typed and raw) reads a
 //! private copy, frees the ring at once and allocates nothing per message;
 //! `ReceiveMode::InPlace` (behind the `unsafe` `trust_peer`) reads the ring,
-//! also without allocating. Defaults per side are checked here and in
-//! `tests/conformance.rs` (spawned children).
+//! also without allocating; so does draining with `drain`, in both modes.
+//! Defaults per side are checked here and in `tests/conformance.rs`
+//! (spawned children).
 
 mod common;
 
@@ -158,6 +159,19 @@ fn assert_no_allocations(trusted: bool) {
             raw_tx.send(&bytes).unwrap();
             assert_eq!(&*raw_rx.recv().unwrap(), &bytes);
         }
+        // Draining with a closure: several messages per call, typed and raw.
+        for chunk in msgs.chunks(5) {
+            for m in chunk {
+                tx.send(m).unwrap();
+                raw_tx.send(&bytes).unwrap();
+            }
+            let mut ids = 0;
+            let n = rx.drain(|got| ids += got.id.to_native()).unwrap();
+            assert_eq!(n, chunk.len());
+            assert_eq!(ids, chunk.iter().map(|m| m.id).sum::<u64>());
+            let n = raw_rx.drain(|got| assert_eq!(got, &bytes)).unwrap();
+            assert_eq!(n, chunk.len());
+        }
     };
     round();
     let n = allocations_during(|| {
@@ -165,7 +179,10 @@ fn assert_no_allocations(trusted: bool) {
             round();
         }
     });
-    assert_eq!(n, 0, "{n} allocations in 10,000 typed + raw messages");
+    assert_eq!(
+        n, 0,
+        "{n} allocations in 20,000 typed + raw messages (half drained)"
+    );
     assert!(
         allocations_during(|| drop(std::hint::black_box(Box::new(1u8)))) > 0,
         "the counter counts"

@@ -2,7 +2,8 @@
 //! nothing once the channel ends exist, over shared memory (in one process)
 //! and over FIFOs (with a real child process), with receivers in their
 //! default `ReceiveMode::Copy` (the copy buffer is allocated when the end is
-//! taken). `tests/receive_modes.rs` covers `ReceiveMode::InPlace` too.
+//! taken). `drain` and the queries (`len`, `is_full`, ...) are covered
+//! too. `tests/receive_modes.rs` covers `ReceiveMode::InPlace` as well.
 
 mod common;
 
@@ -60,6 +61,9 @@ fn typed_and_raw_hot_paths_do_not_allocate() {
             drop(got);
             raw_tx.send(&bytes).unwrap();
             assert_eq!(raw_rx.recv().unwrap().len(), 200);
+            // The queries and an empty drain.
+            assert!(tx.is_empty() && !rx.is_disconnected() && !raw_tx.is_full());
+            assert_eq!(raw_rx.drain(|_| ()).unwrap() + raw_rx.len(), 0);
         }
     };
     // The counter works: an allocation is seen.
@@ -112,6 +116,16 @@ fn fifo_hot_paths_do_not_allocate() {
             // The non-blocking and timed forms share the paths; touch them.
             assert!(rx.try_recv().is_err());
             assert!(raw_rx.recv_timeout(Duration::from_micros(1)).is_err());
+            // Two requests in flight, the replies drained with a closure.
+            tx.send(&req).unwrap();
+            tx.send(&req).unwrap();
+            let mut replies = 0;
+            while replies < 2 {
+                replies += rx.drain(|n| assert_eq!(*n, 100)).unwrap();
+            }
+            // The queries (system calls over FIFOs, no allocation).
+            assert!(!tx.is_disconnected() && !raw_rx.is_disconnected());
+            assert!(!raw_tx.is_full() && rx.len() < rx.capacity());
         }
     };
     round(100); // warm-up: the child attaches, placeholders go

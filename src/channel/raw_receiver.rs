@@ -254,6 +254,126 @@ impl RawReceiver {
         }
     }
 
+    /// The capacity of this direction in bytes, as declared (see
+    /// [`RawSender::capacity`](crate::RawSender::capacity)).
+    ///
+    /// ```
+    /// # let parent = remora::Segment::create(&[remora::ChannelConfig::new("c").capacity(4096)])?;
+    /// let (_, rx) = parent.raw_channel("c")?;
+    /// assert_eq!(rx.capacity(), 4096);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn capacity(&self) -> usize {
+        match &self.end {
+            RecvEnd::Shm(end) => end.capacity(),
+            RecvEnd::Fifo(end) => end.capacity(),
+        }
+    }
+
+    /// Bytes sent to this end and not yet received, framing included.
+    ///
+    /// * Shared memory: the ring bytes in use, counted as for
+    ///   [`RawSender::len`](crate::RawSender::len) (a 16-byte header per
+    ///   message, lengths rounded up to 16, bytes skipped at the ring's
+    ///   end). No system call: one load of the sender's index, which is
+    ///   validated (a garbage value is ignored here and reported by the
+    ///   next receive as [`RecvError::Corrupted`]).
+    /// * FIFOs: the bytes still in the pipe (`ioctl(FIONREAD)`, one system
+    ///   call) plus those already read into this end's buffer, less the
+    ///   peer's handshake frame while it is unread. A frame the sender has
+    ///   written only in part counts with the part that arrived.
+    ///
+    /// So `len() > 0` means at least one message, or the start of one, is
+    /// waiting. A snapshot: the sender may add more at any moment.
+    ///
+    /// ```
+    /// # let parent = remora::Segment::create(&[remora::ChannelConfig::new("c").capacity(4096)])?;
+    /// # let child = remora::Segment::open(parent.name())?;
+    /// let (mut tx, _) = parent.raw_channel("c")?;
+    /// let (_, mut rx) = child.raw_channel("c")?;
+    /// tx.send(&[0; 20])?;
+    /// tx.send(&[])?;
+    /// assert_eq!(rx.len(), (16 + 32) + 16);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn len(&self) -> usize {
+        match &self.end {
+            RecvEnd::Shm(end) => end.in_flight(),
+            RecvEnd::Fifo(end) => end.in_flight(),
+        }
+    }
+
+    /// Whether no message is waiting ([`len`](RawReceiver::len) is 0).
+    ///
+    /// ```
+    /// # let parent = remora::Segment::create(&[remora::ChannelConfig::new("c").capacity(4096)])?;
+    /// # let child = remora::Segment::open(parent.name())?;
+    /// let (mut tx, _) = parent.raw_channel("c")?;
+    /// let (_, mut rx) = child.raw_channel("c")?;
+    /// assert!(rx.is_empty());
+    /// tx.send(b"x")?;
+    /// assert!(!rx.is_empty());
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Whether the sender has no room for even the smallest frame.
+    /// Shared memory: the ring is completely in use (no system call).
+    /// FIFOs: the pipe holds at least its buffer size (two system calls; as
+    /// for [`RawSender::is_full`](crate::RawSender::is_full), a pipe whose
+    /// pages are only partly used can be full with fewer bytes, which this
+    /// does not see).
+    ///
+    /// ```
+    /// # let parent = remora::Segment::create(&[remora::ChannelConfig::new("c").capacity(64)])?;
+    /// # let child = remora::Segment::open(parent.name())?;
+    /// let (mut tx, _) = parent.raw_channel("c")?;
+    /// let (_, mut rx) = child.raw_channel("c")?;
+    /// while tx.try_send(&[]).is_ok() {}
+    /// assert!(rx.is_full());
+    /// drop(rx.recv()?);
+    /// assert!(!rx.is_full());
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn is_full(&self) -> bool {
+        match &self.end {
+            RecvEnd::Shm(end) => end.in_flight() >= end.capacity(),
+            RecvEnd::Fifo(end) => end.is_full(),
+        }
+    }
+
+    /// Whether nothing more will be sent: the sender was dropped, or the
+    /// peer process died (or this end failed for good). Messages sent
+    /// before may still be waiting: receives deliver them, then report
+    /// [`RecvError::Disconnected`] (as crossbeam-channel's
+    /// `is_disconnected`, this does not mean "empty").
+    ///
+    /// How it is checked, and its limits, are as for
+    /// [`RawSender::is_disconnected`](crate::RawSender::is_disconnected):
+    /// no system call over shared memory; over FIFOs a `poll` (no writer
+    /// left) and a rate-limited pidfd check.
+    ///
+    /// ```
+    /// # let parent = remora::Segment::create(&[remora::ChannelConfig::new("c").capacity(4096)])?;
+    /// # let child = remora::Segment::open(parent.name())?;
+    /// let (mut tx, _) = parent.raw_channel("c")?;
+    /// let (_, mut rx) = child.raw_channel("c")?;
+    /// tx.send(b"last words")?;
+    /// drop(tx);
+    /// assert!(rx.is_disconnected());
+    /// assert_eq!(&*rx.recv()?, b"last words"); // still delivered
+    /// assert!(matches!(rx.recv(), Err(remora::RecvError::Disconnected)));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn is_disconnected(&self) -> bool {
+        match &self.end {
+            RecvEnd::Shm(end) => end.is_disconnected(),
+            RecvEnd::Fifo(end) => end.is_disconnected(),
+        }
+    }
+
     /// Receives the next message, waiting for one.
     ///
     /// Errors: [`RecvError::Disconnected`] once the sender is gone and
@@ -305,6 +425,63 @@ impl RawReceiver {
     pub fn recv_timeout(&mut self, timeout: Duration) -> Result<RawMessage<'_>, RecvError> {
         let msg = self.next(Deadline::after(timeout))?;
         Ok(RawMessage { rx: self, msg })
+    }
+
+    /// Hands every message already waiting to `f`, without blocking, and
+    /// returns how many it handled. The `for_each` of a receiver: a
+    /// [`RawMessage`] borrows its receiver, so there is no iterator.
+    ///
+    /// Each message is received as by [`try_recv`](RawReceiver::try_recv)
+    /// (a private copy, or in place when trusted) and released as soon as
+    /// `f` returns (also if `f` panics). No allocation.
+    ///
+    /// Stops when no message is waiting (`Ok(n)`, possibly 0), and after at
+    /// most `capacity / 16` messages (what a full ring can hold), so a
+    /// sender that keeps refilling the ring cannot keep it from returning.
+    /// Errors: if it stops at an error before handling any message, it
+    /// returns it ([`RecvError::Disconnected`], [`RecvError::Corrupted`],
+    /// ...); after at least one message it returns `Ok(n)` instead, and
+    /// the error (which lasts) comes from the next call.
+    ///
+    /// ```
+    /// # let parent = remora::Segment::create(&[remora::ChannelConfig::new("c").capacity(4096)])?;
+    /// # let child = remora::Segment::open(parent.name())?;
+    /// let (mut tx, _) = parent.raw_channel("c")?;
+    /// let (_, mut rx) = child.raw_channel("c")?;
+    /// for word in [&b"to"[..], b"be", b"or"] {
+    ///     tx.send(word)?;
+    /// }
+    /// drop(tx);
+    /// let mut total = 0;
+    /// assert_eq!(rx.drain(|bytes| total += bytes.len())?, 3);
+    /// assert_eq!(total, 6);
+    /// // The sender is gone and everything was received.
+    /// assert!(matches!(rx.drain(|_| ()), Err(remora::RecvError::Disconnected)));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn drain(&mut self, mut f: impl FnMut(&[u8])) -> Result<usize, RecvError> {
+        let limit = self.drain_limit();
+        let mut handled = 0;
+        while handled < limit {
+            match self.next(Deadline::Now) {
+                Ok(msg) => {
+                    // Released when dropped, also on unwinding out of `f`.
+                    let msg = RawMessage::new(self, msg);
+                    f(&msg);
+                    handled += 1;
+                }
+                Err(RecvError::Empty) => break,
+                Err(e) if handled == 0 => return Err(e),
+                // Lasting errors: the next call reports them.
+                Err(_) => break,
+            }
+        }
+        Ok(handled)
+    }
+
+    /// The most messages one `drain` call handles: what a full ring holds.
+    pub(crate) fn drain_limit(&self) -> usize {
+        (self.capacity() / crate::ring::FRAME_HEADER).max(1)
     }
 
     /// The next message per the receive mode: copied out of its frame (and

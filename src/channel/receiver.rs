@@ -81,6 +81,106 @@ impl<T: Decode> Receiver<T> {
         self.raw.set_wait_strategy(strategy);
     }
 
+    /// The current wait strategy.
+    ///
+    /// ```
+    /// # let parent = remora::Segment::create(&[remora::ChannelConfig::new("c").capacity(4096)])?;
+    /// let (_, rx) = parent.channel::<(), u64>("c")?;
+    /// assert_eq!(rx.wait_strategy(), remora::WaitStrategy::Adaptive);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn wait_strategy(&self) -> WaitStrategy {
+        self.raw.wait_strategy()
+    }
+
+    /// The largest encoded message this channel carries, in bytes.
+    ///
+    /// ```
+    /// # let parent = remora::Segment::create(&[remora::ChannelConfig::new("c").capacity(4096)])?;
+    /// let (_, rx) = parent.channel::<(), u64>("c")?;
+    /// assert_eq!(rx.max_message(), 4096 / 2 - 16);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn max_message(&self) -> usize {
+        self.raw.max_message()
+    }
+
+    /// The capacity of this direction in bytes; see
+    /// [`RawReceiver::capacity`].
+    ///
+    /// ```
+    /// # let parent = remora::Segment::create(&[remora::ChannelConfig::new("c").capacity(4096)])?;
+    /// let (_, rx) = parent.channel::<(), u64>("c")?;
+    /// assert_eq!(rx.capacity(), 4096);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn capacity(&self) -> usize {
+        self.raw.capacity()
+    }
+
+    /// Bytes sent to this end and not yet received: archives with their
+    /// frame headers and padding, exactly as [`RawReceiver::len`] counts
+    /// them. Not a message count.
+    ///
+    /// ```
+    /// # let parent = remora::Segment::create(&[remora::ChannelConfig::new("c").capacity(4096)])?;
+    /// # let child = remora::Segment::open(parent.name())?;
+    /// let (mut tx, _) = parent.channel::<u64, ()>("c")?;
+    /// let (_, mut rx) = child.channel::<(), u64>("c")?;
+    /// tx.send(&7)?;
+    /// assert_eq!(rx.len(), 32);
+    /// assert_eq!(*rx.recv()?, 7);
+    /// assert_eq!(rx.len(), 0);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn len(&self) -> usize {
+        self.raw.len()
+    }
+
+    /// Whether no message is waiting; see [`RawReceiver::is_empty`].
+    ///
+    /// ```
+    /// # let parent = remora::Segment::create(&[remora::ChannelConfig::new("c").capacity(4096)])?;
+    /// let (_, rx) = parent.channel::<(), u64>("c")?;
+    /// assert!(rx.is_empty());
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn is_empty(&self) -> bool {
+        self.raw.is_empty()
+    }
+
+    /// Whether the sender has no room for even the smallest frame; see
+    /// [`RawReceiver::is_full`].
+    ///
+    /// ```
+    /// # let parent = remora::Segment::create(&[remora::ChannelConfig::new("c").capacity(4096)])?;
+    /// let (_, rx) = parent.channel::<(), u64>("c")?;
+    /// assert!(!rx.is_full());
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn is_full(&self) -> bool {
+        self.raw.is_full()
+    }
+
+    /// Whether nothing more will be sent (sender gone, peer process dead).
+    /// Messages sent before may still be waiting; see
+    /// [`RawReceiver::is_disconnected`].
+    ///
+    /// ```
+    /// # let parent = remora::Segment::create(&[remora::ChannelConfig::new("c").capacity(4096)])?;
+    /// # let child = remora::Segment::open(parent.name())?;
+    /// let (mut tx, _) = parent.channel::<u64, ()>("c")?;
+    /// let (_, mut rx) = child.channel::<(), u64>("c")?;
+    /// tx.send(&1)?;
+    /// drop(tx);
+    /// assert!(rx.is_disconnected());
+    /// assert_eq!(*rx.recv()?, 1);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn is_disconnected(&self) -> bool {
+        self.raw.is_disconnected()
+    }
+
     /// Reads every later message in place, in shared memory: validated
     /// there, zero copies. See [`ReceiveMode`] and
     /// [`RawReceiver::trust_peer`].
@@ -189,6 +289,61 @@ impl<T: Decode> Receiver<T> {
         self.recv_until(Deadline::after(timeout))
     }
 
+    /// Hands every message already waiting to `f` as `&Archived<T>`,
+    /// without blocking, and returns how many it handled: the `for_each` of
+    /// a receiver (a [`Message`] borrows its receiver, so there is no
+    /// iterator).
+    ///
+    /// Each message is received and validated as by
+    /// [`try_recv`](Receiver::try_recv), and released as soon as `f` returns
+    /// (also if `f` panics). No allocation.
+    ///
+    /// Stops when no message is waiting (`Ok(n)`, possibly 0), and after at
+    /// most `capacity / 16` messages (what a full ring can hold), so a
+    /// sender that keeps refilling the ring cannot keep it from returning.
+    /// Errors:
+    /// * a message that fails validation stops it with
+    ///   [`RecvError::Invalid`] whatever came before (the message is
+    ///   skipped; the ones before it were handed to `f`; the next call goes
+    ///   on with the one after it);
+    /// * any other error ([`RecvError::Disconnected`],
+    ///   [`RecvError::Corrupted`], ...) is returned if no message was
+    ///   handled yet; after at least one, `drain` returns `Ok(n)` and the
+    ///   error (which lasts) comes from the next call.
+    ///
+    /// ```
+    /// # let parent = remora::Segment::create(&[remora::ChannelConfig::new("c").capacity(4096)])?;
+    /// # let child = remora::Segment::open(parent.name())?;
+    /// let (mut tx, _) = parent.channel::<u64, ()>("c")?;
+    /// let (_, mut rx) = child.channel::<(), u64>("c")?;
+    /// for i in 1..=4 {
+    ///     tx.send(&i)?;
+    /// }
+    /// let mut sum = 0;
+    /// assert_eq!(rx.drain(|n| sum += n.to_native())?, 4);
+    /// assert_eq!(sum, 10);
+    /// assert_eq!(rx.drain(|_| unreachable!())?, 0); // nothing waiting: no wait
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn drain(&mut self, mut f: impl FnMut(&Archived<T>)) -> Result<usize, RecvError> {
+        let limit = self.raw.drain_limit();
+        let mut handled = 0;
+        while handled < limit {
+            match self.recv_until(Deadline::Now) {
+                Ok(msg) => {
+                    f(&msg);
+                    handled += 1;
+                }
+                Err(RecvError::Empty) => break,
+                Err(e @ RecvError::Invalid { .. }) => return Err(e),
+                Err(e) if handled == 0 => return Err(e),
+                // Lasting errors: the next call reports them.
+                Err(_) => break,
+            }
+        }
+        Ok(handled)
+    }
+
     /// Receives the next message without validating it: from a private
     /// copy or in place, per the receive mode.
     ///
@@ -278,6 +433,35 @@ impl<T: rkyv::Archive> Message<'_, T> {
     /// ```
     pub fn bytes(&self) -> &[u8] {
         self.raw.bytes()
+    }
+
+    /// Deserialises the message into an owned `T` (rkyv's
+    /// [`deserialize`](rkyv::deserialize)), for callers who want a value
+    /// that outlives the message. Unlike reading the archive, this
+    /// allocates (a `T` with `String`s or `Vec`s needs heap memory for
+    /// them). The archive was validated when received, so the only errors
+    /// are those of `T`'s own `Deserialize` implementation (none for
+    /// derived ones), reported as rkyv's [`rancor::Error`](rkyv::rancor::Error).
+    ///
+    /// ```
+    /// #[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize, Debug, PartialEq)]
+    /// struct Job { id: u32, args: Vec<String> }
+    ///
+    /// # let parent = remora::Segment::create(&[remora::ChannelConfig::new("c").capacity(4096)])?;
+    /// # let child = remora::Segment::open(parent.name())?;
+    /// let (mut tx, _) = parent.channel::<Job, ()>("c")?;
+    /// let (_, mut rx) = child.channel::<(), Job>("c")?;
+    /// let job = Job { id: 1, args: vec!["-v".into()] };
+    /// tx.send(&job)?;
+    /// let owned: Job = rx.recv()?.deserialize()?; // the message is released here
+    /// assert_eq!(owned, job);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn deserialize(&self) -> Result<T, rkyv::rancor::Error>
+    where
+        Archived<T>: rkyv::Deserialize<T, rkyv::api::high::HighDeserializer<rkyv::rancor::Error>>,
+    {
+        rkyv::deserialize::<T, rkyv::rancor::Error>(&**self)
     }
 }
 

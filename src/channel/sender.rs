@@ -61,6 +61,14 @@ impl<T: Encode> Sender<T> {
     /// Replaces the rkyv scratch area with one of `bytes` bytes (default
     /// [`DEFAULT_SCRATCH`]). Types with large nested collections may need
     /// more; a too-small area shows up as [`SendError::Encode`].
+    ///
+    /// ```
+    /// # let parent = remora::Segment::create(&[remora::ChannelConfig::new("c").capacity(4096)])?;
+    /// let (tx, _) = parent.channel::<Vec<String>, ()>("c")?;
+    /// let mut tx = tx.with_scratch_size(64 * 1024);
+    /// tx.send(&vec!["many".to_owned(); 100])?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn with_scratch_size(mut self, bytes: usize) -> Self {
         self.scratch = Box::new_uninit_slice(bytes);
         self
@@ -68,19 +76,130 @@ impl<T: Encode> Sender<T> {
 
     /// Sets how blocking sends wait for space (default
     /// [`WaitStrategy::Adaptive`]).
+    ///
+    /// ```
+    /// # let parent = remora::Segment::create(&[remora::ChannelConfig::new("c").capacity(4096)])?;
+    /// let (mut tx, _) = parent.channel::<u64, ()>("c")?;
+    /// tx.set_wait_strategy(remora::WaitStrategy::Block); // sleep at once when full
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn set_wait_strategy(&mut self, strategy: WaitStrategy) {
         self.raw.set_wait_strategy(strategy);
     }
 
+    /// The current wait strategy.
+    ///
+    /// ```
+    /// # let parent = remora::Segment::create(&[remora::ChannelConfig::new("c").capacity(4096)])?;
+    /// let (mut tx, _) = parent.channel::<u64, ()>("c")?;
+    /// assert_eq!(tx.wait_strategy(), remora::WaitStrategy::Adaptive);
+    /// tx.set_wait_strategy(remora::WaitStrategy::Block);
+    /// assert_eq!(tx.wait_strategy(), remora::WaitStrategy::Block);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn wait_strategy(&self) -> WaitStrategy {
+        self.raw.wait_strategy()
+    }
+
     /// The largest encoded message this channel carries, in bytes.
+    ///
+    /// ```
+    /// # let parent = remora::Segment::create(&[remora::ChannelConfig::new("c").capacity(4096)])?;
+    /// let (tx, _) = parent.channel::<Vec<u8>, ()>("c")?;
+    /// assert_eq!(tx.max_message(), 4096 / 2 - 16);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn max_message(&self) -> usize {
         self.raw.max_message()
+    }
+
+    /// The capacity of this direction in bytes; see
+    /// [`RawSender::capacity`].
+    ///
+    /// ```
+    /// # let parent = remora::Segment::create(&[remora::ChannelConfig::new("c").capacity(4096)])?;
+    /// let (tx, _) = parent.channel::<u64, ()>("c")?;
+    /// assert_eq!(tx.capacity(), 4096);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn capacity(&self) -> usize {
+        self.raw.capacity()
+    }
+
+    /// Bytes sent and not yet taken by the receiver: archives with their
+    /// frame headers and padding, exactly as [`RawSender::len`] counts
+    /// them. Not a message count (messages vary in size).
+    ///
+    /// ```
+    /// # let parent = remora::Segment::create(&[remora::ChannelConfig::new("c").capacity(4096)])?;
+    /// let (mut tx, _) = parent.channel::<u64, ()>("c")?;
+    /// tx.send(&1)?;
+    /// tx.send(&2)?;
+    /// assert_eq!(tx.len(), 2 * 32); // each: 16-byte header + 8 bytes padded to 16
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn len(&self) -> usize {
+        self.raw.len()
+    }
+
+    /// Whether everything sent has been taken by the receiver; see
+    /// [`RawSender::is_empty`].
+    ///
+    /// ```
+    /// # let parent = remora::Segment::create(&[remora::ChannelConfig::new("c").capacity(4096)])?;
+    /// let (tx, _) = parent.channel::<u64, ()>("c")?;
+    /// assert!(tx.is_empty());
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn is_empty(&self) -> bool {
+        self.raw.is_empty()
+    }
+
+    /// Whether there is no room for even the smallest frame; see
+    /// [`RawSender::is_full`].
+    ///
+    /// ```
+    /// # let parent = remora::Segment::create(&[remora::ChannelConfig::new("c").capacity(64)])?;
+    /// let (mut tx, _) = parent.channel::<(), ()>("c")?;
+    /// while tx.try_send(&()).is_ok() {} // `()` archives to 0 bytes
+    /// assert!(tx.is_full());
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn is_full(&self) -> bool {
+        self.raw.is_full()
+    }
+
+    /// Whether sends can no longer succeed (receiver gone, peer process
+    /// dead); see [`RawSender::is_disconnected`].
+    ///
+    /// ```
+    /// # let parent = remora::Segment::create(&[remora::ChannelConfig::new("c").capacity(4096)])?;
+    /// # let child = remora::Segment::open(parent.name())?;
+    /// let (tx, _) = parent.channel::<u64, ()>("c")?;
+    /// let (_, rx) = child.channel::<(), u64>("c")?;
+    /// drop(rx);
+    /// assert!(tx.is_disconnected());
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn is_disconnected(&self) -> bool {
+        self.raw.is_disconnected()
     }
 
     /// Sends `value`, waiting for space if the ring is full.
     ///
     /// Errors: [`SendError::TooLarge`], [`SendError::Disconnected`],
     /// [`SendError::Encode`], [`SendError::Corrupted`].
+    ///
+    /// ```
+    /// # let parent = remora::Segment::create(&[remora::ChannelConfig::new("c").capacity(4096)])?;
+    /// # let child = remora::Segment::open(parent.name())?;
+    /// let (mut tx, _) = parent.channel::<String, ()>("c")?;
+    /// let (_, mut rx) = child.channel::<(), String>("c")?;
+    /// let text = "still mine after the send".to_owned();
+    /// tx.send(&text)?;
+    /// assert_eq!(rx.recv()?.as_str(), text);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn send(&mut self, value: &T) -> Result<(), SendError> {
         self.send_until(value, Deadline::NEVER)
     }
@@ -91,6 +210,14 @@ impl<T: Encode> Sender<T> {
     /// message whose frame the pipe takes only in part is accepted (`Ok`)
     /// and its rest goes out first on this sender's next send, or when it is
     /// dropped; see the README's "Transports".
+    ///
+    /// ```
+    /// # let parent = remora::Segment::create(&[remora::ChannelConfig::new("c").capacity(4096)])?;
+    /// let (mut tx, _) = parent.channel::<u64, ()>("c")?;
+    /// while tx.try_send(&1).is_ok() {} // nobody receives
+    /// assert_eq!(tx.try_send(&1), Err(remora::SendError::Full));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn try_send(&mut self, value: &T) -> Result<(), SendError> {
         self.send_until(value, Deadline::Now)
     }
@@ -102,6 +229,15 @@ impl<T: Encode> Sender<T> {
     /// message whose frame the pipe takes only in part is accepted (`Ok`)
     /// and its rest goes out first on this sender's next send, or when it is
     /// dropped; see the README's "Transports".
+    ///
+    /// ```
+    /// # let parent = remora::Segment::create(&[remora::ChannelConfig::new("c").capacity(4096)])?;
+    /// let (mut tx, _) = parent.channel::<u64, ()>("c")?;
+    /// while tx.try_send(&1).is_ok() {}
+    /// let waited = tx.send_timeout(&1, std::time::Duration::from_millis(1));
+    /// assert_eq!(waited, Err(remora::SendError::Timeout));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn send_timeout(&mut self, value: &T, timeout: Duration) -> Result<(), SendError> {
         self.send_until(value, Deadline::after(timeout))
     }

@@ -87,6 +87,24 @@ impl Consumer {
         Ok(tail != self.head)
     }
 
+    /// Bytes published and not yet released (frame headers, padding and PAD
+    /// frames included), re-reading the producer's tail without side
+    /// effects: an invalid tail is ignored (the last valid one counts) and
+    /// left for the next `peek` to report. For queries (`&self`).
+    pub(crate) fn in_flight(&self) -> u64 {
+        // Acquire: as in `refresh_tail`.
+        let tail = self.region.ctrl().tail.load(Ordering::Acquire);
+        let valid = tail >= self.cached_tail
+            && tail.is_multiple_of(FRAME_ALIGN)
+            && tail - self.head <= self.region.capacity();
+        if valid { tail } else { self.cached_tail }.saturating_sub(self.head)
+    }
+
+    /// The fault that poisoned this end, if any.
+    pub(crate) fn fault(&self) -> Option<RingFault> {
+        self.fault
+    }
+
     /// Whether a frame is published (re-reading the tail if needed). Used by
     /// waiters as their wake-up condition; also true once poisoned, so the
     /// waiter returns to see the fault.

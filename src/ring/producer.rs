@@ -151,6 +151,18 @@ impl Producer {
         })
     }
 
+    /// Bytes in flight (published, not yet released: frame headers, padding
+    /// and PAD frames included), re-reading the consumer's head without
+    /// side effects: an invalid head is ignored (the last valid one counts)
+    /// and left for the next `reserve` to report. For queries (`&self`).
+    pub(crate) fn in_flight(&self) -> u64 {
+        // Acquire: as in `refresh_head`.
+        let head = self.region.ctrl().head.load(Ordering::Acquire);
+        let valid =
+            head >= self.cached_head && head <= self.tail && head.is_multiple_of(FRAME_ALIGN);
+        self.tail - if valid { head } else { self.cached_head }
+    }
+
     /// Free bytes (contiguous or not) as of the last valid head we read.
     pub(crate) fn free(&self) -> u64 {
         self.region.capacity() - (self.tail - self.cached_head)

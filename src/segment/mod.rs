@@ -363,6 +363,163 @@ impl Segment {
     }
 }
 
+/// One-way takes: one end of a channel, checking only that direction's
+/// type; the other direction is hung up at once.
+impl Segment {
+    /// Takes only this side's sender of channel `name`, for a channel used
+    /// in one direction: no placeholder type for the other one, and only
+    /// this direction's type is checked against the peer's
+    /// ([`ChannelError::TypeMismatch`] on whichever side takes second).
+    ///
+    /// The channel counts as taken (its receiver cannot be taken later),
+    /// and the other direction is hung up now, as if its receiver had been
+    /// taken and dropped: the peer's sends there get
+    /// [`SendError::Disconnected`](crate::SendError::Disconnected).
+    ///
+    /// ```
+    /// use remora::{ChannelConfig, Segment};
+    /// let a = Segment::create(&[ChannelConfig::new("log").capacity(4096)])?;
+    /// let b = Segment::open(a.name())?;
+    /// let mut tx = a.sender::<String>("log")?;
+    /// let mut rx = b.receiver::<String>("log")?;
+    /// tx.send(&"started".to_owned())?;
+    /// assert_eq!(rx.recv()?.as_str(), "started");
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn sender<T: Encode>(&self, name: &str) -> Result<Sender<T>, ChannelError> {
+        self.take_sender(name, codec::fingerprint::<T>())
+            .map(Sender::from_raw)
+    }
+
+    /// Takes only this side's receiver of channel `name` (in
+    /// [`ReceiveMode::Copy`], as for [`Segment::channel`]); see
+    /// [`Segment::sender`]. Only this direction's type is checked. The
+    /// other direction is hung up now, as if its sender had been taken and
+    /// dropped: the peer's receiver there reports
+    /// [`RecvError::Disconnected`](crate::RecvError::Disconnected).
+    ///
+    /// ```
+    /// use remora::{ChannelConfig, Segment};
+    /// let a = Segment::create(&[ChannelConfig::new("c").capacity(4096)])?;
+    /// let b = Segment::open(a.name())?;
+    /// let mut rx = a.receiver::<u64>("c")?;
+    /// let (mut tx, mut unused) = b.channel::<u64, ()>("c")?; // the peer took both ends
+    /// tx.send(&7)?;
+    /// assert_eq!(*rx.recv()?, 7);
+    /// assert!(unused.is_disconnected()); // nothing will come that way
+    /// assert!(matches!(unused.recv(), Err(remora::RecvError::Disconnected)));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn receiver<T: Decode>(&self, name: &str) -> Result<Receiver<T>, ChannelError> {
+        self.take_receiver(name, codec::fingerprint::<T>(), ReceiveMode::Copy)
+            .map(Receiver::from_raw)
+    }
+
+    /// [`Segment::sender`] for raw bytes: the peer must use raw ends for
+    /// this direction too.
+    ///
+    /// ```
+    /// # let a = remora::Segment::create(&[remora::ChannelConfig::new("c").capacity(4096)])?;
+    /// # let b = remora::Segment::open(a.name())?;
+    /// let mut tx = a.raw_sender("c")?;
+    /// let mut rx = b.raw_receiver("c")?;
+    /// tx.send(b"bytes")?;
+    /// assert_eq!(&*rx.recv()?, b"bytes");
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn raw_sender(&self, name: &str) -> Result<RawSender, ChannelError> {
+        self.take_sender(name, codec::RAW_FINGERPRINT)
+    }
+
+    /// [`Segment::receiver`] for raw bytes (in [`ReceiveMode::Copy`]).
+    ///
+    /// ```
+    /// # let a = remora::Segment::create(&[remora::ChannelConfig::new("c").capacity(4096)])?;
+    /// # let b = remora::Segment::open(a.name())?;
+    /// let rx = b.raw_receiver("c")?;
+    /// assert_eq!(rx.receive_mode(), remora::ReceiveMode::Copy);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn raw_receiver(&self, name: &str) -> Result<RawReceiver, ChannelError> {
+        self.take_receiver(name, codec::RAW_FINGERPRINT, ReceiveMode::Copy)
+    }
+
+    /// This side's sender of channel `name` alone, checking its fingerprint
+    /// only; hangs up the inbound direction (as a dropped receiver).
+    pub(crate) fn take_sender(&self, name: &str, fp: u64) -> Result<RawSender, ChannelError> {
+        let index = ChannelError::position(self.channel_names(), name)?;
+        let mut taken = self.taken.lock().unwrap_or_else(|p| p.into_inner());
+        if taken[index] {
+            return Err(ChannelError::AlreadyTaken {
+                name: name.to_owned(),
+            });
+        }
+        let (out_dir, in_dir) = self.directions();
+        self.agree_fingerprint(index, out_dir, fp)?;
+        // SAFETY: as in `take`: one end per channel per side in this
+        // process (`taken`), one process per side (the claim).
+        let producer = unsafe { Producer::new(self.region(index, out_dir)) }
+            .map_err(ChannelError::Corrupted)?;
+        // SAFETY: the region lies in this segment's mapping, which the
+        // `Link` the end holds keeps alive.
+        let sender = unsafe { ShmSender::new(producer, Arc::clone(&self.link)) };
+        taken[index] = true;
+        let inbound = self.region(index, in_dir);
+        let ctrl = inbound.ctrl();
+        // Release: as a dropped receiver's close.
+        ctrl.ends.consumer_closed.store(1, Ordering::Release);
+        ctrl.space_bell.ring();
+        Ok(RawSender::new(
+            SendEnd::Shm(sender),
+            self.channels[index].wait,
+        ))
+    }
+
+    /// This side's receiver of channel `name` alone, checking its
+    /// fingerprint only; hangs up the outbound direction (as a dropped
+    /// sender).
+    pub(crate) fn take_receiver(
+        &self,
+        name: &str,
+        fp: u64,
+        mode: ReceiveMode,
+    ) -> Result<RawReceiver, ChannelError> {
+        let index = ChannelError::position(self.channel_names(), name)?;
+        let mut taken = self.taken.lock().unwrap_or_else(|p| p.into_inner());
+        if taken[index] {
+            return Err(ChannelError::AlreadyTaken {
+                name: name.to_owned(),
+            });
+        }
+        let (out_dir, in_dir) = self.directions();
+        self.agree_fingerprint(index, in_dir, fp)?;
+        // SAFETY: as in `take_sender`, for the consuming direction.
+        let consumer = unsafe { Consumer::new(self.region(index, in_dir)) }
+            .map_err(ChannelError::Corrupted)?;
+        // SAFETY: as in `take_sender`.
+        let receiver = unsafe { ShmReceiver::new(consumer, Arc::clone(&self.link)) };
+        taken[index] = true;
+        let outbound = self.region(index, out_dir);
+        let ctrl = outbound.ctrl();
+        // Release: as a dropped sender's close (nothing was committed).
+        ctrl.ends.producer_closed.store(1, Ordering::Release);
+        ctrl.data_bell.ring();
+        Ok(RawReceiver::new(
+            RecvEnd::Shm(receiver),
+            self.channels[index].wait,
+            mode,
+        ))
+    }
+
+    /// `(outbound, inbound)` ring directions for this side.
+    fn directions(&self) -> (usize, usize) {
+        match self.side {
+            Side::Creator => (PARENT_TO_CHILD, CHILD_TO_PARENT),
+            Side::Opener => (CHILD_TO_PARENT, PARENT_TO_CHILD),
+        }
+    }
+}
+
 impl Drop for Segment {
     /// Hangs up this side of every channel that was never taken: those can
     /// no longer be taken, so the peer's ends report `Disconnected` instead

@@ -128,6 +128,33 @@ pub(crate) fn ready(fd: BorrowedFd<'_>, events: i16) -> bool {
     n > 0 && pfd.revents != 0
 }
 
+/// The events of `events` (plus `POLLERR`/`POLLHUP`) that `fd` has right
+/// now: one `poll` with a zero timeout (0 if it fails).
+pub(crate) fn revents(fd: BorrowedFd<'_>, events: i16) -> i16 {
+    let mut pfd = libc::pollfd {
+        fd: fd.as_raw_fd(),
+        events,
+        revents: 0,
+    };
+    // SAFETY: one valid pollfd; a zero timeout never blocks.
+    let n = unsafe { libc::poll(&mut pfd, 1, 0) };
+    if n > 0 { pfd.revents } else { 0 }
+}
+
+/// Bytes queued in the pipe behind `fd` (either end), `ioctl(FIONREAD)`;
+/// 0 if the call fails.
+pub(crate) fn queued(fd: BorrowedFd<'_>) -> usize {
+    let mut n: libc::c_int = 0;
+    // SAFETY: FIONREAD writes one c_int through the pointer, which is valid
+    // for the call.
+    let ret = unsafe { libc::ioctl(fd.as_raw_fd(), libc::FIONREAD, &mut n) };
+    if ret == 0 {
+        usize::try_from(n).unwrap_or(0)
+    } else {
+        0
+    }
+}
+
 /// Time left until `deadline` as a relative `timespec` (zero if past).
 fn remaining(deadline: MonoTime) -> libc::timespec {
     let nanos = |t: libc::timespec| t.tv_sec as i128 * 1_000_000_000 + t.tv_nsec as i128;

@@ -70,6 +70,35 @@ impl ShmSender {
         self.producer.region().max_payload()
     }
 
+    /// Ring capacity in bytes.
+    pub(crate) fn capacity(&self) -> usize {
+        self.producer.region().capacity() as usize
+    }
+
+    /// Bytes committed and not yet released by the receiver (validated
+    /// head; see [`Producer::in_flight`]). No system call.
+    pub(crate) fn in_flight(&self) -> usize {
+        self.producer.in_flight() as usize
+    }
+
+    /// Whether no send can ever succeed again: the receiver closed, the
+    /// peer process is dead (its liveness word; no system call except,
+    /// once, the wake-up of this process's other waiters), or this end is
+    /// poisoned.
+    pub(crate) fn is_disconnected(&self) -> bool {
+        // Acquire: pairs with the receiver's Release store on close.
+        self.producer.fault().is_some()
+            || self
+                .producer
+                .region()
+                .ctrl()
+                .ends
+                .consumer_closed
+                .load(Ordering::Acquire)
+                != 0
+            || self.link.peer_dead_now()
+    }
+
     /// The send loop: reserve at least `min` bytes, let `write` fill the
     /// grant and report the length, commit, ring the doorbell. On overflow,
     /// ask for as much space as the message needs; when there is none, wait
@@ -221,6 +250,34 @@ impl ShmReceiver {
 
     pub(crate) fn max_message(&self) -> usize {
         self.consumer.region().max_payload()
+    }
+
+    /// Ring capacity in bytes.
+    pub(crate) fn capacity(&self) -> usize {
+        self.consumer.region().capacity() as usize
+    }
+
+    /// Bytes committed by the sender and not yet released by us (validated
+    /// tail; see [`Consumer::in_flight`]). No system call.
+    pub(crate) fn in_flight(&self) -> usize {
+        self.consumer.in_flight() as usize
+    }
+
+    /// Whether nothing will be committed any more: the sender closed, the
+    /// peer process is dead (as for [`ShmSender::is_disconnected`]), or
+    /// this end is poisoned. Frames committed before may still be waiting.
+    pub(crate) fn is_disconnected(&self) -> bool {
+        // Acquire: pairs with the sender's Release store on close.
+        self.consumer.fault().is_some()
+            || self
+                .consumer
+                .region()
+                .ctrl()
+                .ends
+                .producer_closed
+                .load(Ordering::Acquire)
+                != 0
+            || self.link.peer_dead_now()
     }
 
     /// The receive loop: the next validated frame, waiting per `deadline`.

@@ -26,6 +26,7 @@ use super::dir::Direction;
 use super::pipe::Pipe;
 use super::wait::{Outcome, Waiter};
 use super::wire::{self, HEADER, HELLO, HELLO_FRAME, HELLO_LEN, MSG};
+use crate::codec::ANY_FINGERPRINT;
 use crate::error::{RecvError, StreamFault};
 use crate::transport::{Incoming, ReleaseToken};
 use crate::wait::Deadline;
@@ -101,6 +102,50 @@ impl FifoReceiver {
         self.max
     }
 
+    /// The channel's declared capacity per direction (see
+    /// `FifoSender::capacity`).
+    pub(crate) fn capacity(&self) -> usize {
+        2 * (self.max + HEADER)
+    }
+
+    /// Bytes received and not yet handed out: those still in the pipe
+    /// (`FIONREAD`) and those read into our buffer, less the peer's
+    /// handshake while it is unread. A frame the sender has only partly
+    /// written counts with the part in the pipe. One system call.
+    pub(crate) fn in_flight(&self) -> usize {
+        let total = self.pipe.fd().map_or(0, crate::sys::fd::queued) + (self.end - self.start);
+        match self.expect {
+            Some(_) => total.saturating_sub(HELLO_FRAME),
+            None => total,
+        }
+    }
+
+    /// Whether the pipe holds at least its buffer size (`FIONREAD` against
+    /// `F_GETPIPE_SZ`). A pipe whose pages are partly filled can be full
+    /// with fewer bytes; that is not seen here. Two system calls.
+    pub(crate) fn is_full(&self) -> bool {
+        self.pipe
+            .fd()
+            .is_some_and(|fd| crate::sys::fd::queued(fd) >= crate::sys::fd::pipe_size(fd))
+    }
+
+    /// Whether nothing more will arrive: end of stream or the peer's death
+    /// seen before, this end poisoned, no writer left on the pipe
+    /// (`POLLHUP`; the parent's placeholder counts as a writer until its
+    /// next receive after the child attached), or the (rate-limited)
+    /// process watch finds the child dead. Bytes sent before may still be
+    /// waiting.
+    pub(crate) fn is_disconnected(&self) -> bool {
+        if self.fault.is_some() || self.eof || self.pipe.link.peer_known_dead() {
+            return true;
+        }
+        let Some(fd) = self.pipe.fd() else {
+            return true;
+        };
+        crate::sys::fd::revents(fd, libc::POLLIN) & libc::POLLHUP != 0
+            || self.pipe.link.poll_peer_gone()
+    }
+
     /// Arms the handshake check; then, if the peer's HELLO is already
     /// readable, checks it now (without consuming it). On a mismatch
     /// returns the direction that disagrees.
@@ -133,10 +178,12 @@ impl FifoReceiver {
             .buf
             .bytes(self.start + HEADER..self.start + HELLO_FRAME);
         let (peer_out, peer_in) = wire::parse_hello(payload);
-        if peer_out != expect.in_fp {
+        // A one-way take does not use (nor check) one direction.
+        let differ = |a: u64, b: u64| a != b && a != ANY_FINGERPRINT && b != ANY_FINGERPRINT;
+        if differ(peer_out, expect.in_fp) {
             return Err(expect.direction);
         }
-        if peer_in != expect.out_fp {
+        if differ(peer_in, expect.out_fp) {
             return Err(match expect.direction {
                 Direction::ParentToChild => Direction::ChildToParent,
                 Direction::ChildToParent => Direction::ParentToChild,

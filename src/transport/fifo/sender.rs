@@ -103,6 +103,46 @@ impl FifoSender {
         self.max
     }
 
+    /// The channel's declared capacity per direction (the pipe's own buffer
+    /// was asked for it, in whole pages, within 4 KiB..1 MiB).
+    pub(crate) fn capacity(&self) -> usize {
+        2 * (self.max + HEADER)
+    }
+
+    /// Bytes written and not yet read out of the pipe (`FIONREAD`: the
+    /// receiver may have read more into its own buffer, which we cannot
+    /// see; our handshake counts until it does), plus the unwritten rest of
+    /// a partly written frame. One system call.
+    pub(crate) fn in_flight(&self) -> usize {
+        self.pipe.fd().map_or(0, fd::queued) + self.pending.len()
+    }
+
+    /// Whether the pipe holds at least its buffer size (`FIONREAD` against
+    /// `F_GETPIPE_SZ`), so not even the smallest frame fits. (`poll`'s
+    /// `POLLOUT` would not do: it reports a pipe with no free page as full
+    /// while its last page still takes small writes.) A pipe whose pages
+    /// are only partly used can refuse a write with fewer bytes in it; that
+    /// is not seen here. Two system calls.
+    pub(crate) fn is_full(&self) -> bool {
+        self.pipe
+            .fd()
+            .is_some_and(|fd| fd::queued(fd) >= fd::pipe_size(fd))
+    }
+
+    /// Whether no send can succeed any more: `EPIPE` or the peer's death
+    /// seen before, no reader left on the pipe (`POLLERR`; the parent's
+    /// placeholder counts as a reader until its next send after the child
+    /// attached), or the (rate-limited) process watch finds the child dead.
+    pub(crate) fn is_disconnected(&self) -> bool {
+        if self.closed || self.pipe.link.peer_known_dead() {
+            return true;
+        }
+        let Some(fd) = self.pipe.fd() else {
+            return true;
+        };
+        fd::revents(fd, libc::POLLOUT) & libc::POLLERR != 0 || self.pipe.link.poll_peer_gone()
+    }
+
     /// Writes the HELLO that opens this direction (see `wire`). A peer that
     /// is already gone only shows up on the next send.
     pub(super) fn send_hello(&mut self, out_fp: u64, in_fp: u64) {

@@ -35,6 +35,7 @@ use super::plan::plan;
 use super::receiver::{Expect, FifoReceiver};
 use super::sender::FifoSender;
 use crate::channel::{RawReceiver, RawSender, ReceiveMode, RecvEnd, SendEnd};
+use crate::codec::ANY_FINGERPRINT;
 use crate::config::ChannelConfig;
 use crate::error::{ChannelError, OpenError};
 use crate::layout::MAX_CHANNELS;
@@ -240,6 +241,78 @@ impl FifoSet {
             RawSender::new(SendEnd::Fifo(taken.tx), wait),
             RawReceiver::new(RecvEnd::Fifo(taken.rx), wait, mode),
         ))
+    }
+}
+
+/// One-way takes (see `Segment::take_sender`).
+impl FifoSet {
+    /// This side's sender of channel `name` alone: checks the peer's
+    /// handshake (if already there) for this direction only, announces
+    /// [`ANY_FINGERPRINT`] for the other, and closes our read end of the
+    /// other direction, so the peer's sends there get `EPIPE`
+    /// (`Disconnected`).
+    pub(crate) fn take_sender(&self, name: &str, out_fp: u64) -> Result<RawSender, ChannelError> {
+        let (index, mut taken) = self.take_ends(name, ANY_FINGERPRINT, out_fp)?;
+        taken.tx.send_hello(out_fp, ANY_FINGERPRINT);
+        let Ends { tx, rx } = taken;
+        drop(rx);
+        Ok(RawSender::new(SendEnd::Fifo(tx), self.channels[index].wait))
+    }
+
+    /// This side's receiver of channel `name` alone: checks the peer's
+    /// handshake for this direction only, and closes our write end of the
+    /// other direction without a handshake, so the peer's receiver there
+    /// sees the end of the stream (`Disconnected`).
+    pub(crate) fn take_receiver(
+        &self,
+        name: &str,
+        in_fp: u64,
+        mode: ReceiveMode,
+    ) -> Result<RawReceiver, ChannelError> {
+        let (index, taken) = self.take_ends(name, in_fp, ANY_FINGERPRINT)?;
+        let Ends { tx, rx } = taken;
+        drop(tx);
+        Ok(RawReceiver::new(
+            RecvEnd::Fifo(rx),
+            self.channels[index].wait,
+            mode,
+        ))
+    }
+
+    /// Takes channel `name`'s ends out of the set after checking the
+    /// peer's handshake, if already there, against `in_fp`/`out_fp`
+    /// (either may be [`ANY_FINGERPRINT`]); on a mismatch the channel stays
+    /// as it was.
+    fn take_ends(
+        &self,
+        name: &str,
+        in_fp: u64,
+        out_fp: u64,
+    ) -> Result<(usize, Ends), ChannelError> {
+        let index = ChannelError::position(self.channel_names(), name)?;
+        let mut ends = self.ends.lock().unwrap_or_else(|p| p.into_inner());
+        let Some(mut taken) = ends[index].take() else {
+            return Err(ChannelError::AlreadyTaken {
+                name: name.to_owned(),
+            });
+        };
+        let direction = match self.side {
+            Side::Parent => Direction::ChildToParent,
+            Side::Child => Direction::ParentToChild,
+        };
+        let expect = Expect {
+            in_fp,
+            out_fp,
+            direction,
+        };
+        if let Err(direction) = taken.rx.expect_hello(expect) {
+            ends[index] = Some(taken);
+            return Err(ChannelError::TypeMismatch {
+                name: name.to_owned(),
+                direction: direction.describe(),
+            });
+        }
+        Ok((index, taken))
     }
 }
 
