@@ -108,13 +108,13 @@ pub(crate) struct RingControl {
     /// The producer sleeps here waiting for space.
     pub(crate) space_bell: CachePadded<Doorbell>,
     /// Which ends have hung up.
-    pub(crate) ends: CachePadded<Ends>,
+    pub(crate) ends: CachePadded<CloseFlags>,
 }
 
 /// Close flags of one ring: 1 once that end is gone (Release-stored).
 #[repr(C)]
 #[derive(Debug, Default)]
-pub(crate) struct Ends {
+pub(crate) struct CloseFlags {
     pub(crate) producer_closed: AtomicU32,
     pub(crate) consumer_closed: AtomicU32,
 }

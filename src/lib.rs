@@ -61,13 +61,13 @@
 #![deny(clippy::undocumented_unsafe_blocks)]
 #![warn(missing_docs)]
 
+mod attachment;
 mod channel;
 mod codec;
 mod config;
 mod doorbell;
 mod error;
 mod layout;
-mod link;
 mod peer;
 mod ring;
 mod segment;

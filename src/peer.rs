@@ -1,7 +1,7 @@
 //! The slow, descriptor-based half of peer liveness, and the dead latch.
 //!
 //! The fast half is the peer's robust liveness word in the segment (see
-//! `sys::robust`, read by `link.rs`): the kernel marks it when the peer dies.
+//! `sys::robust`, read by `attachment.rs`): the kernel marks it when the peer dies.
 //! What is here covers what that word cannot: a spawned child that dies
 //! before it attached (its word was never written), and the FIFO transport
 //! (no shared memory; the pipes' own hang-up covers an attached peer). The

@@ -2,7 +2,7 @@
 //! ends ([`RawSender`], [`RawReceiver`], [`RawMessage`]).
 //!
 //! A sender owns the producer end of one ring, a receiver the consumer end of
-//! another; both hold an `Arc` of the segment's [`Link`](crate::link::Link)
+//! another; both hold an `Arc` of the segment's [`Attachment`](crate::attachment::Attachment)
 //! so the mapping outlives them. Ends are `Send` (serve each channel from its
 //! own thread) but not `Clone` or `Sync`: each ring has exactly one producer
 //! and one consumer.

@@ -22,12 +22,12 @@ use std::sync::{Arc, Mutex};
 use self::names::{StaleSegment, create_locked};
 use self::plan::{ChannelEntry, initialise, plan};
 use self::validate::validate;
+use crate::attachment::{Attachment, register_liveness};
 use crate::channel::{RawReceiver, RawSender, ReceiveMode, Receiver, RecvEnd, SendEnd, Sender};
 use crate::codec::{self, Decode, Encode};
 use crate::config::ChannelConfig;
 use crate::error::{ChannelError, OpenError};
 use crate::layout::*;
-use crate::link::{Link, register_liveness};
 use crate::peer::PeerWatch;
 use crate::ring::{Consumer, Producer, RingRegion};
 use crate::stale;
@@ -65,7 +65,7 @@ enum Side {
 /// ```
 #[derive(Debug)]
 pub struct Segment {
-    link: Arc<Link>,
+    link: Arc<Attachment>,
     name: String,
     side: Side,
     channels: Vec<ChannelEntry>,
@@ -97,7 +97,7 @@ impl Segment {
         // no other process knows its name yet: we are its only writer.
         unsafe { initialise(mapping.base(), total, &entries, own.value) };
         Ok(Segment {
-            link: Arc::new(Link::new(
+            link: Arc::new(Attachment::new(
                 mapping,
                 own,
                 OPENER_WORD,
@@ -173,7 +173,7 @@ impl Segment {
         // A creator blocked before we attached sleeps on the 0 we replaced.
         futex::wake_all(claim);
         Ok(Segment {
-            link: Arc::new(Link::new(mapping, own, CREATOR_WORD, None, None)),
+            link: Arc::new(Attachment::new(mapping, own, CREATOR_WORD, None, None)),
             name: name.to_owned(),
             side: Side::Opener,
             taken: Mutex::new(vec![false; entries.len()]),
@@ -312,7 +312,7 @@ impl Segment {
         // SAFETY: as above, for the consuming direction.
         let consumer = unsafe { Consumer::new(in_region) }.map_err(ChannelError::Corrupted)?;
         // SAFETY: both regions lie in this segment's mapping, which the
-        // `Link` each end holds keeps alive.
+        // `Attachment` each end holds keeps alive.
         let sender = unsafe { ShmSender::new(producer, Arc::clone(&self.link)) };
         // SAFETY: as above.
         let receiver = unsafe { ShmReceiver::new(consumer, Arc::clone(&self.link)) };
@@ -352,7 +352,7 @@ impl Segment {
         let (offset, capacity) = self.channels[index].rings[dir];
         let base = self.link.mapping().base();
         // SAFETY: `offset + RING_CONTROL_SIZE + capacity` was validated to lie
-        // inside the mapping, which the `Link` (held by every end) keeps alive;
+        // inside the mapping, which the `Attachment` (held by every end) keeps alive;
         // the control block is initialised (all-zero is a valid RingControl)
         // and the data is page-aligned plus 640, hence 16-aligned.
         unsafe {
@@ -461,7 +461,7 @@ impl Segment {
         let producer = unsafe { Producer::new(self.region(index, out_dir)) }
             .map_err(ChannelError::Corrupted)?;
         // SAFETY: the region lies in this segment's mapping, which the
-        // `Link` the end holds keeps alive.
+        // `Attachment` the end holds keeps alive.
         let sender = unsafe { ShmSender::new(producer, Arc::clone(&self.link)) };
         taken[index] = true;
         let inbound = self.region(index, in_dir);
@@ -525,7 +525,7 @@ impl Drop for Segment {
     /// no longer be taken, so the peer's ends report `Disconnected` instead
     /// of waiting for nobody. Taken channels are untouched, and the name
     /// stays until the opener attaches or the last channel end is dropped
-    /// (see `Link`), so dropping a `Segment` (or a `Child`) early never
+    /// (see `Attachment`), so dropping a `Segment` (or a `Child`) early never
     /// strands a peer that has not attached yet.
     fn drop(&mut self) {
         let taken = std::mem::take(self.taken.get_mut().unwrap_or_else(|p| p.into_inner()));

@@ -4,9 +4,9 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::attachment::Attachment;
 use crate::codec::EncodeError;
 use crate::error::{RecvError, SendError};
-use crate::link::Link;
 use crate::ring::{Consumer, Producer, ReserveError, RingFault};
 use crate::sync::Ordering;
 use crate::sys::clock::MonoTime;
@@ -42,14 +42,14 @@ const REFILL_POLLS_PER_HEAD_READ: u32 = 16;
 #[derive(Debug)]
 pub(crate) struct ShmSender {
     producer: Producer,
-    link: Arc<Link>,
+    link: Arc<Attachment>,
 }
 
 /// The consuming end of one ring.
 #[derive(Debug)]
 pub(crate) struct ShmReceiver {
     consumer: Consumer,
-    link: Arc<Link>,
+    link: Arc<Attachment>,
 }
 
 impl ShmSender {
@@ -62,7 +62,7 @@ impl ShmSender {
     ///
     /// `link` must keep the producer's region mapped for as long as the
     /// sender lives.
-    pub(crate) unsafe fn new(producer: Producer, link: Arc<Link>) -> ShmSender {
+    pub(crate) unsafe fn new(producer: Producer, link: Arc<Attachment>) -> ShmSender {
         ShmSender { producer, link }
     }
 
@@ -244,7 +244,7 @@ impl ShmReceiver {
     ///
     /// `link` must keep the consumer's region mapped for as long as the
     /// receiver lives.
-    pub(crate) unsafe fn new(consumer: Consumer, link: Arc<Link>) -> ShmReceiver {
+    pub(crate) unsafe fn new(consumer: Consumer, link: Arc<Attachment>) -> ShmReceiver {
         ShmReceiver { consumer, link }
     }
 

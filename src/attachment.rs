@@ -1,6 +1,7 @@
-//! What every channel end of one segment shares: the mapping (kept alive by
-//! the `Arc` each end holds), this side's liveness word, and the watch on the
-//! peer process.
+//! This process's attachment to one segment: what every channel end of the
+//! segment shares (each holds an `Arc`), namely the mapping, this side's
+//! registered liveness word, the peer's word and the watch on the peer
+//! process, and (creator side) the segment's name and locked descriptor.
 //!
 //! Peer death is read from the peer's robust liveness word in the segment
 //! header (see `sys::robust`): a plain load, no system call, so spinning
@@ -20,7 +21,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 
 /// The shared state behind a segment's channel ends.
 #[derive(Debug)]
-pub(crate) struct Link {
+pub(crate) struct Attachment {
     mapping: Mapping,
     peer: Peer,
     /// Creator side: the segment name, until unlinked (`None` after).
@@ -57,7 +58,7 @@ pub(crate) fn register_liveness(mapping: &Mapping, offset: usize) -> OwnWord {
     // SAFETY: the entry lies in the mapping's private guard page, 8-aligned
     // (`offset` is), and the word `ENTRY_TO_WORD` bytes later is the
     // segment's word at `offset`; both stay mapped until the owner of the
-    // mapping unregisters (see `Link`'s drop and `OwnWord::abandon`).
+    // mapping unregisters (see `Attachment`'s drop and `OwnWord::abandon`).
     match unsafe { robust::register(mapping.guard().add(offset)) } {
         Ok(tid) => OwnWord {
             offset,
@@ -84,7 +85,7 @@ impl OwnWord {
     }
 }
 
-impl Link {
+impl Attachment {
     /// `own` is this side's registered liveness word, `peer_word` the offset
     /// of the peer's; `name` is the segment name this side must unlink
     /// (creator), if any, and `lock` the creator's locked descriptor.
@@ -94,8 +95,8 @@ impl Link {
         peer_word: usize,
         name: Option<String>,
         lock: Option<OwnedFd>,
-    ) -> Link {
-        Link {
+    ) -> Attachment {
+        Attachment {
             mapping,
             peer: Peer::default(),
             name: Mutex::new(name),
@@ -190,7 +191,7 @@ impl Link {
     }
 }
 
-impl Liveness for Link {
+impl Liveness for Attachment {
     #[inline]
     fn dead_now(&self) -> bool {
         self.peer_dead_now()
@@ -231,7 +232,7 @@ impl Liveness for Link {
     }
 }
 
-impl Drop for Link {
+impl Drop for Attachment {
     /// The creator's last handle is gone: nobody will serve an opener that
     /// has not attached yet, so the name goes too.
     fn drop(&mut self) {
