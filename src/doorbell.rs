@@ -126,9 +126,8 @@ impl Doorbell {
         expected: u32,
         deadline: MonoTime,
     ) {
-        use crate::sys::futex::{self, WakeTwo};
-        if futex::wait_two(&self.epoch, ticket.0, word, expected, deadline) == WakeTwo::Unsupported
-        {
+        use crate::sys::futex;
+        if futex::wait_two(&self.epoch, ticket.0, word, expected, deadline).is_err() {
             futex::wait(
                 &self.epoch,
                 ticket.0,

@@ -12,17 +12,11 @@ use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 
 use super::clock::MonoTime;
 
-/// Why [`wait`] returned. Callers re-check their condition in every case.
-#[derive(Debug, PartialEq, Eq)]
-pub(crate) enum Wake {
-    /// Woken, the word no longer held `expected`, or a spurious wake-up.
-    Woken,
-    /// The deadline passed.
-    TimedOut,
-}
-
 /// Sleeps while `*word == expected`, until woken or until `deadline`.
-pub(crate) fn wait(word: &AtomicU32, expected: u32, deadline: MonoTime) -> Wake {
+/// Callers re-check their condition and deadline whatever ended the sleep
+/// (a wake-up, a changed word, the deadline, or a spurious return), so
+/// nothing is reported.
+pub(crate) fn wait(word: &AtomicU32, expected: u32, deadline: MonoTime) {
     let ts = deadline.to_timespec();
     loop {
         // SAFETY: `word` is a valid, aligned u32 for the duration of the call;
@@ -39,18 +33,14 @@ pub(crate) fn wait(word: &AtomicU32, expected: u32, deadline: MonoTime) -> Wake 
                 libc::FUTEX_BITSET_MATCH_ANY,
             )
         };
-        if ret == 0 {
-            return Wake::Woken;
+        // The absolute deadline makes retrying after a signal exact. Else
+        // (woken, ETIMEDOUT, EAGAIN: the word already changed; anything
+        // else, EFAULT cannot happen for a live mapping) the caller
+        // re-checks.
+        if ret != 0 && std::io::Error::last_os_error().raw_os_error() == Some(libc::EINTR) {
+            continue;
         }
-        match std::io::Error::last_os_error().raw_os_error() {
-            Some(libc::ETIMEDOUT) => return Wake::TimedOut,
-            // The absolute deadline makes retrying after a signal exact.
-            Some(libc::EINTR) => continue,
-            // EAGAIN: the word already changed. Anything else (EFAULT cannot
-            // happen for a live mapping) is treated as a spurious wake-up:
-            // the caller re-checks its condition and its deadline.
-            _ => return Wake::Woken,
-        }
+        return;
     }
 }
 
@@ -67,31 +57,26 @@ struct FutexWaitv {
 const FUTEX2_SIZE_U32: u32 = 0x02;
 
 /// Whether `futex_waitv` is missing (kernel < 5.16) or refused (seccomp):
-/// learned on first use, then [`wait_two`] reports `Unsupported` at once.
+/// learned on first use, then [`wait_two`] reports it at once.
 static WAITV_UNSUPPORTED: AtomicBool = AtomicBool::new(false);
 
-/// Why [`wait_two`] returned.
+/// `futex_waitv` is missing (kernel < 5.16) or refused (seccomp).
 #[derive(Debug, PartialEq, Eq)]
-pub(crate) enum WakeTwo {
-    /// Woken, a word no longer held its expected value, or spuriously.
-    Woken,
-    /// The deadline passed.
-    TimedOut,
-    /// `futex_waitv` is not available here; use [`wait`] in short slices.
-    Unsupported,
-}
+pub(crate) struct WaitvUnsupported;
 
 /// Sleeps while `*a == ea` and `*b == eb`, until either is woken or changes,
-/// or until `deadline` (`futex_waitv(2)`, Linux 5.16+).
+/// or until `deadline` (`futex_waitv(2)`, Linux 5.16+). As with [`wait`],
+/// the caller re-checks whatever ended the sleep; `Err` means nothing was
+/// slept: use [`wait`] in short slices instead.
 pub(crate) fn wait_two(
     a: &AtomicU32,
     ea: u32,
     b: &AtomicU32,
     eb: u32,
     deadline: MonoTime,
-) -> WakeTwo {
+) -> Result<(), WaitvUnsupported> {
     if WAITV_UNSUPPORTED.load(Ordering::Relaxed) {
-        return WakeTwo::Unsupported;
+        return Err(WaitvUnsupported);
     }
     let entry = |word: &AtomicU32, val: u32| FutexWaitv {
         val: u64::from(val),
@@ -116,18 +101,18 @@ pub(crate) fn wait_two(
             )
         };
         if ret >= 0 {
-            return WakeTwo::Woken;
+            return Ok(());
         }
         match std::io::Error::last_os_error().raw_os_error() {
-            Some(libc::ETIMEDOUT) => return WakeTwo::TimedOut,
             Some(libc::EINTR) => continue,
             Some(libc::ENOSYS) | Some(libc::EPERM) => {
                 // Relaxed: a cache of a fact about this kernel.
                 WAITV_UNSUPPORTED.store(true, Ordering::Relaxed);
-                return WakeTwo::Unsupported;
+                return Err(WaitvUnsupported);
             }
-            // EAGAIN: a word already changed. Anything else: spurious.
-            _ => return WakeTwo::Woken,
+            // ETIMEDOUT, EAGAIN (a word already changed), anything else:
+            // the caller re-checks.
+            _ => return Ok(()),
         }
     }
 }
