@@ -290,7 +290,7 @@ impl fmt::Display for OpenError {
             OpenError::Io { op, source } => write!(f, "{op} failed: {source}"),
             OpenError::NotFound { name } => write!(
                 f,
-                "no shared-memory segment named {name:?} (never created, or already attached and unlinked)"
+                "no remora segment or FIFO directory named {name:?} (never created, or already attached and removed)"
             ),
             OpenError::BadMagic { found } => write!(
                 f,
@@ -298,20 +298,20 @@ impl fmt::Display for OpenError {
             ),
             OpenError::VersionMismatch { found, expected } => write!(
                 f,
-                "segment layout version {found}, this remora speaks {expected}: build both sides with the same remora"
+                "channel layout version {found} (segment or FIFO manifest), this remora speaks {expected}: build both sides with the same remora"
             ),
             OpenError::BadSize { actual, recorded } => {
                 write!(f, "segment is {actual} bytes but its header records {recorded}")
             }
             OpenError::WrongOwner { owner, expected } => {
-                write!(f, "segment is owned by uid {owner}, not by us (uid {expected}); refusing it")
+                write!(f, "the segment or FIFO file is owned by uid {owner}, not by us (uid {expected}); refusing it")
             }
             OpenError::NotReady => f.write_str("segment is not initialised yet"),
             OpenError::BadLayout { reason } => {
                 write!(f, "channel directory is corrupt or unsafe: {reason}")
             }
             OpenError::AlreadyClaimed => f.write_str(
-                "segment already claimed by another process (was REMORA_CHANNEL inherited by a grandchild?)",
+                "segment or FIFO set already claimed by another process (was REMORA_CHANNEL inherited by a grandchild?)",
             ),
             OpenError::InvalidConfig { reason } => write!(f, "invalid channel configuration: {reason}"),
         }
