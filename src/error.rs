@@ -6,7 +6,6 @@ use std::fmt;
 use std::io;
 
 pub use crate::ring::RingFault;
-use crate::transport::ParseTransportError;
 
 /// Why a send failed. Sends borrow the message, so on error it is still the
 /// caller's to retry, log or drop.
@@ -472,3 +471,21 @@ impl OpenError {
         move |source| OpenError::Io { op, source }
     }
 }
+
+/// A [`TRANSPORT_ENV`](crate::TRANSPORT_ENV) value that is not `auto`, `shm` or `fifo`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ParseTransportError {
+    pub(crate) value: String,
+}
+
+impl std::fmt::Display for ParseTransportError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "unknown transport {:?}: expected \"auto\", \"shm\" or \"fifo\"",
+            self.value
+        )
+    }
+}
+
+impl std::error::Error for ParseTransportError {}

@@ -85,11 +85,12 @@ pub use channel::{
 pub use codec::{Decode, Encode, FrameSerializer, FrameValidator, FrameWriter};
 pub use config::{ChannelConfig, DEFAULT_CAPACITY};
 pub use error::{
-    ChannelError, ConnectError, OpenError, RecvError, RingFault, SendError, SpawnError, StreamFault,
+    ChannelError, ConnectError, OpenError, ParseTransportError, RecvError, RingFault, SendError,
+    SpawnError, StreamFault,
 };
 pub use segment::Segment;
 pub use spawn::{CHANNEL_ENV, Child, Connection, Spawner, connect, set_parent_death_signal};
-pub use transport::{ParseTransportError, TRANSPORT_ENV, Transport};
+pub use transport::{TRANSPORT_ENV, Transport};
 pub use wait::WaitStrategy;
 
 #[cfg(all(test, loom))]

@@ -1,6 +1,7 @@
 //! Which transport a spawner uses, the `REMORA_TRANSPORT` override, and when
 //! `Auto` falls back from shared memory to FIFOs.
 
+use crate::error::ParseTransportError;
 use std::fmt;
 use std::str::FromStr;
 
@@ -62,24 +63,6 @@ pub enum Transport {
     /// Named pipes only.
     Fifo,
 }
-
-/// A [`TRANSPORT_ENV`] value that is not `auto`, `shm` or `fifo`.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct ParseTransportError {
-    value: String,
-}
-
-impl fmt::Display for ParseTransportError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "unknown transport {:?}: expected \"auto\", \"shm\" or \"fifo\"",
-            self.value
-        )
-    }
-}
-
-impl std::error::Error for ParseTransportError {}
 
 impl FromStr for Transport {
     type Err = ParseTransportError;

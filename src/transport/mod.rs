@@ -14,7 +14,7 @@ pub(crate) mod fifo;
 pub(crate) mod shm;
 
 pub(crate) use choice::shm_unusable;
-pub use choice::{ParseTransportError, TRANSPORT_ENV, Transport};
+pub use choice::{TRANSPORT_ENV, Transport};
 pub(crate) use fifo::{FifoReceiver, FifoSender, FifoSet};
 pub(crate) use shm::{ShmReceiver, ShmSender};
 
