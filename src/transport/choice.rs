@@ -1,11 +1,10 @@
 //! Which transport a spawner uses, the `REMORA_TRANSPORT` override, and when
 //! `Auto` falls back from shared memory to FIFOs.
 
-use crate::error::ParseTransportError;
 use std::fmt;
 use std::str::FromStr;
 
-use crate::error::OpenError;
+use crate::error::{OpenError, ParseTransportError};
 
 /// The environment variable that picks the transport when a [`Spawner`]
 /// is left at [`Transport::Auto`]: `auto`, `shm` or `fifo`.
