@@ -32,11 +32,6 @@ pub(crate) const MAX_NAME_LEN: usize = 48;
 /// Ring blocks start on page boundaries.
 pub(crate) const PAGE: usize = 4096;
 
-/// Direction index of the parent→child ring in a [`ChannelDescriptor`].
-pub(crate) const PARENT_TO_CHILD: usize = 0;
-/// Direction index of the child→parent ring in a [`ChannelDescriptor`].
-pub(crate) const CHILD_TO_PARENT: usize = 1;
-
 /// Offset of [`SegmentHeader::creator_alive`].
 pub(crate) const CREATOR_WORD: usize = std::mem::offset_of!(SegmentHeader, creator_alive);
 /// Offset of [`SegmentHeader::opener_alive`].
@@ -78,7 +73,7 @@ pub(crate) struct ChannelDescriptor {
     /// The creator's wait strategy for the channel (0 adaptive, 1 spin,
     /// 2 block): the opener's default too. Unknown values mean adaptive.
     pub(crate) wait_hint: u32,
-    /// Indexed by [`PARENT_TO_CHILD`] / [`CHILD_TO_PARENT`].
+    /// Indexed by `side::Direction::index`: creator-to-opener first.
     pub(crate) rings: [RingDescriptor; 2],
     pub(crate) _reserved: [u8; 24],
 }

@@ -71,6 +71,7 @@ mod layout;
 mod peer;
 mod ring;
 mod segment;
+mod side;
 mod spawn;
 mod stale;
 mod sync;

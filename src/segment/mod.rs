@@ -30,17 +30,11 @@ use crate::error::{ChannelError, OpenError};
 use crate::layout::*;
 use crate::peer::PeerWatch;
 use crate::ring::{Consumer, Producer, RingRegion};
+use crate::side::{Direction, Side};
 use crate::stale;
 use crate::sync::{AtomicU64, Ordering};
 use crate::sys::{futex, mapping::Mapping, shm};
 use crate::transport::{ShmReceiver, ShmSender};
-
-/// Which end of the segment this process is.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Side {
-    Creator,
-    Opener,
-}
 
 /// A mapped remora segment: the creator's or the opener's view.
 ///
@@ -293,10 +287,7 @@ impl Segment {
                 name: name.to_owned(),
             });
         }
-        let (out_dir, in_dir) = match self.side {
-            Side::Creator => (PARENT_TO_CHILD, CHILD_TO_PARENT),
-            Side::Opener => (CHILD_TO_PARENT, PARENT_TO_CHILD),
-        };
+        let (out_dir, in_dir) = (self.side.outgoing(), self.side.incoming());
         self.agree_fingerprint(index, out_dir, out_fp)?;
         self.agree_fingerprint(index, in_dir, in_fp)?;
         let out_region = self.region(index, out_dir);
@@ -326,12 +317,13 @@ impl Segment {
 
     /// Records our fingerprint for a direction, or checks the one the other
     /// side recorded.
-    fn agree_fingerprint(&self, index: usize, dir: usize, fp: u64) -> Result<(), ChannelError> {
-        // SAFETY: `index` is a validated directory entry and `dir < 2`; the
+    fn agree_fingerprint(&self, index: usize, dir: Direction, fp: u64) -> Result<(), ChannelError> {
+        let dir_index = dir.index();
+        // SAFETY: `index` is a validated directory entry and `dir_index < 2`; the
         // fingerprint is an aligned atomic word inside the mapping.
         let slot: &AtomicU64 = unsafe {
             let header = self.link.mapping().base().cast::<SegmentHeader>();
-            &*addr_of!((*header).channels[index].rings[dir].fingerprint)
+            &*addr_of!((*header).channels[index].rings[dir_index].fingerprint)
         };
         // AcqRel/Acquire: whichever side records first, the other reads it.
         match slot.compare_exchange(0, fp, Ordering::AcqRel, Ordering::Acquire) {
@@ -339,17 +331,13 @@ impl Segment {
             Err(existing) if existing == fp => Ok(()),
             Err(_) => Err(ChannelError::TypeMismatch {
                 name: self.channels[index].name.clone(),
-                direction: if dir == PARENT_TO_CHILD {
-                    "parent-to-child"
-                } else {
-                    "child-to-parent"
-                },
+                direction: dir.describe(),
             }),
         }
     }
 
-    fn region(&self, index: usize, dir: usize) -> RingRegion {
-        let (offset, capacity) = self.channels[index].rings[dir];
+    fn region(&self, index: usize, dir: Direction) -> RingRegion {
+        let (offset, capacity) = self.channels[index].rings[dir.index()];
         let base = self.link.mapping().base();
         // SAFETY: `offset + RING_CONTROL_SIZE + capacity` was validated to lie
         // inside the mapping, which the `Attachment` (held by every end) keeps alive;
@@ -512,11 +500,8 @@ impl Segment {
     }
 
     /// `(outbound, inbound)` ring directions for this side.
-    fn directions(&self) -> (usize, usize) {
-        match self.side {
-            Side::Creator => (PARENT_TO_CHILD, CHILD_TO_PARENT),
-            Side::Opener => (CHILD_TO_PARENT, PARENT_TO_CHILD),
-        }
+    fn directions(&self) -> (Direction, Direction) {
+        (self.side.outgoing(), self.side.incoming())
     }
 }
 
@@ -529,10 +514,7 @@ impl Drop for Segment {
     /// strands a peer that has not attached yet.
     fn drop(&mut self) {
         let taken = std::mem::take(self.taken.get_mut().unwrap_or_else(|p| p.into_inner()));
-        let (out_dir, in_dir) = match self.side {
-            Side::Creator => (PARENT_TO_CHILD, CHILD_TO_PARENT),
-            Side::Opener => (CHILD_TO_PARENT, PARENT_TO_CHILD),
-        };
+        let (out_dir, in_dir) = (self.side.outgoing(), self.side.incoming());
         // Never touch a segment someone shrank (SIGBUS): skip the courtesy.
         let total = self.channels.last().map_or(0, |c| {
             let (offset, capacity) = c.rings[1];
