@@ -19,6 +19,8 @@ pub(crate) struct Producer {
     /// The last head we read; space up to it is known free.
     cached_head: u64,
     fault: Option<RingFault>,
+    /// Payload length of the last commit: the size hint of unsized sends.
+    last_len: usize,
 }
 
 /// Why [`Producer::reserve`] gave nothing.
@@ -64,6 +66,7 @@ impl Producer {
             tail,
             cached_head: head,
             fault: None,
+            last_len: 0,
         };
         // The same checks as `refresh_head` (with our tail as the bound),
         // plus the tail's own: nothing read here is trusted unchecked.
@@ -108,8 +111,24 @@ impl Producer {
     /// is [`ReserveError::Full`] even if the frame would fit, so that the
     /// caller waits for the consumer to free a batch instead of trading the
     /// `head` line with it once per frame (0: take any space).
+    #[cfg(any(test, loom))]
     #[inline]
     pub(crate) fn reserve(&mut self, min: usize, refill: u64) -> Result<Grant, ReserveError> {
+        self.reserve_expecting(min, refill, min)
+    }
+
+    /// [`Producer::reserve`] for a payload expected to be about `expect`
+    /// bytes (at least `min`): a caller that does not know its size in
+    /// advance (a typed send) passes the last message's size, so that big
+    /// messages rewind to index 0 like sized ones do (see
+    /// [`Producer::try_rewind`]) instead of marching through the ring.
+    #[inline]
+    pub(crate) fn reserve_expecting(
+        &mut self,
+        min: usize,
+        refill: u64,
+        expect: usize,
+    ) -> Result<Grant, ReserveError> {
         if let Some(f) = self.fault {
             return Err(ReserveError::Fault(f));
         }
@@ -118,8 +137,9 @@ impl Producer {
             return Err(ReserveError::TooLarge);
         }
         let need = frame_size(min as u64);
-        if need >= REWIND_MIN {
-            if let Some(grant) = self.try_rewind(need) {
+        let expected = frame_size(expect.clamp(min, max_payload) as u64);
+        if expected >= REWIND_MIN {
+            if let Some(grant) = self.try_rewind(expected) {
                 return Ok(grant);
             }
         }
@@ -161,6 +181,11 @@ impl Producer {
         let valid =
             head >= self.cached_head && head <= self.tail && head.is_multiple_of(FRAME_ALIGN);
         self.tail - if valid { head } else { self.cached_head }
+    }
+
+    /// Payload length of the last committed frame (0 before the first).
+    pub(crate) fn last_len(&self) -> usize {
+        self.last_len
     }
 
     /// Free bytes (contiguous or not) as of the last valid head we read.
@@ -243,6 +268,7 @@ impl Producer {
         );
         self.write_header(pos, len as u32, KIND_MSG);
         self.tail = pos + frame_size(len as u64);
+        self.last_len = len;
         // Release: the frame headers and payload written above become visible
         // to a consumer that Acquire-loads this tail.
         self.region.ctrl().tail.store(self.tail, Ordering::Release);

@@ -138,7 +138,15 @@ impl ShmSender {
             {
                 return Err(SendError::Disconnected);
             }
-            match self.producer.reserve(min, refill) {
+            // An unsized (typed) send expects about the last message's size,
+            // so big messages rewind to index 0 on an empty ring as sized
+            // ones do.
+            let expect = if sized {
+                min
+            } else {
+                self.producer.last_len().max(min)
+            };
+            match self.producer.reserve_expecting(min, refill, expect) {
                 Ok(grant) => match write(grant.payload, grant.len) {
                     Ok(len) => {
                         self.producer.commit(grant, len);
