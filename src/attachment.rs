@@ -15,13 +15,17 @@ use std::sync::Mutex;
 use crate::peer::{Peer, PeerWatch};
 use crate::sys::futex;
 use crate::sys::mapping::Mapping;
-use crate::sys::robust::{self, FUTEX_WAITERS, NO_SENTINEL, Owner};
+use crate::sys::robust::{self, FUTEX_WAITERS, NO_SENTINEL, Owner, Sentinel};
 use crate::wait::{Liveness, PeerSleep};
 use std::sync::atomic::{AtomicU32, Ordering};
 
 /// The shared state behind a segment's channel ends.
 #[derive(Debug)]
 pub(crate) struct Attachment {
+    /// This side's sentinel (see `sys::robust`); declared before `mapping`
+    /// so that it detaches (deregisters its list entry in the guard page)
+    /// before the mapping goes.
+    _sentinel: Option<Sentinel>,
     mapping: Mapping,
     peer: Peer,
     /// Creator side: the segment name, until unlinked (`None` after).
@@ -32,56 +36,45 @@ pub(crate) struct Attachment {
     lock: Option<OwnedFd>,
     /// Offset of the peer's liveness word in the mapping.
     peer_word: usize,
-    /// Offset of our own liveness word, when our robust-list entry for it
-    /// is linked (unlinked on drop, before the mapping goes).
-    own_entry: Option<usize>,
 }
 
 /// This side's liveness word, registered by [`register_liveness`].
 #[derive(Debug)]
 pub(crate) struct OwnWord {
-    /// Offset of the word in the mapping.
-    offset: usize,
     /// The value the word must hold: our sentinel's TID, or
     /// [`NO_SENTINEL`] when no sentinel could be started.
     pub(crate) value: u32,
-    /// Whether a robust-list entry is linked for it.
-    linked: bool,
+    /// The sentinel watching it, if one could be started.
+    sentinel: Option<Sentinel>,
 }
 
-/// Links this process's robust-list entry for the word at `offset` of
-/// `mapping` and returns the value to store there. Without a sentinel
-/// (`set_robust_list` refused), the value is [`NO_SENTINEL`]: the peer then
+/// Starts a sentinel for the word at `offset` of `mapping` and returns the
+/// value to store there. Without a sentinel (no thread, or
+/// `set_robust_list` refused), the value is [`NO_SENTINEL`]: the peer then
 /// sees this side as alive and learns of its death only by slower means.
 pub(crate) fn register_liveness(mapping: &Mapping, offset: usize) -> OwnWord {
     debug_assert!(offset.is_multiple_of(8) && offset + 8 <= crate::layout::PAGE);
     // SAFETY: the entry lies in the mapping's private guard page, 8-aligned
-    // (`offset` is), and the word `ENTRY_TO_WORD` bytes later is the
-    // segment's word at `offset`; both stay mapped until the owner of the
-    // mapping unregisters (see `Attachment`'s drop and `OwnWord::abandon`).
+    // (`offset` is), and the word one guard page later is the segment's
+    // word at `offset`; both stay mapped until the sentinel is dropped,
+    // which `Attachment` (field order) and `OwnWord::abandon` do first.
     match unsafe { robust::register(mapping.guard().add(offset)) } {
-        Ok(tid) => OwnWord {
-            offset,
+        Ok((tid, sentinel)) => OwnWord {
             value: tid,
-            linked: true,
+            sentinel: Some(sentinel),
         },
         Err(_) => OwnWord {
-            offset,
             value: NO_SENTINEL,
-            linked: false,
+            sentinel: None,
         },
     }
 }
 
 impl OwnWord {
-    /// Unlinks the entry when the word will not be used after all (a lost
-    /// claim).
-    pub(crate) fn abandon(self, mapping: &Mapping) {
-        if self.linked {
-            // SAFETY: linked by `register_liveness` for this mapping, which
-            // is still mapped.
-            unsafe { robust::unregister(mapping.guard().add(self.offset)) };
-        }
+    /// Detaches the sentinel when the word will not be used after all (a
+    /// lost claim), before the mapping goes.
+    pub(crate) fn abandon(self) {
+        drop(self.sentinel);
     }
 }
 
@@ -102,7 +95,7 @@ impl Attachment {
             name: Mutex::new(name),
             lock,
             peer_word,
-            own_entry: own.linked.then_some(own.offset),
+            _sentinel: own.sentinel,
         }
     }
 
@@ -205,7 +198,9 @@ impl Liveness for Attachment {
         let word = self.peer_word();
         // Acquire: as in `peer_dead_now`.
         let mut value = word.load(Ordering::Acquire);
-        loop {
+        // Bounded: a peer that keeps rewriting its word must not keep us
+        // from sleeping (or from our deadline).
+        for _ in 0..4 {
             match Owner::of(value) {
                 Owner::Dead => return PeerSleep::Dead,
                 // Not attached yet: sleep on the word as it is; the opener
@@ -229,6 +224,7 @@ impl Liveness for Attachment {
                 Err(now) => value = now,
             }
         }
+        PeerSleep::Unwatched
     }
 }
 
@@ -237,10 +233,6 @@ impl Drop for Attachment {
     /// has not attached yet, so the name goes too.
     fn drop(&mut self) {
         let _ = self.unlink_name();
-        if let Some(offset) = self.own_entry {
-            // SAFETY: linked by `register_liveness` for this mapping, which
-            // is unmapped only after this (fields drop after `drop`).
-            unsafe { robust::unregister(self.mapping.guard().add(offset)) };
-        }
+        // Then the fields: the sentinel detaches before the mapping goes.
     }
 }

@@ -73,9 +73,12 @@ impl Peer {
     /// Whether the peer is known dead, without a system call.
     #[inline]
     pub(crate) fn known_dead(&self) -> bool {
-        // Relaxed: a latch; what the dead peer wrote is ordered by the
-        // transport's own synchronisation, which callers re-do after this.
-        self.dead.load(Ordering::Relaxed)
+        // Acquire: pairs with the AcqRel swap in `latch`. A thread that sees
+        // the latch another thread set (after that one saw the death with an
+        // Acquire load of the peer's word) also sees what the dead peer
+        // published before dying, so its final drain of the ring misses no
+        // committed frame, on weakly ordered CPUs too.
+        self.dead.load(Ordering::Acquire)
     }
 
     /// Checks whether the peer is gone (may make a system call). Runs
@@ -94,8 +97,9 @@ impl Peer {
     /// Records that the peer is dead (seen by any means). Runs `on_death`
     /// once, for the first caller.
     pub(crate) fn latch(&self, on_death: impl FnOnce()) {
-        // Relaxed: a latch; the swap makes exactly one caller run `on_death`.
-        if !self.dead.swap(true, Ordering::Relaxed) {
+        // AcqRel: exactly one caller runs `on_death`; Release publishes what
+        // this thread saw of the dead peer to `known_dead`'s Acquire.
+        if !self.dead.swap(true, Ordering::AcqRel) {
             on_death();
         }
     }

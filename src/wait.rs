@@ -231,5 +231,13 @@ fn block_until(
             }
         }
         bell.done();
+        // Whatever woke us, read the peer's word now, before `ready()` can
+        // end the wait: the kernel wakes only one waiter at a death, and the
+        // one it woke must latch the death and wake this process's other
+        // waiters on the word (`dead_now` does), even if its own condition
+        // happens to hold.
+        if peer.dead_now() {
+            return Waited::Ready;
+        }
     }
 }

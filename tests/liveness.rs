@@ -712,6 +712,65 @@ fn segment_creator_role() {
     }
 }
 
+/// A peer that truncates its own segment (so the kernel cannot read the
+/// liveness word there) must not hide its creator's death from the
+/// creator's other peers. Regression: with one robust list per process the
+/// kernel's walk stopped at the unreadable word, and an opener of an
+/// earlier segment waited out its whole timeout.
+#[test]
+fn a_truncated_sibling_segment_does_not_hide_the_creators_death() {
+    let _s = serial();
+    let _w = Watchdog::new("truncated sibling", Duration::from_secs(120));
+    let me = self_args();
+    let mut creator = Command::new(&me[0])
+        .args(&me[1..])
+        .env(common::ROLE, "two_segments")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let lines = StdoutLines::new(creator.stdout.take().unwrap());
+    let creator = common::guard(creator);
+    let line = lines.wait_for("SEGMENTS", Duration::from_secs(20));
+    let mut names = line.split_whitespace().skip(1);
+    let (first, second) = (names.next().unwrap(), names.next().unwrap());
+    // We attach to the first (older) segment; the second's "peer" shrinks
+    // it to nothing.
+    let seg = Segment::open(first).unwrap();
+    let (_tx, mut rx) = seg.raw_channel("c").unwrap();
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(format!("/dev/shm{second}"))
+        .unwrap()
+        .set_len(0)
+        .unwrap();
+    let pid = creator.id();
+    let killer = std::thread::spawn(move || {
+        std::thread::sleep(settle_time());
+        let at = mono_ns();
+        sigkill(pid);
+        at
+    });
+    let got = rx.recv_timeout(Duration::from_secs(10)).map(drop);
+    let seen = mono_ns();
+    let killed = killer.join().unwrap();
+    drop(creator);
+    let _ = std::fs::remove_file(format!("/dev/shm{second}"));
+    assert_eq!(got, Err(RecvError::Disconnected));
+    let took = Duration::from_nanos(seen.saturating_sub(killed));
+    println!("creator death behind a truncated sibling seen after {took:?}");
+    assert!(took < Duration::from_secs(2), "took {took:?}");
+}
+
+fn two_segments_role() {
+    let first = Segment::create(&[ChannelConfig::new("c").capacity(4096)]).unwrap();
+    let second = Segment::create(&[ChannelConfig::new("c").capacity(4096)]).unwrap();
+    println!("SEGMENTS {} {}", first.name(), second.name());
+    loop {
+        std::thread::sleep(Duration::from_secs(1));
+    }
+}
+
 #[test]
 fn segment_peer_death_is_seen_at_once_both_ways() {
     let _s = serial();
@@ -863,6 +922,7 @@ fn child_entry() {
         "segment_opener" => segment_opener_role(),
         "segment_creator" => segment_creator_role(),
         "sweeper" => sweeper_role(),
+        "two_segments" => two_segments_role(),
         _ => {
             let conn = remora::connect().unwrap();
             match role.as_str() {

@@ -161,7 +161,7 @@ impl Segment {
             .compare_exchange(0, own.value, Ordering::AcqRel, Ordering::Acquire)
             .is_err()
         {
-            own.abandon(&mapping);
+            own.abandon();
             return Err(OpenError::AlreadyClaimed);
         }
         // A creator blocked before we attached sleeps on the 0 we replaced.

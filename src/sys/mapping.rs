@@ -5,12 +5,15 @@ use std::io;
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::ptr::NonNull;
 
-use super::robust::ENTRY_TO_WORD;
+use super::robust::entry_to_word;
 
 /// Size of the private page in front of every mapping: it holds this
 /// process's robust-list entries for liveness words in the segment's first
-/// page (see [`crate::sys::robust`]), where the peer cannot write them.
-const GUARD: usize = ENTRY_TO_WORD;
+/// page (see [`crate::sys::robust`]), where the peer cannot write them. One
+/// system page, so the shared part after it stays page-aligned.
+fn guard_len() -> usize {
+    entry_to_word()
+}
 
 /// A read-write shared mapping of a whole file descriptor, preceded by one
 /// private anonymous page.
@@ -20,7 +23,7 @@ const GUARD: usize = ENTRY_TO_WORD;
 /// plain bytes is handed out here.
 #[derive(Debug)]
 pub(crate) struct Mapping {
-    /// The private guard page; the shared part starts `GUARD` bytes later.
+    /// The private guard page; the shared part starts `guard_len()` bytes later.
     guard: NonNull<u8>,
     /// Length of the shared part.
     len: usize,
@@ -36,7 +39,7 @@ impl Mapping {
     /// Maps `len` bytes of `fd` shared and read-write, behind a private page.
     pub(crate) fn new(fd: &OwnedFd, len: usize) -> io::Result<Mapping> {
         let total = len
-            .checked_add(GUARD)
+            .checked_add(guard_len())
             .ok_or_else(|| io::Error::from_raw_os_error(libc::EINVAL))?;
         // SAFETY: a fresh private anonymous reservation at a kernel-chosen
         // address; it aliases no Rust object.
@@ -77,8 +80,8 @@ impl Mapping {
 
     /// The first byte of the shared mapping (page-aligned).
     pub(crate) fn base(&self) -> *mut u8 {
-        // SAFETY: the reservation is `GUARD + len` bytes long.
-        unsafe { self.guard.as_ptr().add(GUARD) }
+        // SAFETY: the reservation is `guard_len() + len` bytes long.
+        unsafe { self.guard.as_ptr().add(guard_len()) }
     }
 
     /// The private page in front of the shared mapping: byte `o` of it is
@@ -90,10 +93,10 @@ impl Mapping {
 
 impl Drop for Mapping {
     fn drop(&mut self) {
-        // SAFETY: `guard`/`GUARD + len` are exactly the reservation, and
+        // SAFETY: `guard`/`guard_len() + len` are exactly the reservation, and
         // nothing borrows the mapping past the owner's lifetime (channel
         // halves hold an `Arc` to the owner; robust entries in the guard page
         // are unlinked by the owner before this runs).
-        unsafe { libc::munmap(self.guard.as_ptr().cast(), GUARD + self.len) };
+        unsafe { libc::munmap(self.guard.as_ptr().cast(), guard_len() + self.len) };
     }
 }

@@ -2,39 +2,42 @@
 //! process died.
 //!
 //! Each process that maps a segment owns one 32-bit *liveness word* in it,
-//! holding the TID of this process's **sentinel** thread. The sentinel is a
-//! parked thread that registered its own robust futex list
-//! (`set_robust_list(2)`). When the sentinel exits — the process is killed,
-//! crashes, exits, or calls `execve` — the kernel walks that list and, for
-//! every word still holding the sentinel's TID, sets `FUTEX_OWNER_DIED` and
-//! wakes one waiter if `FUTEX_WAITERS` is set. This works across PID
-//! namespaces (the word holds the TID as the sentinel's own namespace sees
-//! it) and whatever the process tree looks like, unlike `getppid()`.
+//! holding the TID of a **sentinel** thread: a parked thread that
+//! registered its own robust futex list (`set_robust_list(2)`) with exactly
+//! one entry, for that word. When the sentinel exits because the process is
+//! killed, crashes, exits or calls `execve`, the kernel walks the list and,
+//! since the word still holds the sentinel's TID, sets `FUTEX_OWNER_DIED`
+//! on it and wakes one waiter if `FUTEX_WAITERS` is set. This works across
+//! PID namespaces (the word holds the TID as the sentinel's own namespace
+//! sees it) and whatever the process tree looks like, unlike `getppid()`.
 //!
-//! Where the list lives matters: the kernel reads it at exit, so a peer that
-//! could write it could cut the walk short and hide our death from every
-//! *other* peer. So the list entries never live in shared memory. Every
-//! segment is mapped with one private anonymous page just in front of it
-//! (see [`crate::sys::mapping`]), and a word at offset `o` of the segment
-//! has its list entry at offset `o` of that private page: the list's
-//! `futex_offset` is exactly [`ENTRY_TO_WORD`]. The list head is leaked
-//! private memory; entries are linked and unlinked under a mutex with
-//! single aligned pointer stores, so the kernel sees a consistent list
-//! whenever the process dies.
+//! **One sentinel per word**, not one per process: the kernel abandons a
+//! list walk at the first entry it cannot read, and a peer can make its own
+//! segment's word unreadable by truncating the segment. With one list per
+//! segment, that peer hides our death only from itself, never from the
+//! peers of our other segments. A sentinel costs a parked thread (64 KiB
+//! stack, no CPU) per mapped segment.
+//!
+//! **The list lives in private memory.** The kernel reads it at exit, so it
+//! never lives in shared memory the peer could rewrite. Every segment is
+//! mapped with one private anonymous page just in front of it (see
+//! [`crate::sys::mapping`]), and the word at offset `o` of the segment has
+//! its list entry at offset `o` of that private page: `futex_offset` is one
+//! page. The list head is the sentinel's own heap allocation; before the
+//! sentinel exits on request it deregisters the list (`set_robust_list` with
+//! a null head), so an orderly detach marks nothing and its memory can go.
 //!
 //! glibc keeps registering its own robust lists on every other thread, so
-//! robust pthread mutexes keep working; only the sentinel's list is ours.
+//! robust pthread mutexes keep working; only the sentinels' lists are ours.
 //!
-//! Limits: the kernel walks at most 2048 entries of a list (`ROBUST_LIST_LIMIT`),
-//! so a process mapping more segments than that at once is reported dead only
-//! to the peers of the first 2048 (the others still see close flags, pidfds
-//! or their deadlines). A process `fork`ed without `exec` has no sentinel
-//! thread: it starts its own on first use (a `fork` while another thread
-//! held the registry lock would leave it locked in the child, as with any
-//! mutex). `execve` and the OOM reaper: see the README's "Peer death".
+//! Limits: a process `fork`ed without `exec` has no sentinels (the kernel
+//! clears a child's robust lists): its copies of our words are never marked
+//! by its death, nor do they hide ours. `execve` and the OOM reaper: see the
+//! README's "Peer death".
 
 use std::io;
-use std::sync::Mutex;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;
 
 /// Set by a waiter: the kernel wakes one waiter on death only if it is set.
@@ -48,9 +51,25 @@ pub(crate) const FUTEX_TID_MASK: u32 = 0x3fff_ffff;
 /// TID reaches this value (`pid_max` is at most 2^22).
 pub(crate) const NO_SENTINEL: u32 = FUTEX_TID_MASK;
 
-/// From a list entry to its word: one page, the private guard page in front
-/// of every segment mapping.
-pub(crate) const ENTRY_TO_WORD: usize = 4096;
+/// From a list entry to its word: one page (the private guard page in front
+/// of every segment mapping), as the kernel counts pages here.
+pub(crate) fn entry_to_word() -> usize {
+    page_size()
+}
+
+/// The system's page size (`sysconf(_SC_PAGESIZE)`): 4 KiB on x86_64, but
+/// 16 or 64 KiB on some arm64 and ppc64 kernels.
+pub(crate) fn page_size() -> usize {
+    static PAGE: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    *PAGE.get_or_init(|| {
+        // SAFETY: sysconf has no preconditions.
+        let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+        usize::try_from(page)
+            .ok()
+            .filter(|p| p.is_power_of_two())
+            .unwrap_or(4096)
+    })
+}
 
 /// What a liveness word says about its owner.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -92,152 +111,104 @@ struct RobustListHead {
     list_op_pending: *mut RobustList,
 }
 
-/// This process's sentinel.
-struct Sentinel {
-    /// The process it belongs to: a child forked without `exec` has no
-    /// sentinel thread, only a copy of this record, and starts its own.
-    pid: u32,
-    /// The sentinel's TID in its own PID namespace (what the kernel compares).
-    tid: u32,
-    /// The leaked list head the sentinel registered.
-    head: *mut RobustListHead,
+/// A running sentinel for one word. Dropping it detaches the word: the
+/// sentinel deregisters its list and exits, and the word is never marked.
+#[derive(Debug)]
+pub(crate) struct Sentinel {
+    stop: Arc<AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
 }
 
-// SAFETY: `head` points to leaked, never-freed memory that is only touched
-// under the `SENTINEL` mutex (and read by the kernel at thread exit).
-unsafe impl Send for Sentinel {}
+/// The list entry's address, as a number (raw pointers are not `Send`).
+struct EntryAddr(usize);
 
-static SENTINEL: Mutex<Option<Sentinel>> = Mutex::new(None);
-
-/// Starts this process's sentinel thread, once per process.
-fn start_sentinel() -> io::Result<Sentinel> {
-    let (tx, rx) = mpsc::sync_channel::<io::Result<(u32, usize)>>(1);
-    std::thread::Builder::new()
+/// Starts a sentinel for the word at `entry + entry_to_word()`, whose robust
+/// list holds the single entry at `entry`. Returns the value the word must
+/// hold (the sentinel's TID) and the sentinel.
+///
+/// # Safety
+///
+/// `entry` must be 8-aligned, private to this process, writable, used by no
+/// other sentinel, and stay mapped until the returned `Sentinel` is dropped
+/// (its drop waits for the list to be deregistered); `entry +
+/// entry_to_word()` must be a 4-aligned u32 word that stays mapped as long.
+pub(crate) unsafe fn register(entry: *mut u8) -> io::Result<(u32, Sentinel)> {
+    let (tx, rx) = mpsc::sync_channel::<io::Result<u32>>(1);
+    let stop = Arc::new(AtomicBool::new(false));
+    let stop_flag = Arc::clone(&stop);
+    let entry = EntryAddr(entry as usize);
+    let thread = std::thread::Builder::new()
         .name("remora-liveness".into())
         .stack_size(64 * 1024)
         .spawn(move || {
-            let head: &'static mut RobustListHead = Box::leak(Box::new(RobustListHead {
-                list: RobustList {
-                    next: std::ptr::null_mut(),
-                },
-                futex_offset: ENTRY_TO_WORD as libc::c_long,
+            let entry = entry.0 as *mut RobustList;
+            let mut head = Box::new(RobustListHead {
+                list: RobustList { next: entry },
+                futex_offset: entry_to_word() as libc::c_long,
                 list_op_pending: std::ptr::null_mut(),
-            }));
-            // An empty list points at itself.
-            head.list.next = &raw mut head.list;
-            let head: *mut RobustListHead = head;
-            // SAFETY: `head` is a valid, leaked robust_list_head that outlives
-            // this thread; the kernel reads it only when this thread exits.
+            });
+            let head_ptr: *mut RobustListHead = &mut *head;
+            // SAFETY: `entry` is valid per `register`'s contract; a
+            // one-entry list points back at the head.
+            unsafe {
+                entry.write_volatile(RobustList {
+                    next: &raw mut (*head_ptr).list,
+                })
+            };
+            // SAFETY: `head` is a valid robust_list_head that outlives this
+            // thread's registration (deregistered below before it is freed).
             let ret = unsafe {
-                libc::syscall(libc::SYS_set_robust_list, head, size_of::<RobustListHead>())
+                libc::syscall(
+                    libc::SYS_set_robust_list,
+                    head_ptr,
+                    size_of::<RobustListHead>(),
+                )
             };
-            let result = if ret == 0 {
-                // SAFETY: gettid has no preconditions.
-                Ok((unsafe { libc::gettid() } as u32, head as usize))
-            } else {
-                Err(io::Error::last_os_error())
-            };
-            let ok = result.is_ok();
-            let _ = tx.send(result);
-            if ok {
-                // Parked for the life of the process: its exit is the signal.
-                loop {
-                    std::thread::park();
-                }
+            if ret != 0 {
+                let _ = tx.send(Err(io::Error::last_os_error()));
+                return;
             }
+            // SAFETY: gettid has no preconditions.
+            let _ = tx.send(Ok(unsafe { libc::gettid() } as u32));
+            // Parked until detached; if the process dies first, this
+            // thread's exit is the signal.
+            // Acquire: pairs with the Release in `Sentinel::drop`.
+            while !stop_flag.load(Ordering::Acquire) {
+                std::thread::park();
+            }
+            // Orderly detach: forget the list so our exit marks nothing, and
+            // so that neither the head nor the entry is read after this.
+            // SAFETY: a null head is accepted and means "no list".
+            unsafe {
+                libc::syscall(
+                    libc::SYS_set_robust_list,
+                    std::ptr::null::<RobustListHead>(),
+                    size_of::<RobustListHead>(),
+                )
+            };
+            drop(head);
         })?;
-    let (tid, head) = rx
+    let tid = rx
         .recv()
         .map_err(|_| io::Error::other("the liveness sentinel thread died at start"))??;
-    Ok(Sentinel {
-        pid: std::process::id(),
+    Ok((
         tid,
-        head: head as *mut RobustListHead,
-    })
+        Sentinel {
+            stop,
+            thread: Some(thread),
+        },
+    ))
 }
 
-/// Set to this process's pid once starting its sentinel failed, so later
-/// segments do not try (and spawn a thread) again.
-static FAILED_FOR_PID: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
-
-/// The sentinel of this process, started on first use.
-fn sentinel(slot: &mut Option<Sentinel>) -> io::Result<&mut Sentinel> {
-    use std::sync::atomic::Ordering::Relaxed;
-    let pid = std::process::id();
-    if slot.as_ref().is_none_or(|s| s.pid != pid) {
-        // Relaxed: read and written under the `SENTINEL` lock.
-        if FAILED_FOR_PID.load(Relaxed) == pid {
-            return Err(io::Error::from_raw_os_error(libc::ENOSYS));
-        }
-        match start_sentinel() {
-            Ok(started) => *slot = Some(started),
-            Err(e) => {
-                FAILED_FOR_PID.store(pid, Relaxed);
-                return Err(e);
-            }
-        }
-    }
-    Ok(slot.as_mut().expect("just set"))
-}
-
-/// Links the list entry at `entry` into the sentinel's robust list and
-/// returns the value the matching word must hold (the sentinel's TID). The
-/// kernel will mark the word at `entry + ENTRY_TO_WORD` when this process
-/// dies, provided it still holds that value.
-///
-/// # Safety
-///
-/// `entry` must be 8-aligned, private to this process, writable, not
-/// registered already, and stay mapped until [`unregister`] is called with
-/// it; `entry + ENTRY_TO_WORD` must be a 4-aligned u32 word that stays
-/// mapped as long.
-pub(crate) unsafe fn register(entry: *mut u8) -> io::Result<u32> {
-    let mut slot = SENTINEL.lock().unwrap_or_else(|p| p.into_inner());
-    let sentinel = sentinel(&mut slot)?;
-    let entry = entry.cast::<RobustList>();
-    // SAFETY: `head` is the leaked head of our live sentinel; `entry` is
-    // valid per the contract. Linking at the front is one aligned pointer
-    // store, after the new entry already points at the rest: a death at any
-    // moment lets the kernel walk a consistent list.
-    unsafe {
-        let head = &raw mut (*sentinel.head).list;
-        entry.write_volatile(RobustList {
-            next: (&raw const (*head).next).read_volatile(),
-        });
-        (&raw mut (*head).next).write_volatile(entry);
-    }
-    Ok(sentinel.tid)
-}
-
-/// Unlinks an entry linked by [`register`]. A no-op for an entry that is not
-/// in this process's list (e.g. registered before a `fork`).
-///
-/// # Safety
-///
-/// `entry` must still be mapped (it is read if it is in the list).
-pub(crate) unsafe fn unregister(entry: *mut u8) {
-    let mut slot = SENTINEL.lock().unwrap_or_else(|p| p.into_inner());
-    let Some(sentinel) = slot.as_mut().filter(|s| s.pid == std::process::id()) else {
-        return;
-    };
-    let entry = entry.cast::<RobustList>();
-    // SAFETY: every node in the list is a live entry (contract of
-    // `register`/`unregister`) or the leaked head; the walk ends at the head.
-    // Unlinking is one aligned pointer store.
-    unsafe {
-        let head = &raw mut (*sentinel.head).list;
-        let mut prev = head;
-        loop {
-            let next = (&raw const (*prev).next).read_volatile();
-            if next == head {
-                return;
-            }
-            if next == entry {
-                let after = (&raw const (*entry).next).read_volatile();
-                (&raw mut (*prev).next).write_volatile(after);
-                return;
-            }
-            prev = next;
+impl Drop for Sentinel {
+    /// Detaches: waits until the sentinel has deregistered its list (after
+    /// which its entry and word may be unmapped) and exited.
+    fn drop(&mut self) {
+        // Release: the sentinel's Acquire load sees it and stops.
+        self.stop.store(true, Ordering::Release);
+        if let Some(thread) = self.thread.take() {
+            thread.thread().unpark();
+            let _ = thread.join();
         }
     }
 }
