@@ -51,38 +51,6 @@ pub(crate) fn write(fd: BorrowedFd<'_>, buf: &[u8]) -> io::Result<usize> {
     }
 }
 
-/// `writev(2)` of `parts` after skipping their first `skip` bytes (what an
-/// earlier partial write already wrote); may write only part of the rest.
-/// Errors and SIGPIPE as for [`write`].
-pub(crate) fn writev(fd: BorrowedFd<'_>, parts: &[&[u8]; 3], mut skip: usize) -> io::Result<usize> {
-    let mut iov = [libc::iovec {
-        iov_base: std::ptr::null_mut(),
-        iov_len: 0,
-    }; 3];
-    let mut n = 0;
-    for part in parts {
-        if skip >= part.len() {
-            skip -= part.len();
-            continue;
-        }
-        let rest = &part[skip..];
-        skip = 0;
-        iov[n] = libc::iovec {
-            iov_base: rest.as_ptr().cast_mut().cast(),
-            iov_len: rest.len(),
-        };
-        n += 1;
-    }
-    // SAFETY: the first `n` iovecs describe readable memory borrowed from
-    // `parts` for the call; writev only reads through them.
-    let ret = unsafe { libc::writev(fd.as_raw_fd(), iov.as_ptr(), n as libc::c_int) };
-    if ret < 0 {
-        Err(io::Error::last_os_error())
-    } else {
-        Ok(ret as usize)
-    }
-}
-
 /// Waits until `fd` has one of `events` (or an error/hang-up), `watch`
 /// becomes readable, or `deadline` passes; returns whether `watch` (a
 /// pidfd) is readable. `EINTR` counts as a wake-up: callers re-check
@@ -111,21 +79,6 @@ pub(crate) fn poll(
     // leaves the signal mask alone.
     let n = unsafe { libc::ppoll(fds.as_mut_ptr(), 2, &timeout, std::ptr::null()) };
     n > 0 && fds[1].revents != 0
-}
-
-/// Whether `fd` has one of `events` (or an error/hang-up) right now.
-/// `poll` reads the pipe's state without taking its lock, so spinning on
-/// this does not slow down the peer's `read`/`write` the way spinning on
-/// `read` would.
-pub(crate) fn ready(fd: BorrowedFd<'_>, events: i16) -> bool {
-    let mut pfd = libc::pollfd {
-        fd: fd.as_raw_fd(),
-        events,
-        revents: 0,
-    };
-    // SAFETY: one valid pollfd; a zero timeout never blocks.
-    let n = unsafe { libc::poll(&mut pfd, 1, 0) };
-    n > 0 && pfd.revents != 0
 }
 
 /// The events of `events` (plus `POLLERR`/`POLLHUP`) that `fd` has right
@@ -175,31 +128,9 @@ pub(crate) struct FileId {
     /// Device and inode: the file's identity.
     pub(crate) dev: u64,
     pub(crate) ino: u64,
-    /// Size in bytes (regular files).
-    pub(crate) size: u64,
 }
 
 impl FileId {
-    /// Whether this is a FIFO.
-    pub(crate) fn is_fifo(&self) -> bool {
-        self.mode & libc::S_IFMT == libc::S_IFIFO
-    }
-
-    /// Whether this is a directory.
-    pub(crate) fn is_dir(&self) -> bool {
-        self.mode & libc::S_IFMT == libc::S_IFDIR
-    }
-
-    /// Whether this is a regular file.
-    pub(crate) fn is_file(&self) -> bool {
-        self.mode & libc::S_IFMT == libc::S_IFREG
-    }
-
-    /// Whether users other than the owner have any access.
-    pub(crate) fn open_to_others(&self) -> bool {
-        self.mode & 0o077 != 0
-    }
-
     /// Whether two descriptors refer to the same file.
     pub(crate) fn same_file(&self, other: &FileId) -> bool {
         self.dev == other.dev && self.ino == other.ino
@@ -217,7 +148,6 @@ pub(crate) fn stat(fd: BorrowedFd<'_>) -> io::Result<FileId> {
         uid: st.st_uid,
         dev: st.st_dev,
         ino: st.st_ino,
-        size: st.st_size as u64,
     })
 }
 

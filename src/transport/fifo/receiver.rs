@@ -21,11 +21,10 @@
 //! as with shared memory), and otherwise at the first receive
 //! ([`RecvError::TypeMismatch`]).
 
-use super::buffer::AlignedBuf;
 use super::dir::Direction;
-use super::pipe::Pipe;
+use super::link::Pipe;
 use super::wait::{Outcome, Waiter};
-use super::wire::{self, HEADER, HELLO, HELLO_FRAME, HELLO_LEN, MSG};
+use super::wire::{self, AlignedBuf, HEADER, HELLO, HELLO_FRAME, HELLO_LEN, MSG};
 use crate::codec::ANY_FINGERPRINT;
 use crate::error::{RecvError, StreamFault};
 use crate::transport::{Incoming, ReleaseToken};
@@ -165,7 +164,7 @@ impl FifoReceiver {
         if self.end - self.start < HELLO_FRAME {
             return Ok(());
         }
-        match wire::parse_header(self.buf.bytes(self.start..self.start + HEADER)) {
+        match self.header() {
             (len, HELLO) if len as usize == HELLO_LEN => self.check_hello(expect),
             // Anything else is reported by the first receive.
             _ => Ok(()),
@@ -177,17 +176,14 @@ impl FifoReceiver {
         let payload = self
             .buf
             .bytes(self.start + HEADER..self.start + HELLO_FRAME);
-        let (peer_out, peer_in) = wire::parse_hello(payload);
+        let (peer_out, peer_in) = (wire::u64_at(payload, 0), wire::u64_at(payload, 8));
         // A one-way take does not use (nor check) one direction.
         let differ = |a: u64, b: u64| a != b && a != ANY_FINGERPRINT && b != ANY_FINGERPRINT;
         if differ(peer_out, expect.in_fp) {
             return Err(expect.direction);
         }
         if differ(peer_in, expect.out_fp) {
-            return Err(match expect.direction {
-                Direction::ParentToChild => Direction::ChildToParent,
-                Direction::ChildToParent => Direction::ParentToChild,
-            });
+            return Err(expect.direction.reverse());
         }
         Ok(())
     }
@@ -279,7 +275,7 @@ impl FifoReceiver {
                 self.make_room(HEADER);
                 return Ok(None);
             }
-            let (len, kind) = wire::parse_header(self.buf.bytes(self.start..self.start + HEADER));
+            let (len, kind) = self.header();
             let offset = self.pos;
             match (kind, self.expect) {
                 (MSG, None) if len as usize <= self.max => {}
@@ -332,6 +328,13 @@ impl FifoReceiver {
         }
     }
 
+    /// `(len, kind)` of the header at `start` (at least 16 bytes buffered).
+    #[inline]
+    fn header(&self) -> (u32, u32) {
+        let h = self.buf.bytes(self.start..self.start + HEADER);
+        (wire::u32_at(h, 0), wire::u32_at(h, 4))
+    }
+
     /// Makes sure `need` bytes from `start` fit in the buffer, moving the
     /// unconsumed bytes to the front if not. `need` is at most one largest
     /// frame, which always fits.
@@ -341,7 +344,8 @@ impl FifoReceiver {
             self.start = 0;
             self.end = 0;
         } else if self.start + need > self.buf.len() {
-            self.buf.move_to_front(self.start..self.end);
+            let (start, end) = (self.start, self.end);
+            self.buf.bytes_mut(0..end).copy_within(start..end, 0);
             self.end -= self.start;
             self.start = 0;
         }
@@ -384,7 +388,7 @@ impl FifoReceiver {
             return RecvError::Disconnected;
         }
         let expected = if buffered >= HEADER {
-            let (len, _) = wire::parse_header(self.buf.bytes(self.start..self.start + HEADER));
+            let (len, _) = self.header();
             wire::wire_size(len as usize)
         } else {
             HEADER

@@ -18,7 +18,7 @@
 
 use std::time::Duration;
 
-use super::pipe::Pipe;
+use super::link::Pipe;
 use crate::sys::clock::MonoTime;
 use crate::sys::fd;
 use crate::wait::{ADAPTIVE_SPIN, SLICE, WaitStrategy};
@@ -81,7 +81,7 @@ impl Waiter {
                 break;
             }
             // Spin on a lock-free readiness check, not on the I/O itself.
-            if pipe.fd().is_none_or(|fd| fd::ready(fd, events)) {
+            if pipe.fd().is_none_or(|fd| fd::revents(fd, events) != 0) {
                 return Outcome::Retry;
             }
             if self.yield_between {
