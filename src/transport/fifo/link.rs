@@ -15,7 +15,9 @@ use std::os::unix::ffi::OsStrExt;
 use std::sync::{Arc, Mutex};
 
 use crate::peer::{Peer, PeerWatch};
-use crate::sys::fifo;
+use crate::sys::clock::MonoTime;
+use crate::sys::{fd, fifo};
+use crate::wait::{ADAPTIVE_SPIN, SLICE, WaitStrategy};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum DirState {
@@ -154,6 +156,82 @@ impl Pipe {
     pub(super) fn settle(&mut self) {
         if self.placeholder.is_some() && self.link.settled() {
             self.placeholder = None;
+        }
+    }
+}
+
+/// How a blocked call goes on after [`Waiter::wait`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Outcome {
+    /// Try the I/O again.
+    Retry,
+    TimedOut,
+    PeerGone,
+}
+
+/// One blocked call's wait on a non-blocking pipe end. `Spin` polls
+/// readiness (a zero-timeout `poll`: unlike a `read`, it does not take the
+/// pipe's lock); `Adaptive` does so for [`ADAPTIVE_SPIN`], yielding between
+/// checks, then sleeps in `ppoll` like `Block`. A sleep ends on readiness,
+/// the child's pidfd, the deadline, or after one [`SLICE`]; each slice
+/// checks the peer and settles the placeholder.
+#[derive(Debug)]
+pub(super) struct Waiter {
+    deadline: MonoTime,
+    spin_until: MonoTime,
+    yield_between: bool,
+    next_check: MonoTime,
+}
+
+impl Waiter {
+    pub(super) fn new(strategy: WaitStrategy, deadline: MonoTime) -> Waiter {
+        let spin_until = match strategy {
+            WaitStrategy::Spin => MonoTime::NEVER,
+            WaitStrategy::Adaptive => MonoTime::after(ADAPTIVE_SPIN),
+            WaitStrategy::Block => MonoTime::now(),
+        };
+        Waiter {
+            deadline,
+            spin_until,
+            yield_between: strategy == WaitStrategy::Adaptive,
+            next_check: MonoTime::after(SLICE),
+        }
+    }
+
+    /// Waits for `events` (`POLLIN`/`POLLOUT`) on `pipe` as the strategy says.
+    pub(super) fn wait(&mut self, pipe: &mut Pipe, events: i16) -> Outcome {
+        loop {
+            let now = MonoTime::now();
+            if now >= self.deadline {
+                return Outcome::TimedOut;
+            }
+            if now >= self.next_check {
+                self.next_check = MonoTime::after(SLICE);
+                pipe.settle();
+                if pipe.link.check_peer_gone() {
+                    return Outcome::PeerGone;
+                }
+            }
+            // A closed end has nothing to wait for: the retry reports it.
+            let Some(own) = pipe.fd() else {
+                return Outcome::Retry;
+            };
+            if now >= self.spin_until {
+                let until = self.deadline.min(self.next_check);
+                let peer_fd_ready = fd::poll(own, events, pipe.link.peer_fd(), until);
+                if peer_fd_ready && pipe.link.check_peer_gone() {
+                    return Outcome::PeerGone;
+                }
+                return Outcome::Retry;
+            }
+            if fd::revents(own, events) != 0 {
+                return Outcome::Retry;
+            }
+            if self.yield_between {
+                std::thread::yield_now();
+            } else {
+                std::hint::spin_loop();
+            }
         }
     }
 }

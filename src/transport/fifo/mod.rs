@@ -5,15 +5,14 @@
 //!
 //! * [`dir`]: the directory, its manifest, the stale sweep;
 //! * [`set`]: creating (parent) and opening (child) a set, taking channels;
-//! * [`link`]: the parent's placeholders and the watch on the child;
-//! * [`wire`], [`sender`], [`receiver`], [`wait`]: frames and their I/O.
+//! * [`link`]: the parent's placeholders, the watch on the child, waiting;
+//! * [`wire`], [`sender`], [`receiver`]: frames and their I/O.
 
 mod dir;
 mod link;
 mod receiver;
 mod sender;
 mod set;
-mod wait;
 mod wire;
 
 pub(crate) use receiver::FifoReceiver;

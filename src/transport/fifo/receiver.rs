@@ -11,8 +11,7 @@
 //! with shared memory), else at the first receive.
 
 use super::dir::Direction;
-use super::link::Pipe;
-use super::wait::{Outcome, Waiter};
+use super::link::{Outcome, Pipe, Waiter};
 use super::wire::{self, AlignedBuf, HEADER, HELLO, HELLO_FRAME, HELLO_LEN, MSG};
 use crate::codec::ANY_FINGERPRINT;
 use crate::error::{RecvError, StreamFault};

@@ -15,8 +15,7 @@
 use std::ops::Range;
 use std::time::Duration;
 
-use super::link::Pipe;
-use super::wait::{Outcome, Waiter};
+use super::link::{Outcome, Pipe, Waiter};
 use super::wire::{self, AlignedBuf, HEADER, HELLO, HELLO_FRAME, MSG};
 use crate::codec::EncodeError;
 use crate::error::SendError;

@@ -337,9 +337,8 @@ fn child_end(
         // Like a closed ring, sends must report `Disconnected`, not fail
         // the connect: a pipe whose read end is closed gives EPIPE.
         Err(e) if e.raw_os_error() == Some(libc::ENXIO) => {
-            let (read, write) = fd::anonymous_pipe().map_err(OpenError::io("pipe2"))?;
-            drop(read);
-            return Ok(write);
+            let (_, write) = std::io::pipe().map_err(OpenError::io("pipe2"))?;
+            return Ok(write.into());
         }
         Err(e) => return Err(OpenError::io("open fifo")(e)),
     };
