@@ -95,10 +95,17 @@ pub(super) fn create_locked() -> io::Result<(PathBuf, OwnedFd)> {
     for base in bases {
         stale::sweep::<StaleDir>(&base);
         let template = base.join(format!("remora-{}-XXXXXX", std::process::id()));
+        // A sweep may take a fresh directory even before we open it (to
+        // lock it; `create_locked` handles the rest): make another.
         let create = || {
-            let path = fifo::mkdtemp(&template)?;
-            let fd = fifo::open_dir(&path)?;
-            Ok((path, fd))
+            let mut tries = 0;
+            loop {
+                let path = fifo::mkdtemp(&template)?;
+                match fifo::open_dir(&path) {
+                    Err(e) if e.raw_os_error() == Some(libc::ENOENT) && tries < 3 => tries += 1,
+                    fd => return Ok((path, fd?)),
+                }
+            }
         };
         match stale::create_locked(create, |path| fifo::open_dir(path)) {
             Ok(made) => return Ok(made),

@@ -48,70 +48,44 @@ impl FifoSet {
     pub(crate) fn create(configs: &[ChannelConfig]) -> Result<FifoSet, OpenError> {
         config::validate(configs)?;
         let (path, dir_fd) = dir::create_locked().map_err(OpenError::io("mkdtemp"))?;
-        let cpath = match fifo::c_path(&path) {
-            Ok(cpath) => cpath,
-            Err(e) => {
-                let _ = std::fs::remove_dir(&path);
-                return Err(OpenError::io("mkdtemp")(e));
-            }
-        };
+        let cpath = fifo::c_path(&path).expect("mkdtemp made it from a C string");
         let link = Arc::new(FifoLink::new(Some((cpath, dir_fd))));
         let dir = link.dir_fd().expect("the parent's link owns the directory");
         let populate = || {
             // mkdtemp's and mkfifo's modes are filtered by the umask.
             fd::chmod(dir, 0o700).map_err(OpenError::io("fchmod"))?;
-            let mut ends = Vec::with_capacity(configs.len());
+            let mut pipes = Vec::with_capacity(configs.len());
             for (i, c) in configs.iter().enumerate() {
-                let p2c = parent_end(dir, i, Direction::ParentToChild, c.capacity)?;
-                let c2p = parent_end(dir, i, Direction::ChildToParent, c.capacity)?;
-                ends.push(Some(Ends {
-                    tx: FifoSender::new(
-                        Pipe::new(p2c.0, Some(p2c.1), Arc::clone(&link)),
-                        c.capacity,
-                    ),
-                    rx: FifoReceiver::new(
-                        Pipe::new(c2p.0, Some(c2p.1), Arc::clone(&link)),
-                        c.capacity,
-                    ),
-                }));
+                pipes.push([
+                    parent_end(dir, i, Direction::ParentToChild, c.capacity)?,
+                    parent_end(dir, i, Direction::ChildToParent, c.capacity)?,
+                ]);
             }
-            let file =
-                fifo::create_at(dir, MANIFEST, 0o600).map_err(OpenError::io("create manifest"))?;
+            let file = fifo::create_at(dir, MANIFEST, 0o600).map_err(OpenError::io("manifest"))?;
             fd::chmod(file.as_fd(), 0o600).map_err(OpenError::io("fchmod"))?;
             std::fs::File::from(file)
                 .write_all(dir::encode(configs).as_bytes())
                 .map_err(OpenError::io("write manifest"))?;
-            Ok(ends)
+            Ok(pipes)
         };
-        let ends = populate().inspect_err(|_| link.remove_dir())?;
+        let pipes = populate().inspect_err(|_| link.remove_dir())?;
         let mut env = OsString::from("fifo:");
         env.push(&path);
-        Ok(FifoSet {
-            link,
-            incoming: Direction::ChildToParent,
-            env,
-            channels: configs.to_vec(),
-            ends: Mutex::new(ends),
-        })
+        let incoming = Direction::ChildToParent;
+        Ok(FifoSet::new(link, incoming, env, configs.to_vec(), pipes))
     }
 
     /// Child side: validates, claims and opens the set in directory `path`,
     /// then removes the directory.
     pub(crate) fn open(path: &Path) -> Result<FifoSet, OpenError> {
-        let not_found = || OpenError::NotFound {
-            name: path.display().to_string(),
-        };
         let dir_fd = fifo::open_dir(path).map_err(|e| match e.raw_os_error() {
-            Some(libc::ENOENT) => not_found(),
+            Some(libc::ENOENT) => OpenError::NotFound {
+                name: path.display().to_string(),
+            },
             _ => OpenError::io("open")(e),
         })?;
         let id = fd::stat(dir_fd.as_fd()).map_err(OpenError::io("fstat"))?;
-        check_ours(&id)?;
-        if id.mode & libc::S_IFMT != libc::S_IFDIR {
-            return Err(OpenError::BadLayout {
-                reason: "the FIFO path is not a directory",
-            });
-        }
+        check_ours(&id, libc::S_IFDIR)?;
         let dir = dir_fd.as_fd();
         // The claim: whoever unlinks the manifest owns the directory.
         let claimed = fifo::open_at(dir, MANIFEST, libc::O_RDONLY).and_then(|file| {
@@ -133,23 +107,40 @@ impl FifoSet {
         // No watch on the parent: its death closes its ends of every FIFO
         // (its descriptors are close-on-exec: no wrapper keeps them open).
         let link = Arc::new(FifoLink::new(None));
-        let ends = channels
-            .iter()
-            .zip(pipes)
-            .map(|(c, (p2c, c2p))| {
-                Some(Ends {
-                    tx: FifoSender::new(Pipe::new(c2p, None, Arc::clone(&link)), c.capacity),
-                    rx: FifoReceiver::new(Pipe::new(p2c, None, Arc::clone(&link)), c.capacity),
-                })
-            })
-            .collect();
-        Ok(FifoSet {
+        let incoming = Direction::ParentToChild;
+        Ok(FifoSet::new(
             link,
-            incoming: Direction::ParentToChild,
-            env: OsString::new(),
+            incoming,
+            OsString::new(),
             channels,
-            ends: Mutex::new(ends),
-        })
+            pipes,
+        ))
+    }
+
+    /// A set of `channels` over `pipes`: per channel, our sending and our
+    /// receiving end, each with its placeholder (parent side).
+    fn new(
+        link: Arc<FifoLink>,
+        incoming: Direction,
+        env: OsString,
+        channels: Vec<ChannelConfig>,
+        pipes: Vec<[(OwnedFd, Option<OwnedFd>); 2]>,
+    ) -> FifoSet {
+        let pipe = |(fd, placeholder)| Pipe::new(fd, placeholder, Arc::clone(&link));
+        let ends = channels.iter().zip(pipes).map(|(c, [tx, rx])| {
+            Some(Ends {
+                tx: FifoSender::new(pipe(tx), c.capacity),
+                rx: FifoReceiver::new(pipe(rx), c.capacity),
+            })
+        });
+        let ends = Mutex::new(ends.collect());
+        FifoSet {
+            link,
+            incoming,
+            env,
+            channels,
+            ends,
+        }
     }
 
     /// The `REMORA_CHANNEL` value that names this set: `fifo:<dir>`.
@@ -252,8 +243,9 @@ impl FifoSet {
 // every end taken: the last of them removes it. Ends never taken are
 // dropped with the set, so the child sees those directions hang up.
 
-/// Checks that a file we are about to trust is ours and private.
-fn check_ours(id: &fd::FileId) -> Result<(), OpenError> {
+/// Checks that a file we are about to trust has type `kind`, is ours and
+/// private.
+fn check_ours(id: &fd::FileId, kind: libc::mode_t) -> Result<(), OpenError> {
     let uid = shm::current_uid();
     if id.uid != uid {
         return Err(OpenError::WrongOwner {
@@ -261,67 +253,69 @@ fn check_ours(id: &fd::FileId) -> Result<(), OpenError> {
             expected: uid,
         });
     }
-    if id.mode & 0o077 != 0 {
-        return Err(OpenError::BadLayout {
-            reason: "a FIFO-transport file is accessible to other users (mode is not 0600/0700)",
-        });
-    }
-    Ok(())
+    let reason = if id.mode & libc::S_IFMT != kind {
+        "a FIFO-transport file is not of the expected type"
+    } else if id.mode & 0o077 != 0 {
+        "a FIFO-transport file is accessible to other users (mode is not 0600/0700)"
+    } else {
+        return Ok(());
+    };
+    Err(OpenError::BadLayout { reason })
 }
 
-/// Parent: makes FIFO `index`/`direction` and opens it, returning (the
-/// real end, the placeholder), both checked to be that FIFO.
+/// Parent: makes FIFO `index`/`direction` and opens it: (the real end,
+/// the placeholder), both checked to be that FIFO.
 fn parent_end(
     dir: BorrowedFd<'_>,
     index: usize,
     direction: Direction,
     capacity: usize,
-) -> Result<(OwnedFd, OwnedFd), OpenError> {
+) -> Result<(OwnedFd, Option<OwnedFd>), OpenError> {
     let name = direction.fifo_name(index);
     fifo::mkfifo_at(dir, &name, 0o600).map_err(OpenError::io("mkfifo"))?;
     let open = |flags| {
-        fifo::open_at(dir, &name, flags | libc::O_NONBLOCK).map_err(OpenError::io("open fifo"))
+        let fd =
+            fifo::open_at(dir, &name, flags | libc::O_NONBLOCK).map_err(OpenError::io("open"))?;
+        let id = fd::stat(fd.as_fd()).map_err(OpenError::io("fstat"))?;
+        Ok::<_, OpenError>((fd, id))
     };
-    let placeholder = open(libc::O_RDWR)?;
+    let (placeholder, id) = open(libc::O_RDWR)?;
     fd::chmod(placeholder.as_fd(), 0o600).map_err(OpenError::io("fchmod"))?;
-    let id = fd::stat(placeholder.as_fd()).map_err(OpenError::io("fstat"))?;
-    check_ours(&id)?;
+    check_ours(
+        &fd::stat(placeholder.as_fd()).map_err(OpenError::io("fstat"))?,
+        libc::S_IFIFO,
+    )?;
     // 1 MiB is Linux's default `pipe-max-size` for unprivileged users.
     fd::set_pipe_size(placeholder.as_fd(), capacity.clamp(4096, 1 << 20));
-    let end = open([libc::O_WRONLY, libc::O_RDONLY][direction as usize])?;
-    let same = fd::stat(end.as_fd()).map_err(OpenError::io("fstat"))?;
-    if id.mode & libc::S_IFMT != libc::S_IFIFO || !same.same_file(&id) {
+    let (end, same) = open([libc::O_WRONLY, libc::O_RDONLY][direction as usize])?;
+    if !same.same_file(&id) {
         return Err(OpenError::BadLayout {
-            reason: "a FIFO we created was replaced while we opened it",
+            reason: "a FIFO was replaced while we opened it",
         });
     }
-    Ok((end, placeholder))
+    Ok((end, Some(placeholder)))
 }
 
 /// Child, after claiming: reads the manifest and opens this side of every
-/// FIFO: `(p2c read end, c2p write end)` per channel.
+/// FIFO: (c2p write end, p2c read end) per channel.
 #[allow(clippy::type_complexity)]
 fn open_claimed(
     dir: BorrowedFd<'_>,
     manifest: OwnedFd,
-) -> Result<(Vec<ChannelConfig>, Vec<(OwnedFd, OwnedFd)>), OpenError> {
-    let id = fd::stat(manifest.as_fd()).map_err(OpenError::io("fstat"))?;
-    check_ours(&id)?;
-    if id.mode & libc::S_IFMT != libc::S_IFREG {
-        return Err(OpenError::BadLayout {
-            reason: "the manifest is not a regular file",
-        });
-    }
+) -> Result<(Vec<ChannelConfig>, Vec<[(OwnedFd, Option<OwnedFd>); 2]>), OpenError> {
+    check_ours(
+        &fd::stat(manifest.as_fd()).map_err(OpenError::io("fstat"))?,
+        libc::S_IFREG,
+    )?;
     let channels = dir::decode(manifest)?;
-    let pipes = (0..channels.len())
-        .map(|i| {
-            Ok((
-                child_end(dir, i, Direction::ParentToChild)?,
-                child_end(dir, i, Direction::ChildToParent)?,
-            ))
-        })
-        .collect::<Result<_, OpenError>>()?;
-    Ok((channels, pipes))
+    let pipes = (0..channels.len()).map(|i| {
+        let c2p = child_end(dir, i, Direction::ChildToParent)?;
+        Ok([
+            (c2p, None),
+            (child_end(dir, i, Direction::ParentToChild)?, None),
+        ])
+    });
+    Ok((channels, pipes.collect::<Result<_, OpenError>>()?))
 }
 
 /// Child: opens its end of FIFO `index`/`direction` and checks it.
@@ -330,24 +324,21 @@ fn child_end(
     index: usize,
     direction: Direction,
 ) -> Result<OwnedFd, OpenError> {
-    let flags = [libc::O_RDONLY, libc::O_WRONLY][direction as usize];
-    let end = match fifo::open_at(dir, &direction.fifo_name(index), flags | libc::O_NONBLOCK) {
+    let flags = [libc::O_RDONLY, libc::O_WRONLY][direction as usize] | libc::O_NONBLOCK;
+    let end = match fifo::open_at(dir, &direction.fifo_name(index), flags) {
         Ok(end) => end,
         // No reader: the parent already dropped its receiver (or died).
         // Like a closed ring, sends must report `Disconnected`, not fail
         // the connect: a pipe whose read end is closed gives EPIPE.
         Err(e) if e.raw_os_error() == Some(libc::ENXIO) => {
-            let (_, write) = std::io::pipe().map_err(OpenError::io("pipe2"))?;
+            let (_, write) = std::io::pipe().map_err(OpenError::io("pipe"))?;
             return Ok(write.into());
         }
         Err(e) => return Err(OpenError::io("open fifo")(e)),
     };
-    let id = fd::stat(end.as_fd()).map_err(OpenError::io("fstat"))?;
-    if id.mode & libc::S_IFMT != libc::S_IFIFO {
-        return Err(OpenError::BadLayout {
-            reason: "a channel file in the FIFO directory is not a FIFO",
-        });
-    }
-    check_ours(&id)?;
+    check_ours(
+        &fd::stat(end.as_fd()).map_err(OpenError::io("fstat"))?,
+        libc::S_IFIFO,
+    )?;
     Ok(end)
 }
