@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 use crate::config::{self, ChannelConfig};
 use crate::error::OpenError;
 use crate::stale;
-use crate::sys::fifo;
+use crate::sys::{fd, fifo};
 use crate::wait::WaitStrategy;
 
 pub(super) const MANIFEST: &CStr = c"manifest";
@@ -67,11 +67,14 @@ impl stale::Stale for StaleDir {
     }
 
     fn lock_aware(object: &OwnedFd) -> bool {
-        // No manifest: not written yet (the creator locks first) or claimed.
+        // Creators lock since the binary manifest version 2; this text one
+        // is version 3. No manifest: not written yet (the creator locks
+        // first) or claimed.
         match fifo::open_at(object.as_fd(), MANIFEST, libc::O_RDONLY) {
             Ok(file) => {
-                let mut head = [0u8; MAGIC.len()];
-                std::fs::File::from(file).read_exact(&mut head).is_ok() && head == *MAGIC.as_bytes()
+                let mut head = [0u8; 12];
+                let _ = fd::pread(file.as_fd(), &mut head, 0);
+                head.starts_with(MAGIC.as_bytes()) || head == *b"REMFIFO\x01\x02\0\0\0"
             }
             Err(e) => e.raw_os_error() == Some(libc::ENOENT),
         }
