@@ -498,7 +498,11 @@ fn tampered_directory_is_refused_by_the_child() {
     let _s = serial();
     let _w = Watchdog::new("tampering", Duration::from_secs(60));
     type Tamper = fn(&Path);
-    let cases: [(&str, Tamper); 4] = [
+    let cases: [(&str, Tamper); 6] = [
+        // The claim is the manifest's unlink: none left means claimed.
+        ("manifest already claimed", |d| {
+            std::fs::remove_file(d.join("manifest")).unwrap();
+        }),
         ("manifest magic", |d| {
             let p = d.join("manifest");
             let mut bytes = std::fs::read(&p).unwrap();
@@ -509,6 +513,12 @@ fn tampered_directory_is_refused_by_the_child() {
             let p = d.join("manifest");
             let bytes = std::fs::read(&p).unwrap();
             std::fs::write(&p, &bytes[..bytes.len() - 1]).unwrap();
+        }),
+        ("manifest lists a channel twice", |d| {
+            let p = d.join("manifest");
+            let text = std::fs::read_to_string(&p).unwrap();
+            let line = text.lines().nth(1).unwrap().to_owned();
+            std::fs::write(&p, format!("REMFIFO 3 2\n{line}\n{line}\n")).unwrap();
         }),
         ("fifo readable by others", |d| {
             std::fs::set_permissions(d.join("0.p2c"), PermissionsExt::from_mode(0o644)).unwrap();

@@ -1,135 +1,71 @@
-//! Plain descriptor I/O for the FIFO transport: non-blocking `read`/`write`,
-//! `ppoll` with an absolute deadline, `fstat` identity checks, and pipe
-//! buffer sizes.
+//! Plain descriptor calls: non-blocking `read`/`write`, `poll`/`ppoll`,
+//! `fstat` identity checks, pipe buffer sizes.
 
 use std::io;
-use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, BorrowedFd};
 
 use super::clock::MonoTime;
 use super::cvt;
 
-/// `read(2)` into `buf`. `Ok(0)` is end of file; `EAGAIN` and `EINTR` come
-/// back as errors for the caller to handle.
+/// A byte count or `-1` as an `io::Result`.
+fn sized(n: isize) -> io::Result<usize> {
+    usize::try_from(n).map_err(|_| io::Error::last_os_error())
+}
+
+/// `read(2)`: `Ok(0)` is end of file; `EAGAIN`/`EINTR` are errors.
 pub(crate) fn read(fd: BorrowedFd<'_>, buf: &mut [u8]) -> io::Result<usize> {
     // SAFETY: `buf` is `buf.len()` writable bytes that we own for the call.
-    let n = unsafe { libc::read(fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len()) };
-    if n < 0 {
-        Err(io::Error::last_os_error())
-    } else {
-        Ok(n as usize)
-    }
+    sized(unsafe { libc::read(fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len()) })
 }
 
 /// `pread(2)` into `buf` at `offset`.
 pub(crate) fn pread(fd: BorrowedFd<'_>, buf: &mut [u8], offset: u64) -> io::Result<usize> {
+    let (ptr, len, at) = (buf.as_mut_ptr().cast(), buf.len(), offset as libc::off_t);
     // SAFETY: `buf` is writable for its length; the descriptor is open.
-    let n = unsafe {
-        libc::pread(
-            fd.as_raw_fd(),
-            buf.as_mut_ptr().cast(),
-            buf.len(),
-            offset as libc::off_t,
-        )
-    };
-    if n < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(n as usize)
+    sized(unsafe { libc::pread(fd.as_raw_fd(), ptr, len, at) })
 }
 
-/// `write(2)` of `buf`; may write only part of it. Errors (`EAGAIN`,
-/// `EPIPE`, `EINTR`) come back for the caller to handle. On a pipe without
-/// readers this raises SIGPIPE: callers hold a
-/// [`SigpipeBlock`](super::signal::SigpipeBlock).
+/// `write(2)`, maybe partial. On a pipe without readers this raises
+/// SIGPIPE: callers hold a [`SigpipeBlock`](super::signal::SigpipeBlock).
 pub(crate) fn write(fd: BorrowedFd<'_>, buf: &[u8]) -> io::Result<usize> {
     // SAFETY: `buf` is `buf.len()` readable bytes for the call.
-    let n = unsafe { libc::write(fd.as_raw_fd(), buf.as_ptr().cast(), buf.len()) };
-    if n < 0 {
-        Err(io::Error::last_os_error())
-    } else {
-        Ok(n as usize)
-    }
-}
-
-/// `writev(2)` of `parts` after skipping their first `skip` bytes (what an
-/// earlier partial write already wrote); may write only part of the rest.
-/// Errors and SIGPIPE as for [`write`].
-pub(crate) fn writev(fd: BorrowedFd<'_>, parts: &[&[u8]; 3], mut skip: usize) -> io::Result<usize> {
-    let mut iov = [libc::iovec {
-        iov_base: std::ptr::null_mut(),
-        iov_len: 0,
-    }; 3];
-    let mut n = 0;
-    for part in parts {
-        if skip >= part.len() {
-            skip -= part.len();
-            continue;
-        }
-        let rest = &part[skip..];
-        skip = 0;
-        iov[n] = libc::iovec {
-            iov_base: rest.as_ptr().cast_mut().cast(),
-            iov_len: rest.len(),
-        };
-        n += 1;
-    }
-    // SAFETY: the first `n` iovecs describe readable memory borrowed from
-    // `parts` for the call; writev only reads through them.
-    let ret = unsafe { libc::writev(fd.as_raw_fd(), iov.as_ptr(), n as libc::c_int) };
-    if ret < 0 {
-        Err(io::Error::last_os_error())
-    } else {
-        Ok(ret as usize)
-    }
+    sized(unsafe { libc::write(fd.as_raw_fd(), buf.as_ptr().cast(), buf.len()) })
 }
 
 /// Waits until `fd` has one of `events` (or an error/hang-up), `watch`
 /// becomes readable, or `deadline` passes; returns whether `watch` (a
-/// pidfd) is readable. `EINTR` counts as a wake-up: callers re-check
-/// everything anyway.
+/// pidfd) is readable. `EINTR` counts as a wake-up.
 pub(crate) fn poll(
     fd: BorrowedFd<'_>,
     events: i16,
     watch: Option<BorrowedFd<'_>>,
     deadline: MonoTime,
 ) -> bool {
+    let pfd = |fd, events| libc::pollfd {
+        fd,
+        events,
+        revents: 0,
+    };
     let mut fds = [
-        libc::pollfd {
-            fd: fd.as_raw_fd(),
-            events,
-            revents: 0,
-        },
-        libc::pollfd {
-            fd: watch.map_or(-1, |w| w.as_raw_fd()),
-            events: libc::POLLIN,
-            revents: 0,
-        },
+        pfd(fd.as_raw_fd(), events),
+        pfd(watch.map_or(-1, |w| w.as_raw_fd()), libc::POLLIN),
     ];
-    let timeout = remaining(deadline);
-    // SAFETY: `fds` is an array of two valid pollfds (a negative fd is
-    // ignored by the kernel); `timeout` outlives the call; a null sigmask
-    // leaves the signal mask alone.
+    let left = deadline
+        .as_nanos()
+        .saturating_sub(MonoTime::now().as_nanos());
+    let timeout = libc::timespec {
+        tv_sec: (left / 1_000_000_000) as libc::time_t,
+        tv_nsec: (left % 1_000_000_000) as libc::c_long,
+    };
+    // SAFETY: two valid pollfds (a negative fd is ignored); `timeout`
+    // outlives the call; a null sigmask leaves the mask alone.
     let n = unsafe { libc::ppoll(fds.as_mut_ptr(), 2, &timeout, std::ptr::null()) };
     n > 0 && fds[1].revents != 0
 }
 
-/// Whether `fd` has one of `events` (or an error/hang-up) right now.
-/// `poll` reads the pipe's state without taking its lock, so spinning on
-/// this does not slow down the peer's `read`/`write` the way spinning on
-/// `read` would.
-pub(crate) fn ready(fd: BorrowedFd<'_>, events: i16) -> bool {
-    let mut pfd = libc::pollfd {
-        fd: fd.as_raw_fd(),
-        events,
-        revents: 0,
-    };
-    // SAFETY: one valid pollfd; a zero timeout never blocks.
-    let n = unsafe { libc::poll(&mut pfd, 1, 0) };
-    n > 0 && pfd.revents != 0
-}
-
-/// The events of `events` (plus `POLLERR`/`POLLHUP`) that `fd` has right
-/// now: one `poll` with a zero timeout (0 if it fails).
+/// The events of `events` (plus `POLLERR`/`POLLHUP`) that `fd` has now (0
+/// if `poll` fails). Does not take the pipe's lock, so spinning on it does
+/// not slow the peer's `read`/`write`.
 pub(crate) fn revents(fd: BorrowedFd<'_>, events: i16) -> i16 {
     let mut pfd = libc::pollfd {
         fd: fd.as_raw_fd(),
@@ -141,28 +77,12 @@ pub(crate) fn revents(fd: BorrowedFd<'_>, events: i16) -> i16 {
     if n > 0 { pfd.revents } else { 0 }
 }
 
-/// Bytes queued in the pipe behind `fd` (either end), `ioctl(FIONREAD)`;
-/// 0 if the call fails.
+/// Bytes queued in the pipe behind `fd` (`FIONREAD`); 0 on failure.
 pub(crate) fn queued(fd: BorrowedFd<'_>) -> usize {
     let mut n: libc::c_int = 0;
-    // SAFETY: FIONREAD writes one c_int through the pointer, which is valid
-    // for the call.
+    // SAFETY: FIONREAD writes one c_int through the valid pointer.
     let ret = unsafe { libc::ioctl(fd.as_raw_fd(), libc::FIONREAD, &mut n) };
-    if ret == 0 {
-        usize::try_from(n).unwrap_or(0)
-    } else {
-        0
-    }
-}
-
-/// Time left until `deadline` as a relative `timespec` (zero if past).
-fn remaining(deadline: MonoTime) -> libc::timespec {
-    let nanos = |t: libc::timespec| t.tv_sec as i128 * 1_000_000_000 + t.tv_nsec as i128;
-    let left = (nanos(deadline.to_timespec()) - nanos(MonoTime::now().to_timespec())).max(0);
-    libc::timespec {
-        tv_sec: (left / 1_000_000_000) as libc::time_t,
-        tv_nsec: (left % 1_000_000_000) as libc::c_long,
-    }
+    if ret == 0 { n.max(0) as usize } else { 0 }
 }
 
 /// What [`stat`] reports about a descriptor, to check it before trusting it.
@@ -170,36 +90,13 @@ fn remaining(deadline: MonoTime) -> libc::timespec {
 pub(crate) struct FileId {
     /// `st_mode`: file type and permission bits.
     pub(crate) mode: u32,
-    /// Owner uid.
     pub(crate) uid: u32,
     /// Device and inode: the file's identity.
     pub(crate) dev: u64,
     pub(crate) ino: u64,
-    /// Size in bytes (regular files).
-    pub(crate) size: u64,
 }
 
 impl FileId {
-    /// Whether this is a FIFO.
-    pub(crate) fn is_fifo(&self) -> bool {
-        self.mode & libc::S_IFMT == libc::S_IFIFO
-    }
-
-    /// Whether this is a directory.
-    pub(crate) fn is_dir(&self) -> bool {
-        self.mode & libc::S_IFMT == libc::S_IFDIR
-    }
-
-    /// Whether this is a regular file.
-    pub(crate) fn is_file(&self) -> bool {
-        self.mode & libc::S_IFMT == libc::S_IFREG
-    }
-
-    /// Whether users other than the owner have any access.
-    pub(crate) fn open_to_others(&self) -> bool {
-        self.mode & 0o077 != 0
-    }
-
     /// Whether two descriptors refer to the same file.
     pub(crate) fn same_file(&self, other: &FileId) -> bool {
         self.dev == other.dev && self.ino == other.ino
@@ -212,12 +109,12 @@ pub(crate) fn stat(fd: BorrowedFd<'_>) -> io::Result<FileId> {
     let mut st: libc::stat = unsafe { std::mem::zeroed() };
     // SAFETY: `st` is writable and the descriptor is open.
     cvt(unsafe { libc::fstat(fd.as_raw_fd(), &mut st) })?;
+    let (mode, uid, dev, ino) = (st.st_mode, st.st_uid, st.st_dev, st.st_ino);
     Ok(FileId {
-        mode: st.st_mode,
-        uid: st.st_uid,
-        dev: st.st_dev,
-        ino: st.st_ino,
-        size: st.st_size as u64,
+        mode,
+        uid,
+        dev,
+        ino,
     })
 }
 
@@ -227,29 +124,17 @@ pub(crate) fn chmod(fd: BorrowedFd<'_>, mode: u32) -> io::Result<()> {
     cvt(unsafe { libc::fchmod(fd.as_raw_fd(), mode as libc::mode_t) }).map(drop)
 }
 
-/// Asks for a pipe buffer of `bytes` (`F_SETPIPE_SZ`); best effort, since
-/// unprivileged users are capped by `/proc/sys/fs/pipe-max-size` and a
-/// per-user page budget. Returns the size in effect afterwards.
-pub(crate) fn set_pipe_size(fd: BorrowedFd<'_>, bytes: usize) -> usize {
+/// Asks for a pipe buffer of `bytes` (`F_SETPIPE_SZ`); best effort:
+/// unprivileged users are capped by `pipe-max-size` and a page budget.
+pub(crate) fn set_pipe_size(fd: BorrowedFd<'_>, bytes: usize) {
     let want = libc::c_int::try_from(bytes).unwrap_or(libc::c_int::MAX);
     // SAFETY: fcntl on a pipe descriptor we hold; no pointers.
     unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_SETPIPE_SZ, want) };
-    pipe_size(fd)
 }
 
-/// The pipe's buffer size (`F_GETPIPE_SZ`); the Linux default of 64 KiB if
-/// the call fails.
+/// The pipe's buffer size (`F_GETPIPE_SZ`; 64 KiB if the call fails).
 pub(crate) fn pipe_size(fd: BorrowedFd<'_>) -> usize {
     // SAFETY: fcntl on a pipe descriptor we hold; no pointers.
     let n = unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_GETPIPE_SZ) };
     if n > 0 { n as usize } else { 1 << 16 }
-}
-
-/// `pipe2(O_CLOEXEC | O_NONBLOCK)`: `(read end, write end)`.
-pub(crate) fn anonymous_pipe() -> io::Result<(OwnedFd, OwnedFd)> {
-    let mut fds = [0 as libc::c_int; 2];
-    // SAFETY: `fds` has room for the two descriptors pipe2 writes.
-    cvt(unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC | libc::O_NONBLOCK) })?;
-    // SAFETY: pipe2 succeeded, so both are fresh descriptors we own.
-    Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
 }

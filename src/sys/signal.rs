@@ -1,19 +1,13 @@
 //! Keeping SIGPIPE from killing the process while writing to a pipe.
 //!
-//! `write(2)` to a pipe whose readers are all gone fails with `EPIPE` *and*
-//! raises SIGPIPE, whose default action terminates the process. Rust
-//! binaries ignore SIGPIPE by default, but a library cannot rely on that
-//! (a C host, a `#[unix_sigpipe]` binary, or a user handler may change it).
-//!
-//! [`SigpipeBlock`] blocks SIGPIPE in the calling thread for the duration of
-//! a frame write. A write that fails with `EPIPE` leaves the signal pending
-//! on this thread (it is thread-directed); [`SigpipeBlock::discard`]
-//! consumes it with a zero-timeout `sigtimedwait` before the old mask is
-//! restored, so it is never delivered. If the thread already had SIGPIPE
-//! blocked, the mask is left alone and a SIGPIPE that was pending before the
-//! write is never consumed (it is not ours). Other threads, and the process
-//! disposition, are never touched. Cost: two `rt_sigprocmask` calls per
-//! frame.
+//! A `write` to a pipe without readers fails with `EPIPE` *and* raises
+//! SIGPIPE, which kills by default; a library cannot count on it being
+//! ignored. [`SigpipeBlock`] blocks it in the calling thread for a frame
+//! write; after `EPIPE`, [`SigpipeBlock::discard`] consumes the (thread-
+//! directed) pending signal with a zero-timeout `sigtimedwait` before the
+//! mask is restored. A thread that already blocked SIGPIPE keeps its mask,
+//! and a SIGPIPE pending before the write is not ours to consume. Other
+//! threads and the disposition are never touched.
 
 /// SIGPIPE blocked in this thread until dropped.
 pub(crate) struct SigpipeBlock {
@@ -34,49 +28,42 @@ fn sigpipe_set() -> libc::sigset_t {
     }
 }
 
-fn sigpipe_pending() -> bool {
-    // SAFETY: an all-zero sigset_t is valid storage for sigpending to fill.
-    let mut pending: libc::sigset_t = unsafe { std::mem::zeroed() };
-    // SAFETY: `pending` is writable; sigismember reads an initialised set.
-    unsafe {
-        libc::sigpending(&mut pending) == 0 && libc::sigismember(&pending, libc::SIGPIPE) == 1
-    }
-}
-
 impl SigpipeBlock {
-    /// Blocks SIGPIPE in the calling thread.
     #[inline]
     pub(crate) fn new() -> SigpipeBlock {
         let set = sigpipe_set();
         // SAFETY: an all-zero sigset_t is valid storage for the old mask.
-        let mut old: libc::sigset_t = unsafe { std::mem::zeroed() };
+        let (mut old, mut pending): (libc::sigset_t, libc::sigset_t) =
+            unsafe { std::mem::zeroed() };
         // SAFETY: both sets are valid; SIG_BLOCK only adds SIGPIPE to this
         // thread's mask.
         let ok = unsafe { libc::pthread_sigmask(libc::SIG_BLOCK, &set, &mut old) } == 0;
         // SAFETY: `old` was filled by pthread_sigmask when `ok`.
         let was_blocked = ok && unsafe { libc::sigismember(&old, libc::SIGPIPE) } == 1;
+        // SAFETY: `pending` is writable; sigismember reads an initialised set.
+        let pending_before = was_blocked
+            && unsafe {
+                libc::sigpending(&mut pending) == 0
+                    && libc::sigismember(&pending, libc::SIGPIPE) == 1
+            };
         SigpipeBlock {
             restore: (ok && !was_blocked).then_some(old),
-            pending_before: was_blocked && sigpipe_pending(),
+            pending_before,
         }
     }
 
-    /// Consumes the SIGPIPE a write that failed with `EPIPE` just raised
-    /// (unless one was pending before we started: that one is not ours).
+    /// Consumes the SIGPIPE a write that failed with `EPIPE` just raised.
     pub(crate) fn discard(&mut self) {
-        if self.pending_before {
-            return;
+        if !self.pending_before {
+            let zero = libc::timespec {
+                tv_sec: 0,
+                tv_nsec: 0,
+            };
+            // SAFETY: valid set and timeout; a null info pointer is allowed.
+            // SIGPIPE is blocked, so a pending one is dequeued here, never
+            // delivered; EAGAIN (none pending) is fine too.
+            unsafe { libc::sigtimedwait(&sigpipe_set(), std::ptr::null_mut(), &zero) };
         }
-        let set = sigpipe_set();
-        let zero = libc::timespec {
-            tv_sec: 0,
-            tv_nsec: 0,
-        };
-        // SAFETY: valid set and timeout; a null info pointer is allowed.
-        // With SIGPIPE blocked, the pending one is dequeued here instead of
-        // being delivered (a blocked signal stays pending even when its
-        // disposition is SIG_IGN); EAGAIN, none pending, is fine too.
-        unsafe { libc::sigtimedwait(&set, std::ptr::null_mut(), &zero) };
     }
 }
 

@@ -1,38 +1,27 @@
-//! The FIFO directory: where it is made, what is in it, how it goes away.
+//! The FIFO directory and its manifest (layout and life cycle: see
+//! ARCHITECTURE.md, "The FIFO transport").
 //!
-//! `mkdtemp` makes `remora-<pid>-XXXXXX` (mode 0700) under
-//! `$XDG_RUNTIME_DIR` when that is set, absolute and writable (it is private
-//! to the user and cleaned at logout), else under the temp dir. Inside:
-//!
-//! ```text
-//! manifest        channel names, capacities, wait hints (see manifest.rs)
-//! <i>.p2c         FIFO, parent to child, channel index i (mode 0600)
-//! <i>.c2p         FIFO, child to parent
-//! claim           created (O_EXCL) by the child that attaches
-//! ```
-//!
-//! The child removes the directory once it has opened its FIFOs; the parent
-//! removes it if the child dies or never attaches (on `Child` drop, wait, or
-//! when it sees the child gone). A parent killed before either happens
-//! leaves it behind: the next FIFO set created by the same user sweeps
-//! `remora-<pid>-*` directories whose pid is dead, as segments are swept.
+//! `remora-<pid>-XXXXXX` (0700) under `$XDG_RUNTIME_DIR` if usable, else
+//! the temp dir, holds `<i>.p2c` / `<i>.c2p` (FIFOs, 0600) and `manifest`
+//! (0600): `REMFIFO 3 <count>\n`, then one `<capacity> <wait hint> <hex
+//! name>\n` per channel. Channel names never appear in paths.
 
 use std::ffi::{CStr, CString};
-use std::io;
-use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
-use std::os::unix::ffi::OsStrExt;
+use std::fmt::Write as _;
+use std::io::{self, Read};
+use std::os::fd::{AsFd, OwnedFd};
 use std::path::{Path, PathBuf};
 
-use super::manifest;
+use crate::config::{self, ChannelConfig};
+use crate::error::OpenError;
 use crate::stale;
 use crate::sys::{fd, fifo};
+use crate::wait::WaitStrategy;
 
-/// Prefix of every FIFO directory name.
-pub(super) const PREFIX: &str = "remora-";
-/// The manifest's file name.
 pub(super) const MANIFEST: &CStr = c"manifest";
-/// The claim file's name.
-pub(super) const CLAIM: &CStr = c"claim";
+const MAGIC: &str = "REMFIFO 3 ";
+/// No valid manifest is larger (32 channels, 48-byte names: about 4 KiB).
+const MAX_MANIFEST: u64 = 8192;
 
 /// Which FIFO of a channel.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -42,64 +31,53 @@ pub(super) enum Direction {
 }
 
 impl Direction {
-    /// As the error messages spell it.
     pub(super) fn describe(self) -> &'static str {
         match self {
             Direction::ParentToChild => "parent-to-child",
             Direction::ChildToParent => "child-to-parent",
         }
     }
-}
 
-/// The FIFO's name inside the directory: indices only, never user names.
-pub(super) fn fifo_name(index: usize, direction: Direction) -> CString {
-    let suffix = match direction {
-        Direction::ParentToChild => "p2c",
-        Direction::ChildToParent => "c2p",
-    };
-    CString::new(format!("{index}.{suffix}")).expect("no NUL in a formatted index")
-}
-
-/// Where FIFO directories may go, best first.
-fn bases() -> Vec<PathBuf> {
-    let mut bases = Vec::with_capacity(2);
-    if let Some(xdg) = std::env::var_os("XDG_RUNTIME_DIR").map(PathBuf::from) {
-        if xdg.is_absolute() && xdg.is_dir() && fifo::writable_dir(&xdg) {
-            bases.push(xdg);
+    pub(super) fn reverse(self) -> Direction {
+        match self {
+            Direction::ParentToChild => Direction::ChildToParent,
+            Direction::ChildToParent => Direction::ParentToChild,
         }
     }
-    bases.push(std::env::temp_dir());
-    bases
+
+    /// The FIFO's name in the directory: an index, never a user name.
+    pub(super) fn fifo_name(self, index: usize) -> CString {
+        let suffix = ["p2c", "c2p"][self as usize];
+        CString::new(format!("{index}.{suffix}")).expect("no NUL in a formatted index")
+    }
 }
 
-/// FIFO directories for the stale sweep: `remora-<pid>-<suffix>`, swept
-/// when their manifest says [`manifest::VERSION`] (or there is none yet:
-/// the creator locks before writing it) and they are unlocked.
+/// Stale FIFO directories: unlocked `remora-<pid>-*` of this version.
 struct StaleDir;
 
 impl stale::Stale for StaleDir {
     fn ours(name: &str) -> bool {
-        name.strip_prefix(PREFIX)
+        name.strip_prefix("remora-")
             .and_then(|rest| rest.split_once('-'))
             .is_some_and(|(pid, _)| pid.parse::<u32>().is_ok())
     }
 
     fn open(dir: &Path, name: &str) -> io::Result<OwnedFd> {
-        // O_NOFOLLOW | O_DIRECTORY: a symlink or a file named like ours is
-        // not ours to take.
         fifo::open_dir(&dir.join(name))
     }
 
     fn lock_aware(object: &OwnedFd) -> bool {
-        let file = match fifo::open_at(object.as_fd(), MANIFEST, libc::O_RDONLY | libc::O_NOFOLLOW)
-        {
-            Ok(file) => file,
-            Err(e) => return e.raw_os_error() == Some(libc::ENOENT),
-        };
-        let mut head = [0u8; 12];
-        fd::pread(file.as_fd(), &mut head, 0).is_ok_and(|n| n == head.len())
-            && head[..8] == manifest::MAGIC
-            && u32::from_le_bytes(head[8..].try_into().expect("4 bytes")) == manifest::VERSION
+        // Creators lock since the binary manifest version 2; this text one
+        // is version 3. No manifest: not written yet (the creator locks
+        // first) or claimed.
+        match fifo::open_at(object.as_fd(), MANIFEST, libc::O_RDONLY) {
+            Ok(file) => {
+                let mut head = [0u8; 12];
+                let _ = fd::pread(file.as_fd(), &mut head, 0);
+                head.starts_with(MAGIC.as_bytes()) || head == *b"REMFIFO\x01\x02\0\0\0"
+            }
+            Err(e) => e.raw_os_error() == Some(libc::ENOENT),
+        }
     }
 
     fn remove(dir: &Path, name: &str) {
@@ -107,23 +85,32 @@ impl stale::Stale for StaleDir {
     }
 }
 
-/// Makes a fresh private directory and takes its creator lock (see
-/// `stale`); returns its path and the locked descriptor. Sweeps stale
-/// directories of dead creators in the same place first.
+/// Makes a fresh private directory holding its creator lock (see `stale`),
+/// after sweeping stale ones from the same place: `(path, locked fd)`.
 pub(super) fn create_locked() -> io::Result<(PathBuf, OwnedFd)> {
+    let mut bases: Vec<PathBuf> = std::env::var_os("XDG_RUNTIME_DIR")
+        .map(PathBuf::from)
+        .filter(|p| p.is_absolute())
+        .into_iter()
+        .collect();
+    bases.push(std::env::temp_dir());
     let mut last = io::Error::from_raw_os_error(libc::ENOENT);
-    for base in bases() {
+    for base in bases {
         stale::sweep::<StaleDir>(&base);
-        let template = base.join(format!("{PREFIX}{}-XXXXXX", std::process::id()));
-        let made = stale::create_locked(
-            || {
+        let template = base.join(format!("remora-{}-XXXXXX", std::process::id()));
+        // A sweep may take a fresh directory even before we open it (to
+        // lock it; `create_locked` handles the rest): make another.
+        let create = || {
+            let mut tries = 0;
+            loop {
                 let path = fifo::mkdtemp(&template)?;
-                let fd = fifo::open_dir(&path)?;
-                Ok((path, fd))
-            },
-            |path| fifo::open_dir(path),
-        );
-        match made {
+                match fifo::open_dir(&path) {
+                    Err(e) if e.raw_os_error() == Some(libc::ENOENT) && tries < 3 => tries += 1,
+                    fd => return Ok((path, fd?)),
+                }
+            }
+        };
+        match stale::create_locked(create, |path| fifo::open_dir(path)) {
             Ok(made) => return Ok(made),
             Err(e) => last = e,
         }
@@ -131,21 +118,97 @@ pub(super) fn create_locked() -> io::Result<(PathBuf, OwnedFd)> {
     Err(last)
 }
 
-/// Removes what a FIFO set of `channels` channels puts in the directory
-/// `path` (open as `dir`), then the directory. Best effort: errors are
-/// ignored (a later sweep retries once our pid is gone).
-pub(super) fn remove(path: &CStr, dir: BorrowedFd<'_>, channels: usize) {
-    let _ = fifo::unlink_at(dir, MANIFEST);
-    let _ = fifo::unlink_at(dir, CLAIM);
-    for i in 0..channels {
-        for d in [Direction::ParentToChild, Direction::ChildToParent] {
-            let _ = fifo::unlink_at(dir, &fifo_name(i, d));
-        }
+/// The manifest's bytes.
+pub(super) fn encode(channels: &[ChannelConfig]) -> String {
+    let mut out = format!("{MAGIC}{}\n", channels.len());
+    for c in channels {
+        let _ = write!(out, "{} {} ", c.capacity, c.wait.to_hint());
+        c.name().bytes().for_each(|b| {
+            let _ = write!(out, "{b:02x}");
+        });
+        out.push('\n');
     }
-    if fifo::rmdir(path).is_err() {
-        // Something unexpected is inside; it is our private directory, so
-        // remove it all (std's remove_dir_all does not follow symlinks).
-        let path = Path::new(std::ffi::OsStr::from_bytes(path.to_bytes()));
-        let _ = std::fs::remove_dir_all(path);
+    out
+}
+
+/// Reads and validates the manifest (`file`, already claimed): the same
+/// rules as the parent's declarations.
+pub(super) fn decode(file: OwnedFd) -> Result<Vec<ChannelConfig>, OpenError> {
+    let bad = || OpenError::BadLayout {
+        reason: "the FIFO manifest is malformed",
+    };
+    let mut bytes = Vec::new();
+    std::fs::File::from(file)
+        .take(MAX_MANIFEST)
+        .read_to_end(&mut bytes)
+        .map_err(OpenError::io("read manifest"))?;
+    let text = std::str::from_utf8(&bytes).map_err(|_| bad())?;
+    // A truncation loses the final newline, or lines.
+    let body = text.strip_prefix(MAGIC).and_then(|t| t.strip_suffix('\n'));
+    let (count, lines) = body.and_then(|b| b.split_once('\n')).ok_or_else(bad)?;
+    let mut channels = Vec::new();
+    for line in lines.split('\n') {
+        let mut fields = line.split(' ');
+        let mut next = || fields.next().ok_or_else(bad);
+        let capacity = next()?.parse::<usize>().map_err(|_| bad())?;
+        let wait = WaitStrategy::from_hint(next()?.parse().map_err(|_| bad())?);
+        let hex = next()?.as_bytes();
+        if fields.next().is_some() || hex.len() % 2 != 0 {
+            return Err(bad());
+        }
+        let name = hex
+            .chunks(2)
+            .map(|pair| {
+                std::str::from_utf8(pair)
+                    .ok()
+                    .and_then(|p| u8::from_str_radix(p, 16).ok())
+            })
+            .collect::<Option<Vec<u8>>>()
+            .and_then(|name| String::from_utf8(name).ok())
+            .ok_or_else(bad)?;
+        channels.push(
+            ChannelConfig::new(name)
+                .capacity(capacity)
+                .wait_strategy(wait),
+        );
+    }
+    if count != channels.len().to_string() || config::validate(&channels).is_err() {
+        return Err(bad());
+    }
+    Ok(channels)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trip_and_every_truncation_is_an_error() {
+        let channels = vec![
+            ChannelConfig::new("echo")
+                .capacity(4096)
+                .wait_strategy(WaitStrategy::Spin),
+            ChannelConfig::new("événements 2"),
+        ];
+        let bytes = encode(&channels).into_bytes();
+        let decode_bytes = |b: &[u8]| {
+            let (r, mut w) = std::io::pipe().unwrap();
+            std::io::Write::write_all(&mut w, b).unwrap();
+            drop(w);
+            decode(OwnedFd::from(r))
+        };
+        assert_eq!(decode_bytes(&bytes).unwrap(), channels);
+        for cut in 0..bytes.len() {
+            assert!(decode_bytes(&bytes[..cut]).is_err(), "cut at {cut}");
+        }
+        for bad in [
+            "REMFIFO 3 0\n",
+            "REMFIFO 3 1\n4096 0 6\n",
+            "REMFIFO 3 1\n4000 0 61\n",
+            "REMFIFO 3 1\n4096 0 61 x\n",
+            "REMFIFO 3 1\n4096 0 61\n4096 0 62\n",
+        ] {
+            assert!(decode_bytes(bad.as_bytes()).is_err(), "{bad:?}");
+        }
     }
 }
