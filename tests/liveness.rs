@@ -843,11 +843,28 @@ fn a_sweep_in_another_pid_namespace_spares_live_objects() {
     assert!(!std::path::Path::new(&seg_file).exists());
 }
 
-/// The sweep takes only objects whose creators promise a lock: a live
-/// segment or FIFO directory of an older remora (no lock) is left alone,
-/// while an unlocked current one is swept.
+/// Six characters like mkdtemp's, unique enough for a test.
+fn mkdtemp_suffix() -> String {
+    let mut n = mono_ns();
+    (0..6)
+        .map(|_| {
+            let c = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789"
+                [(n % 62) as usize];
+            n /= 62;
+            c as char
+        })
+        .collect()
+}
+
+/// The sweep takes only objects whose creators promise a lock, and only
+/// what it recognises: a live segment or FIFO directory of an older remora
+/// (no lock) is left alone; an unrelated directory that merely has a
+/// remora-like name is left alone whatever it holds (regression: it was
+/// removed whole); an unlocked current one is swept, and even then only
+/// the files remora puts there are removed.
 #[test]
-fn the_sweep_leaves_older_versions_alone() {
+fn the_sweep_leaves_older_versions_and_strangers_alone() {
+    use std::os::unix::fs::PermissionsExt;
     let _s = serial();
     // Names in our pattern, with a pid nobody has.
     let shm_file = format!("/dev/shm/remora-999999999-{:032x}", mono_ns());
@@ -856,11 +873,18 @@ fn the_sweep_leaves_older_versions_alone() {
     header.extend_from_slice(&1u32.to_le_bytes()); // layout version 1
     header.resize(4096, 0);
     std::fs::write(&shm_file, &header).unwrap();
-    let fifo_dir = std::env::temp_dir().join(format!("remora-999999999-{}", mono_ns()));
+    let tmp = std::env::temp_dir();
+    let fifo_dir = tmp.join(format!("remora-999999999-{}", mkdtemp_suffix()));
     std::fs::create_dir(&fifo_dir).unwrap();
+    std::fs::set_permissions(&fifo_dir, PermissionsExt::from_mode(0o700)).unwrap();
     let mut manifest = b"REMFIFO\x01".to_vec();
-    manifest.extend_from_slice(&1u32.to_le_bytes()); // manifest version 1
+    manifest.extend_from_slice(&1u32.to_le_bytes()); // binary manifest version 1
     std::fs::write(fifo_dir.join("manifest"), &manifest).unwrap();
+    // A stranger's directory with a remora-like name and no manifest.
+    let notes = tmp.join(format!("remora-1-{}", mkdtemp_suffix()));
+    std::fs::create_dir_all(notes.join("sub")).unwrap();
+    std::fs::set_permissions(&notes, PermissionsExt::from_mode(0o700)).unwrap();
+    std::fs::write(notes.join("sub/important.txt"), b"keep me").unwrap();
 
     let sweep = || {
         drop(Segment::create(&[ChannelConfig::new("c")]).unwrap());
@@ -872,28 +896,37 @@ fn the_sweep_leaves_older_versions_alone() {
         let _ = child.wait();
     };
     sweep();
-    let survived = (std::path::Path::new(&shm_file).exists(), fifo_dir.exists());
-    // Now make them look current: unlocked, hence abandoned.
+    let survived = (
+        std::path::Path::new(&shm_file).exists(),
+        fifo_dir.exists(),
+        notes.join("sub/important.txt").exists(),
+    );
+    // Now make the first two look current: unlocked, hence abandoned. The
+    // FIFO directory also holds a file remora never makes: it must stay.
     header[8..12].copy_from_slice(&2u32.to_le_bytes());
     std::fs::write(&shm_file, &header).unwrap();
-    manifest[8..12].copy_from_slice(&2u32.to_le_bytes());
-    std::fs::write(fifo_dir.join("manifest"), &manifest).unwrap();
+    std::fs::write(fifo_dir.join("manifest"), b"REMFIFO 3 1\n4096 0 63\n").unwrap();
+    std::fs::write(fifo_dir.join("0.p2c"), b"").unwrap();
+    std::fs::write(fifo_dir.join("user-file"), b"not remora's").unwrap();
     sweep();
     let swept = (
         !std::path::Path::new(&shm_file).exists(),
-        !fifo_dir.exists(),
+        !fifo_dir.join("manifest").exists() && !fifo_dir.join("0.p2c").exists(),
+        fifo_dir.join("user-file").exists(),
+        notes.join("sub/important.txt").exists(),
     );
     let _ = std::fs::remove_file(&shm_file);
     let _ = std::fs::remove_dir_all(&fifo_dir);
+    let _ = std::fs::remove_dir_all(&notes);
     assert_eq!(
         survived,
-        (true, true),
-        "an older version's objects were swept"
+        (true, true, true),
+        "an older version's objects or a stranger's directory were swept"
     );
     assert_eq!(
         swept,
-        (true, true),
-        "abandoned current objects were not swept"
+        (true, true, true, true),
+        "(segment swept, remora's FIFO files swept, other file kept, stranger kept)"
     );
 }
 

@@ -52,36 +52,67 @@ impl Direction {
     }
 }
 
-/// Stale FIFO directories: unlocked `remora-<pid>-*` of this version.
+/// Stale FIFO directories: exactly what `create_locked` makes (`remora-
+/// <pid>-<6 mkdtemp characters>`, mode 0700) holding a manifest of this
+/// version, unlocked. Anything else named like that is not ours to touch,
+/// and even a stale directory loses only the files we put there: a
+/// directory holding anything else stays (a review found the sweep removing
+/// a user's `remora-1-notes/` whole).
 struct StaleDir;
 
 impl stale::Stale for StaleDir {
     fn ours(name: &str) -> bool {
         name.strip_prefix("remora-")
             .and_then(|rest| rest.split_once('-'))
-            .is_some_and(|(pid, _)| pid.parse::<u32>().is_ok())
+            .is_some_and(|(pid, suffix)| {
+                pid.parse::<u32>().is_ok()
+                    && suffix.len() == 6
+                    && suffix.bytes().all(|b| b.is_ascii_alphanumeric())
+            })
     }
 
     fn open(dir: &Path, name: &str) -> io::Result<OwnedFd> {
+        // O_NOFOLLOW | O_DIRECTORY: a symlink or a file is not ours.
         fifo::open_dir(&dir.join(name))
     }
 
+    /// A 0700 directory with a regular-file manifest of this version. No
+    /// manifest (not written yet, or claimed by a child that is removing
+    /// the directory itself) means hands off: at worst a directory whose
+    /// creator and child both died mid-hand-over stays behind.
     fn lock_aware(object: &OwnedFd) -> bool {
-        // Creators lock since the binary manifest version 2; this text one
-        // is version 3. No manifest: not written yet (the creator locks
-        // first) or claimed.
-        match fifo::open_at(object.as_fd(), MANIFEST, libc::O_RDONLY) {
-            Ok(file) => {
-                let mut head = [0u8; 12];
-                let _ = fd::pread(file.as_fd(), &mut head, 0);
-                head.starts_with(MAGIC.as_bytes()) || head == *b"REMFIFO\x01\x02\0\0\0"
-            }
-            Err(e) => e.raw_os_error() == Some(libc::ENOENT),
-        }
+        let private_dir = fd::stat(object.as_fd()).is_ok_and(|id| id.mode & 0o7777 == 0o700);
+        // O_NONBLOCK: a FIFO planted under the manifest's name must not
+        // block the sweep (and with it every spawn).
+        let manifest = fifo::open_at(
+            object.as_fd(),
+            MANIFEST,
+            libc::O_RDONLY | libc::O_NOFOLLOW | libc::O_NONBLOCK,
+        );
+        let Ok(file) = manifest else {
+            return false;
+        };
+        let mut head = [0u8; MAGIC.len()];
+        private_dir
+            && fd::stat(file.as_fd()).is_ok_and(|id| id.mode & libc::S_IFMT == libc::S_IFREG)
+            && fd::pread(file.as_fd(), &mut head, 0).is_ok_and(|n| n == head.len())
+            && head == *MAGIC.as_bytes()
     }
 
+    /// Removes the files we put there (the manifest and the FIFOs of up to
+    /// `MAX_CHANNELS` channels), then the directory if that left it empty.
     fn remove(dir: &Path, name: &str) {
-        let _ = std::fs::remove_dir_all(dir.join(name));
+        let Ok(handle) = fifo::open_dir(&dir.join(name)) else {
+            return;
+        };
+        let _ = fifo::unlink_at(handle.as_fd(), MANIFEST);
+        for index in 0..crate::layout::MAX_CHANNELS {
+            for direction in [Direction::ParentToChild, Direction::ChildToParent] {
+                let _ = fifo::unlink_at(handle.as_fd(), &direction.fifo_name(index));
+            }
+        }
+        // Fails (and leaves it) unless the directory is now empty.
+        let _ = std::fs::remove_dir(dir.join(name));
     }
 }
 
