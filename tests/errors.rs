@@ -259,3 +259,21 @@ fn invalid_message_is_skipped_not_fatal() {
     );
     assert_eq!(rx.recv().unwrap().as_slice(), [5]);
 }
+
+/// A take refused for one direction records nothing for the other, so a
+/// retry with other types is judged only against what the peer recorded.
+/// (Regression: the sending direction's fingerprint was recorded before the
+/// receiving one was checked, and the retry met its own stale record.)
+#[test]
+fn a_refused_take_records_nothing() {
+    let (parent, child) = pair(4096);
+    // The child sends u8 on this channel (and records only that direction).
+    let _child_tx = child.sender::<u8>("c").unwrap();
+    // The parent first gets its receiving type wrong...
+    assert!(matches!(
+        parent.channel::<u64, u16>("c"),
+        Err(ChannelError::TypeMismatch { .. })
+    ));
+    // ...then right, with another sending type than in the refused try.
+    assert!(parent.channel::<u32, u8>("c").is_ok());
+}

@@ -288,6 +288,11 @@ impl Segment {
             });
         }
         let (out_dir, in_dir) = (self.side.outgoing(), self.side.incoming());
+        // Both checked before either is recorded: a take refused for one
+        // direction leaves no record in the other (a retry with other types
+        // must not meet its own stale fingerprint).
+        self.check_fingerprint(index, out_dir, out_fp)?;
+        self.check_fingerprint(index, in_dir, in_fp)?;
         self.agree_fingerprint(index, out_dir, out_fp)?;
         self.agree_fingerprint(index, in_dir, in_fp)?;
         let out_region = self.region(index, out_dir);
@@ -318,6 +323,39 @@ impl Segment {
     /// Records our fingerprint for a direction, or checks the one the other
     /// side recorded.
     fn agree_fingerprint(&self, index: usize, dir: Direction, fp: u64) -> Result<(), ChannelError> {
+        // AcqRel/Acquire: whichever side records first, the other reads it.
+        match self.fingerprint_slot(index, dir).compare_exchange(
+            0,
+            fp,
+            Ordering::AcqRel,
+            Ordering::Acquire,
+        ) {
+            Ok(_) => Ok(()),
+            Err(existing) if existing == fp => Ok(()),
+            Err(_) => Err(self.mismatch(index, dir)),
+        }
+    }
+
+    /// Whether `fp` agrees with what the peer recorded for a direction, if
+    /// anything, without recording it.
+    fn check_fingerprint(&self, index: usize, dir: Direction, fp: u64) -> Result<(), ChannelError> {
+        // Acquire: as in `agree_fingerprint`.
+        match self.fingerprint_slot(index, dir).load(Ordering::Acquire) {
+            0 => Ok(()),
+            existing if existing == fp => Ok(()),
+            _ => Err(self.mismatch(index, dir)),
+        }
+    }
+
+    fn mismatch(&self, index: usize, dir: Direction) -> ChannelError {
+        ChannelError::TypeMismatch {
+            name: self.channels[index].name.clone(),
+            direction: dir.describe(),
+        }
+    }
+
+    /// The fingerprint word of one direction of channel `index`.
+    fn fingerprint_slot(&self, index: usize, dir: Direction) -> &AtomicU64 {
         let dir_index = dir.index();
         // SAFETY: `index` is a validated directory entry and `dir_index < 2`; the
         // fingerprint is an aligned atomic word inside the mapping.
@@ -325,15 +363,7 @@ impl Segment {
             let header = self.link.mapping().base().cast::<SegmentHeader>();
             &*addr_of!((*header).channels[index].rings[dir_index].fingerprint)
         };
-        // AcqRel/Acquire: whichever side records first, the other reads it.
-        match slot.compare_exchange(0, fp, Ordering::AcqRel, Ordering::Acquire) {
-            Ok(_) => Ok(()),
-            Err(existing) if existing == fp => Ok(()),
-            Err(_) => Err(ChannelError::TypeMismatch {
-                name: self.channels[index].name.clone(),
-                direction: dir.describe(),
-            }),
-        }
+        slot
     }
 
     fn region(&self, index: usize, dir: Direction) -> RingRegion {

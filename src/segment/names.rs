@@ -35,7 +35,11 @@ impl stale::Stale for StaleSegment {
     fn ours(name: &str) -> bool {
         name.strip_prefix("remora-")
             .and_then(|rest| rest.split_once('-'))
-            .is_some_and(|(pid, id)| pid.parse::<u32>().is_ok() && id.len() == 32)
+            .is_some_and(|(pid, id)| {
+                pid.parse::<u32>().is_ok()
+                    && id.len() == 32
+                    && id.bytes().all(|b| b.is_ascii_hexdigit())
+            })
     }
 
     fn open(_dir: &Path, name: &str) -> std::io::Result<OwnedFd> {
