@@ -5,7 +5,7 @@
 pub mod alloc;
 pub mod stream;
 
-use std::process::{Child, Command, Stdio};
+use std::process::Child;
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
@@ -15,23 +15,6 @@ pub const ROLE: &str = "REMORA_TEST_ROLE";
 /// The role this process plays, if it is a re-executed child.
 pub fn role() -> Option<String> {
     std::env::var(ROLE).ok()
-}
-
-/// Starts this test binary again, running only `entry` (a `#[test]` that
-/// dispatches on [`role`]), with `role` and `env` set.
-pub fn spawn_child(entry: &str, role: &str, env: &[(&str, String)]) -> ChildGuard {
-    let exe = std::env::current_exe().expect("current_exe");
-    let mut cmd = Command::new(exe);
-    cmd.args([entry, "--exact", "--nocapture", "--test-threads=1", "-q"])
-        .env(ROLE, role)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null());
-    for (k, v) in env {
-        cmd.env(k, v);
-    }
-    ChildGuard {
-        child: Some(cmd.spawn().expect("spawn test child")),
-    }
 }
 
 /// Kills and reaps the child on drop, so a failing test leaves no process.
@@ -305,7 +288,7 @@ pub fn remora_fifo_dirs() -> Vec<std::path::PathBuf> {
 }
 
 /// Takes charge of a process started some other way: killed and reaped on
-/// drop, like those from [`spawn_child`].
+/// drop.
 pub fn guard(child: Child) -> ChildGuard {
     ChildGuard { child: Some(child) }
 }
