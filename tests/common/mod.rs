@@ -326,3 +326,47 @@ impl StdoutLines {
         }
     }
 }
+
+// ---------------------------------------------------------------------------
+// Wake-up latency helpers (tests/wakeups.rs, tests/errors.rs).
+// ---------------------------------------------------------------------------
+
+/// The calling thread's kernel id, to hand to [`wait_until_asleep`].
+pub fn thread_id() -> i32 {
+    // SAFETY: gettid has no preconditions.
+    unsafe { libc::gettid() }
+}
+
+/// Waits until thread `tid` of this process sleeps in the kernel (state
+/// `S` in `/proc/self/task/<tid>/stat`), i.e. a blocking wait got past any
+/// spinning and yielding and went to sleep. Panics after `limit`.
+pub fn wait_until_asleep(tid: i32, limit: Duration) {
+    let path = format!("/proc/self/task/{tid}/stat");
+    let start = Instant::now();
+    loop {
+        let stat = std::fs::read_to_string(&path).unwrap_or_default();
+        // "tid (comm) S ...": the comm may hold spaces; the state follows
+        // the last ')'.
+        let state = stat
+            .rsplit_once(')')
+            .and_then(|(_, rest)| rest.split_whitespace().next());
+        if state == Some("S") {
+            return;
+        }
+        assert!(
+            start.elapsed() < limit,
+            "thread {tid} did not go to sleep within {limit:?} (state {state:?})"
+        );
+        std::thread::sleep(Duration::from_micros(200));
+    }
+}
+
+/// A pseudo-random pause of `base` plus up to `jitter`, so wake-ups do not
+/// line up with any periodic slice of a wait.
+pub fn jittered(base: Duration, jitter: Duration) -> Duration {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap();
+    let r = (now.subsec_nanos() as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 16;
+    base + Duration::from_nanos(r % (jitter.as_nanos() as u64).max(1))
+}
