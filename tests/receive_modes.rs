@@ -94,7 +94,7 @@ fn copy_mode_reads_a_private_copy_and_frees_the_ring_at_once() {
     assert_eq!(rx.receive_mode(), ReceiveMode::Copy);
     for id in 0..200 {
         tx.send(&record(id)).unwrap();
-        assert!(tx.len() > 0);
+        assert!(!tx.is_empty());
         let held = rx.recv().unwrap();
         assert_eq!(
             tx.len(),
@@ -146,7 +146,7 @@ fn in_place_mode_holds_the_frame_until_the_message_is_dropped() {
     for id in 0..50 {
         tx.send(&record(id)).unwrap();
         let in_flight = tx.len();
-        assert!(in_flight > 0);
+        assert_ne!(in_flight, 0);
         let held = rx.recv().unwrap();
         assert_eq!(held.id, id);
         assert_eq!(tx.len(), in_flight, "message {id}: released while held");
