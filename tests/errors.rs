@@ -236,13 +236,11 @@ fn corrupt_segments_are_rejected_at_open() {
     assert!(matches!(e, OpenError::BadLayout { .. }), "{e}");
 }
 
+/// Root only (changing a file's owner); listed as ignored otherwise.
 #[test]
-fn segment_owned_by_another_user_is_refused() {
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } != 0 {
-        eprintln!("skipped: changing a file's owner needs root");
-        return;
-    }
+#[ignore = "needs root: as root, cargo test --release -- --ignored root_"]
+fn root_segment_owned_by_another_user_is_refused() {
+    common::require_root("changing a file's owner");
     let e = open_after(|f| std::os::unix::fs::fchown(&*f, Some(12345), None).unwrap());
     assert!(
         matches!(e, OpenError::WrongOwner { owner: 12345, .. }),

@@ -370,3 +370,28 @@ pub fn jittered(base: Duration, jitter: Duration) -> Duration {
     let r = (now.subsec_nanos() as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 16;
     base + Duration::from_nanos(r % (jitter.as_nanos() as u64).max(1))
 }
+
+// ---------------------------------------------------------------------------
+// Root-only tests.
+// ---------------------------------------------------------------------------
+
+/// Root-only tests are named `root_*` and `#[ignore]`d, so the runner lists
+/// them as ignored; CI (as root) runs them with
+/// `cargo test --release -- --ignored root_`. Run anyway without root,
+/// they fail here rather than pass without testing anything.
+pub fn require_root(why: &str) {
+    // SAFETY: geteuid has no preconditions.
+    let euid = unsafe { libc::geteuid() };
+    assert_eq!(euid, 0, "this root-only test needs root: {why}");
+}
+
+/// Fails unless `program` runs (`program --version`).
+pub fn require_program(program: &str) {
+    let ran = std::process::Command::new(program)
+        .arg("--version")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .is_ok();
+    assert!(ran, "this test needs `{program}` (util-linux)");
+}
