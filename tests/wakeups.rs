@@ -7,8 +7,10 @@
 //! shows as about 40 ms or more (the slice), or as a waiter still blocked
 //! after [`HARD_BOUND`]: both fail.
 //!
-//! In one process over a segment (both ends here, as in `errors.rs`); the
-//! doorbells are the same futex words a second process would use.
+//! Most cases run in one process over a segment (both ends here, as in
+//! `errors.rs`); `*_from_another_process` repeat the send and release cases
+//! with a spawned child making the event (a futex that only wakes its own
+//! process, say, fails those), the send over both transports.
 
 mod common;
 
@@ -17,8 +19,14 @@ use std::sync::{Mutex, MutexGuard};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::{jittered, median_max, thread_id, wait_until_asleep};
-use remora::{ChannelConfig, RawReceiver, RawSender, RecvError, Segment, SendError, WaitStrategy};
+use common::{
+    KillOnDrop, Watchdog, jittered, median_max, remora_fifo_dirs, remora_segments, role, thread_id,
+    wait_until_asleep,
+};
+use remora::{
+    ChannelConfig, RawReceiver, RawSender, RecvError, Segment, SendError, Spawner, Transport,
+    WaitStrategy,
+};
 
 /// Wake-ups measured per case.
 const SAMPLES: usize = 20;
@@ -221,4 +229,152 @@ fn block_send_is_woken_by_the_receiver_drop() {
 #[test]
 fn adaptive_send_is_woken_by_the_receiver_drop() {
     send_woken_by_receiver_drop(WaitStrategy::Adaptive);
+}
+
+// ---------------------------------------------------------------------------
+// The event made by another process.
+// ---------------------------------------------------------------------------
+
+/// A child on `transport` whose channel "c" waits in `strategy`; it makes
+/// events when told to on "ctl" (see `child_entry`).
+fn spawn_event_maker(transport: Transport, strategy: WaitStrategy) -> KillOnDrop {
+    let mut s = Spawner::new(std::env::current_exe().unwrap());
+    s.args([
+        "child_entry",
+        "--exact",
+        "--nocapture",
+        "--test-threads=1",
+        "-q",
+    ])
+    .env(common::ROLE, "event_maker")
+    .stdin(std::process::Stdio::null())
+    .stdout(std::process::Stdio::null())
+    .transport(transport)
+    .channel_with(
+        ChannelConfig::new("c")
+            .capacity(4096)
+            .wait_strategy(strategy),
+    )
+    .channel("ctl");
+    KillOnDrop(s.spawn().unwrap())
+}
+
+/// A receiver here asleep in `recv`, woken by the child's send. Timed from
+/// the command to the child (asleep on "ctl" meanwhile) to the receiver's
+/// return: two cross-process wake-ups, both in this process's clock (a
+/// child woken late by the same bug would shift its send into our slice).
+fn recv_woken_by_send_from_another_process(transport: Transport, strategy: WaitStrategy) {
+    let _s = serial();
+    let _w = Watchdog::new("cross-process recv wake-up", Duration::from_secs(120));
+    let what = format!("{transport} {strategy:?} recv woken by child's send");
+    let mut child = spawn_event_maker(transport, strategy);
+    let (_tx, mut rx) = child.raw_channel("c").unwrap();
+    let (mut ctl_tx, _ctl_rx) = child.raw_channel("ctl").unwrap();
+    assert_eq!(rx.wait_strategy(), strategy);
+    let (ready_tx, ready) = mpsc::channel();
+    let (done_tx, done) = mpsc::channel();
+    let waiter = thread::spawn(move || {
+        for _ in 0..SAMPLES {
+            ready_tx.send(thread_id()).unwrap();
+            drop(rx.recv().unwrap());
+            done_tx.send(Instant::now()).unwrap();
+        }
+    });
+    let mut times = Vec::new();
+    for _ in 0..SAMPLES {
+        let asked = after_waiter_sleeps(&ready, || ctl_tx.send(b"send").unwrap());
+        times.push(woken_at(&done, &what) - asked);
+    }
+    waiter.join().unwrap();
+    check(&what, &times);
+    drop((_tx, ctl_tx, _ctl_rx));
+    assert!(child.wait().unwrap().success());
+    assert!(remora_segments().is_empty() && remora_fifo_dirs().is_empty());
+}
+
+/// A sender here asleep on a full ring, woken by the child receiving (and
+/// so releasing) one message; timed like the receive case. Shared memory only: a FIFO writer waits for
+/// the kernel's pipe pages, not for one message's worth of room.
+fn send_woken_by_release_from_another_process(strategy: WaitStrategy) {
+    let _s = serial();
+    let _w = Watchdog::new("cross-process send wake-up", Duration::from_secs(120));
+    let what = format!("shm {strategy:?} send woken by child's release");
+    let mut child = spawn_event_maker(Transport::Shm, strategy);
+    let (mut tx, _rx) = child.raw_channel("c").unwrap();
+    let (mut ctl_tx, mut ctl_rx) = child.raw_channel("ctl").unwrap();
+    assert_eq!(tx.wait_strategy(), strategy);
+    while tx.try_send(&[0; 64]).is_ok() {}
+    let (ready_tx, ready) = mpsc::channel();
+    let (done_tx, done) = mpsc::channel();
+    let waiter = thread::spawn(move || {
+        for _ in 0..SAMPLES {
+            ready_tx.send(thread_id()).unwrap();
+            tx.send(&[1; 64]).unwrap();
+            done_tx.send(Instant::now()).unwrap();
+        }
+        tx
+    });
+    let mut times = Vec::new();
+    for _ in 0..SAMPLES {
+        let asked = after_waiter_sleeps(&ready, || ctl_tx.send(b"release").unwrap());
+        times.push(woken_at(&done, &what) - asked);
+        assert_eq!(&*ctl_rx.recv_timeout(HARD_BOUND).unwrap(), b"released");
+    }
+    let tx = waiter.join().unwrap();
+    check(&what, &times);
+    drop((tx, _rx, ctl_tx, ctl_rx));
+    assert!(child.wait().unwrap().success());
+    assert!(remora_segments().is_empty());
+}
+
+#[test]
+fn block_recv_is_woken_by_a_send_from_another_process() {
+    for t in [Transport::Shm, Transport::Fifo] {
+        recv_woken_by_send_from_another_process(t, WaitStrategy::Block);
+    }
+}
+
+#[test]
+fn adaptive_recv_is_woken_by_a_send_from_another_process() {
+    for t in [Transport::Shm, Transport::Fifo] {
+        recv_woken_by_send_from_another_process(t, WaitStrategy::Adaptive);
+    }
+}
+
+#[test]
+fn block_send_is_woken_by_a_release_from_another_process() {
+    send_woken_by_release_from_another_process(WaitStrategy::Block);
+}
+
+#[test]
+fn adaptive_send_is_woken_by_a_release_from_another_process() {
+    send_woken_by_release_from_another_process(WaitStrategy::Adaptive);
+}
+
+/// Entry point of the re-executed child; does nothing in a normal run.
+/// On "send" it sends a message on "c"; on "release" it receives one
+/// message from "c" (copying it releases its frame) and says so on "ctl".
+#[test]
+fn child_entry() {
+    let Some(role) = role() else { return };
+    assert_eq!(role, "event_maker");
+    let _w = Watchdog::new("wake-up child", Duration::from_secs(120));
+    let conn = remora::connect().unwrap();
+    let (mut tx, mut rx) = conn.raw_channel("c").unwrap();
+    let (mut ctl_tx, mut ctl_rx) = conn.raw_channel("ctl").unwrap();
+    loop {
+        let cmd = match ctl_rx.recv() {
+            Ok(m) => m.to_vec(),
+            Err(RecvError::Disconnected) => return,
+            Err(e) => panic!("{e:?}"),
+        };
+        match &cmd[..] {
+            b"send" => tx.send(b"event").unwrap(),
+            b"release" => {
+                drop(rx.recv().unwrap());
+                ctl_tx.send(b"released").unwrap();
+            }
+            other => panic!("unknown command {other:?}"),
+        }
+    }
 }
