@@ -94,11 +94,6 @@ fn fifo_dir_from_env() -> PathBuf {
     PathBuf::from(v.strip_prefix("fifo:").expect("a fifo: channel"))
 }
 
-fn is_root() -> bool {
-    // SAFETY: geteuid has no preconditions.
-    unsafe { libc::geteuid() == 0 }
-}
-
 fn echo_round_trips(child: &remora::Child, n: u64) {
     let (mut tx, mut rx) = child.channel::<u64, u64>("c").unwrap();
     for i in 0..n {
@@ -112,21 +107,11 @@ fn echo_round_trips(child: &remora::Child, n: u64) {
 // ---------------------------------------------------------------------------
 
 /// Runs `fallback_inner` in a new mount namespace whose /dev/shm is a tmpfs
-/// mounted with `options`.
+/// mounted with `options`. Root only: the tests calling it are `root_*`
+/// and ignored unless asked for (see `common::require_root`).
 fn in_namespace_with_dev_shm(options: &str) {
-    if !is_root() {
-        eprintln!("skipped: mounting a tmpfs over /dev/shm needs root (CI runs as root)");
-        return;
-    }
-    if Command::new("unshare")
-        .arg("--version")
-        .stdout(Stdio::null())
-        .status()
-        .is_err()
-    {
-        eprintln!("skipped: util-linux `unshare` is not installed");
-        return;
-    }
+    common::require_root("mounting a tmpfs over /dev/shm");
+    common::require_program("unshare");
     let script = format!(
         "mount --make-rprivate / && mount -t tmpfs -o {options} tmpfs /dev/shm && exec \"$0\" \"$@\""
     );
@@ -144,14 +129,16 @@ fn in_namespace_with_dev_shm(options: &str) {
 }
 
 #[test]
-fn auto_falls_back_to_fifo_when_dev_shm_is_read_only() {
+#[ignore = "needs root: as root, cargo test --release -- --ignored root_"]
+fn root_auto_falls_back_to_fifo_when_dev_shm_is_read_only() {
     let _s = serial();
     let _w = Watchdog::new("fallback, read-only /dev/shm", Duration::from_secs(90));
     in_namespace_with_dev_shm("ro,size=64k");
 }
 
 #[test]
-fn auto_falls_back_to_fifo_when_dev_shm_is_full() {
+#[ignore = "needs root: as root, cargo test --release -- --ignored root_"]
+fn root_auto_falls_back_to_fifo_when_dev_shm_is_full() {
     let _s = serial();
     let _w = Watchdog::new("fallback, tiny /dev/shm", Duration::from_secs(90));
     // Room for the segment's name but not its pages: posix_fallocate fails.

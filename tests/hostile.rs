@@ -1627,77 +1627,79 @@ fn poisoned_sender_stays_poisoned_after_the_receiver_closes() {
     );
 }
 
-/// Kills an idle child, reaps it, then polls: `try_recv` and short
-/// `recv_timeout`s must eventually report `Disconnected`.
-#[test]
-fn polling_receiver_sees_a_killed_peer() {
-    let _s = serial();
-    let _w = Watchdog::new("polling receiver", Duration::from_secs(60));
-    let mut child = KillOnDrop(spawner("idle").channel("c").spawn().unwrap());
-    let (_tx, mut rx) = child.channel::<Msg, Msg>("c").unwrap();
-    while !child.is_attached() {
-        std::thread::sleep(Duration::from_millis(1));
-    }
-    child.kill().unwrap();
-    child.wait().unwrap();
-    let poll = |op: &mut dyn FnMut() -> Result<(), RecvError>| {
-        let start = Instant::now();
-        while start.elapsed() < Duration::from_secs(1) {
-            match op() {
-                Err(RecvError::Disconnected) => return true,
-                Err(RecvError::Empty | RecvError::Timeout) => {}
-                other => panic!("{other:?}"),
-            }
-        }
-        false
-    };
-    let try_form = poll(&mut || rx.try_recv().map(drop));
-    let timeout_form = poll(&mut || rx.recv_timeout(Duration::from_millis(10)).map(drop));
-    assert!(
-        try_form && timeout_form,
-        "1 s after kill -9: try_recv saw Disconnected: {try_form}, \
-         recv_timeout(10 ms) saw Disconnected: {timeout_form}"
-    );
-}
-
-/// Kills an idle child whose ring the parent filled, then polls:
-/// `try_send` and short `send_timeout`s must eventually report
-/// `Disconnected`.
-#[test]
-fn polling_sender_sees_a_killed_peer() {
-    let _s = serial();
-    let _w = Watchdog::new("polling sender", Duration::from_secs(60));
-    let mut child = KillOnDrop(
+/// An idle child on a 4 KiB channel. A fresh child per form: each form
+/// must notice the death itself, not find a flag another form latched.
+fn idle_child() -> KillOnDrop {
+    KillOnDrop(
         spawner("idle")
             .channel_with(ChannelConfig::new("c").capacity(4096))
             .spawn()
             .unwrap(),
-    );
-    let (mut tx, _rx) = child.raw_channel("c").unwrap();
+    )
+}
+
+/// Waits until the child attached, then kills and reaps it.
+fn kill_and_reap(child: &mut KillOnDrop) {
     while !child.is_attached() {
         std::thread::sleep(Duration::from_millis(1));
     }
-    while tx.try_send(&[0; 100]).is_ok() {}
     child.kill().unwrap();
     child.wait().unwrap();
-    let poll = |op: &mut dyn FnMut() -> Result<(), SendError>| {
+}
+
+/// Kills an idle child, reaps it, then polls: `try_recv`, and on a fresh
+/// child short `recv_timeout`s, must each report `Disconnected` within 1 s.
+/// (`liveness.rs` also kills the peer while each form is waiting.)
+#[test]
+fn polling_receiver_sees_a_killed_peer() {
+    let _s = serial();
+    let _w = Watchdog::new("polling receiver", Duration::from_secs(60));
+    let poll = |form: &str, op: &mut dyn FnMut(&mut RawReceiver) -> Result<(), RecvError>| {
+        let mut child = idle_child();
+        let (_tx, mut rx) = child.raw_channel("c").unwrap();
+        kill_and_reap(&mut child);
         let start = Instant::now();
         while start.elapsed() < Duration::from_secs(1) {
-            match op() {
-                Err(SendError::Disconnected) => return true,
-                Err(SendError::Full | SendError::Timeout) => {}
-                other => panic!("{other:?}"),
+            match op(&mut rx) {
+                Err(RecvError::Disconnected) => return,
+                Err(RecvError::Empty | RecvError::Timeout) => {}
+                other => panic!("{form}: {other:?}"),
             }
         }
-        false
+        panic!("1 s after kill -9, {form} never saw Disconnected");
     };
-    let try_form = poll(&mut || tx.try_send(&[0; 100]));
-    let timeout_form = poll(&mut || tx.send_timeout(&[0; 100], Duration::from_millis(10)));
-    assert!(
-        try_form && timeout_form,
-        "1 s after kill -9: try_send saw Disconnected: {try_form}, \
-         send_timeout(10 ms) saw Disconnected: {timeout_form}"
-    );
+    poll("try_recv", &mut |rx| rx.try_recv().map(drop));
+    poll("recv_timeout(10 ms)", &mut |rx| {
+        rx.recv_timeout(Duration::from_millis(10)).map(drop)
+    });
+}
+
+/// Kills an idle child whose ring the parent filled, reaps it, then polls:
+/// `try_send`, and on a fresh child short `send_timeout`s, must each report
+/// `Disconnected` within 1 s.
+#[test]
+fn polling_sender_sees_a_killed_peer() {
+    let _s = serial();
+    let _w = Watchdog::new("polling sender", Duration::from_secs(60));
+    let poll = |form: &str, op: &mut dyn FnMut(&mut RawSender) -> Result<(), SendError>| {
+        let mut child = idle_child();
+        let (mut tx, _rx) = child.raw_channel("c").unwrap();
+        while tx.try_send(&[0; 100]).is_ok() {}
+        kill_and_reap(&mut child);
+        let start = Instant::now();
+        while start.elapsed() < Duration::from_secs(1) {
+            match op(&mut tx) {
+                Err(SendError::Disconnected) => return,
+                Err(SendError::Full | SendError::Timeout) => {}
+                other => panic!("{form}: {other:?}"),
+            }
+        }
+        panic!("1 s after kill -9, {form} never saw Disconnected");
+    };
+    poll("try_send", &mut |tx| tx.try_send(&[0; 100]));
+    poll("send_timeout(10 ms)", &mut |tx| {
+        tx.send_timeout(&[0; 100], Duration::from_millis(10))
+    });
 }
 
 // ---------------------------------------------------------------------------

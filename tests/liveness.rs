@@ -9,6 +9,10 @@
 //! still arrive first, and a live peer behind `sh -c`, `timeout` or a new PID
 //! namespace must never be reported dead.
 //!
+//! The PID-namespace cases need root: they are the `root_*` tests, listed
+//! as ignored; as root, `cargo test --release -- --ignored root_` runs them
+//! (CI does).
+//!
 //! `REMORA_LIVENESS_KILLS=20 cargo test --release --test liveness -- --nocapture --test-threads=1`
 //! prints the median and maximum detection time per case over 20 kills.
 
@@ -102,20 +106,6 @@ fn settle_time() -> Duration {
 fn sigkill(pid: u32) {
     // SAFETY: sending a signal has no memory-safety preconditions.
     unsafe { libc::kill(pid as libc::pid_t, libc::SIGKILL) };
-}
-
-fn is_root() -> bool {
-    // SAFETY: geteuid has no preconditions.
-    unsafe { libc::geteuid() == 0 }
-}
-
-fn have(program: &str) -> bool {
-    Command::new(program)
-        .arg("--version")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok()
 }
 
 /// The test-binary invocation a child runs: `entry` with `role`.
@@ -328,29 +318,38 @@ fn child_death_is_seen_at_once_in_every_wait() {
     }
 }
 
+fn child_death_behind(wrapper: &str) {
+    for t in [Transport::Shm, Transport::Fifo] {
+        child_death_case(wrapper, t, WaitStrategy::Adaptive, Op::Recv);
+    }
+}
+
 #[test]
 fn child_death_behind_wrappers_is_seen_at_once() {
     let _s = serial();
     let _w = Watchdog::new("child death behind wrappers", Duration::from_secs(300));
-    for wrapper in wrappers() {
-        for t in [Transport::Shm, Transport::Fifo] {
-            child_death_case(wrapper, t, WaitStrategy::Adaptive, Op::Recv);
-        }
+    for wrapper in WRAPPERS {
+        child_death_behind(wrapper);
     }
 }
 
-/// The wrappers available here (`unshare --pid` needs root).
-fn wrappers() -> Vec<&'static str> {
-    let mut w = vec!["sh"];
-    if have("timeout") {
-        w.push("timeout");
-    }
-    if is_root() && have("unshare") {
-        w.push("unshare");
-    } else {
-        println!("skipping the unshare --pid wrapper: needs root and unshare");
-    }
-    w
+/// The wrappers any user can use; `unshare --pid` (a new PID namespace)
+/// needs root: its cases are the `root_*` tests, ignored unless asked for.
+const WRAPPERS: [&str; 2] = ["sh", "timeout"];
+
+/// Root and `unshare` for the PID-namespace cases, or a clear failure.
+fn require_pid_namespace() {
+    common::require_root("a new PID namespace (unshare --pid)");
+    common::require_program("unshare");
+}
+
+#[test]
+#[ignore = "needs root: as root, cargo test --release -- --ignored root_"]
+fn root_child_death_in_a_pid_namespace_is_seen_at_once() {
+    require_pid_namespace();
+    let _s = serial();
+    let _w = Watchdog::new("child death in a PID namespace", Duration::from_secs(300));
+    child_death_behind("unshare");
 }
 
 // ---------------------------------------------------------------------------
@@ -540,45 +539,71 @@ fn parent_death_is_seen_without_futex_waitv() {
     }
 }
 
+fn parent_death_behind(wrapper: &str) {
+    for t in [Transport::Shm, Transport::Fifo] {
+        parent_death_case(wrapper, t, WaitStrategy::Adaptive, Op::Recv);
+    }
+}
+
 #[test]
 fn parent_death_behind_wrappers_is_seen_at_once() {
     let _s = serial();
     let _w = Watchdog::new("parent death behind wrappers", Duration::from_secs(300));
-    for wrapper in wrappers() {
-        for t in [Transport::Shm, Transport::Fifo] {
-            parent_death_case(wrapper, t, WaitStrategy::Adaptive, Op::Recv);
-        }
+    for wrapper in WRAPPERS {
+        parent_death_behind(wrapper);
     }
+}
+
+#[test]
+#[ignore = "needs root: as root, cargo test --release -- --ignored root_"]
+fn root_parent_death_in_a_pid_namespace_is_seen_at_once() {
+    require_pid_namespace();
+    let _s = serial();
+    let _w = Watchdog::new("parent death in a PID namespace", Duration::from_secs(300));
+    parent_death_behind("unshare");
 }
 
 // ---------------------------------------------------------------------------
 // No false reports: a live parent behind a wrapper, with long idle stretches.
 // ---------------------------------------------------------------------------
 
+fn live_parent_never_reported_dead(wrapper: &str) {
+    for t in [Transport::Shm, Transport::Fifo] {
+        for s in [WaitStrategy::Block, WaitStrategy::Adaptive] {
+            let mut child = spawner(wrapper, "echo", t, s).spawn().unwrap();
+            let (mut tx, mut rx) = child.raw_channel("c").unwrap();
+            for round in 0..4u8 {
+                // Longer than the old 50 ms getppid poll.
+                std::thread::sleep(Duration::from_millis(150));
+                tx.send(&[round]).unwrap();
+                let reply = rx
+                    .recv_timeout(Duration::from_secs(20))
+                    .unwrap_or_else(|e| panic!("{wrapper} {t} {s:?} round {round}: {e:?}"));
+                assert_eq!(&*reply, &[round]);
+            }
+            drop((tx, rx));
+            let status = child.wait().unwrap();
+            assert!(status.success(), "{wrapper} {t} {s:?}: child {status}");
+        }
+    }
+}
+
 #[test]
 fn a_live_parent_behind_a_wrapper_is_never_reported_dead() {
     let _s = serial();
     let _w = Watchdog::new("no false reports", Duration::from_secs(300));
-    for wrapper in wrappers() {
-        for t in [Transport::Shm, Transport::Fifo] {
-            for s in [WaitStrategy::Block, WaitStrategy::Adaptive] {
-                let mut child = spawner(wrapper, "echo", t, s).spawn().unwrap();
-                let (mut tx, mut rx) = child.raw_channel("c").unwrap();
-                for round in 0..4u8 {
-                    // Longer than the old 50 ms getppid poll.
-                    std::thread::sleep(Duration::from_millis(150));
-                    tx.send(&[round]).unwrap();
-                    let reply = rx
-                        .recv_timeout(Duration::from_secs(20))
-                        .unwrap_or_else(|e| panic!("{wrapper} {t} {s:?} round {round}: {e:?}"));
-                    assert_eq!(&*reply, &[round]);
-                }
-                drop((tx, rx));
-                let status = child.wait().unwrap();
-                assert!(status.success(), "{wrapper} {t} {s:?}: child {status}");
-            }
-        }
+    for wrapper in WRAPPERS {
+        live_parent_never_reported_dead(wrapper);
     }
+}
+
+#[test]
+#[ignore = "needs root: as root, cargo test --release -- --ignored root_"]
+fn root_a_live_parent_in_a_pid_namespace_is_never_reported_dead() {
+    require_pid_namespace();
+    let _s = serial();
+    let _w = Watchdog::new("no false reports, PID namespace", Duration::from_secs(300));
+    live_parent_never_reported_dead("unshare");
 }
 
 fn echo_role(conn: remora::Connection) {
@@ -799,13 +824,11 @@ fn segment_peer_death_is_seen_at_once_both_ways() {
 /// (`kill(pid, 0)` says "no such process"), must leave our live segment and
 /// FIFO directory alone.
 #[test]
-fn a_sweep_in_another_pid_namespace_spares_live_objects() {
+#[ignore = "needs root: as root, cargo test --release -- --ignored root_"]
+fn root_a_sweep_in_another_pid_namespace_spares_live_objects() {
+    require_pid_namespace();
     let _s = serial();
     let _w = Watchdog::new("namespace-proof sweep", Duration::from_secs(120));
-    if !(is_root() && have("unshare")) {
-        println!("skipping: needs root and unshare for a PID namespace");
-        return;
-    }
     let seg = Segment::create(&[ChannelConfig::new("c")]).unwrap();
     let seg_file = format!("/dev/shm{}", seg.name());
     // A FIFO set whose child never attaches keeps its directory.

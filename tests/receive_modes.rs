@@ -68,31 +68,115 @@ fn segment_ends_on_both_sides_copy_by_default() {
     assert_eq!(child_raw.receive_mode(), ReceiveMode::Copy);
 }
 
+/// Sends empty frames (16 bytes each, the smallest, so they fit at any
+/// ring position without skipping) until the ring is full; returns how many.
+fn fill_with_empty_frames(tx: &mut remora::RawSender) -> usize {
+    let mut sent = 0;
+    while tx.try_send(&[]).is_ok() {
+        sent += 1;
+    }
+    sent
+}
+
+/// Copy mode releases the frame when it copies it: while the message is
+/// still held, the sender sees nothing in flight and can fill exactly a
+/// whole empty ring. (A receiver that kept the frame until drop fails both.)
 #[test]
 fn copy_mode_reads_a_private_copy_and_frees_the_ring_at_once() {
-    let parent = Segment::create(&[ChannelConfig::new("c").capacity(1024)]).unwrap();
+    let parent = Segment::create(&[
+        ChannelConfig::new("c").capacity(1024),
+        ChannelConfig::new("raw").capacity(1024),
+    ])
+    .unwrap();
     let child = Segment::open(parent.name()).unwrap();
     let (mut tx, _) = parent.channel::<Record, ()>("c").unwrap();
     let (_, mut rx) = child.channel::<(), Record>("c").unwrap();
-
+    assert_eq!(rx.receive_mode(), ReceiveMode::Copy);
     for id in 0..200 {
         tx.send(&record(id)).unwrap();
+        assert!(!tx.is_empty());
         let held = rx.recv().unwrap();
+        assert_eq!(
+            tx.len(),
+            0,
+            "message {id}: its frame is still in the ring while the copy is held"
+        );
         assert_eq!(held.id, id);
         assert_eq!(held.values.len(), id as usize % 50);
-        // The ring frame was released when copied: the sender can refill the
-        // whole ring while we still hold the message.
-        let mut sent = 0;
-        while tx.try_send(&record(0)).is_ok() {
-            sent += 1;
-        }
-        assert!(
-            sent >= 2,
-            "ring space not released while the message is held"
-        );
         assert!(held.name.starts_with("record number"));
         drop(held);
-        while rx.try_recv().is_ok() {}
+        assert_eq!(tx.len(), 0);
+    }
+
+    let (mut tx, _) = parent.raw_channel("raw").unwrap();
+    let (_, mut rx) = child.raw_channel("raw").unwrap();
+    assert_eq!(rx.receive_mode(), ReceiveMode::Copy);
+    let whole_ring = tx.capacity() / 16;
+    for round in 0..100usize {
+        // Sizes 0..=400 move the ring position around, wrap included.
+        let msg = vec![round as u8; round * 37 % 401];
+        tx.send(&msg).unwrap();
+        let held = rx.recv().unwrap();
+        assert_eq!(tx.len(), 0, "round {round}: frame not released by the copy");
+        assert_eq!(
+            fill_with_empty_frames(&mut tx),
+            whole_ring,
+            "round {round}: the sender must fill a whole empty ring while the copy is held"
+        );
+        assert_eq!(&*held, &msg[..]);
+        drop(held);
+        assert_eq!(rx.drain(|m| assert!(m.is_empty())).unwrap(), whole_ring);
+    }
+}
+
+/// In place (trusted), the frame is the message: it stays in the ring, and
+/// counts against the sender, until the message is dropped.
+#[test]
+fn in_place_mode_holds_the_frame_until_the_message_is_dropped() {
+    let parent = Segment::create(&[
+        ChannelConfig::new("c").capacity(1024),
+        ChannelConfig::new("raw").capacity(1024),
+    ])
+    .unwrap();
+    let child = Segment::open(parent.name()).unwrap();
+    let (mut tx, _) = parent.channel::<Record, ()>("c").unwrap();
+    let (_, mut rx) = child.channel::<(), Record>("c").unwrap();
+    // SAFETY: the sender is in this process and never rewrites a frame.
+    unsafe { rx.trust_peer() };
+    for id in 0..50 {
+        tx.send(&record(id)).unwrap();
+        let in_flight = tx.len();
+        assert_ne!(in_flight, 0);
+        let held = rx.recv().unwrap();
+        assert_eq!(held.id, id);
+        assert_eq!(tx.len(), in_flight, "message {id}: released while held");
+        drop(held);
+        assert_eq!(tx.len(), 0, "message {id}: not released on drop");
+    }
+
+    let (mut tx, _) = parent.raw_channel("raw").unwrap();
+    let (_, mut rx) = child.raw_channel("raw").unwrap();
+    // SAFETY: as above.
+    unsafe { rx.trust_peer() };
+    let whole_ring = tx.capacity() / 16;
+    for round in 0..100usize {
+        let msg = vec![round as u8; round * 37 % 401];
+        let frame = 16 + msg.len().div_ceil(16) * 16;
+        tx.send(&msg).unwrap();
+        let held = rx.recv().unwrap();
+        assert_eq!(tx.len(), frame, "round {round}: released while held");
+        assert_eq!(
+            fill_with_empty_frames(&mut tx),
+            whole_ring - frame / 16,
+            "round {round}: the held frame must keep its space"
+        );
+        assert_eq!(&*held, &msg[..]);
+        drop(held);
+        assert_eq!(tx.len(), (whole_ring - frame / 16) * 16);
+        assert_eq!(
+            rx.drain(|m| assert!(m.is_empty())).unwrap(),
+            whole_ring - frame / 16
+        );
     }
 }
 

@@ -5,7 +5,7 @@
 pub mod alloc;
 pub mod stream;
 
-use std::process::{Child, Command, Stdio};
+use std::process::Child;
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
@@ -15,23 +15,6 @@ pub const ROLE: &str = "REMORA_TEST_ROLE";
 /// The role this process plays, if it is a re-executed child.
 pub fn role() -> Option<String> {
     std::env::var(ROLE).ok()
-}
-
-/// Starts this test binary again, running only `entry` (a `#[test]` that
-/// dispatches on [`role`]), with `role` and `env` set.
-pub fn spawn_child(entry: &str, role: &str, env: &[(&str, String)]) -> ChildGuard {
-    let exe = std::env::current_exe().expect("current_exe");
-    let mut cmd = Command::new(exe);
-    cmd.args([entry, "--exact", "--nocapture", "--test-threads=1", "-q"])
-        .env(ROLE, role)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null());
-    for (k, v) in env {
-        cmd.env(k, v);
-    }
-    ChildGuard {
-        child: Some(cmd.spawn().expect("spawn test child")),
-    }
 }
 
 /// Kills and reaps the child on drop, so a failing test leaves no process.
@@ -305,7 +288,7 @@ pub fn remora_fifo_dirs() -> Vec<std::path::PathBuf> {
 }
 
 /// Takes charge of a process started some other way: killed and reaped on
-/// drop, like those from [`spawn_child`].
+/// drop.
 pub fn guard(child: Child) -> ChildGuard {
     ChildGuard { child: Some(child) }
 }
@@ -342,4 +325,73 @@ impl StdoutLines {
             }
         }
     }
+}
+
+// ---------------------------------------------------------------------------
+// Wake-up latency helpers (tests/wakeups.rs, tests/errors.rs).
+// ---------------------------------------------------------------------------
+
+/// The calling thread's kernel id, to hand to [`wait_until_asleep`].
+pub fn thread_id() -> i32 {
+    // SAFETY: gettid has no preconditions.
+    unsafe { libc::gettid() }
+}
+
+/// Waits until thread `tid` of this process sleeps in the kernel (state
+/// `S` in `/proc/self/task/<tid>/stat`), i.e. a blocking wait got past any
+/// spinning and yielding and went to sleep. Panics after `limit`.
+pub fn wait_until_asleep(tid: i32, limit: Duration) {
+    let path = format!("/proc/self/task/{tid}/stat");
+    let start = Instant::now();
+    loop {
+        let stat = std::fs::read_to_string(&path).unwrap_or_default();
+        // "tid (comm) S ...": the comm may hold spaces; the state follows
+        // the last ')'.
+        let state = stat
+            .rsplit_once(')')
+            .and_then(|(_, rest)| rest.split_whitespace().next());
+        if state == Some("S") {
+            return;
+        }
+        assert!(
+            start.elapsed() < limit,
+            "thread {tid} did not go to sleep within {limit:?} (state {state:?})"
+        );
+        std::thread::sleep(Duration::from_micros(200));
+    }
+}
+
+/// A pseudo-random pause of `base` plus up to `jitter`, so wake-ups do not
+/// line up with any periodic slice of a wait.
+pub fn jittered(base: Duration, jitter: Duration) -> Duration {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap();
+    let r = (now.subsec_nanos() as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 16;
+    base + Duration::from_nanos(r % (jitter.as_nanos() as u64).max(1))
+}
+
+// ---------------------------------------------------------------------------
+// Root-only tests.
+// ---------------------------------------------------------------------------
+
+/// Root-only tests are named `root_*` and `#[ignore]`d, so the runner lists
+/// them as ignored; CI (as root) runs them with
+/// `cargo test --release -- --ignored root_`. Run anyway without root,
+/// they fail here rather than pass without testing anything.
+pub fn require_root(why: &str) {
+    // SAFETY: geteuid has no preconditions.
+    let euid = unsafe { libc::geteuid() };
+    assert_eq!(euid, 0, "this root-only test needs root: {why}");
+}
+
+/// Fails unless `program` runs (`program --version`).
+pub fn require_program(program: &str) {
+    let ran = std::process::Command::new(program)
+        .arg("--version")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .is_ok();
+    assert!(ran, "this test needs `{program}` (util-linux)");
 }
