@@ -280,13 +280,7 @@ impl Segment {
         in_fp: u64,
         mode: ReceiveMode,
     ) -> Result<(RawSender, RawReceiver), ChannelError> {
-        let index = ChannelError::position(self.channel_names(), name)?;
-        let mut taken = self.taken.lock().unwrap_or_else(|p| p.into_inner());
-        if taken[index] {
-            return Err(ChannelError::AlreadyTaken {
-                name: name.to_owned(),
-            });
-        }
+        let (index, mut taken) = self.untaken(name)?;
         let (out_dir, in_dir) = (self.side.outgoing(), self.side.incoming());
         // Both checked before either is recorded: a take refused for one
         // direction leaves no record in the other (a retry with other types
@@ -465,13 +459,7 @@ impl Segment {
     /// This side's sender of channel `name` alone, checking its fingerprint
     /// only; hangs up the inbound direction (as a dropped receiver).
     pub(crate) fn take_sender(&self, name: &str, fp: u64) -> Result<RawSender, ChannelError> {
-        let index = ChannelError::position(self.channel_names(), name)?;
-        let mut taken = self.taken.lock().unwrap_or_else(|p| p.into_inner());
-        if taken[index] {
-            return Err(ChannelError::AlreadyTaken {
-                name: name.to_owned(),
-            });
-        }
+        let (index, mut taken) = self.untaken(name)?;
         let (out_dir, in_dir) = self.directions();
         self.agree_fingerprint(index, out_dir, fp)?;
         // SAFETY: as in `take`: one end per channel per side in this
@@ -482,11 +470,7 @@ impl Segment {
         // `Attachment` the end holds keeps alive.
         let sender = unsafe { ShmSender::new(producer, Arc::clone(&self.link)) };
         taken[index] = true;
-        let inbound = self.region(index, in_dir);
-        let ctrl = inbound.ctrl();
-        // Release: as a dropped receiver's close.
-        ctrl.ends.consumer_closed.store(1, Ordering::Release);
-        ctrl.space_bell.ring();
+        self.hang_up(index, in_dir);
         Ok(RawSender::new(
             SendEnd::Shm(sender),
             self.channels[index].wait,
@@ -502,13 +486,7 @@ impl Segment {
         fp: u64,
         mode: ReceiveMode,
     ) -> Result<RawReceiver, ChannelError> {
-        let index = ChannelError::position(self.channel_names(), name)?;
-        let mut taken = self.taken.lock().unwrap_or_else(|p| p.into_inner());
-        if taken[index] {
-            return Err(ChannelError::AlreadyTaken {
-                name: name.to_owned(),
-            });
-        }
+        let (index, mut taken) = self.untaken(name)?;
         let (out_dir, in_dir) = self.directions();
         self.agree_fingerprint(index, in_dir, fp)?;
         // SAFETY: as in `take_sender`, for the consuming direction.
@@ -517,16 +495,45 @@ impl Segment {
         // SAFETY: as in `take_sender`.
         let receiver = unsafe { ShmReceiver::new(consumer, Arc::clone(&self.link)) };
         taken[index] = true;
-        let outbound = self.region(index, out_dir);
-        let ctrl = outbound.ctrl();
-        // Release: as a dropped sender's close (nothing was committed).
-        ctrl.ends.producer_closed.store(1, Ordering::Release);
-        ctrl.data_bell.ring();
+        self.hang_up(index, out_dir);
         Ok(RawReceiver::new(
             RecvEnd::Shm(receiver),
             self.channels[index].wait,
             mode,
         ))
+    }
+
+    /// Channel `name`'s index, if it exists and was not taken yet, with the
+    /// lock on the taken flags (set the flag once the take succeeds).
+    fn untaken(
+        &self,
+        name: &str,
+    ) -> Result<(usize, std::sync::MutexGuard<'_, Vec<bool>>), ChannelError> {
+        let index = ChannelError::position(self.channel_names(), name)?;
+        let taken = self.taken.lock().unwrap_or_else(|p| p.into_inner());
+        if taken[index] {
+            return Err(ChannelError::AlreadyTaken {
+                name: name.to_owned(),
+            });
+        }
+        Ok((index, taken))
+    }
+
+    /// Hangs up this side of ring `dir` of channel `index`, as dropping its
+    /// end would: the outbound ring as a sender that committed nothing more,
+    /// the inbound ring as a receiver. For ends this side will never take.
+    fn hang_up(&self, index: usize, dir: Direction) {
+        let region = self.region(index, dir);
+        let ctrl = region.ctrl();
+        if dir == self.side.outgoing() {
+            // Release: as a dropped sender's close.
+            ctrl.ends.producer_closed.store(1, Ordering::Release);
+            ctrl.data_bell.ring();
+        } else {
+            // Release: as a dropped receiver's close.
+            ctrl.ends.consumer_closed.store(1, Ordering::Release);
+            ctrl.space_bell.ring();
+        }
     }
 
     /// `(outbound, inbound)` ring directions for this side.
@@ -554,16 +561,8 @@ impl Drop for Segment {
             return;
         }
         for index in (0..taken.len()).filter(|&i| !taken[i]) {
-            let out = self.region(index, out_dir);
-            let ctrl = out.ctrl();
-            // Release: as a dropped sender's close (nothing was committed).
-            ctrl.ends.producer_closed.store(1, Ordering::Release);
-            ctrl.data_bell.ring();
-            let inbound = self.region(index, in_dir);
-            let ctrl = inbound.ctrl();
-            // Release: as a dropped receiver's close.
-            ctrl.ends.consumer_closed.store(1, Ordering::Release);
-            ctrl.space_bell.ring();
+            self.hang_up(index, out_dir);
+            self.hang_up(index, in_dir);
         }
     }
 }
