@@ -19,7 +19,7 @@ use std::path::Path;
 use std::process::{Command, ExitStatus, Stdio};
 use std::time::Duration;
 
-use crate::channel::{RawReceiver, RawSender, ReceiveMode, Receiver, Sender};
+use crate::channel::{RawReceiver, RawSender, ReceiveMode, Receiver, RecvEnd, SendEnd, Sender};
 use crate::codec::{self, Decode, Encode};
 use crate::config::ChannelConfig;
 use crate::error::{ChannelError, ConnectError, SpawnError};
@@ -117,7 +117,13 @@ impl Endpoint {
     ) -> Result<(RawSender, RawReceiver), ChannelError> {
         match self {
             Endpoint::Shm(segment) => segment.take(name, out_fp, in_fp, mode),
-            Endpoint::Fifo(set) => set.take(name, out_fp, in_fp, mode),
+            Endpoint::Fifo(set) => {
+                let (tx, rx, wait) = set.take(name, out_fp, in_fp)?;
+                Ok((
+                    RawSender::new(SendEnd::Fifo(tx), wait),
+                    RawReceiver::new(RecvEnd::Fifo(rx), wait, mode),
+                ))
+            }
         }
     }
 
@@ -152,7 +158,10 @@ impl Endpoint {
     fn take_sender(&self, name: &str, fp: u64) -> Result<RawSender, ChannelError> {
         match self {
             Endpoint::Shm(segment) => segment.take_sender(name, fp),
-            Endpoint::Fifo(set) => set.take_sender(name, fp),
+            Endpoint::Fifo(set) => {
+                let (tx, wait) = set.take_sender(name, fp)?;
+                Ok(RawSender::new(SendEnd::Fifo(tx), wait))
+            }
         }
     }
 
@@ -164,7 +173,10 @@ impl Endpoint {
     ) -> Result<RawReceiver, ChannelError> {
         match self {
             Endpoint::Shm(segment) => segment.take_receiver(name, fp, mode),
-            Endpoint::Fifo(set) => set.take_receiver(name, fp, mode),
+            Endpoint::Fifo(set) => {
+                let (rx, wait) = set.take_receiver(name, fp)?;
+                Ok(RawReceiver::new(RecvEnd::Fifo(rx), wait, mode))
+            }
         }
     }
 }

@@ -18,12 +18,12 @@ use super::dir::{self, Direction, MANIFEST};
 use super::link::{FifoLink, Pipe};
 use super::receiver::{Expect, FifoReceiver};
 use super::sender::FifoSender;
-use crate::channel::{RawReceiver, RawSender, ReceiveMode, RecvEnd, SendEnd};
 use crate::codec::ANY_FINGERPRINT;
 use crate::config::{self, ChannelConfig};
 use crate::error::{ChannelError, OpenError};
 use crate::peer::PeerWatch;
 use crate::sys::{fd, fifo, shm};
+use crate::wait::WaitStrategy;
 
 /// One channel's two ends, until taken.
 #[derive(Debug)]
@@ -167,30 +167,31 @@ impl FifoSet {
         self.channels.iter().map(|c| c.name())
     }
 
-    /// This side's ends of channel `name`, checking the type fingerprints
-    /// (FIFO frames are private copies in either `mode`).
+    /// This side's ends of channel `name`, checking the type fingerprints,
+    /// with the channel's wait strategy. (The endpoint layer wraps them in
+    /// public channel ends: this transport knows nothing of those.)
     pub(crate) fn take(
         &self,
         name: &str,
         out_fp: u64,
         in_fp: u64,
-        mode: ReceiveMode,
-    ) -> Result<(RawSender, RawReceiver), ChannelError> {
+    ) -> Result<(FifoSender, FifoReceiver, WaitStrategy), ChannelError> {
         let (wait, mut ends) = self.take_ends(name, in_fp, out_fp)?;
         ends.tx.send_hello(out_fp, in_fp);
-        Ok((
-            RawSender::new(SendEnd::Fifo(ends.tx), wait),
-            RawReceiver::new(RecvEnd::Fifo(ends.rx), wait, mode),
-        ))
+        Ok((ends.tx, ends.rx, wait))
     }
 
     /// This side's sender alone: announces [`ANY_FINGERPRINT`] for the
     /// other direction and closes our read end of it, so the peer's sends
     /// there get `EPIPE` (`Disconnected`).
-    pub(crate) fn take_sender(&self, name: &str, out_fp: u64) -> Result<RawSender, ChannelError> {
+    pub(crate) fn take_sender(
+        &self,
+        name: &str,
+        out_fp: u64,
+    ) -> Result<(FifoSender, WaitStrategy), ChannelError> {
         let (wait, mut ends) = self.take_ends(name, ANY_FINGERPRINT, out_fp)?;
         ends.tx.send_hello(out_fp, ANY_FINGERPRINT);
-        Ok(RawSender::new(SendEnd::Fifo(ends.tx), wait))
+        Ok((ends.tx, wait))
     }
 
     /// This side's receiver alone: our write end of the other direction
@@ -200,10 +201,9 @@ impl FifoSet {
         &self,
         name: &str,
         in_fp: u64,
-        mode: ReceiveMode,
-    ) -> Result<RawReceiver, ChannelError> {
+    ) -> Result<(FifoReceiver, WaitStrategy), ChannelError> {
         let (wait, ends) = self.take_ends(name, in_fp, ANY_FINGERPRINT)?;
-        Ok(RawReceiver::new(RecvEnd::Fifo(ends.rx), wait, mode))
+        Ok((ends.rx, wait))
     }
 
     /// Takes channel `name`'s ends out of the set after checking the
@@ -215,7 +215,7 @@ impl FifoSet {
         name: &str,
         in_fp: u64,
         out_fp: u64,
-    ) -> Result<(crate::WaitStrategy, Ends), ChannelError> {
+    ) -> Result<(WaitStrategy, Ends), ChannelError> {
         let index = ChannelError::position(self.channel_names(), name)?;
         let mut ends = self.ends.lock().unwrap_or_else(|p| p.into_inner());
         let Some(mut taken) = ends[index].take() else {
