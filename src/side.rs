@@ -46,6 +46,14 @@ impl Direction {
         }
     }
 
+    /// The other direction of the same channel.
+    pub(crate) fn reverse(self) -> Direction {
+        match self {
+            Direction::ToOpener => Direction::ToCreator,
+            Direction::ToCreator => Direction::ToOpener,
+        }
+    }
+
     /// How errors name it.
     pub(crate) fn describe(self) -> &'static str {
         match self {

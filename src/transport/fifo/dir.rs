@@ -14,6 +14,7 @@ use std::path::{Path, PathBuf};
 
 use crate::config::{self, ChannelConfig};
 use crate::error::OpenError;
+use crate::side::Direction;
 use crate::stale;
 use crate::sys::{fd, fifo};
 use crate::wait::WaitStrategy;
@@ -23,33 +24,14 @@ const MAGIC: &str = "REMFIFO 3 ";
 /// No valid manifest is larger (32 channels, 48-byte names: about 4 KiB).
 const MAX_MANIFEST: u64 = 8192;
 
-/// Which FIFO of a channel.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(super) enum Direction {
-    ParentToChild,
-    ChildToParent,
-}
-
-impl Direction {
-    pub(super) fn describe(self) -> &'static str {
-        match self {
-            Direction::ParentToChild => "parent-to-child",
-            Direction::ChildToParent => "child-to-parent",
-        }
-    }
-
-    pub(super) fn reverse(self) -> Direction {
-        match self {
-            Direction::ParentToChild => Direction::ChildToParent,
-            Direction::ChildToParent => Direction::ParentToChild,
-        }
-    }
-
-    /// The FIFO's name in the directory: an index, never a user name.
-    pub(super) fn fifo_name(self, index: usize) -> CString {
-        let suffix = ["p2c", "c2p"][self as usize];
-        CString::new(format!("{index}.{suffix}")).expect("no NUL in a formatted index")
-    }
+/// The FIFO carrying `direction` of channel `index`: its name in the
+/// directory is an index, never a user's channel name.
+pub(super) fn fifo_name(direction: Direction, index: usize) -> CString {
+    let suffix = match direction {
+        Direction::ToOpener => "p2c",
+        Direction::ToCreator => "c2p",
+    };
+    CString::new(format!("{index}.{suffix}")).expect("no NUL in a formatted index")
 }
 
 /// Stale FIFO directories: exactly what `create_locked` makes (`remora-
@@ -107,8 +89,8 @@ impl stale::Stale for StaleDir {
         };
         let _ = fifo::unlink_at(handle.as_fd(), MANIFEST);
         for index in 0..crate::layout::MAX_CHANNELS {
-            for direction in [Direction::ParentToChild, Direction::ChildToParent] {
-                let _ = fifo::unlink_at(handle.as_fd(), &direction.fifo_name(index));
+            for direction in [Direction::ToOpener, Direction::ToCreator] {
+                let _ = fifo::unlink_at(handle.as_fd(), &fifo_name(direction, index));
             }
         }
         // Fails (and leaves it) unless the directory is now empty.

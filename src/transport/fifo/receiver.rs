@@ -10,11 +10,11 @@
 //! taken if it is already there (then a `ChannelError::TypeMismatch`, as
 //! with shared memory), else at the first receive.
 
-use super::dir::Direction;
 use super::link::{Outcome, Pipe, Waiter};
 use super::wire::{self, AlignedBuf, HEADER, HELLO, HELLO_FRAME, HELLO_LEN, MSG};
 use crate::codec::ANY_FINGERPRINT;
 use crate::error::{RecvError, StreamFault};
+use crate::side::Direction;
 use crate::sys::fd;
 use crate::transport::{Incoming, ReleaseToken};
 use crate::wait::{Deadline, WaitStrategy};

@@ -14,7 +14,7 @@ use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 
-use super::dir::{self, Direction, MANIFEST};
+use super::dir::{self, MANIFEST};
 use super::link::{FifoLink, Pipe};
 use super::receiver::{Expect, FifoReceiver};
 use super::sender::FifoSender;
@@ -22,6 +22,7 @@ use crate::codec::ANY_FINGERPRINT;
 use crate::config::{self, ChannelConfig};
 use crate::error::{ChannelError, OpenError};
 use crate::peer::PeerWatch;
+use crate::side::Direction;
 use crate::sys::{fd, fifo, shm};
 use crate::wait::WaitStrategy;
 
@@ -57,8 +58,8 @@ impl FifoSet {
             let mut pipes = Vec::with_capacity(configs.len());
             for (i, c) in configs.iter().enumerate() {
                 pipes.push([
-                    parent_end(dir, i, Direction::ParentToChild, c.capacity)?,
-                    parent_end(dir, i, Direction::ChildToParent, c.capacity)?,
+                    parent_end(dir, i, Direction::ToOpener, c.capacity)?,
+                    parent_end(dir, i, Direction::ToCreator, c.capacity)?,
                 ]);
             }
             let file = fifo::create_at(dir, MANIFEST, 0o600).map_err(OpenError::io("manifest"))?;
@@ -71,7 +72,7 @@ impl FifoSet {
         let pipes = populate().inspect_err(|_| link.remove_dir())?;
         let mut env = OsString::from("fifo:");
         env.push(&path);
-        let incoming = Direction::ChildToParent;
+        let incoming = Direction::ToCreator;
         Ok(FifoSet::new(link, incoming, env, configs.to_vec(), pipes))
     }
 
@@ -107,7 +108,7 @@ impl FifoSet {
         // No watch on the parent: its death closes its ends of every FIFO
         // (its descriptors are close-on-exec: no wrapper keeps them open).
         let link = Arc::new(FifoLink::new(None));
-        let incoming = Direction::ParentToChild;
+        let incoming = Direction::ToOpener;
         Ok(FifoSet::new(
             link,
             incoming,
@@ -271,7 +272,7 @@ fn parent_end(
     direction: Direction,
     capacity: usize,
 ) -> Result<(OwnedFd, Option<OwnedFd>), OpenError> {
-    let name = direction.fifo_name(index);
+    let name = dir::fifo_name(direction, index);
     fifo::mkfifo_at(dir, &name, 0o600).map_err(OpenError::io("mkfifo"))?;
     let open = |flags| {
         let fd =
@@ -309,11 +310,8 @@ fn open_claimed(
     )?;
     let channels = dir::decode(manifest)?;
     let pipes = (0..channels.len()).map(|i| {
-        let c2p = child_end(dir, i, Direction::ChildToParent)?;
-        Ok([
-            (c2p, None),
-            (child_end(dir, i, Direction::ParentToChild)?, None),
-        ])
+        let c2p = child_end(dir, i, Direction::ToCreator)?;
+        Ok([(c2p, None), (child_end(dir, i, Direction::ToOpener)?, None)])
     });
     Ok((channels, pipes.collect::<Result<_, OpenError>>()?))
 }
@@ -325,7 +323,7 @@ fn child_end(
     direction: Direction,
 ) -> Result<OwnedFd, OpenError> {
     let flags = [libc::O_RDONLY, libc::O_WRONLY][direction as usize] | libc::O_NONBLOCK;
-    let end = match fifo::open_at(dir, &direction.fifo_name(index), flags) {
+    let end = match fifo::open_at(dir, &dir::fifo_name(direction, index), flags) {
         Ok(end) => end,
         // No reader: the parent already dropped its receiver (or died).
         // Like a closed ring, sends must report `Disconnected`, not fail
