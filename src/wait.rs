@@ -129,15 +129,13 @@ pub(crate) fn wait(
     mut ready: impl FnMut() -> bool,
     peer: &impl Liveness,
 ) -> Waited {
-    let mut next_check = MonoTime::after(SLICE);
     match strategy {
         WaitStrategy::Spin => {
-            spin_until(deadline, MonoTime::NEVER, &mut ready, peer).unwrap_or(Waited::TimedOut)
+            spin_until(deadline, None, &mut ready, peer).unwrap_or(Waited::TimedOut)
         }
-        WaitStrategy::Block => block_until(bell, deadline, &mut next_check, &mut ready, peer),
+        WaitStrategy::Block => block_until(bell, deadline, &mut ready, peer),
         WaitStrategy::Adaptive => {
-            let spin_end = MonoTime::after(ADAPTIVE_SPIN);
-            if let Some(w) = spin_until(deadline, spin_end, &mut ready, peer) {
+            if let Some(w) = spin_until(deadline, Some(ADAPTIVE_SPIN), &mut ready, peer) {
                 return w;
             }
             let yield_end = MonoTime::after(ADAPTIVE_YIELD).min(deadline);
@@ -147,20 +145,26 @@ pub(crate) fn wait(
                     return Waited::Ready;
                 }
             }
-            block_until(bell, deadline, &mut next_check, &mut ready, peer)
+            block_until(bell, deadline, &mut ready, peer)
         }
     }
 }
 
 /// Busy-polls until ready, deadline (`Some(TimedOut)`), peer gone, or
-/// `give_up` (`None`: hand over to the next phase).
+/// `spin_for` has passed (`None`: hand over to the next phase).
+///
+/// The clock is first read after [`SPINS_PER_CLOCK_READ`] polls, not on
+/// entry: a peer that answers within that burst (the common case of a
+/// spinning round trip) costs no clock read at all. The spin phase and the
+/// liveness period count from that first read.
 fn spin_until(
     deadline: MonoTime,
-    give_up: MonoTime,
+    spin_for: Option<Duration>,
     ready: &mut impl FnMut() -> bool,
     peer: &impl Liveness,
 ) -> Option<Waited> {
-    let mut next_check = MonoTime::after(SLICE);
+    // (give up, next thorough liveness check), set at the first clock read.
+    let mut times: Option<(MonoTime, MonoTime)> = None;
     loop {
         for _ in 0..SPINS_PER_CLOCK_READ {
             if ready() {
@@ -172,6 +176,10 @@ fn spin_until(
             return Some(Waited::Ready);
         }
         let now = MonoTime::now();
+        let (give_up, next_check) = times.get_or_insert_with(|| {
+            let give_up = spin_for.map_or(MonoTime::NEVER, |d| now.plus(d));
+            (give_up, now.plus(SLICE))
+        });
         if now >= deadline {
             return Some(if ready() {
                 Waited::Ready
@@ -179,14 +187,14 @@ fn spin_until(
                 Waited::TimedOut
             });
         }
-        if now >= give_up {
+        if now >= *give_up {
             return None;
         }
-        if now >= next_check {
+        if now >= *next_check {
             if peer.dead_checked() {
                 return Some(Waited::Ready);
             }
-            next_check = MonoTime::after(SLICE);
+            *next_check = now.plus(SLICE);
         }
     }
 }
@@ -196,10 +204,11 @@ fn spin_until(
 fn block_until(
     bell: &Doorbell,
     deadline: MonoTime,
-    next_check: &mut MonoTime,
     ready: &mut impl FnMut() -> bool,
     peer: &impl Liveness,
 ) -> Waited {
+    let mut next_check = MonoTime::after(SLICE);
+    let next_check = &mut next_check;
     loop {
         if ready() || peer.dead_now() {
             return Waited::Ready;

@@ -30,6 +30,12 @@ impl MonoTime {
         MonoTime(MonoTime::now().0.saturating_add(nanos))
     }
 
+    /// `self + d`, saturating far in the future instead of overflowing.
+    pub(crate) fn plus(self, d: Duration) -> MonoTime {
+        let nanos = u64::try_from(d.as_nanos()).unwrap_or(u64::MAX);
+        MonoTime(self.0.saturating_add(nanos))
+    }
+
     /// Nanoseconds since the clock's epoch.
     pub(crate) fn as_nanos(self) -> u64 {
         self.0
