@@ -121,6 +121,14 @@ fn self_args() -> Vec<String> {
     ]
 }
 
+/// A plain `Command` for this test binary in `role`.
+fn self_command(role: &str) -> Command {
+    let me = self_args();
+    let mut cmd = Command::new(&me[0]);
+    cmd.args(&me[1..]).env(common::ROLE, role);
+    cmd
+}
+
 /// A spawner for this test binary in `role`, behind `wrapper`.
 fn spawner(wrapper: &str, role: &str, transport: Transport, strategy: WaitStrategy) -> Spawner {
     let me = self_args();
@@ -370,10 +378,7 @@ fn parent_death_case_with(wrapper: &str, t: Transport, s: WaitStrategy, op: Op, 
     let note = if no_waitv { " (no futex_waitv)" } else { "" };
     let mut case = Case::new(format!("parent dies: {t} {wrapper} {s:?} {op:?}{note}"));
     for _ in 0..kills() {
-        let me = self_args();
-        let mut middle = Command::new(&me[0])
-            .args(&me[1..])
-            .env(common::ROLE, "middle")
+        let mut middle = self_command("middle")
             .env("LV_WRAPPER", wrapper)
             .env("LV_TRANSPORT", t.to_string())
             .env("LV_STRATEGY", format!("{s:?}"))
@@ -622,6 +627,34 @@ fn echo_role(conn: remora::Connection) {
 // Segment API peers (no spawner, no pidfd): both directions.
 // ---------------------------------------------------------------------------
 
+/// Kills process `pid` (after the survivor has settled into its wait) while
+/// this thread waits in `op` on `tx`/`rx`; checks that every committed
+/// message arrived first and records the detection time in `case`.
+fn kill_and_watch(pid: u32, tx: &mut RawSender, rx: &mut RawReceiver, op: Op, case: &mut Case) {
+    if matches!(op, Op::Send | Op::TrySend) {
+        // Fill the ring so that the wait is a wait for room.
+        while tx.try_send(&[7; 64]).is_ok() {}
+    }
+    let killer = sigkill_later(pid);
+    let (received, seen) = wait_for_death(tx, rx, op);
+    let killed = killer.join().unwrap();
+    if !matches!(op, Op::Send | Op::TrySend) {
+        assert_eq!(received, COMMITTED, "{}: lost messages", case.label);
+    }
+    case.record(killed, seen);
+}
+
+/// SIGKILLs `pid` after [`settle_time`], on a thread of its own; the thread
+/// returns when it sent the signal (CLOCK_MONOTONIC ns).
+fn sigkill_later(pid: u32) -> std::thread::JoinHandle<u64> {
+    std::thread::spawn(move || {
+        std::thread::sleep(settle_time());
+        let at = mono_ns();
+        sigkill(pid);
+        at
+    })
+}
+
 /// The test creates a segment, a plain `Command` child opens it, commits
 /// messages and idles; the test kills it and waits in `op`.
 fn segment_opener_death(s: WaitStrategy, op: Op) {
@@ -630,10 +663,7 @@ fn segment_opener_death(s: WaitStrategy, op: Op) {
         let seg =
             Segment::create(&[ChannelConfig::new("c").capacity(4096).wait_strategy(s)]).unwrap();
         let (mut tx, mut rx) = seg.raw_channel("c").unwrap();
-        let me = self_args();
-        let mut opener = Command::new(&me[0])
-            .args(&me[1..])
-            .env(common::ROLE, "segment_opener")
+        let mut opener = self_command("segment_opener")
             .env("LV_SEGMENT", seg.name())
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
@@ -642,22 +672,7 @@ fn segment_opener_death(s: WaitStrategy, op: Op) {
         let lines = StdoutLines::new(opener.stdout.take().unwrap());
         let opener = common::guard(opener);
         lines.wait_for("OPENER_READY", Duration::from_secs(20));
-        if matches!(op, Op::Send | Op::TrySend) {
-            while tx.try_send(&[7; 64]).is_ok() {}
-        }
-        let pid = opener.id();
-        let killer = std::thread::spawn(move || {
-            std::thread::sleep(settle_time());
-            let at = mono_ns();
-            sigkill(pid);
-            at
-        });
-        let (received, seen) = wait_for_death(&mut tx, &mut rx, op);
-        let killed = killer.join().unwrap();
-        if !matches!(op, Op::Send | Op::TrySend) {
-            assert_eq!(received, COMMITTED, "{}: lost messages", case.label);
-        }
-        case.record(killed, seen);
+        kill_and_watch(opener.id(), &mut tx, &mut rx, op, &mut case);
         drop(opener);
     }
     case.check();
@@ -680,10 +695,7 @@ fn segment_opener_role() {
 fn segment_creator_death(s: WaitStrategy, op: Op) {
     let mut case = Case::new(format!("Segment::create side dies: {s:?} {op:?}"));
     for _ in 0..kills() {
-        let me = self_args();
-        let mut creator = Command::new(&me[0])
-            .args(&me[1..])
-            .env(common::ROLE, "segment_creator")
+        let mut creator = self_command("segment_creator")
             .env("LV_STRATEGY", format!("{s:?}"))
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
@@ -699,22 +711,7 @@ fn segment_creator_death(s: WaitStrategy, op: Op) {
         // Tell the creator we are attached so it can unlink the name.
         stdin.write_all(b"x").unwrap();
         lines.wait_for("COMMITTED", Duration::from_secs(20));
-        if matches!(op, Op::Send | Op::TrySend) {
-            while tx.try_send(&[7; 64]).is_ok() {}
-        }
-        let pid = creator.id();
-        let killer = std::thread::spawn(move || {
-            std::thread::sleep(settle_time());
-            let at = mono_ns();
-            sigkill(pid);
-            at
-        });
-        let (received, seen) = wait_for_death(&mut tx, &mut rx, op);
-        let killed = killer.join().unwrap();
-        if !matches!(op, Op::Send | Op::TrySend) {
-            assert_eq!(received, COMMITTED, "{}: lost messages", case.label);
-        }
-        case.record(killed, seen);
+        kill_and_watch(creator.id(), &mut tx, &mut rx, op, &mut case);
         drop(creator);
     }
     case.check();
@@ -746,10 +743,7 @@ fn segment_creator_role() {
 fn a_truncated_sibling_segment_does_not_hide_the_creators_death() {
     let _s = serial();
     let _w = Watchdog::new("truncated sibling", Duration::from_secs(120));
-    let me = self_args();
-    let mut creator = Command::new(&me[0])
-        .args(&me[1..])
-        .env(common::ROLE, "two_segments")
+    let mut creator = self_command("two_segments")
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .spawn()
@@ -769,13 +763,7 @@ fn a_truncated_sibling_segment_does_not_hide_the_creators_death() {
         .unwrap()
         .set_len(0)
         .unwrap();
-    let pid = creator.id();
-    let killer = std::thread::spawn(move || {
-        std::thread::sleep(settle_time());
-        let at = mono_ns();
-        sigkill(pid);
-        at
-    });
+    let killer = sigkill_later(creator.id());
     let got = rx.recv_timeout(Duration::from_secs(10)).map(drop);
     let seen = mono_ns();
     let killed = killer.join().unwrap();
