@@ -23,8 +23,9 @@ pub(crate) trait Stale {
     fn open(dir: &Path, name: &str) -> io::Result<OwnedFd>;
     /// Whether the object's format promises a creator lock.
     fn lock_aware(object: &OwnedFd) -> bool;
-    /// Removes object `name` from `dir` (best effort).
-    fn remove(dir: &Path, name: &str);
+    /// Removes object `name` from `dir` (best effort); `object` is the
+    /// descriptor `open` gave, whose lock the sweep now holds.
+    fn remove(dir: &Path, name: &str, object: &OwnedFd);
 }
 
 /// Removes the objects in `dir` of kind `K`, owned by our uid, whose
@@ -47,7 +48,7 @@ pub(crate) fn sweep<K: Stale>(dir: &Path) {
             && K::lock_aware(&object)
             && lock::try_lock_exclusive(object.as_fd()).unwrap_or(false)
         {
-            K::remove(dir, name);
+            K::remove(dir, name, &object);
         }
     }
 }

@@ -56,7 +56,7 @@ impl stale::Stale for StaleSegment {
             && u32::from_le_bytes(head[8..].try_into().expect("4 bytes")) == LAYOUT_VERSION
     }
 
-    fn remove(_dir: &Path, name: &str) {
+    fn remove(_dir: &Path, name: &str, _object: &OwnedFd) {
         let _ = shm::unlink(&format!("/{name}"));
     }
 }

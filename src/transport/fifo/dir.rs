@@ -83,14 +83,14 @@ impl stale::Stale for StaleDir {
 
     /// Removes the files we put there (the manifest and the FIFOs of up to
     /// `MAX_CHANNELS` channels), then the directory if that left it empty.
-    fn remove(dir: &Path, name: &str) {
-        let Ok(handle) = fifo::open_dir(&dir.join(name)) else {
-            return;
-        };
-        let _ = fifo::unlink_at(handle.as_fd(), MANIFEST);
+    /// Works on the directory the sweep opened and locked (not on a path
+    /// that could meanwhile lead elsewhere), save the final `rmdir`, which
+    /// fails on anything but an empty directory.
+    fn remove(dir: &Path, name: &str, object: &OwnedFd) {
+        let _ = fifo::unlink_at(object.as_fd(), MANIFEST);
         for index in 0..crate::layout::MAX_CHANNELS {
             for direction in [Direction::ToOpener, Direction::ToCreator] {
-                let _ = fifo::unlink_at(handle.as_fd(), &fifo_name(direction, index));
+                let _ = fifo::unlink_at(object.as_fd(), &fifo_name(direction, index));
             }
         }
         // Fails (and leaves it) unless the directory is now empty.
