@@ -1,5 +1,8 @@
 //! Every documented error, provoked on purpose (in one process: the segment
 //! is created and opened by name here, exactly as a child would).
+//!
+//! Too-large, the try/timeout forms, drain-then-disconnect and a dropped
+//! receiver are tested once, over both transports, in `conformance.rs`.
 
 mod common;
 
@@ -13,80 +16,6 @@ fn pair(capacity: usize) -> (Segment, Segment) {
     let parent = Segment::create(&[ChannelConfig::new("c").capacity(capacity)]).unwrap();
     let child = Segment::open(parent.name()).unwrap();
     (parent, child)
-}
-
-#[test]
-fn too_large_is_reported_with_the_limit() {
-    let (parent, _child) = pair(1024);
-    let (mut tx, _rx) = parent.raw_channel("c").unwrap();
-    assert_eq!(tx.max_message(), 512 - 16);
-    assert_eq!(
-        tx.try_send(&[0; 497]),
-        Err(SendError::TooLarge { max: 496 })
-    );
-    tx.try_send(&[0; 496]).unwrap();
-
-    let (parent, _child) = pair(1024);
-    let (mut tx, _rx) = parent.channel::<Vec<u8>, ()>("c").unwrap();
-    assert_eq!(
-        tx.send(&vec![1u8; 2000]),
-        Err(SendError::TooLarge { max: 496 })
-    );
-    // The value was only borrowed and the channel still works.
-    tx.send(&vec![1u8; 100]).unwrap();
-}
-
-#[test]
-fn try_forms_and_timeouts() {
-    let (parent, child) = pair(256);
-    let (mut tx, _) = parent.raw_channel("c").unwrap();
-    let (_, mut rx) = child.raw_channel("c").unwrap();
-    assert_eq!(rx.try_recv().unwrap_err(), RecvError::Empty);
-    let start = Instant::now();
-    assert_eq!(
-        rx.recv_timeout(Duration::from_millis(30)).unwrap_err(),
-        RecvError::Timeout
-    );
-    assert!(start.elapsed() >= Duration::from_millis(30));
-
-    while tx.try_send(&[7; 32]).is_ok() {}
-    assert_eq!(tx.try_send(&[7; 32]), Err(SendError::Full));
-    assert_eq!(
-        tx.send_timeout(&[7; 32], Duration::from_millis(30)),
-        Err(SendError::Timeout)
-    );
-    assert_eq!(&*rx.try_recv().unwrap(), &[7; 32]);
-    tx.send_timeout(&[8; 32], Duration::from_millis(30))
-        .unwrap();
-}
-
-#[test]
-fn disconnected_after_drain() {
-    let (parent, child) = pair(4096);
-    let (mut tx, _) = parent.channel::<u32, ()>("c").unwrap();
-    let (_, mut rx) = child.channel::<(), u32>("c").unwrap();
-    for i in 0..10 {
-        tx.send(&i).unwrap();
-    }
-    drop(tx);
-    for i in 0..10 {
-        assert_eq!(
-            *rx.recv().unwrap(),
-            i,
-            "committed messages arrive before Disconnected"
-        );
-    }
-    assert_eq!(rx.recv().unwrap_err(), RecvError::Disconnected);
-    assert_eq!(rx.try_recv().unwrap_err(), RecvError::Disconnected);
-}
-
-#[test]
-fn sending_to_a_dropped_receiver_fails() {
-    let (parent, child) = pair(4096);
-    let (mut tx, _) = parent.raw_channel("c").unwrap();
-    let (_, rx) = child.raw_channel("c").unwrap();
-    drop(rx);
-    assert_eq!(tx.send(b"x"), Err(SendError::Disconnected));
 }
 
 /// A sender asleep on a full ring (seen asleep in `/proc`, not just about
