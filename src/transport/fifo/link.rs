@@ -122,7 +122,7 @@ impl Drop for FifoLink {
 
 /// A FIFO end held by a channel end.
 #[derive(Debug)]
-pub(super) struct Pipe {
+pub(super) struct FifoEnd {
     /// `None` once closed early (a receiver that failed for good).
     fd: Option<OwnedFd>,
     /// Parent side, until settled: see the module docs.
@@ -130,9 +130,9 @@ pub(super) struct Pipe {
     pub(super) link: Arc<FifoLink>,
 }
 
-impl Pipe {
-    pub(super) fn new(fd: OwnedFd, placeholder: Option<OwnedFd>, link: Arc<FifoLink>) -> Pipe {
-        Pipe {
+impl FifoEnd {
+    pub(super) fn new(fd: OwnedFd, placeholder: Option<OwnedFd>, link: Arc<FifoLink>) -> FifoEnd {
+        FifoEnd {
             fd: Some(fd),
             placeholder,
             link,
@@ -153,7 +153,7 @@ impl Pipe {
 
     /// Drops the placeholder once settled. Free once done.
     #[inline]
-    pub(super) fn settle(&mut self) {
+    pub(super) fn drop_placeholder_once_settled(&mut self) {
         if self.placeholder.is_some() && self.link.settled() {
             self.placeholder = None;
         }
@@ -199,7 +199,7 @@ impl Waiter {
     }
 
     /// Waits for `events` (`POLLIN`/`POLLOUT`) on `pipe` as the strategy says.
-    pub(super) fn wait(&mut self, pipe: &mut Pipe, events: i16) -> Outcome {
+    pub(super) fn wait(&mut self, pipe: &mut FifoEnd, events: i16) -> Outcome {
         loop {
             let now = MonoTime::now();
             if now >= self.deadline {
@@ -207,7 +207,7 @@ impl Waiter {
             }
             if now >= self.next_check {
                 self.next_check = MonoTime::after(SLICE);
-                pipe.settle();
+                pipe.drop_placeholder_once_settled();
                 if pipe.link.check_peer_gone() {
                     return Outcome::PeerGone;
                 }

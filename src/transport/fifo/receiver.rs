@@ -10,7 +10,7 @@
 //! taken if it is already there (then a `ChannelError::TypeMismatch`, as
 //! with shared memory), else at the first receive.
 
-use super::link::{Outcome, Pipe, Waiter};
+use super::link::{FifoEnd, Outcome, Waiter};
 use super::wire::{self, AlignedBuf, HEADER, HELLO, HELLO_FRAME, HELLO_LEN, MSG};
 use crate::codec::ANY_FINGERPRINT;
 use crate::error::{RecvError, StreamFault};
@@ -32,7 +32,7 @@ pub(super) struct Expect {
 /// The receiving end of one FIFO.
 #[derive(Debug)]
 pub(crate) struct FifoReceiver {
-    pipe: Pipe,
+    pipe: FifoEnd,
     buf: AlignedBuf,
     /// Unconsumed bytes are `buf[start..end]`; `start` is 16-aligned.
     start: usize,
@@ -53,7 +53,7 @@ pub(crate) struct FifoReceiver {
 }
 
 impl FifoReceiver {
-    pub(super) fn new(pipe: Pipe, capacity: usize) -> FifoReceiver {
+    pub(super) fn new(pipe: FifoEnd, capacity: usize) -> FifoReceiver {
         let max = capacity / 2 - HEADER;
         // Two largest frames (a split frame always fits after compaction),
         // capped so large channels batch at most 64 KiB beyond one.
@@ -160,7 +160,7 @@ impl FifoReceiver {
         if let Some(fault) = self.fault {
             return Err(fault);
         }
-        self.pipe.settle();
+        self.pipe.drop_placeholder_once_settled();
         let mut peer_gone = self.pipe.link.peer_known_dead();
         let mut waiter: Option<Waiter> = None;
         loop {

@@ -15,7 +15,7 @@
 use std::ops::Range;
 use std::time::Duration;
 
-use super::link::{Outcome, Pipe, Waiter};
+use super::link::{FifoEnd, Outcome, Waiter};
 use super::wire::{self, AlignedBuf, HEADER, HELLO, HELLO_FRAME, MSG};
 use crate::codec::EncodeError;
 use crate::error::SendError;
@@ -29,7 +29,7 @@ pub(crate) const DROP_FLUSH: Duration = Duration::from_secs(1);
 /// The sending end of one FIFO.
 #[derive(Debug)]
 pub(crate) struct FifoSender {
-    pipe: Pipe,
+    pipe: FifoEnd,
     /// One frame: header plus the largest payload, padded.
     buf: AlignedBuf,
     max: usize,
@@ -42,7 +42,7 @@ pub(crate) struct FifoSender {
 impl FifoSender {
     /// A sender for `capacity` bytes per direction (largest message
     /// `capacity / 2 - 16`, as on a ring).
-    pub(super) fn new(pipe: Pipe, capacity: usize) -> FifoSender {
+    pub(super) fn new(pipe: FifoEnd, capacity: usize) -> FifoSender {
         let max = capacity / 2 - HEADER;
         FifoSender {
             pipe,
@@ -137,7 +137,7 @@ impl FifoSender {
         if min > self.max {
             return too_large;
         }
-        self.pipe.settle();
+        self.pipe.drop_placeholder_once_settled();
         if !self.pending.is_empty() && !sized {
             let dangling = std::ptr::NonNull::<u128>::dangling().as_ptr().cast();
             match write(dangling, 0) {

@@ -15,7 +15,7 @@ use std::path::Path;
 use std::sync::{Arc, Mutex};
 
 use super::dir::{self, MANIFEST};
-use super::link::{FifoLink, Pipe};
+use super::link::{FifoEnd, FifoLink};
 use super::receiver::{Expect, FifoReceiver};
 use super::sender::FifoSender;
 use crate::codec::ANY_FINGERPRINT;
@@ -127,7 +127,7 @@ impl FifoSet {
         channels: Vec<ChannelConfig>,
         pipes: Vec<[(OwnedFd, Option<OwnedFd>); 2]>,
     ) -> FifoSet {
-        let pipe = |(fd, placeholder)| Pipe::new(fd, placeholder, Arc::clone(&link));
+        let pipe = |(fd, placeholder)| FifoEnd::new(fd, placeholder, Arc::clone(&link));
         let ends = channels.iter().zip(pipes).map(|(c, [tx, rx])| {
             Some(Ends {
                 tx: FifoSender::new(pipe(tx), c.capacity),
