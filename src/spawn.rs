@@ -34,26 +34,26 @@ pub const CHANNEL_ENV: &str = "REMORA_CHANNEL";
 
 /// One side's channels, over whichever transport the spawn chose.
 #[derive(Debug)]
-enum Endpoint {
+enum ChannelSet {
     Shm(Segment),
     Fifo(FifoSet),
 }
 
-impl Endpoint {
+impl ChannelSet {
     /// Sets up the transport for `channels` as `choice` (already resolved
     /// against the environment) says.
-    fn create(choice: Transport, channels: &[ChannelConfig]) -> Result<Endpoint, SpawnError> {
+    fn create(choice: Transport, channels: &[ChannelConfig]) -> Result<ChannelSet, SpawnError> {
         match choice {
             Transport::Shm => Segment::create(channels)
-                .map(Endpoint::Shm)
+                .map(ChannelSet::Shm)
                 .map_err(SpawnError::Segment),
             Transport::Fifo => FifoSet::create(channels)
-                .map(Endpoint::Fifo)
+                .map(ChannelSet::Fifo)
                 .map_err(SpawnError::Fifo),
             _ => match Segment::create(channels) {
-                Ok(segment) => Ok(Endpoint::Shm(segment)),
+                Ok(segment) => Ok(ChannelSet::Shm(segment)),
                 Err(shm) if shm_unusable(&shm) => match FifoSet::create(channels) {
-                    Ok(set) => Ok(Endpoint::Fifo(set)),
+                    Ok(set) => Ok(ChannelSet::Fifo(set)),
                     Err(fifo) => Err(SpawnError::NoTransport { shm, fifo }),
                 },
                 Err(e) => Err(SpawnError::Segment(e)),
@@ -63,23 +63,23 @@ impl Endpoint {
 
     fn transport(&self) -> Transport {
         match self {
-            Endpoint::Shm(_) => Transport::Shm,
-            Endpoint::Fifo(_) => Transport::Fifo,
+            ChannelSet::Shm(_) => Transport::Shm,
+            ChannelSet::Fifo(_) => Transport::Fifo,
         }
     }
 
-    /// The [`CHANNEL_ENV`] value naming this endpoint.
+    /// The [`CHANNEL_ENV`] value naming this set.
     fn env_value(&self) -> OsString {
         match self {
-            Endpoint::Shm(segment) => format!("shm:{}", segment.name()).into(),
-            Endpoint::Fifo(set) => set.env_value(),
+            ChannelSet::Shm(segment) => format!("shm:{}", segment.name()).into(),
+            ChannelSet::Fifo(set) => set.env_value(),
         }
     }
 
     fn watch_child(&self, pid: u32) {
         match self {
-            Endpoint::Shm(segment) => segment.watch_child(pid),
-            Endpoint::Fifo(set) => set.watch_child(pid),
+            ChannelSet::Shm(segment) => segment.watch_child(pid),
+            ChannelSet::Fifo(set) => set.watch_child(pid),
         }
     }
 
@@ -116,8 +116,8 @@ impl Endpoint {
         mode: ReceiveMode,
     ) -> Result<(RawSender, RawReceiver), ChannelError> {
         match self {
-            Endpoint::Shm(segment) => segment.take(name, out_fp, in_fp, mode),
-            Endpoint::Fifo(set) => {
+            ChannelSet::Shm(segment) => segment.take(name, out_fp, in_fp, mode),
+            ChannelSet::Fifo(set) => {
                 let (tx, rx, wait) = set.take(name, out_fp, in_fp)?;
                 Ok((
                     RawSender::new(SendEnd::Fifo(tx), wait),
@@ -129,15 +129,15 @@ impl Endpoint {
 
     fn channel_names(&self) -> Box<dyn Iterator<Item = &str> + '_> {
         match self {
-            Endpoint::Shm(segment) => Box::new(segment.channel_names()),
-            Endpoint::Fifo(set) => Box::new(set.channel_names()),
+            ChannelSet::Shm(segment) => Box::new(segment.channel_names()),
+            ChannelSet::Fifo(set) => Box::new(set.channel_names()),
         }
     }
 
     fn is_attached(&self) -> bool {
         match self {
-            Endpoint::Shm(segment) => segment.is_claimed(),
-            Endpoint::Fifo(set) => set.is_attached(),
+            ChannelSet::Shm(segment) => segment.is_claimed(),
+            ChannelSet::Fifo(set) => set.is_attached(),
         }
     }
 
@@ -145,20 +145,20 @@ impl Endpoint {
     /// directory (FIFOs) if the child never did.
     fn release_name(&self) {
         match self {
-            Endpoint::Shm(segment) => {
+            ChannelSet::Shm(segment) => {
                 let _ = segment.unlink();
             }
-            Endpoint::Fifo(set) => set.remove_dir(),
+            ChannelSet::Fifo(set) => set.remove_dir(),
         }
     }
 }
 
 /// One-way takes (see [`Segment::sender`]).
-impl Endpoint {
+impl ChannelSet {
     fn take_sender(&self, name: &str, fp: u64) -> Result<RawSender, ChannelError> {
         match self {
-            Endpoint::Shm(segment) => segment.take_sender(name, fp),
-            Endpoint::Fifo(set) => {
+            ChannelSet::Shm(segment) => segment.take_sender(name, fp),
+            ChannelSet::Fifo(set) => {
                 let (tx, wait) = set.take_sender(name, fp)?;
                 Ok(RawSender::new(SendEnd::Fifo(tx), wait))
             }
@@ -172,8 +172,8 @@ impl Endpoint {
         mode: ReceiveMode,
     ) -> Result<RawReceiver, ChannelError> {
         match self {
-            Endpoint::Shm(segment) => segment.take_receiver(name, fp, mode),
-            Endpoint::Fifo(set) => {
+            ChannelSet::Shm(segment) => segment.take_receiver(name, fp, mode),
+            ChannelSet::Fifo(set) => {
                 let (rx, wait) = set.take_receiver(name, fp)?;
                 Ok(RawReceiver::new(RecvEnd::Fifo(rx), wait, mode))
             }
@@ -428,17 +428,17 @@ impl Spawner {
             .transport
             .resolve()
             .map_err(SpawnError::InvalidTransport)?;
-        let endpoint = Endpoint::create(choice, &self.channels)?;
-        self.command.env(CHANNEL_ENV, endpoint.env_value());
+        let channels = ChannelSet::create(choice, &self.channels)?;
+        self.command.env(CHANNEL_ENV, channels.env_value());
         let spawned = self.command.spawn();
-        // Do not leak this endpoint's name into later spawns of this Spawner.
+        // Do not leak this set's name into later spawns of this Spawner.
         self.command.env_remove(CHANNEL_ENV);
-        let process = spawned.map_err(SpawnError::Spawn)?; // drops (removes) the endpoint
-        endpoint.watch_child(process.id());
+        let process = spawned.map_err(SpawnError::Spawn)?; // drops (removes) the set
+        channels.watch_child(process.id());
         let pidfd = process::pidfd_open(process.id()).ok();
         Ok(Child {
             process,
-            endpoint,
+            channels,
             pidfd,
         })
     }
@@ -466,7 +466,7 @@ impl Spawner {
 #[derive(Debug)]
 pub struct Child {
     process: std::process::Child,
-    endpoint: Endpoint,
+    channels: ChannelSet,
     /// Our own pidfd on the child (the liveness watch has another).
     pidfd: Option<OwnedFd>,
 }
@@ -493,7 +493,7 @@ impl Child {
         &self,
         name: &str,
     ) -> Result<(Sender<Out>, Receiver<In>), ChannelError> {
-        self.endpoint.channel(name, ReceiveMode::Copy)
+        self.channels.channel(name, ReceiveMode::Copy)
     }
 
     /// Takes the parent's ends of channel `name` as raw byte channels
@@ -507,13 +507,13 @@ impl Child {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn raw_channel(&self, name: &str) -> Result<(RawSender, RawReceiver), ChannelError> {
-        self.endpoint.raw_channel(name, ReceiveMode::Copy)
+        self.channels.raw_channel(name, ReceiveMode::Copy)
     }
 
     /// The transport in use: [`Transport::Shm`] or [`Transport::Fifo`]
     /// (never `Auto`: this is what `Auto` chose).
     pub fn transport(&self) -> Transport {
-        self.endpoint.transport()
+        self.channels.transport()
     }
 
     /// The child's process id.
@@ -526,13 +526,13 @@ impl Child {
     /// removes once its FIFOs are open (or once it gave up on a directory
     /// that failed validation).
     pub fn is_attached(&self) -> bool {
-        self.endpoint.is_attached()
+        self.channels.is_attached()
     }
 
     /// Waits for the child to exit, like [`std::process::Child::wait`].
     pub fn wait(&mut self) -> io::Result<ExitStatus> {
         let status = self.process.wait()?;
-        self.endpoint.release_name();
+        self.channels.release_name();
         Ok(status)
     }
 
@@ -541,7 +541,7 @@ impl Child {
     pub fn try_wait(&mut self) -> io::Result<Option<ExitStatus>> {
         let status = self.process.try_wait()?;
         if status.is_some() {
-            self.endpoint.release_name();
+            self.channels.release_name();
         }
         Ok(status)
     }
@@ -651,7 +651,7 @@ impl Child {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn sender<T: Encode>(&self, name: &str) -> Result<Sender<T>, ChannelError> {
-        self.endpoint
+        self.channels
             .take_sender(name, codec::fingerprint::<T>())
             .map(Sender::from_raw)
     }
@@ -672,7 +672,7 @@ impl Child {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn receiver<T: Decode>(&self, name: &str) -> Result<Receiver<T>, ChannelError> {
-        self.endpoint
+        self.channels
             .take_receiver(name, codec::fingerprint::<T>(), ReceiveMode::Copy)
             .map(Receiver::from_raw)
     }
@@ -686,7 +686,7 @@ impl Child {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn raw_sender(&self, name: &str) -> Result<RawSender, ChannelError> {
-        self.endpoint.take_sender(name, codec::RAW_FINGERPRINT)
+        self.channels.take_sender(name, codec::RAW_FINGERPRINT)
     }
 
     /// [`Child::receiver`] for raw bytes (in [`ReceiveMode::Copy`]).
@@ -698,7 +698,7 @@ impl Child {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn raw_receiver(&self, name: &str) -> Result<RawReceiver, ChannelError> {
-        self.endpoint
+        self.channels
             .take_receiver(name, codec::RAW_FINGERPRINT, ReceiveMode::Copy)
     }
 }
@@ -706,7 +706,7 @@ impl Child {
 /// The child's side of its channels, from [`connect`].
 #[derive(Debug)]
 pub struct Connection {
-    endpoint: Endpoint,
+    channels: ChannelSet,
 }
 
 /// Child side: attaches to the channels named by [`CHANNEL_ENV`], over
@@ -747,7 +747,7 @@ pub fn connect() -> Result<Connection, ConnectError> {
         // `open` removes the directory once attached.
         let set = FifoSet::open(dir).map_err(ConnectError::Open)?;
         return Ok(Connection {
-            endpoint: Endpoint::Fifo(set),
+            channels: ChannelSet::Fifo(set),
         });
     }
     let name = value
@@ -760,7 +760,7 @@ pub fn connect() -> Result<Connection, ConnectError> {
     // waiting for the parent to notice) leaves nothing in /dev/shm.
     let _ = crate::sys::shm::unlink(name);
     Ok(Connection {
-        endpoint: Endpoint::Shm(segment),
+        channels: ChannelSet::Shm(segment),
     })
 }
 
@@ -785,7 +785,7 @@ impl Connection {
         &self,
         name: &str,
     ) -> Result<(Sender<Out>, Receiver<In>), ChannelError> {
-        self.endpoint.channel(name, ReceiveMode::InPlace)
+        self.channels.channel(name, ReceiveMode::InPlace)
     }
 
     /// Takes the child's ends of channel `name` as raw byte channels
@@ -803,18 +803,18 @@ impl Connection {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn raw_channel(&self, name: &str) -> Result<(RawSender, RawReceiver), ChannelError> {
-        self.endpoint.raw_channel(name, ReceiveMode::InPlace)
+        self.channels.raw_channel(name, ReceiveMode::InPlace)
     }
 
     /// The channels the parent declared, in declaration order.
     pub fn channel_names(&self) -> impl Iterator<Item = &str> {
-        self.endpoint.channel_names()
+        self.channels.channel_names()
     }
 
     /// The transport the parent chose: [`Transport::Shm`] or
     /// [`Transport::Fifo`].
     pub fn transport(&self) -> Transport {
-        self.endpoint.transport()
+        self.channels.transport()
     }
 }
 
@@ -831,7 +831,7 @@ impl Connection {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn sender<T: Encode>(&self, name: &str) -> Result<Sender<T>, ChannelError> {
-        self.endpoint
+        self.channels
             .take_sender(name, codec::fingerprint::<T>())
             .map(Sender::from_raw)
     }
@@ -850,7 +850,7 @@ impl Connection {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn receiver<T: Decode>(&self, name: &str) -> Result<Receiver<T>, ChannelError> {
-        self.endpoint
+        self.channels
             .take_receiver(name, codec::fingerprint::<T>(), ReceiveMode::InPlace)
             .map(Receiver::from_raw)
     }
@@ -864,7 +864,7 @@ impl Connection {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn raw_sender(&self, name: &str) -> Result<RawSender, ChannelError> {
-        self.endpoint.take_sender(name, codec::RAW_FINGERPRINT)
+        self.channels.take_sender(name, codec::RAW_FINGERPRINT)
     }
 
     /// [`Connection::receiver`] for raw bytes (in [`ReceiveMode::InPlace`]).
@@ -876,7 +876,7 @@ impl Connection {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn raw_receiver(&self, name: &str) -> Result<RawReceiver, ChannelError> {
-        self.endpoint
+        self.channels
             .take_receiver(name, codec::RAW_FINGERPRINT, ReceiveMode::InPlace)
     }
 }
