@@ -62,6 +62,7 @@
 #![warn(missing_docs)]
 
 mod attachment;
+mod call;
 mod channel;
 mod codec;
 mod config;
@@ -79,6 +80,10 @@ mod sys;
 mod transport;
 mod wait;
 
+pub use call::{
+    CallError, Client, DEFAULT_IN_FLIGHT, Incoming, Replies, Reply, ReplyError, ReplyHandle,
+    Requests, Server, Ticket,
+};
 pub use channel::{
     DEFAULT_SCRATCH, Message, RawMessage, RawReceiver, RawSender, ReceiveMode, Receiver, Sender,
     Slot,
