@@ -9,7 +9,9 @@ use rkyv::{Archive, Archived};
 use super::table::{Route, Table};
 use super::wire::{self, Replies, Requests};
 use super::{CallError, Ticket};
-use crate::channel::{Deadline, Delivered, FRAME_PREFIX, RawMessage, Receiver, Sender};
+use crate::channel::{
+    Deadline, Delivered, FRAME_PREFIX, RawMessage, RawReceiver, RawSender, Receiver, Sender,
+};
 use crate::codec::{self, Decode, Encode};
 use crate::error::RecvError;
 use crate::{ReceiveMode, WaitStrategy};
@@ -149,6 +151,25 @@ impl<Req: Encode, Resp: Decode, E: Decode> Client<Req, Resp, E> {
             rx,
             table: Table::new(capacity),
         }
+    }
+
+    /// A client over a raw channel's ends, with room for `capacity` calls
+    /// in flight: for a peer that speaks the call framing (see
+    /// [`Requests`]) without remora's typed ends, e.g. one in another
+    /// language. Nothing checks that the peer agrees on the types (a raw
+    /// channel's fingerprint is the same for all); replies are validated
+    /// all the same.
+    ///
+    /// ```
+    /// # use remora::{ChannelConfig, Segment, Client};
+    /// # let parent = Segment::create(&[ChannelConfig::new("c").capacity(4096)])?;
+    /// let client: Client<u32, u32, ()> = Client::from_raw(parent.raw_channel("c")?, 16);
+    /// assert_eq!(client.capacity(), 16);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn from_raw(ends: (RawSender, RawReceiver), capacity: usize) -> Self {
+        let (tx, rx) = ends;
+        Self::with_capacity((Sender::from_raw(tx), Receiver::from_raw(rx)), capacity)
     }
 
     /// How many calls can be in flight at once.
@@ -414,9 +435,9 @@ impl<Req: Encode, Resp: Decode, E: Decode> Client<Req, Resp, E> {
     /// let tickets = [client.start(&1)?, client.start(&2)?, client.start(&3)?];
     /// // The server answers in reverse order.
     /// let mut handles = Vec::new();
-/// for _ in 0..3 {
-///     handles.push(server.recv()?.defer());
-/// }
+    /// for _ in 0..3 {
+    ///     handles.push(server.recv()?.defer());
+    /// }
     /// for (n, handle) in handles.into_iter().enumerate().rev() {
     ///     server.reply(handle, Ok(&(n as u32 + 1)))?;
     /// }

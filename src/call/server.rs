@@ -9,7 +9,9 @@ use rkyv::Archived;
 
 use super::ReplyError;
 use super::wire::{self, Replies, Requests};
-use crate::channel::{Deadline, FRAME_PREFIX, RawMessage, Receiver, Sender};
+use crate::channel::{
+    Deadline, FRAME_PREFIX, RawMessage, RawReceiver, RawSender, Receiver, Sender,
+};
 use crate::codec::{self, Decode, Encode};
 use crate::error::RecvError;
 use crate::{ReceiveMode, WaitStrategy};
@@ -173,6 +175,22 @@ impl<Req: Decode, Resp: Encode, E: Encode> Server<Req, Resp, E> {
             // Relaxed: a unique number is all that is needed.
             tag: NEXT_SERVER.fetch_add(1, Ordering::Relaxed),
         }
+    }
+
+    /// A server over a raw channel's ends; see [`Client::from_raw`](crate::Client::from_raw)
+    /// (no type check between the peers; requests are validated all the
+    /// same).
+    ///
+    /// ```
+    /// # use remora::{ChannelConfig, Segment, Server};
+    /// # let parent = Segment::create(&[ChannelConfig::new("c").capacity(4096)])?;
+    /// let server: Server<u32, u32, ()> = Server::from_raw(parent.raw_channel("c")?);
+    /// # drop(server);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn from_raw(ends: (RawSender, RawReceiver)) -> Self {
+        let (tx, rx) = ends;
+        Self::new((Sender::from_raw(tx), Receiver::from_raw(rx)))
     }
 
     /// The receiving end underneath: wait on it (with others) for the

@@ -42,8 +42,23 @@ impl Ticket {
         }
     }
 
-    /// The correlation id on the wire.
-    pub(crate) fn id(self) -> u64 {
+    /// The correlation id on the wire: [`slot`](Ticket::slot) in the low
+    /// 32 bits, the slot's generation (never 0) in the high 32. What a
+    /// server sees as [`ReplyHandle::id`](crate::ReplyHandle::id), and
+    /// what [`CallError::Protocol`](crate::CallError::Protocol) reports.
+    ///
+    /// ```
+    /// # use remora::{ChannelConfig, Segment, Client, Server};
+    /// # let parent = Segment::create(&[ChannelConfig::new("c").capacity(4096)])?;
+    /// # let child = Segment::open(parent.name())?;
+    /// let mut client: Client<u32, u32, ()> = Client::new(parent.channel("c")?);
+    /// let mut server: Server<u32, u32, ()> = Server::new(child.channel("c")?);
+    /// let ticket = client.start(&1)?;
+    /// assert_eq!(server.recv()?.id(), ticket.id());
+    /// assert_eq!(ticket.id() as u32 as usize, ticket.slot());
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn id(self) -> u64 {
         u64::from(self.index) | u64::from(self.generation) << 32
     }
 
