@@ -10,11 +10,12 @@ use super::table::{Route, Table};
 use super::wire::{self, Replies, Requests};
 use super::{CallError, Ticket};
 use crate::channel::{
-    Deadline, Delivered, FRAME_PREFIX, RawMessage, RawReceiver, RawSender, Receiver, Sender,
+    Deadline, Delivered, FRAME_PREFIX, RawMessage, RawReceiver, RawSender, ReceiveMode, Receiver,
+    Sender,
 };
 use crate::codec::{self, Decode, Encode};
 use crate::error::RecvError;
-use crate::{ReceiveMode, WaitStrategy};
+use crate::wait::WaitStrategy;
 
 /// The in-flight table's size when none is given
 /// ([`Client::with_capacity`]).

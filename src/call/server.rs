@@ -10,11 +10,11 @@ use rkyv::Archived;
 use super::ReplyError;
 use super::wire::{self, Replies, Requests};
 use crate::channel::{
-    Deadline, FRAME_PREFIX, RawMessage, RawReceiver, RawSender, Receiver, Sender,
+    Deadline, FRAME_PREFIX, RawMessage, RawReceiver, RawSender, ReceiveMode, Receiver, Sender,
 };
 use crate::codec::{self, Decode, Encode};
 use crate::error::RecvError;
-use crate::{ReceiveMode, WaitStrategy};
+use crate::wait::WaitStrategy;
 
 /// Tags each server, so a handle is only ever answered by its own.
 static NEXT_SERVER: AtomicU32 = AtomicU32::new(1);
