@@ -14,7 +14,11 @@
 //! so the rows compare the protocols, not the receive modes. The raw row
 //! writes straight into the ring (`send_in_place`); the typed and call rows
 //! fill a `Vec<u8>` that rkyv then copies into the ring, so `call / typed`
-//! is the call layer's own cost and `call / raw` includes that copy.
+//! is the call layer's own cost and `call / raw` includes that copy. Two
+//! more call rows separate the costs: `call-gen` sends a type whose bytes
+//! are generated during serialisation, straight into the frame (each byte
+//! written once, as the raw row does), and `call-array` (64 B only) sends
+//! a `[u8; 64]`, whose archive has no relative pointer to validate.
 
 use std::time::{Duration, Instant};
 
@@ -40,6 +44,7 @@ enum Ctl {
     Typed { size: u64, rounds: u32 },
     Serve { size: u64, rounds: u32 },
     ServeGenerated { size: u64, rounds: u32 },
+    ServeArray { rounds: u32 },
     Quit,
 }
 
@@ -110,6 +115,7 @@ struct Peer {
     typed_rx: Receiver<Payload>,
     client: Client<Payload, Payload, ()>,
     gen_client: Client<Generated, Generated, ()>,
+    array_client: Client<[u8; 64], [u8; 64], ()>,
 }
 
 /// Prints the calls rows.
@@ -136,24 +142,41 @@ pub fn rows(args: &Args) {
                 &generated,
                 Some(("call-raw", raw.median())),
             );
+            let array = (size == 64).then(|| peer.call_array(iters, warmup));
+            if let Some(array) = &array {
+                print_row("call-array", size, array, Some(("call-raw", raw.median())));
+            }
             let (c, r, t) = (
                 call.median() as f64,
                 raw.median() as f64,
                 typed.median() as f64,
             );
-            ratios.push((c / r, c / t, generated.median() as f64 / r));
+            ratios.push((
+                c / r,
+                c / t,
+                generated.median() as f64 / r,
+                array.map_or(f64::NAN, |a| a.median() as f64 / r),
+            ));
         }
         let med = |mut v: Vec<f64>| {
             v.sort_by(f64::total_cmp);
             v[v.len() / 2]
         };
         println!(
-            "{:<14} {:>8}   median of 3: call/raw {:.2}x, call/typed {:.2}x, call-gen/raw {:.2}x",
+            "{:<14} {:>8}   median of 3: call/raw {:.2}x, call/typed {:.2}x, call-gen/raw {:.2}x{}",
             "",
             size,
             med(ratios.iter().map(|r| r.0).collect()),
             med(ratios.iter().map(|r| r.1).collect()),
             med(ratios.iter().map(|r| r.2).collect()),
+            if size == 64 {
+                format!(
+                    ", call-array/raw {:.2}x",
+                    med(ratios.iter().map(|r| r.3).collect())
+                )
+            } else {
+                String::new()
+            },
         );
     }
     let calls = ((PIPELINED as f64 * args.scale) as u64).max(1000);
@@ -177,6 +200,7 @@ impl Peer {
             .channel_with(ChannelConfig::new("typed").capacity(CAPACITY))
             .channel_with(ChannelConfig::new("calls").capacity(CAPACITY))
             .channel_with(ChannelConfig::new("gen").capacity(CAPACITY))
+            .channel_with(ChannelConfig::new("array").capacity(1 << 16))
             .spawn()
             .expect("spawn calls child");
         let (ctl, _) = child.channel::<Ctl, ()>("ctl").expect("ctl");
@@ -186,6 +210,8 @@ impl Peer {
             Client::new(child.channel("calls").expect("calls"));
         let mut gen_client: Client<Generated, Generated, ()> =
             Client::new(child.channel("gen").expect("gen"));
+        let mut array_client: Client<[u8; 64], [u8; 64], ()> =
+            Client::new(child.channel("array").expect("array"));
         // SAFETY: the child is this same binary, whose code never writes a
         // frame after sending it: the rows compare protocols in place.
         unsafe {
@@ -193,6 +219,7 @@ impl Peer {
             typed_rx.trust_peer();
             client.trust_peer();
             gen_client.trust_peer();
+            array_client.trust_peer();
         }
         raw_tx.set_wait_strategy(WaitStrategy::Spin);
         raw_rx.set_wait_strategy(WaitStrategy::Spin);
@@ -200,6 +227,7 @@ impl Peer {
         typed_rx.set_wait_strategy(WaitStrategy::Spin);
         client.set_wait_strategy(WaitStrategy::Spin);
         gen_client.set_wait_strategy(WaitStrategy::Spin);
+        array_client.set_wait_strategy(WaitStrategy::Spin);
         Peer {
             child,
             ctl,
@@ -209,6 +237,7 @@ impl Peer {
             typed_rx,
             client,
             gen_client,
+            array_client,
         }
     }
 
@@ -279,6 +308,21 @@ impl Peer {
         })
     }
 
+    /// 64-byte calls of a `[u8; 64]`: an archive with no relative pointer
+    /// to check, so what remains is the call protocol itself.
+    fn call_array(&mut self, iters: usize, warmup: usize) -> Samples {
+        let total = (iters + warmup) as u32;
+        self.ctl
+            .send(&Ctl::ServeArray { rounds: total })
+            .expect("ctl");
+        let mut data = [0u8; 64];
+        timed(total, warmup, |k| {
+            fill(&mut data, ping_seed(k));
+            let reply = self.array_client.call(&data).expect("call");
+            verify(reply.result().expect("ok"), pong_seed(k)).expect("corrupt call-array reply");
+        })
+    }
+
     /// `calls` 64-byte calls with `depth` in flight; calls per second.
     fn pipelined(&mut self, depth: usize, calls: u64) -> f64 {
         self.ctl
@@ -316,7 +360,7 @@ impl Peer {
             self.typed_tx,
             self.typed_rx,
         ));
-        drop((self.client, self.gen_client));
+        drop((self.client, self.gen_client, self.array_client));
         let status = self.child.wait().expect("wait");
         assert!(status.success(), "calls child failed: {status}");
     }
@@ -348,6 +392,9 @@ pub fn child() {
     let ends: (Sender<Replies<Payload, ()>>, Receiver<Requests<Payload>>) =
         conn.channel("calls").expect("calls");
     let mut server: Server<Payload, Payload, ()> = Server::new(ends);
+    let mut array_server: Server<[u8; 64], [u8; 64], ()> =
+        Server::new(conn.channel("array").expect("array"));
+    array_server.set_wait_strategy(WaitStrategy::Spin);
     let mut gen_server: Server<Generated, Generated, ()> =
         Server::new(conn.channel("gen").expect("gen"));
     gen_server.set_wait_strategy(WaitStrategy::Spin);
@@ -406,6 +453,17 @@ pub fn child() {
                         len: size,
                     };
                     call.reply(Ok(&reply)).expect("reply");
+                }
+            }
+            ArchivedCtl::ServeArray { rounds } => {
+                let rounds = rounds.to_native();
+                drop(cmd);
+                let mut pong = [0u8; 64];
+                for k in 1..=rounds {
+                    let call = array_server.recv().expect("call-array recv");
+                    verify(&*call, ping_seed(k)).expect("corrupt call-array");
+                    fill(&mut pong, pong_seed(k));
+                    call.reply(Ok(&pong)).expect("reply");
                 }
             }
             ArchivedCtl::Quit => return,
