@@ -31,6 +31,7 @@ fn serial() -> MutexGuard<'static, ()> {
 
 /// A request: `n`, and what the server is to do with it.
 #[derive(rkyv::Archive, rkyv::Serialize, Clone, Copy, Debug)]
+#[rkyv(derive(Debug))]
 struct Job {
     n: u64,
     action: u8,
@@ -126,6 +127,11 @@ macro_rules! calls {
             #[test]
             fn peer_death_ends_a_blocked_call() {
                 death_ends_blocked_call(T);
+            }
+
+            #[test]
+            fn client_death_ends_the_servers_receives_and_replies() {
+                client_death(T);
             }
 
             #[test]
@@ -383,6 +389,44 @@ fn death_ends_blocked_call(t: Transport) {
     assert_no_leftovers();
 }
 
+/// The parent serves a child client that starts three calls and then is
+/// killed: the deferred replies fail with `Disconnected` (the handle comes
+/// back), and receives end with `Disconnected`.
+fn client_death(t: Transport) {
+    let _s = serial();
+    let _w = Watchdog::new("calls client death", Duration::from_secs(60));
+    let mut child = spawn("call_then_hang", t);
+    let mut server: Server<Job, u64, String> = Server::new(child.channel("calls").unwrap());
+    let mut held = Vec::new();
+    for n in 0..3 {
+        let call = server.recv_timeout(Duration::from_secs(10)).unwrap();
+        assert_eq!(call.n, n);
+        held.push(call.defer());
+    }
+    child.kill().unwrap();
+    let killed = Instant::now();
+    let err = server.recv_timeout(Duration::from_secs(10)).unwrap_err();
+    assert_eq!(err, RecvError::Disconnected);
+    assert!(
+        killed.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        killed.elapsed()
+    );
+    for handle in held {
+        let id = handle.id();
+        let failed = server.reply(handle, Ok(&1)).unwrap_err();
+        assert_eq!(failed.error, remora::SendError::Disconnected);
+        assert_eq!(failed.handle.id(), id);
+        let failed = server.abandon(failed.handle).unwrap_err();
+        assert_eq!(failed.error, remora::SendError::Disconnected);
+        drop(failed);
+    }
+    let _ = child.wait();
+    drop(server);
+    drop(child);
+    assert_no_leftovers();
+}
+
 /// Many one-at-a-time calls, the calls and replies checked.
 fn many_calls(t: Transport) {
     let _s = serial();
@@ -483,6 +527,14 @@ fn child_entry() {
             std::thread::sleep(Duration::from_secs(100));
         }
         "forge" => forge(conn.raw_channel("calls").unwrap()),
+        "call_then_hang" => {
+            let mut client: Client<Job, u64, String> = Client::new(conn.channel("calls").unwrap());
+            for n in 0..3 {
+                client.start(&Job { n, action: HOLD_OK }).unwrap();
+            }
+            // Killed during this, normally.
+            let _ = client.recv_reply_timeout(Duration::from_secs(100));
+        }
         other => panic!("unknown role {other}"),
     }
 }
