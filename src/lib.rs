@@ -13,6 +13,10 @@
 //! child calls [`connect`]. [`Segment`] gives the same channels between any
 //! two processes without the spawner.
 //!
+//! [`Client`] and [`Server`] make typed calls over a channel: correlation
+//! ids, pipelining with a bounded number of calls in flight, timeouts, and
+//! each reply routed to the call it answers.
+//!
 //! ```
 //! use remora::{ChannelConfig, Segment};
 //!
