@@ -38,6 +38,14 @@ pub const DEFAULT_IN_FLIGHT: usize = 64;
 ///   bounded by the table's capacity: a full table is
 ///   [`CallError::TableFull`], the client's back-pressure.
 ///
+/// Sizing: a server blocked sending a reply into a full reply ring while
+/// this client is blocked in `start` on a full request ring would wait for
+/// each other. Pick the capacity so that that many replies fit in the
+/// reply direction (replies take their archive + 32 bytes of ring, rounded
+/// up to 16), or start with [`try_start`](Client::try_start) /
+/// [`start_timeout`](Client::start_timeout) and collect replies when the
+/// channel is full.
+///
 /// Each reply goes to the call it answers, whatever order the server
 /// answers in. A reply to a call given up on (a `call_timeout` that timed
 /// out, or [`abandon`](Client::abandon)) is discarded when it comes, never
