@@ -606,3 +606,38 @@ fn forge((mut tx, mut rx): (remora::RawSender, remora::RawReceiver)) {
 fn _wire_type_is_what_client_new_takes(w: Wire) -> Client<Job, u64, String> {
     Client::new(w)
 }
+
+/// The client's own limits, in one process: `Busy`, `TableFull`, `Idle`,
+/// and a handler that panics abandons its call.
+#[test]
+fn busy_full_idle_and_a_panicking_handler() {
+    let _s = serial();
+    let parent = Segment::create(&[ChannelConfig::new("calls").capacity(1 << 12)]).unwrap();
+    let child = Segment::open(parent.name()).unwrap();
+    let mut client: Client<u64, u64, ()> =
+        Client::with_capacity(parent.channel("calls").unwrap(), 2);
+    let mut server: Server<u64, u64, ()> = Server::new(child.channel("calls").unwrap());
+    assert_eq!(client.try_recv_reply().unwrap_err(), CallError::Idle);
+    let a = client.start(&1).unwrap();
+    assert_eq!(client.call(&2).unwrap_err(), CallError::Busy);
+    let b = client.start(&3).unwrap();
+    assert_eq!(client.start(&4).unwrap_err(), CallError::TableFull);
+    assert_eq!(client.in_flight(), 2);
+    // The handler of `a` panics while it holds the call.
+    let panicked = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        let call = server.recv().unwrap();
+        assert_eq!(*call, 1);
+        panic!("handler bug");
+    }));
+    assert!(panicked.is_err());
+    assert_eq!(
+        client.recv_reply().unwrap_err(),
+        CallError::Abandoned { ticket: a }
+    );
+    server.recv().unwrap().reply(Ok(&6)).unwrap();
+    let reply = client.recv_reply().unwrap();
+    assert_eq!(
+        (reply.ticket(), reply.result().unwrap().to_native()),
+        (b, 6)
+    );
+}
