@@ -13,6 +13,10 @@
 //! child calls [`connect`]. [`Segment`] gives the same channels between any
 //! two processes without the spawner.
 //!
+//! [`Client`] and [`Server`] make typed calls over a channel: correlation
+//! ids, pipelining with a bounded number of calls in flight, timeouts, and
+//! each reply routed to the call it answers.
+//!
 //! ```
 //! use remora::{ChannelConfig, Segment};
 //!
@@ -62,6 +66,7 @@
 #![warn(missing_docs)]
 
 mod attachment;
+mod call;
 mod channel;
 mod codec;
 mod config;
@@ -79,6 +84,10 @@ mod sys;
 mod transport;
 mod wait;
 
+pub use call::{
+    CallError, Client, DEFAULT_IN_FLIGHT, Incoming, Replies, Reply, ReplyError, ReplyHandle,
+    Requests, Server, Ticket,
+};
 pub use channel::{
     DEFAULT_SCRATCH, Message, RawMessage, RawReceiver, RawSender, ReceiveMode, Receiver, Sender,
     Slot,

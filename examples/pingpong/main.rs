@@ -25,6 +25,7 @@
 //! sides copy, as both ends of a `Segment` do by default).
 
 mod baselines;
+mod calls;
 
 use std::time::{Duration, Instant};
 
@@ -111,6 +112,7 @@ fn parse_args() -> Args {
             "baselines",
             "typed",
             "throughput",
+            "calls",
         ]
         .map(String::from)
         .to_vec(),
@@ -133,7 +135,7 @@ fn parse_args() -> Args {
             "--no-pin" => args.pin = false,
             "--help" | "-h" => {
                 println!(
-                    "usage: pingpong [--rows spin,adaptive,block,fifo,baselines,typed,throughput] [--sizes 64,4096,...] [--iters SCALE] [--no-pin]"
+                    "usage: pingpong [--rows spin,adaptive,block,fifo,baselines,typed,throughput,calls] [--sizes 64,4096,...] [--iters SCALE] [--no-pin]"
                 );
                 std::process::exit(0);
             }
@@ -161,6 +163,9 @@ fn iterations(size: usize, strategy: Option<WaitStrategy>, scale: f64) -> (usize
 }
 
 fn main() {
+    if calls::is_child() {
+        return calls::child();
+    }
     if std::env::var_os(ROLE_ENV).is_some() {
         return child();
     }
@@ -279,6 +284,9 @@ fn main() {
     }
     for peer in peers {
         peer.quit();
+    }
+    if want("calls") {
+        calls::rows(&args);
     }
 }
 

@@ -18,11 +18,13 @@ mod receiver;
 mod sender;
 mod slot;
 
+pub(crate) use raw_receiver::Delivered;
 pub(crate) use raw_receiver::RecvEnd;
 pub use raw_receiver::{RawMessage, RawReceiver, ReceiveMode};
 pub use raw_sender::RawSender;
 pub(crate) use raw_sender::SendEnd;
 pub use receiver::{Message, Receiver};
+pub(crate) use sender::FRAME_PREFIX;
 pub use sender::{DEFAULT_SCRATCH, Sender};
 pub use slot::Slot;
 

@@ -473,3 +473,11 @@ where
         (**self).fmt(f)
     }
 }
+
+impl<T> Receiver<T> {
+    /// The raw end underneath, for layers that frame their own messages
+    /// (calls).
+    pub(crate) fn raw_mut(&mut self) -> &mut RawReceiver {
+        &mut self.raw
+    }
+}

@@ -253,3 +253,62 @@ impl<T: Encode> Sender<T> {
         })
     }
 }
+
+impl<T> Sender<T> {
+    /// Sends one frame of `head` (16 bytes) followed, at offset 16, by the
+    /// archive of `body` (none if `None`): the call layer's framing. The
+    /// archive keeps rkyv's 16-byte alignment because frames start
+    /// 16-aligned. Waits per `deadline`; errors as [`Sender::send`].
+    #[inline]
+    pub(crate) fn send_framed<U: Encode>(
+        &mut self,
+        head: &[u8; FRAME_PREFIX],
+        body: Option<&U>,
+        deadline: Deadline,
+    ) -> Result<(), SendError> {
+        let scratch = &mut self.scratch;
+        self.raw.send_with(0, false, deadline, |dst, cap| {
+            let Some(body) = body else {
+                if cap < FRAME_PREFIX {
+                    return Err(codec::EncodeError::Overflow {
+                        needed: FRAME_PREFIX,
+                    });
+                }
+                // SAFETY: the grant is `cap >= 16` writable bytes at `dst`,
+                // only ours until commit; `head` is local memory.
+                unsafe { std::ptr::copy_nonoverlapping(head.as_ptr(), dst, FRAME_PREFIX) };
+                return Ok(FRAME_PREFIX);
+            };
+            if cap < FRAME_PREFIX {
+                // Only measure: `cap == 0` writes nothing (16-aligned,
+                // non-null `dst` as the grant's contract gives).
+                // SAFETY: as for `Sender::send_until`, with no byte written.
+                let len = match unsafe { codec::encode(body, dst, 0, scratch) } {
+                    Ok(len) | Err(codec::EncodeError::Overflow { needed: len }) => len,
+                    Err(e) => return Err(e),
+                };
+                return Err(codec::EncodeError::Overflow {
+                    needed: FRAME_PREFIX + len,
+                });
+            }
+            // SAFETY: the grant is `cap >= 16` writable bytes at `dst`,
+            // only ours until commit; `head` is local memory.
+            unsafe { std::ptr::copy_nonoverlapping(head.as_ptr(), dst, FRAME_PREFIX) };
+            // SAFETY: `dst + 16 .. dst + cap` is inside the grant, 16-aligned
+            // (frames are) and non-null; only we touch it until commit.
+            match unsafe { codec::encode(body, dst.add(FRAME_PREFIX), cap - FRAME_PREFIX, scratch) }
+            {
+                Ok(len) => Ok(FRAME_PREFIX + len),
+                Err(codec::EncodeError::Overflow { needed }) => Err(codec::EncodeError::Overflow {
+                    needed: FRAME_PREFIX + needed,
+                }),
+                Err(e) => Err(e),
+            }
+        })
+    }
+}
+
+/// Bytes before the archive in a framed message (see
+/// [`Sender::send_framed`]): a multiple of 16, so the archive stays
+/// 16-aligned.
+pub(crate) const FRAME_PREFIX: usize = 16;
