@@ -1,7 +1,7 @@
 //! The writing end of a ring: reserve space, write in place, commit.
 
 use super::{
-    FRAME_ALIGN, FRAME_HEADER, FrameHeader, KIND_MSG, KIND_PAD, RingFault, RingRegion, frame_size,
+    FRAME_ALIGN, FRAME_HEADER, KIND_MSG, KIND_PAD, RingFault, RingRegion, commit_stamp, frame_size,
 };
 use crate::sync::Ordering;
 
@@ -245,7 +245,8 @@ impl Producer {
     }
 
     /// Publishes `len` bytes of the grant's payload as one message (and the
-    /// PAD frame in front of it, if any) with a single Release store.
+    /// PAD frame in front of it, if any): the tail, then the commit stamps
+    /// (see the module docs), all Release stores.
     ///
     /// The caller must have written the payload bytes; `len <= grant.len`.
     #[inline]
@@ -255,39 +256,63 @@ impl Producer {
             "commit of {len} bytes exceeds the grant of {}",
             grant.len
         );
-        let mut pos = self.tail;
-        if grant.pad != 0 {
-            self.write_header(pos, (grant.pad as usize - FRAME_HEADER) as u32, KIND_PAD);
-            pos += grant.pad;
-        }
+        let start = self.tail;
+        let pos = start + grant.pad;
         // The caller wrote the payload since the grant; loom sees that
-        // write here, before the Release store that publishes it.
+        // write here, before the Release stores that publish it.
         self.region.track_write(
             self.region.index(pos) + FRAME_HEADER as u64,
             frame_size(len as u64) - FRAME_HEADER as u64,
         );
         self.write_header(pos, len as u32, KIND_MSG);
-        self.tail = pos + frame_size(len as u64);
+        let end = pos + frame_size(len as u64);
+        // Clear the stamp word where the next frame will start, so that no
+        // payload byte left there by an earlier lap can pass for its stamp
+        // (module docs). Only if the slot is free by our cached head: if
+        // not, the ring is exactly full and the slot holds the header of the
+        // oldest frame in flight, whose stale stamp cannot match. Relaxed:
+        // published by the Release stamp store below, and the consumer
+        // only reads the slot after Acquire-loading that stamp.
+        if end - self.cached_head < self.region.capacity() {
+            self.region
+                .stamp(self.region.index(end))
+                .store(0, Ordering::Relaxed);
+        }
+        self.tail = end;
         self.last_len = len;
-        // Release: the frame headers and payload written above become visible
-        // to a consumer that Acquire-loads this tail.
-        self.region.ctrl().tail.store(self.tail, Ordering::Release);
+        // Release: the frames written above are complete for anyone who
+        // Acquire-loads this tail (in-flight queries, a resuming producer).
+        // Stored before the stamps, so a consumer that saw a frame's stamp
+        // also sees a tail covering it.
+        self.region.ctrl().tail.store(end, Ordering::Release);
+        // Release: the header, the payload and the cleared next slot become
+        // visible to a consumer that Acquire-loads this stamp. A frame behind
+        // a PAD is stamped first, the PAD last: the PAD's stamp publishes
+        // both.
+        self.region
+            .stamp(self.region.index(pos))
+            .store(commit_stamp(pos), Ordering::Release);
+        if grant.pad != 0 {
+            self.write_header(start, (grant.pad as usize - FRAME_HEADER) as u32, KIND_PAD);
+            // Release: as above, for the PAD and, through it, the frame.
+            self.region
+                .stamp(self.region.index(start))
+                .store(commit_stamp(start), Ordering::Release);
+        }
     }
 
+    /// Writes the `len` and `kind` words of the header at `pos` (not the
+    /// stamp, which `commit` stores last).
     #[inline]
     fn write_header(&self, pos: u64, len: u32, kind: u32) {
-        let header = FrameHeader {
-            len,
-            kind,
-            _reserved: 0,
-        };
         let idx = self.region.index(pos);
         self.region.track_write(idx, FRAME_HEADER as u64);
-        let dst = self.region.at(idx).cast::<FrameHeader>();
+        let dst = self.region.at(idx).cast::<[u32; 2]>();
         // SAFETY: `pos` is a 16-aligned position inside space we own (granted
-        // and not yet published), so the 16 bytes are in bounds, aligned, and
-        // not read by the consumer until the Release store in `commit`.
-        unsafe { dst.write_volatile(header) };
+        // and not yet published), so the first 8 header bytes are in bounds,
+        // aligned, and not read by the consumer until the Release store of
+        // the stamp in `commit`.
+        unsafe { dst.write_volatile([len, kind]) };
     }
 
     /// Whether a frame needing `min` payload bytes could be reserved now,
