@@ -151,6 +151,7 @@ impl Consumer {
                     // The caller reads the payload from here until release.
                     self.region
                         .track_read(idx + FRAME_HEADER as u64, size - FRAME_HEADER as u64);
+                    self.region.prefetch(idx, size);
                     return Ok(Some(Frame {
                         payload: self.region.at(idx + FRAME_HEADER as u64),
                         len: len as usize,
