@@ -121,7 +121,7 @@ impl Consumer {
     /// The next published message frame, validated, or `None` if the ring
     /// is empty. PAD frames are skipped. Repeated peeks return the same frame
     /// until it is released.
-    #[inline]
+    #[inline(always)]
     pub(crate) fn peek(&mut self) -> Result<Option<Frame>, RingFault> {
         if let Some(f) = self.fault {
             return Err(f);
