@@ -264,7 +264,6 @@ impl Producer {
             self.region.index(pos) + FRAME_HEADER as u64,
             frame_size(len as u64) - FRAME_HEADER as u64,
         );
-        self.write_header(pos, len as u32, KIND_MSG);
         let end = pos + frame_size(len as u64);
         // Clear the stamp word where the next frame will start, so that no
         // payload byte left there by an earlier lap can pass for its stamp
@@ -285,6 +284,11 @@ impl Producer {
         // Stored before the stamps, so a consumer that saw a frame's stamp
         // also sees a tail covering it.
         self.region.ctrl().tail.store(end, Ordering::Release);
+        // The header's words and its stamp are stored last and back to
+        // back: the consumer is polling this line, and every store to it
+        // separated from the next by stores to other lines can cost one
+        // more transfer of the line.
+        self.write_header(pos, len as u32, KIND_MSG);
         // Release: the header, the payload and the cleared next slot become
         // visible to a consumer that Acquire-loads this stamp. A frame behind
         // a PAD is stamped first, the PAD last: the PAD's stamp publishes
