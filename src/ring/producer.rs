@@ -8,6 +8,14 @@ use crate::sync::Ordering;
 /// Frames at least this large (header included) rewind to index 0 when the
 /// ring is empty (see `Producer::try_rewind`).
 const REWIND_MIN: u64 = 4096;
+/// Smaller frames rewind too, once the tail is at least this far into the
+/// data, checking at most once per this many bytes of progress: a small
+/// request/reply exchange then keeps to the first few KiB of the ring,
+/// whose lines stay in the two cores' caches, instead of writing every
+/// message into lines nobody has touched for a lap (measured: ~30 ns of a
+/// ~240 ns 64 B round trip). Costs one load of the consumer's head per
+/// window, and a PAD frame per rewind.
+const REWIND_WINDOW: u64 = 4096;
 
 /// The producer end. Owns the tail; reads the head only when the ring looks
 /// full (cached head).
@@ -21,6 +29,9 @@ pub(crate) struct Producer {
     fault: Option<RingFault>,
     /// Payload length of the last commit: the size hint of unsized sends.
     last_len: usize,
+    /// No small-frame rewind is tried before the tail reaches this position
+    /// (see [`REWIND_WINDOW`]).
+    rewind_after: u64,
 }
 
 /// Why [`Producer::reserve`] gave nothing.
@@ -67,6 +78,7 @@ impl Producer {
             cached_head: head,
             fault: None,
             last_len: 0,
+            rewind_after: 0,
         };
         // The same checks as `refresh_head` (with our tail as the bound),
         // plus the tail's own: nothing read here is trusted unchecked.
@@ -142,6 +154,15 @@ impl Producer {
             if let Some(grant) = self.try_rewind(expected) {
                 return Ok(grant);
             }
+        } else if self.tail >= self.rewind_after && self.region.index(self.tail) >= REWIND_WINDOW {
+            if let Some(grant) = self.try_rewind(expected) {
+                return Ok(grant);
+            }
+            self.rewind_after = self.tail + REWIND_WINDOW;
+        }
+        // A rewind attempt re-reads the head, which may have poisoned us.
+        if let Some(f) = self.fault {
+            return Err(ReserveError::Fault(f));
         }
         if let Some(grant) = self.try_grant(need) {
             return Ok(grant);
