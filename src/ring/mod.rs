@@ -64,9 +64,11 @@ pub(crate) const FRAME_HEADER: usize = 16;
 /// Every frame starts and ends on this alignment.
 pub(crate) const FRAME_ALIGN: u64 = 16;
 /// Cache line size assumed by [`RingRegion::prefetch`].
+#[cfg_attr(loom, allow(dead_code))]
 const LINE: u64 = 64;
 /// Most lines of one frame [`RingRegion::prefetch`] asks for; beyond a few
 /// lines the hardware's own stream prefetcher has taken over.
+#[cfg_attr(loom, allow(dead_code))]
 const PREFETCH_LINES: u64 = 4;
 /// Smallest accepted capacity.
 pub(crate) const MIN_CAPACITY: usize = 64;
