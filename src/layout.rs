@@ -22,7 +22,7 @@ use crate::sync::{AtomicU32, AtomicU64};
 /// "REMORA" + layout generation, little-endian: the first 8 bytes of a segment.
 pub(crate) const MAGIC: u64 = u64::from_le_bytes(*b"REMORA\x00\x01");
 /// Bumped whenever any struct in this file changes.
-pub(crate) const LAYOUT_VERSION: u32 = 2;
+pub(crate) const LAYOUT_VERSION: u32 = 3;
 /// Value of [`SegmentHeader::init`] once the creator finished writing.
 pub(crate) const INIT_READY: u32 = 0x5245_4459; // "REDY"
 /// Most channels one segment can hold.
@@ -95,6 +95,8 @@ pub(crate) struct RingDescriptor {
 #[derive(Debug, Default)]
 pub(crate) struct RingControl {
     /// Bytes ever published by the producer (monotonic; Release-stored).
+    /// Frames are published by their commit stamps (`ring` module docs);
+    /// the consumer reads this only when it takes its end and for queries.
     pub(crate) tail: CachePadded<AtomicU64>,
     /// Bytes ever released by the consumer (monotonic; Release-stored).
     pub(crate) head: CachePadded<AtomicU64>,

@@ -6,9 +6,11 @@
 //! and condition variable (see `doorbell::model_futex`), so loom explores
 //! every interleaving and reports a lost wake-up as a deadlock. The ring's
 //! data is tracked by loom cells (`sync::DataCell`), so a frame read before
-//! its tail store is visible, or overwritten before its head store is, is a
-//! data race that fails the model: weakening any of the four head/tail
-//! Release/Acquire orderings to Relaxed makes `loom_ring_indices` fail.
+//! its commit stamp is visible, or overwritten before its head store is, is
+//! a data race that fails the model: weakening the stamp store or load, or
+//! the head store or load, from Release/Acquire to Relaxed makes
+//! `loom_ring_indices` fail. The stamp words live in loom atomics beside the
+//! data (`RingRegion::with_cells`).
 
 use std::ptr::NonNull;
 use std::sync::Arc;
@@ -17,7 +19,7 @@ use loom::thread;
 
 use crate::layout::RingControl;
 use crate::ring::{Consumer, Producer, RingRegion};
-use crate::sync::DataCell;
+use crate::sync::{AtomicU64, DataCell};
 use crate::sys::clock::MonoTime;
 use crate::wait::{self, WaitStrategy, Waited};
 
@@ -30,6 +32,8 @@ struct Shared {
     /// granule. A weakened head/tail ordering shows up as a data race on
     /// these cells.
     cells: [DataCell; 4],
+    /// The stamp word of each granule, as loom atomics (fresh memory: 0).
+    stamps: [AtomicU64; 4],
 }
 
 // SAFETY: the ring protocol under test governs all access to `data`.
@@ -43,12 +47,13 @@ impl Shared {
             ctrl: RingControl::default(),
             data: std::cell::UnsafeCell::new([0; 4]),
             cells: std::array::from_fn(|_| DataCell::new(())),
+            stamps: std::array::from_fn(|_| AtomicU64::new(0)),
         })
     }
 
     fn region(&self) -> RingRegion {
         // SAFETY: `self` outlives both threads' ends (each holds the Arc),
-        // and with them the 64 / 16 cells; one producer and one consumer
+        // and with them the 64 / 16 cells and stamps; one producer and one consumer
         // per model run.
         unsafe {
             RingRegion::new(
@@ -56,7 +61,7 @@ impl Shared {
                 NonNull::new(self.data.get().cast()).unwrap(),
                 64,
             )
-            .with_cells(self.cells.as_ptr())
+            .with_cells(self.cells.as_ptr(), self.stamps.as_ptr())
         }
     }
 }

@@ -270,16 +270,26 @@ fn garbage_indices_are_clamped_then_reported() {
     let (_, mut rx) = child.raw_channel("c").unwrap();
     tx.send(&[5; 40]).unwrap();
     assert_eq!(rx.len(), frame(40));
-    // The "peer" publishes absurd tails: the receiver's len falls back on
-    // the last tail it validated itself, never panics, never exceeds the
-    // capacity (a plausible value cannot be told from a real one).
+    // The "peer" publishes absurd tails: the receiver's len ignores them
+    // (counts nothing in flight), never panics, never exceeds the capacity
+    // (a plausible value cannot be told from a real one). Receives do not
+    // read the tail at all: frames are published by their header's commit
+    // stamp, so the frame sent above still arrives.
     for bad in [0, 8, 3, 1 << 40, u64::MAX - 15, u64::MAX] {
         scribble(&parent, P2C_TAIL, &bad.to_le_bytes());
         let len = rx.len();
         assert!(len <= rx.capacity(), "tail {bad}: len {len}");
         assert!(!rx.is_full() && !rx.is_disconnected());
     }
-    // The next receive reports the fault, and the end counts as gone.
+    assert_eq!(&*rx.try_recv().unwrap(), &[5; 40]);
+    // A garbage header is reported by the next receive, and the end counts
+    // as gone.
+    tx.send(&[5; 40]).unwrap();
+    scribble(
+        &parent,
+        P2C_FIRST_PAYLOAD - 16 + frame(40) as u64,
+        &u32::MAX.to_le_bytes(),
+    );
     assert!(matches!(rx.try_recv(), Err(RecvError::Corrupted(_))));
     assert!(rx.is_disconnected());
 
@@ -377,12 +387,12 @@ fn drain_reports_lasting_errors_on_the_next_call() {
     assert_eq!(rx.drain(|_| ()).unwrap_err(), RecvError::Disconnected);
     assert_eq!(rx.drain(|_| ()).unwrap_err(), RecvError::Disconnected);
 
-    // A corrupt tail: the fault comes at once (nothing handled before it).
+    // A corrupt header: the fault comes at once (nothing handled before it).
     let (parent, child) = pair(4096);
     let (mut tx, _) = parent.raw_channel("c").unwrap();
     let (_, mut rx) = child.raw_channel("c").unwrap();
     tx.send(b"x").unwrap();
-    scribble(&parent, P2C_TAIL, &7u64.to_le_bytes());
+    scribble(&parent, P2C_FIRST_PAYLOAD - 16, &u32::MAX.to_le_bytes());
     assert!(matches!(rx.drain(|_| ()), Err(RecvError::Corrupted(_))));
     assert!(matches!(rx.drain(|_| ()), Err(RecvError::Corrupted(_))));
 }

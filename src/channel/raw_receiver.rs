@@ -390,6 +390,7 @@ impl RawReceiver {
     /// assert_eq!(&*rx.recv()?, b"ping");
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
+    #[inline]
     pub fn recv(&mut self) -> Result<RawMessage<'_>, RecvError> {
         let msg = self.next(Deadline::NEVER)?;
         Ok(RawMessage { rx: self, msg })
@@ -487,7 +488,7 @@ impl RawReceiver {
     /// The next message per the receive mode: copied out of its frame (and
     /// the frame released) in [`ReceiveMode::Copy`] over shared memory,
     /// else the frame itself, held until [`RawReceiver::release_held`].
-    #[inline]
+    #[inline(always)]
     pub(crate) fn next(&mut self, deadline: Deadline) -> Result<Delivered, RecvError> {
         let frame = match &mut self.end {
             RecvEnd::Shm(end) => end.next_frame(deadline, self.strategy)?,

@@ -300,6 +300,7 @@ impl RawSender {
     /// assert_eq!(&*rx.recv()?, b"headtail");
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
+    #[inline]
     pub fn send_in_place(
         &mut self,
         len: usize,

@@ -1,19 +1,17 @@
 //! The reading end of a ring: peek a frame in place, release it.
 
 use super::{
-    FRAME_ALIGN, FRAME_HEADER, FrameHeader, KIND_MSG, KIND_PAD, RingFault, RingRegion, frame_size,
+    FRAME_ALIGN, FRAME_HEADER, KIND_MSG, KIND_PAD, RingFault, RingRegion, commit_stamp, frame_size,
 };
 use crate::sync::Ordering;
 
-/// The consumer end. Owns the head; reads the tail only when the ring looks
-/// empty (cached tail).
+/// The consumer end. Owns the head; learns of new frames from the commit
+/// stamp at its head (see the module docs), not from the producer's tail.
 #[derive(Debug)]
 pub(crate) struct Consumer {
     region: RingRegion,
     /// Our head. Only we write it, so it is never re-read from shared memory.
     head: u64,
-    /// The last tail we read and validated; frames up to it are published.
-    cached_tail: u64,
     fault: Option<RingFault>,
 }
 
@@ -42,7 +40,6 @@ impl Consumer {
         let mut c = Consumer {
             region,
             head,
-            cached_tail: head,
             fault: None,
         };
         if !head.is_multiple_of(FRAME_ALIGN) {
@@ -51,7 +48,21 @@ impl Consumer {
                 ours: head,
             }));
         }
-        c.refresh_tail()?;
+        // The tail is checked once here: the hot path never reads it.
+        // Acquire: pairs with the producer's Release store of `tail`.
+        let tail = c.region.ctrl().tail.load(Ordering::Acquire);
+        if tail < head || !tail.is_multiple_of(FRAME_ALIGN) {
+            return Err(c.poison(RingFault::BadIndex {
+                seen: tail,
+                ours: head,
+            }));
+        }
+        if tail - head > c.region.capacity() {
+            return Err(c.poison(RingFault::Overfull {
+                in_flight: tail - head,
+                capacity: c.region.capacity(),
+            }));
+        }
         Ok(c)
     }
 
@@ -65,39 +76,34 @@ impl Consumer {
         fault
     }
 
-    /// Re-reads the producer's tail and validates it. Returns whether any
-    /// bytes are published beyond our head.
-    fn refresh_tail(&mut self) -> Result<bool, RingFault> {
-        // Acquire: pairs with the producer's Release store of `tail`, making
-        // the frames it published visible to our reads.
-        let tail = self.region.ctrl().tail.load(Ordering::Acquire);
-        if tail < self.cached_tail || !tail.is_multiple_of(FRAME_ALIGN) {
-            return Err(self.poison(RingFault::BadIndex {
-                seen: tail,
-                ours: self.head,
-            }));
-        }
-        if tail - self.head > self.region.capacity() {
-            return Err(self.poison(RingFault::Overfull {
-                in_flight: tail - self.head,
-                capacity: self.region.capacity(),
-            }));
-        }
-        self.cached_tail = tail;
-        Ok(tail != self.head)
-    }
-
     /// Bytes published and not yet released (frame headers, padding and PAD
-    /// frames included), re-reading the producer's tail without side
-    /// effects: an invalid tail is ignored (the last valid one counts) and
-    /// left for the next `peek` to report. For queries (`&self`).
+    /// frames included), reading the producer's tail without side effects:
+    /// an invalid tail counts as nothing in flight, and is no fault (the
+    /// stamps, not the tail, say what is published). For queries (`&self`).
     pub(crate) fn in_flight(&self) -> u64 {
-        // Acquire: as in `refresh_tail`.
+        // Acquire: pairs with the producer's Release store of `tail`.
         let tail = self.region.ctrl().tail.load(Ordering::Acquire);
-        let valid = tail >= self.cached_tail
+        let valid = tail >= self.head
             && tail.is_multiple_of(FRAME_ALIGN)
             && tail - self.head <= self.region.capacity();
-        if valid { tail } else { self.cached_tail }.saturating_sub(self.head)
+        if valid { tail - self.head } else { 0 }
+    }
+
+    /// Whether the header slot at `pos` carries the stamp that publishes it.
+    #[inline(always)]
+    fn stamped(&self, pos: u64) -> Result<(), u64> {
+        // Acquire: pairs with the producer's Release store of this stamp in
+        // `Producer::commit`, making the frame's header and payload (and,
+        // for a PAD, the frame after it) visible to our reads.
+        let seen = self
+            .region
+            .stamp(self.region.index(pos))
+            .load(Ordering::Acquire);
+        if seen == commit_stamp(pos) {
+            Ok(())
+        } else {
+            Err(seen)
+        }
     }
 
     /// The fault that poisoned this end, if any.
@@ -109,61 +115,63 @@ impl Consumer {
     /// waiters as their wake-up condition; also true once poisoned, so the
     /// waiter returns to see the fault.
     pub(crate) fn has_data(&mut self) -> bool {
-        self.fault.is_some() || self.cached_tail != self.head || self.refresh_tail() != Ok(false)
+        self.fault.is_some() || self.stamped(self.head).is_ok()
     }
 
     /// The next published message frame, validated, or `None` if the ring
     /// is empty. PAD frames are skipped. Repeated peeks return the same frame
     /// until it is released.
-    #[inline]
+    #[inline(always)]
     pub(crate) fn peek(&mut self) -> Result<Option<Frame>, RingFault> {
         if let Some(f) = self.fault {
             return Err(f);
         }
-        if self.cached_tail == self.head && !self.refresh_tail()? {
+        if self.stamped(self.head).is_err() {
             return Ok(None);
         }
         let cap = self.region.capacity();
         let mut pos = self.head;
         loop {
-            let avail = self.cached_tail - pos;
-            if avail == 0 {
-                // Only a PAD was published (no correct producer does that);
-                // drop it so the space is not lost.
-                self.advance(pos);
-                return Ok(None);
-            }
             let idx = self.region.index(pos);
             let to_end = cap - idx;
             self.region.track_read(idx, FRAME_HEADER as u64);
             // SAFETY: `idx` is 16-aligned and `cap - idx >= 16` (positions
-            // and `cap` are multiples of 16), so the header is in bounds and
-            // aligned. The bytes were published by the Acquire load of the
-            // tail; the volatile read copies them once into a local, and the
-            // copy is validated below before anything trusts it.
-            let header = unsafe { self.region.at(idx).cast::<FrameHeader>().read_volatile() };
-            let (len, kind) = (header.len, header.kind);
+            // and `cap` are multiples of 16), so the header's first 8 bytes
+            // are in bounds and aligned. They were published by the Acquire
+            // load of the stamp; the volatile read copies them once into a
+            // local, and the copy is validated below before anything trusts
+            // it.
+            let [len, kind] = unsafe { self.region.at(idx).cast::<[u32; 2]>().read_volatile() };
             match kind {
                 KIND_MSG => {
                     let size = frame_size(u64::from(len));
-                    if size > to_end || size > avail || len as usize > self.region.max_payload() {
+                    if size > to_end || len as usize > self.region.max_payload() {
                         return Err(self.poison(RingFault::BadLength { len, pos }));
                     }
                     // The caller reads the payload from here until release.
                     self.region
                         .track_read(idx + FRAME_HEADER as u64, size - FRAME_HEADER as u64);
+                    self.region.prefetch(idx, size);
                     return Ok(Some(Frame {
                         payload: self.region.at(idx + FRAME_HEADER as u64),
                         len: len as usize,
                         end: pos + size,
                     }));
                 }
-                KIND_PAD => {
-                    if u64::from(len) + FRAME_HEADER as u64 != to_end || to_end > avail {
+                // A PAD runs exactly to the data end, and only one leads to
+                // a frame (a PAD at index 0 would cover the whole ring).
+                KIND_PAD if pos == self.head && idx != 0 => {
+                    if u64::from(len) + FRAME_HEADER as u64 != to_end {
                         return Err(self.poison(RingFault::BadLength { len, pos }));
                     }
                     pos += to_end;
+                    // The PAD's stamp published the frame behind it: a
+                    // correct producer stamped that one first.
+                    if let Err(seen) = self.stamped(pos) {
+                        return Err(self.poison(RingFault::BadIndex { seen, ours: pos }));
+                    }
                 }
+                KIND_PAD => return Err(self.poison(RingFault::BadLength { len, pos })),
                 _ => return Err(self.poison(RingFault::BadKind { kind, pos })),
             }
         }
@@ -173,7 +181,7 @@ impl Consumer {
     /// PAD before it, handing the space back to the producer.
     #[inline]
     pub(crate) fn release(&mut self, frame: Frame) {
-        debug_assert!(frame.end > self.head && frame.end <= self.cached_tail);
+        debug_assert!(frame.end > self.head && frame.end - self.head <= self.region.capacity());
         // The caller's last read of the payload, before the Release store
         // that hands the space back.
         let size = frame_size(frame.len as u64);

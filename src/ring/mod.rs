@@ -16,9 +16,30 @@
 //! multiple of 16 bytes, so every payload starts 16-aligned (rkyv needs it).
 //! Frames never wrap: when a frame does not fit before the end of the data,
 //! the producer writes a PAD frame covering the rest and puts the frame at
-//! index 0. The PAD and the frame are published by the same tail store. The
+//! index 0. The PAD and the frame are published together (see below). The
 //! largest payload that always fits is `cap / 2 - 16`
 //! ([`RingRegion::max_payload`]); larger payloads are refused.
+//!
+//! # Publication: commit stamps
+//!
+//! Every header carries a commit stamp, [`commit_stamp`]`(pos)` of its own
+//! position, written last with a Release store. The consumer polls the stamp
+//! at its head (Acquire) instead of the producer's `tail`: the line it polls
+//! is the line the frame is in, so a small message costs the consumer one
+//! cross-core line transfer where polling `tail` then reading the header
+//! cost two in series. The producer still Release-stores `tail` (before the
+//! stamp), for in-flight queries, for a producer resuming the ring, and for
+//! tools; the consumer no longer reads it on the hot path.
+//!
+//! A stamp never matches by accident: the stamp word at the consumer's head
+//! holds (a) 0 from creation, (b) the stamp of a header from an earlier lap,
+//! `commit_stamp(pos - k * cap)`, which differs, or (c) payload bytes of an
+//! earlier lap, which could hold anything. (c) is excluded by the producer:
+//! every commit zeroes the stamp word where the next frame will start,
+//! before publishing, whenever that slot is free. When it is not free, the
+//! ring is exactly full and the slot is the header of the oldest frame in
+//! flight, so case (b) holds there. A PAD frame and the frame after it are
+//! published by the PAD's stamp, stored after the frame's own.
 //!
 //! # Trust
 //!
@@ -42,6 +63,13 @@ use crate::layout::RingControl;
 pub(crate) const FRAME_HEADER: usize = 16;
 /// Every frame starts and ends on this alignment.
 pub(crate) const FRAME_ALIGN: u64 = 16;
+/// Cache line size assumed by [`RingRegion::prefetch`].
+#[cfg_attr(loom, allow(dead_code))]
+const LINE: u64 = 64;
+/// Most lines of one frame [`RingRegion::prefetch`] asks for; beyond a few
+/// lines the hardware's own stream prefetcher has taken over.
+#[cfg_attr(loom, allow(dead_code))]
+const PREFETCH_LINES: u64 = 4;
 /// Smallest accepted capacity.
 pub(crate) const MIN_CAPACITY: usize = 64;
 /// Largest accepted capacity (frame lengths are `u32`).
@@ -61,9 +89,24 @@ pub(crate) struct FrameHeader {
     pub(crate) len: u32,
     /// [`KIND_MSG`] or [`KIND_PAD`].
     pub(crate) kind: u32,
-    pub(crate) _reserved: u64,
+    /// [`commit_stamp`] of the frame's position once published. Accessed
+    /// only atomically ([`RingRegion::stamp`]); this field only fixes the
+    /// layout. (The FIFO transport's headers leave it 0.)
+    pub(crate) stamp: u64,
 }
 static_assertions::const_assert_eq!(size_of::<FrameHeader>(), FRAME_HEADER);
+/// Offset of the stamp word in a header (8-aligned).
+#[cfg_attr(loom, allow(dead_code))]
+const STAMP_OFFSET: u64 = 8;
+static_assertions::const_assert_eq!(std::mem::offset_of!(FrameHeader, stamp), 8);
+
+/// The stamp that publishes a frame (or PAD) at ring position `pos`: never 0
+/// (positions stay far below `u64::MAX`), and different for every position,
+/// so neither fresh memory nor a header of an earlier lap matches it.
+#[inline]
+pub(crate) const fn commit_stamp(pos: u64) -> u64 {
+    !pos
+}
 
 /// Frame size for a payload of `len` bytes: header plus padded payload.
 #[inline]
@@ -141,6 +184,10 @@ pub(crate) struct RingRegion {
     /// null (untracked). See [`crate::sync::DataCell`].
     #[cfg(loom)]
     cells: *const crate::sync::DataCell,
+    /// loom builds: one loom atomic per 16-byte granule standing for that
+    /// granule's stamp word (loom cannot make an atomic out of plain memory).
+    #[cfg(loom)]
+    stamps: *const crate::sync::AtomicU64,
 }
 
 // SAFETY: a region is a pair of pointers into memory that outlives every
@@ -167,19 +214,56 @@ impl RingRegion {
             cap: cap as u64,
             #[cfg(loom)]
             cells: std::ptr::null(),
+            #[cfg(loom)]
+            stamps: std::ptr::null(),
         }
     }
 
     /// loom builds: tracks every access to the data through `cells`, one
-    /// per 16-byte granule.
+    /// per 16-byte granule, and keeps the stamp words in `stamps`, one per
+    /// granule (all 0 initially, like fresh ring memory).
     ///
     /// # Safety
     ///
-    /// `cells` must point to `capacity / 16` cells that live as long as
-    /// every producer and consumer made from the returned region.
+    /// `cells` and `stamps` must each point to `capacity / 16` elements that
+    /// live as long as every producer and consumer made from the returned
+    /// region.
     #[cfg(loom)]
-    pub(crate) unsafe fn with_cells(self, cells: *const crate::sync::DataCell) -> Self {
-        RingRegion { cells, ..self }
+    pub(crate) unsafe fn with_cells(
+        self,
+        cells: *const crate::sync::DataCell,
+        stamps: *const crate::sync::AtomicU64,
+    ) -> Self {
+        RingRegion {
+            cells,
+            stamps,
+            ..self
+        }
+    }
+
+    /// The stamp word of the header slot at data index `idx` (16-aligned,
+    /// `< cap`).
+    #[inline(always)]
+    fn stamp(&self, idx: u64) -> &crate::sync::AtomicU64 {
+        debug_assert!(idx.is_multiple_of(FRAME_ALIGN) && idx < self.cap);
+        #[cfg(not(loom))]
+        {
+            // SAFETY: `idx` is 16-aligned and `idx + 16 <= cap`, so the word
+            // at `idx + 8` is 8-aligned and inside the data, which outlives
+            // `self` (`new`'s contract). Shared memory the peer writes may
+            // sit behind an atomic: both processes access a stamp word only
+            // atomically, and the other accesses to these bytes (payload of
+            // another lap) are ordered against ours by the head/tail/stamp
+            // protocol.
+            unsafe { crate::sync::AtomicU64::from_ptr(self.at(idx + STAMP_OFFSET).cast()) }
+        }
+        #[cfg(loom)]
+        {
+            assert!(!self.stamps.is_null(), "loom rings need with_cells");
+            // SAFETY: `with_cells`' contract: `cap / 16` live atomics, and
+            // `idx / 16 < cap / 16`.
+            unsafe { &*self.stamps.add((idx / FRAME_ALIGN) as usize) }
+        }
     }
 
     /// Records a write of data `idx..idx + len` (16-aligned, in bounds) for
@@ -248,6 +332,35 @@ impl RingRegion {
         // SAFETY: idx <= cap keeps the pointer inside the data region or one
         // past its end.
         unsafe { self.data.as_ptr().add(idx as usize) }
+    }
+
+    /// Asks the CPU to start loading the cache lines of data
+    /// `idx..idx + len` after the first (at most [`PREFETCH_LINES`] of
+    /// them), so that the misses on a frame's lines overlap instead of
+    /// coming one after the other as the caller reads. A hint: no effect on
+    /// what any read returns.
+    #[inline(always)]
+    fn prefetch(&self, idx: u64, len: u64) {
+        #[cfg(all(target_arch = "x86_64", not(loom)))]
+        {
+            let first = (idx | (LINE - 1)) + 1;
+            let end = (idx + len).min(first + PREFETCH_LINES * LINE);
+            let mut line = first;
+            while line < end {
+                // SAFETY: `_mm_prefetch` needs SSE, which every x86_64 CPU
+                // has. A prefetch never faults and reads nothing into the
+                // program; `line < idx + len <= cap` keeps the pointer
+                // inside the data anyway.
+                unsafe {
+                    std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(
+                        self.at(line).cast::<i8>(),
+                    )
+                };
+                line += LINE;
+            }
+        }
+        #[cfg(not(all(target_arch = "x86_64", not(loom))))]
+        let _ = (idx, len);
     }
 
     #[inline]

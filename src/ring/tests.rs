@@ -223,19 +223,53 @@ fn randomized_against_a_model_queue() {
 #[test]
 fn corrupt_indices_and_headers_poison_instead_of_panicking() {
     use crate::sync::Ordering::Relaxed;
-    // Tail beyond capacity.
+    // A forged tail (beyond capacity, misaligned) is no fault: the consumer
+    // learns of frames from their stamps, and queries ignore such a tail.
+    for forged in [4096, 17] {
+        let mut r = HeapRing::new(256);
+        let (_p, mut c) = r.ends();
+        r.ctrl.tail.store(forged, Relaxed);
+        assert!(matches!(c.peek(), Ok(None)));
+        assert_eq!(c.in_flight(), 0);
+        assert!(!c.has_data());
+    }
+    // ...but one present when the consumer takes its end is refused.
+    let mut r = HeapRing::new(256);
+    r.ctrl.tail.store(4096, Relaxed);
+    // SAFETY: the only consumer of this ring.
+    let c = unsafe { Consumer::new(r.region()) };
+    assert!(matches!(c, Err(RingFault::Overfull { .. })));
+
+    // A forged stamp publishes whatever the header says, within bounds.
     let mut r = HeapRing::new(256);
     let (_p, mut c) = r.ends();
-    r.ctrl.tail.store(4096, Relaxed);
-    assert!(matches!(c.peek(), Err(RingFault::Overfull { .. })));
+    let bytes = r.data_bytes();
+    bytes[0..4].copy_from_slice(&4096u32.to_ne_bytes());
+    bytes[4..8].copy_from_slice(&KIND_MSG.to_ne_bytes());
+    bytes[8..16].copy_from_slice(&commit_stamp(0).to_ne_bytes());
+    assert!(c.has_data());
+    assert!(matches!(
+        c.peek(),
+        Err(RingFault::BadLength { len: 4096, pos: 0 })
+    ));
     assert!(c.peek().is_err(), "poison is sticky");
     assert!(c.has_data(), "a poisoned end wakes its waiter");
 
-    // Misaligned tail.
+    // A stamped PAD whose frame is not stamped.
     let mut r = HeapRing::new(256);
-    let (_p, mut c) = r.ends();
-    r.ctrl.tail.store(17, Relaxed);
-    assert!(matches!(c.peek(), Err(RingFault::BadIndex { .. })));
+    let bytes = r.data_bytes();
+    // The PAD at 128 of a consumer whose head is 128.
+    bytes[128..132].copy_from_slice(&112u32.to_ne_bytes());
+    bytes[132..136].copy_from_slice(&KIND_PAD.to_ne_bytes());
+    bytes[136..144].copy_from_slice(&commit_stamp(128).to_ne_bytes());
+    r.ctrl.head.store(128, Relaxed);
+    r.ctrl.tail.store(128, Relaxed);
+    // SAFETY: the only consumer of this ring.
+    let mut c = unsafe { Consumer::new(r.region()).unwrap() };
+    assert!(matches!(
+        c.peek(),
+        Err(RingFault::BadIndex { ours: 256, .. })
+    ));
 
     // Bad kind, bad length, bad PAD.
     for (offset, value) in [(4usize, 0xdead_beefu32), (0, 4096), (0, 200)] {
@@ -252,6 +286,15 @@ fn corrupt_indices_and_headers_poison_instead_of_panicking() {
     let (mut p, mut c) = r.ends();
     push(&mut p, &[1; 32]).unwrap();
     r.data_bytes()[4..8].copy_from_slice(&KIND_PAD.to_ne_bytes());
+    assert!(matches!(c.peek(), Err(RingFault::BadLength { .. })));
+
+    // A PAD at index 0 (it would cover the whole ring).
+    let mut r = HeapRing::new(256);
+    let (mut p, mut c) = r.ends();
+    push(&mut p, &[1; 32]).unwrap();
+    let bytes = r.data_bytes();
+    bytes[0..4].copy_from_slice(&240u32.to_ne_bytes());
+    bytes[4..8].copy_from_slice(&KIND_PAD.to_ne_bytes());
     assert!(matches!(c.peek(), Err(RingFault::BadLength { .. })));
 
     // Head moved past the tail.
@@ -316,4 +359,80 @@ fn unsized_reserves_rewind_once_the_size_is_known() {
         offsets.iter().all(|&o| o == FRAME_HEADER),
         "unsized frames marched: {offsets:?}"
     );
+}
+
+/// Payload bytes of an earlier lap never pass for the stamp of a frame
+/// header that lands on them in a later lap: each commit clears the stamp
+/// word where the next frame starts.
+#[test]
+fn stale_payload_never_passes_for_a_stamp() {
+    let mut r = HeapRing::new(256);
+    let (mut p, mut c) = r.ends();
+    // Lap 1: two 112-byte payloads over indices 16..128 and 144..256, each
+    // 16-byte granule laid out exactly like a published empty frame of lap
+    // 2 at that index: len 0, MSG, the stamp of position 256 + index.
+    let mut payload = [[0u8; 112]; 2];
+    for (frame, bytes) in payload.iter_mut().enumerate() {
+        for (g, granule) in bytes.chunks_mut(16).enumerate() {
+            let idx = 16 + 128 * frame as u64 + 16 * g as u64;
+            granule[0..4].copy_from_slice(&0u32.to_ne_bytes());
+            granule[4..8].copy_from_slice(&KIND_MSG.to_ne_bytes());
+            granule[8..16].copy_from_slice(&commit_stamp(256 + idx).to_ne_bytes());
+        }
+    }
+    for bytes in &payload {
+        push(&mut p, bytes).unwrap();
+        assert_eq!(pop(&mut c).as_deref(), Some(&bytes[..]));
+    }
+    // Lap 2: empty frames at every index; the consumer must see exactly
+    // those, never one of the look-alikes one granule further on.
+    for n in 0..16u64 {
+        push(&mut p, &[]).unwrap();
+        assert_eq!(pop(&mut c).as_deref(), Some(&[][..]), "frame {n}");
+        assert!(c.peek().unwrap().is_none(), "phantom frame after {n}");
+        assert!(!c.has_data(), "phantom data after {n}");
+    }
+}
+
+/// A small request/reply exchange keeps to the first few KiB of a big ring
+/// (its lines stay cached) instead of marching through all of it; while the
+/// consumer lags, small frames stream on from the tail as before.
+#[test]
+fn small_frames_rewind_once_past_the_window_when_the_ring_is_empty() {
+    let mut r = HeapRing::new(1 << 16);
+    let (mut p, mut c) = r.ends();
+    let base = r.data.as_ptr() as usize;
+    let mut furthest = 0;
+    for round in 0..1000u32 {
+        let msg = [round as u8; 64];
+        let g = p.reserve(msg.len(), 0).unwrap();
+        furthest = furthest.max(g.payload as usize - base);
+        // SAFETY: the grant covers `msg.len()` writable bytes.
+        unsafe { std::ptr::copy_nonoverlapping(msg.as_ptr(), g.payload, msg.len()) };
+        p.commit(g, msg.len());
+        assert_eq!(pop(&mut c).unwrap(), msg);
+    }
+    assert!(
+        furthest < 4096 + 80,
+        "64 B frames marched to offset {furthest}"
+    );
+    // With 2 KiB always in flight the ring is never empty: the frames go
+    // on from the tail, through the whole ring, and arrive in order.
+    let mut sent = 0u32;
+    let mut received = 0u32;
+    let mut furthest = 0;
+    while received < 2000 {
+        while sent < received + 32 {
+            let msg = [sent as u8; 48];
+            let g = p.reserve(msg.len(), 0).unwrap();
+            furthest = furthest.max(g.payload as usize - base);
+            // SAFETY: as above.
+            unsafe { std::ptr::copy_nonoverlapping(msg.as_ptr(), g.payload, msg.len()) };
+            p.commit(g, msg.len());
+            sent += 1;
+        }
+        assert_eq!(pop(&mut c).unwrap(), [received as u8; 48]);
+        received += 1;
+    }
+    assert!(furthest > 60_000, "streaming frames rewound: {furthest}");
 }

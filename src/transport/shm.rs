@@ -290,7 +290,7 @@ impl ShmReceiver {
 
     /// The receive loop: the next validated frame, waiting per `deadline`.
     /// Drains every committed frame before reporting `Disconnected`.
-    #[inline]
+    #[inline(always)]
     pub(crate) fn next_frame(
         &mut self,
         deadline: Deadline,
