@@ -78,6 +78,7 @@ mod sync;
 mod sys;
 mod transport;
 mod wait;
+mod waitset;
 
 pub use channel::{
     DEFAULT_SCRATCH, Message, RawMessage, RawReceiver, RawSender, ReceiveMode, Receiver, Sender,
@@ -93,6 +94,7 @@ pub use segment::Segment;
 pub use spawn::{CHANNEL_ENV, Child, Connection, Spawner, connect, set_parent_death_signal};
 pub use transport::{TRANSPORT_ENV, Transport};
 pub use wait::WaitStrategy;
+pub use waitset::{Event, EventKind, Key, ProbeOf, WaitError, WaitSet, WatchError, Watchable};
 
 #[cfg(all(test, loom))]
 mod loom_tests;

@@ -136,6 +136,11 @@ impl RawReceiver {
         rx
     }
 
+    /// The transport end, for a wait set's probe.
+    pub(crate) fn end(&self) -> &RecvEnd {
+        &self.end
+    }
+
     /// Switches modes; allocates or frees the copy buffer.
     fn set_mode(&mut self, mode: ReceiveMode) {
         self.mode = mode;

@@ -47,6 +47,11 @@ impl RawSender {
         RawSender { end, strategy }
     }
 
+    /// The transport end, for a wait set's probe.
+    pub(crate) fn end(&self) -> &SendEnd {
+        &self.end
+    }
+
     /// Sets how blocking sends wait for space (default
     /// [`WaitStrategy::Adaptive`]).
     ///

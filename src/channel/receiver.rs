@@ -68,6 +68,11 @@ impl<T: Decode> Receiver<T> {
         }
     }
 
+    /// The raw end, for a wait set's probe.
+    pub(crate) fn raw(&self) -> &RawReceiver {
+        &self.raw
+    }
+
     /// Sets how blocking receives wait for data (default
     /// [`WaitStrategy::Adaptive`]).
     ///

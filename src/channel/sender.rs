@@ -58,6 +58,11 @@ impl<T: Encode> Sender<T> {
         }
     }
 
+    /// The raw end, for a wait set's probe.
+    pub(crate) fn raw(&self) -> &RawSender {
+        &self.raw
+    }
+
     /// Replaces the rkyv scratch area with one of `bytes` bytes (default
     /// [`DEFAULT_SCRATCH`]). Types with large nested collections may need
     /// more; a too-small area shows up as [`SendError::Encode`].
