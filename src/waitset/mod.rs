@@ -47,7 +47,7 @@ pub struct Key {
 }
 
 /// What happened to a member.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum EventKind {
     /// A receiver has at least one committed message: `try_recv` it.
     Readable,
