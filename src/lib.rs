@@ -78,6 +78,7 @@ mod sync;
 mod sys;
 mod transport;
 mod wait;
+#[cfg(not(loom))]
 mod waitset;
 
 pub use channel::{
@@ -94,6 +95,7 @@ pub use segment::Segment;
 pub use spawn::{CHANNEL_ENV, Child, Connection, Spawner, connect, set_parent_death_signal};
 pub use transport::{TRANSPORT_ENV, Transport};
 pub use wait::WaitStrategy;
+#[cfg(not(loom))]
 pub use waitset::{Event, EventKind, Key, ProbeOf, WaitError, WaitSet, WatchError, Watchable};
 
 #[cfg(all(test, loom))]
