@@ -24,6 +24,20 @@ fn serial() -> MutexGuard<'static, ()> {
     SERIAL.lock().unwrap_or_else(|p| p.into_inner())
 }
 
+/// A wait for an event that is on its way: it must come well before the
+/// deadline (a set that missed its wake-up would only see the event in its
+/// final scan at the deadline).
+fn woken(set: &mut WaitSet) -> remora::Event {
+    let start = std::time::Instant::now();
+    let ev = set.wait_timeout(LONG).expect("no event");
+    assert!(
+        start.elapsed() < LONG / 2,
+        "woken only after {:?}: a lost wake-up",
+        start.elapsed()
+    );
+    ev
+}
+
 const LONG: Duration = Duration::from_secs(10);
 
 /// A segment with `n` raw channels: (creator, opener, senders on the opener
@@ -75,7 +89,7 @@ fn try_timeout_and_blocking_forms() {
             tx.send(b"late").unwrap();
             tx
         });
-        let ev = set.wait_timeout(LONG).unwrap();
+        let ev = woken(&mut set);
         assert_eq!((ev.key(), ev.kind()), (a, EventKind::Readable), "{strategy:?}");
         assert_eq!(&*rxs[0].try_recv().unwrap(), b"late");
         drop(sender.join().unwrap());
@@ -96,7 +110,7 @@ fn level_reports_until_drained_then_disconnect_once() {
     drop(txs.remove(0)); // a's sender hangs up with 3 messages committed
     let mut got = Vec::new();
     loop {
-        let ev = set.wait_timeout(LONG).unwrap();
+        let ev = woken(&mut set);
         assert_eq!(ev.key(), a);
         match ev.kind() {
             // Receive one per event: the ring moved, so it is reported again.
@@ -110,11 +124,11 @@ fn level_reports_until_drained_then_disconnect_once() {
     // Reported once: the set keeps working for b, and never names a again.
     assert_eq!(set.try_wait(), Err(WaitError::Empty));
     txs[0].send(b"b").unwrap();
-    let ev = set.wait_timeout(LONG).unwrap();
+    let ev = woken(&mut set);
     assert_eq!((ev.key(), ev.kind()), (b, EventKind::Readable));
     drop(txs);
     let _ = rxs[1].try_recv();
-    let ev = set.wait_timeout(LONG).unwrap();
+    let ev = woken(&mut set);
     assert_eq!((ev.key(), ev.kind()), (b, EventKind::Disconnected));
     assert_eq!(set.try_wait(), Err(WaitError::NoMembers));
     assert_eq!(set.len(), 2);
@@ -153,7 +167,7 @@ fn mixed_typed_raw_senders_and_runtime_add_remove() {
         drop(room_rx.recv().unwrap());
         room_rx
     });
-    let ev = set.wait_timeout(LONG).unwrap();
+    let ev = woken(&mut set);
     assert_eq!((ev.key(), ev.kind()), (w, EventKind::Writable));
     let _room_rx = drainer.join().unwrap();
     assert!(set.remove(w));
@@ -164,7 +178,7 @@ fn mixed_typed_raw_senders_and_runtime_add_remove() {
     ttx.send(&"typed".to_owned()).unwrap();
     let mut seen = HashSet::new();
     while seen.len() < 2 {
-        let ev = set.wait_timeout(LONG).unwrap();
+        let ev = woken(&mut set);
         assert_eq!(ev.kind(), EventKind::Readable);
         if ev.key() == t {
             assert_eq!(trx.try_recv().unwrap().as_str(), "typed");
@@ -213,7 +227,7 @@ fn fair_one_flooder_does_not_starve_63_others() {
     let mut served = HashSet::new();
     let mut turns = 0;
     while served.len() < 63 {
-        let ev = set.wait_timeout(LONG).unwrap();
+        let ev = woken(&mut set);
         turns += 1;
         let i = keys.iter().position(|k| *k == ev.key()).unwrap();
         // Serve one message per event, like a request loop.
@@ -242,15 +256,15 @@ fn hostile_member_reports_its_own_error_only() {
     let keys: Vec<_> = rxs.iter().map(|rx| set.add(rx).unwrap()).collect();
     // The peer (the opener) scribbles ring c1's tail: not a frame boundary.
     scribble_tail(&child, 1, 0x1234_5677);
-    let ev = set.wait_timeout(LONG).unwrap();
+    let ev = woken(&mut set);
     assert_eq!((ev.key(), ev.kind()), (keys[1], EventKind::Readable));
     assert!(matches!(rxs[1].try_recv(), Err(RecvError::Corrupted(_))));
     // The poisoned receiver closed its end: reported once as disconnected.
-    let ev = set.wait_timeout(LONG).unwrap();
+    let ev = woken(&mut set);
     assert_eq!((ev.key(), ev.kind()), (keys[1], EventKind::Disconnected));
     for i in [0, 2] {
         txs[i].send(b"fine").unwrap();
-        let ev = set.wait_timeout(LONG).unwrap();
+        let ev = woken(&mut set);
         assert_eq!((ev.key(), ev.kind()), (keys[i], EventKind::Readable));
         assert_eq!(&*rxs[i].try_recv().unwrap(), b"fine");
     }
@@ -312,7 +326,7 @@ fn scale_1024_channels_over_256_segments() {
     });
     let mut got = HashSet::new();
     while got.len() < picks.len() {
-        let ev = set.wait_timeout(LONG).expect("a message was not seen");
+        let ev = woken(&mut set);
         assert_eq!(ev.kind(), EventKind::Readable);
         let i = keys.iter().position(|k| *k == ev.key()).unwrap();
         let m = rxs[i].try_recv().unwrap();

@@ -22,6 +22,20 @@ fn serial() -> MutexGuard<'static, ()> {
     SERIAL.lock().unwrap_or_else(|p| p.into_inner())
 }
 
+/// A wait for an event that is on its way: it must come well before the
+/// deadline (a set that missed its wake-up would only see the event in its
+/// final scan at the deadline).
+fn woken(set: &mut WaitSet) -> remora::Event {
+    let start = std::time::Instant::now();
+    let ev = set.wait_timeout(LONG).expect("no event");
+    assert!(
+        start.elapsed() < LONG / 2,
+        "woken only after {:?}: a lost wake-up",
+        start.elapsed()
+    );
+    ev
+}
+
 const LONG: Duration = Duration::from_secs(20);
 
 /// A child with a request channel (child to parent) and a command channel.
@@ -120,7 +134,7 @@ fn children_wake_the_set_and_death_is_reported_once() {
         let want: usize = (0..4).map(|i| i + round).sum();
         let mut n = 0;
         while n < want {
-            let ev = set.wait_timeout(LONG).expect("a child's send did not wake the set");
+            let ev = woken(&mut set);
             assert_eq!(ev.kind(), EventKind::Readable);
             let (i, what) = owner[&ev.key()];
             assert_eq!(what, "req");
@@ -140,7 +154,7 @@ fn children_wake_the_set_and_death_is_reported_once() {
     });
     let mut events = Vec::new();
     while events.len() < 2 {
-        let ev = set.wait_timeout(LONG).expect("the death did not wake the set");
+        let ev = woken(&mut set);
         events.push((owner[&ev.key()], ev.kind()));
     }
     killer.join().unwrap();
@@ -155,7 +169,7 @@ fn children_wake_the_set_and_death_is_reported_once() {
     assert_eq!(set.try_wait(), Err(WaitError::Empty), "reported once");
     // The others keep working, then exit in an orderly way.
     kids[3].ctl.send(b"send 1").unwrap();
-    let ev = set.wait_timeout(LONG).unwrap();
+    let ev = woken(&mut set);
     assert_eq!((owner[&ev.key()], ev.kind()), ((3, "req"), EventKind::Readable));
     drop(kids[3].req.try_recv().unwrap());
     for i in [0, 1, 3] {
@@ -211,7 +225,7 @@ fn one_flooding_child_does_not_starve_63_others() {
     let mut left = 63;
     let mut turns = 0;
     while left > 0 {
-        let ev = set.wait_timeout(LONG).expect("starved");
+        let ev = woken(&mut set);
         turns += 1;
         let i = keys.iter().position(|k| *k == ev.key()).unwrap();
         if let Ok(m) = kids[i].req.try_recv() {
