@@ -65,7 +65,11 @@ fn segment(n: usize) -> (Segment, Segment, Vec<RawSender>, Vec<RawReceiver>) {
 fn try_timeout_and_blocking_forms() {
     let _s = serial();
     let _w = Watchdog::new("waitset forms", Duration::from_secs(60));
-    for strategy in [WaitStrategy::Spin, WaitStrategy::Adaptive, WaitStrategy::Block] {
+    for strategy in [
+        WaitStrategy::Spin,
+        WaitStrategy::Adaptive,
+        WaitStrategy::Block,
+    ] {
         let (_p, _c, mut txs, mut rxs) = segment(2);
         let mut set = WaitSet::new();
         set.set_wait_strategy(strategy);
@@ -90,7 +94,11 @@ fn try_timeout_and_blocking_forms() {
             tx
         });
         let ev = woken(&mut set);
-        assert_eq!((ev.key(), ev.kind()), (a, EventKind::Readable), "{strategy:?}");
+        assert_eq!(
+            (ev.key(), ev.kind()),
+            (a, EventKind::Readable),
+            "{strategy:?}"
+        );
         assert_eq!(&*rxs[0].try_recv().unwrap(), b"late");
         drop(sender.join().unwrap());
     }
@@ -237,7 +245,10 @@ fn fair_one_flooder_does_not_starve_63_others() {
                 served.insert(i);
             }
         }
-        assert!(turns <= 2 * 64, "63 single messages not served in {turns} turns");
+        assert!(
+            turns <= 2 * 64,
+            "63 single messages not served in {turns} turns"
+        );
     }
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     while rxs[0].try_recv().is_ok() {}

@@ -75,7 +75,10 @@ fn run(segments: usize) {
     let n = allocations_during(|| round(20));
     go_tx.store(STOP, Ordering::Release);
     sender.join().unwrap();
-    assert_eq!(n, 0, "{n} allocations in 20 rounds over {segments} segments");
+    assert_eq!(
+        n, 0,
+        "{n} allocations in 20 rounds over {segments} segments"
+    );
 }
 
 const IDLE: usize = usize::MAX;

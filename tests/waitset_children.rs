@@ -129,7 +129,9 @@ fn children_wake_the_set_and_death_is_reported_once() {
     let mut got = vec![0; 4];
     for round in 0..3 {
         for (i, kid) in kids.iter_mut().enumerate() {
-            kid.ctl.send(format!("send {}", i + round).as_bytes()).unwrap();
+            kid.ctl
+                .send(format!("send {}", i + round).as_bytes())
+                .unwrap();
         }
         let want: usize = (0..4).map(|i| i + round).sum();
         let mut n = 0;
@@ -170,7 +172,10 @@ fn children_wake_the_set_and_death_is_reported_once() {
     // The others keep working, then exit in an orderly way.
     kids[3].ctl.send(b"send 1").unwrap();
     let ev = woken(&mut set);
-    assert_eq!((owner[&ev.key()], ev.kind()), ((3, "req"), EventKind::Readable));
+    assert_eq!(
+        (owner[&ev.key()], ev.kind()),
+        ((3, "req"), EventKind::Readable)
+    );
     drop(kids[3].req.try_recv().unwrap());
     for i in [0, 1, 3] {
         kids[i].ctl.send(b"exit").unwrap();
@@ -281,7 +286,10 @@ fn idle_cost_of_64_children() {
         100.0 * (self1 - self0) / wall,
         100.0 * (kids1 - kids0) / wall
     );
-    assert!((self1 - self0) / wall < 0.01, "the idle set costs 1 % or more");
+    assert!(
+        (self1 - self0) / wall < 0.01,
+        "the idle set costs 1 % or more"
+    );
     for kid in &mut kids {
         let _ = kid.ctl.send(b"exit");
         kid.child.wait().unwrap();
@@ -304,9 +312,9 @@ fn proc_cpu(pid: u32) -> f64 {
     let after = stat.rsplit_once(')').map_or("", |(_, r)| r);
     let fields: Vec<&str> = after.split_whitespace().collect();
     // utime and stime are fields 14 and 15; fields[0] is field 3.
-    let ticks: f64 = fields
-        .get(11..13)
-        .map_or(0.0, |f| f.iter().map(|v| v.parse::<f64>().unwrap_or(0.0)).sum());
+    let ticks: f64 = fields.get(11..13).map_or(0.0, |f| {
+        f.iter().map(|v| v.parse::<f64>().unwrap_or(0.0)).sum()
+    });
     // SAFETY: sysconf has no memory preconditions.
     ticks / unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64
 }

@@ -25,6 +25,7 @@
 //! sides copy, as both ends of a `Segment` do by default).
 
 mod baselines;
+mod waitset;
 
 use std::time::{Duration, Instant};
 
@@ -161,6 +162,9 @@ fn iterations(size: usize, strategy: Option<WaitStrategy>, scale: f64) -> (usize
 }
 
 fn main() {
+    if let Ok(role) = std::env::var(waitset::ROLE) {
+        return waitset::child(&role);
+    }
     if std::env::var_os(ROLE_ENV).is_some() {
         return child();
     }
@@ -279,6 +283,9 @@ fn main() {
     }
     for peer in peers {
         peer.quit();
+    }
+    if want("waitset") {
+        waitset::rows(args.scale); // opt-in: --rows waitset
     }
 }
 

@@ -83,8 +83,8 @@ impl Member {
     }
 
     /// Whether this member has an event now. `thorough`: also members that
-    /// cost a system call to check (descriptors), and the peer's
-    /// slow-path liveness check. Marks final events `done`.
+    /// cost a system call to check (descriptors). Marks final events
+    /// `done`. (The slow liveness check runs per segment, in the set.)
     pub(super) fn check(&mut self, thorough: bool) -> Option<EventKind> {
         if self.done {
             return None;
@@ -106,9 +106,7 @@ impl Member {
                 let head = c.head.load(Ordering::Acquire);
                 if tail != head {
                     self.fresh(tail, head).then_some(EventKind::Readable)
-                } else if self.closed_or_dead(w, c.ends.producer_closed.load(Ordering::Acquire))
-                    || (thorough && w.link.poll_peer_gone())
-                {
+                } else if self.closed_or_dead(w, c.ends.producer_closed.load(Ordering::Acquire)) {
                     // Acquire, after the close flag / death: anything
                     // committed before it is seen now. Drain first.
                     if c.tail.load(Ordering::Acquire) != head {
@@ -126,7 +124,7 @@ impl Member {
                 // Acquire: the peer receiver's (or our sender's) close.
                 let closed = c.ends.consumer_closed.load(Ordering::Acquire)
                     | c.ends.producer_closed.load(Ordering::Acquire);
-                if self.closed_or_dead(w, closed) || (thorough && w.link.poll_peer_gone()) {
+                if self.closed_or_dead(w, closed) {
                     self.done = true;
                     return Some(EventKind::Disconnected);
                 }

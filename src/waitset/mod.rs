@@ -18,8 +18,8 @@ use crate::sync::Ordering;
 use crate::sys::clock::MonoTime;
 use crate::wait::{ADAPTIVE_SPIN, Deadline, SLICE, WaitStrategy};
 
-pub use member::{ProbeOf, Watchable};
 use member::{Member, Probe};
+pub use member::{ProbeOf, Watchable};
 use sleep::{Seg, Sleeper};
 
 /// How long `Adaptive` yields between scans before sleeping.
@@ -486,7 +486,7 @@ impl WaitSet {
             return Err(WaitError::Empty);
         };
         let sleep_after = match self.strategy {
-            WaitStrategy::Block => Some(MonoTime::now()),
+            WaitStrategy::Block => return self.block(at),
             WaitStrategy::Spin => None,
             WaitStrategy::Adaptive => Some(MonoTime::after(ADAPTIVE_SPIN)),
         };
@@ -553,6 +553,9 @@ impl WaitSet {
                 return Err(WaitError::Timeout);
             }
             self.sleeper.tickets(&mut self.segs);
+            // Members stay armed across sleeps until they report an event
+            // (see `scan`): an idle member costs nothing per wait, and a
+            // busy one is disarmed so its sender stops paying wake-ups.
             for m in self.members_mut() {
                 m.arm();
             }
@@ -569,9 +572,6 @@ impl WaitSet {
                     .filter(|m| !m.done)
                     .filter_map(Member::fd);
                 self.sleeper.sleep(&self.segs, fds, at);
-            }
-            for m in self.members_mut() {
-                m.disarm();
             }
             if let Some(ev) = found {
                 return Ok(ev);
@@ -590,7 +590,15 @@ impl WaitSet {
     }
 
     /// One pass over the members, starting after the one reported last.
+    /// `thorough`: also the checks that cost a system call (descriptor
+    /// members; the rate-limited slow liveness check, once per segment,
+    /// whose finding the members then see in the latch).
     fn scan(&mut self, thorough: bool) -> Option<Event> {
+        if thorough {
+            for seg in &self.segs {
+                seg.link.poll_peer_gone();
+            }
+        }
         let n = self.slots.len();
         for i in 0..n {
             let index = (self.next + i) % n;
@@ -599,6 +607,7 @@ impl WaitSet {
                 continue;
             };
             if let Some(kind) = member.check(thorough) {
+                member.disarm();
                 if member.done {
                     self.live -= 1;
                 }

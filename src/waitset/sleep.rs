@@ -94,14 +94,18 @@ impl Sleeper {
     /// waits never allocate. May start threads.
     pub(super) fn reserve(&mut self, segs: usize, fds: usize) -> std::io::Result<()> {
         let words = 2 * segs;
-        self.entries.reserve(words.saturating_sub(self.entries.len()));
+        self.entries
+            .reserve(words.saturating_sub(self.entries.len()));
         self.pollfds.reserve(fds.saturating_sub(self.pollfds.len()));
         let needs_relays = words > WAITV_MAX || (fds > 0 && segs > 0);
         if !needs_relays {
             return Ok(());
         }
         let chunks = words.saturating_sub(WAITV_MAX - 1).div_ceil(WAITV_MAX - 1);
-        let have = self.relays.as_ref().map_or((0, 0), |r| (r.chunks, r.fd_capacity));
+        let have = self
+            .relays
+            .as_ref()
+            .map_or((0, 0), |r| (r.chunks, r.fd_capacity));
         if self.relays.is_some() && have.0 >= chunks && have.1 >= fds {
             return Ok(());
         }
@@ -207,7 +211,8 @@ impl Sleeper {
         }
         self.main.clear();
         self.main.extend_from_slice(mine);
-        self.main.push(FutexWaitv::new(&shared.set_word, set_ticket));
+        self.main
+            .push(FutexWaitv::new(&shared.set_word, set_ticket));
         relays.begin_round();
         // SAFETY: as in `sleep`; the set word lives in `shared`, which we
         // hold.
@@ -365,7 +370,11 @@ fn futex_relay(shared: &RelayShared, index: usize) {
     while let Some(round) = next_round(shared, seen) {
         seen = round;
         local.clear();
-        local.extend_from_slice(&shared.chunks[index].lock().unwrap_or_else(|p| p.into_inner()));
+        local.extend_from_slice(
+            &shared.chunks[index]
+                .lock()
+                .unwrap_or_else(|p| p.into_inner()),
+        );
         if local.is_empty() {
             continue;
         }
