@@ -285,7 +285,7 @@ fn main() {
         peer.quit();
     }
     if want("waitset") {
-        waitset::rows(args.scale); // opt-in: --rows waitset
+        waitset::rows(args.scale, args.pin); // opt-in: --rows waitset
     }
 }
 

@@ -25,8 +25,9 @@ use crate::baselines::{Samples, format_ns};
 /// Environment variable naming this module's child roles.
 pub const ROLE: &str = "PINGPONG_WAITSET_ROLE";
 
-/// The rows; `scale` scales the iteration counts.
-pub fn rows(scale: f64) {
+/// The rows; `scale` scales the iteration counts; `pin`: the latency
+/// rows' echo child runs on CPU 1 (the parent is on CPU 0 already).
+pub fn rows(scale: f64, pin: bool) {
     println!();
     println!(
         "waitset: 64 B round trip, one active channel among N in one WaitSet, next to plain recv (p50; same run)"
@@ -35,7 +36,7 @@ pub fn rows(scale: f64) {
         "{:<10} {:>5} {:>12} {:>12} {:>8} {:>10}",
         "strategy", "N", "plain recv", "set wait", "ratio", "diff"
     );
-    let mut echo = spawn("echo", 1);
+    let mut echo = spawn(if pin { "echo-pinned" } else { "echo" }, 1);
     let (mut tx, mut rx) = echo.raw_channel("c0").expect("c0");
     let mut idle_ends = Vec::new();
     let mut idle_rx: Vec<RawReceiver> = Vec::new();
@@ -231,20 +232,25 @@ pub fn child(role: &str) {
     let (mut tx, mut rx) = conn.raw_channel("c0").expect("c0");
     let mut words = role.split(' ');
     match words.next() {
-        Some("echo") => loop {
-            let ping = rx.recv_timeout(Duration::from_secs(120)).expect("ping");
-            if ping.is_empty() {
-                return;
+        Some(echo @ ("echo" | "echo-pinned")) => {
+            if echo == "echo-pinned" {
+                crate::baselines::pin_to_cpu(1).expect("pin echo child to CPU 1");
             }
-            let strategy = match ping[0] {
-                1 => WaitStrategy::Spin,
-                3 => WaitStrategy::Block,
-                _ => WaitStrategy::Adaptive,
-            };
-            tx.send(&ping).expect("pong");
-            drop(ping);
-            rx.set_wait_strategy(strategy);
-        },
+            loop {
+                let ping = rx.recv_timeout(Duration::from_secs(120)).expect("ping");
+                if ping.is_empty() {
+                    return;
+                }
+                let strategy = match ping[0] {
+                    1 => WaitStrategy::Spin,
+                    3 => WaitStrategy::Block,
+                    _ => WaitStrategy::Adaptive,
+                };
+                tx.send(&ping).expect("pong");
+                drop(ping);
+                rx.set_wait_strategy(strategy);
+            }
+        }
         Some("client") => {
             let n: usize = words.next().and_then(|c| c.parse().ok()).expect("count");
             drop(rx.recv_timeout(Duration::from_secs(120)).expect("go"));
