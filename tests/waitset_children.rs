@@ -226,7 +226,7 @@ fn one_flooding_child_does_not_starve_63_others() {
     for kid in &mut kids[1..] {
         kid.ctl.send(b"send 1").unwrap();
     }
-    let mut served = vec![false; 64];
+    let mut served = [false; 64];
     let mut left = 63;
     let mut turns = 0;
     while left > 0 {

@@ -89,7 +89,7 @@ impl Member {
         if self.done {
             return None;
         }
-        let event = match &self.probe {
+        match &self.probe {
             Probe::Recv(w) => {
                 let c = Self::ctrl(w);
                 // Acquire: pairs with our own receiver's Release store when
@@ -147,8 +147,7 @@ impl Member {
                     None
                 }
             }
-        };
-        event
+        }
     }
 
     /// Whether `(tail, head)` differs from what was last reported; records
