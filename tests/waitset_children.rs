@@ -12,8 +12,8 @@ use std::time::{Duration, Instant};
 
 use common::{KillOnDrop, Watchdog, remora_segments, role};
 use remora::{
-    ChannelConfig, EventKind, Key, RawReceiver, RawSender, RecvError, Spawner, WaitError, WaitSet,
-    WaitStrategy,
+    ChannelConfig, EventKind, Key, RawReceiver, RawSender, RecvError, Spawner, Transport,
+    WaitError, WaitSet, WaitStrategy,
 };
 
 static SERIAL: Mutex<()> = Mutex::new(());
@@ -46,7 +46,12 @@ struct Kid {
 }
 
 fn spawn_kid() -> Kid {
+    spawn_kid_over(Transport::Shm)
+}
+
+fn spawn_kid_over(transport: Transport) -> Kid {
     let mut s = Spawner::new(std::env::current_exe().unwrap());
+    s.transport(transport);
     s.args([
         "child_entry",
         "--exact",
@@ -204,6 +209,86 @@ fn children_wake_the_set_and_death_is_reported_once() {
     }
     drop(kids);
     assert!(remora_segments().is_empty());
+}
+
+/// Shared-memory and FIFO children in one set, with their exits (segments
+/// and descriptors at once: the descriptor relay): both transports wake
+/// the set, and the FIFO child's death reports its receiver and its exit
+/// once each.
+#[test]
+fn shm_and_fifo_children_in_one_set() {
+    let _s = serial();
+    let _w = Watchdog::new("waitset mixed transports", Duration::from_secs(120));
+    let mut kids = vec![
+        spawn_kid_over(Transport::Shm),
+        spawn_kid_over(Transport::Fifo),
+        spawn_kid_over(Transport::Fifo),
+    ];
+    assert_eq!(kids[1].child.transport(), Transport::Fifo);
+    for strategy in [WaitStrategy::Block, WaitStrategy::Adaptive] {
+        let mut set = WaitSet::new();
+        set.set_wait_strategy(strategy);
+        let mut owner: HashMap<Key, (usize, &str)> = HashMap::new();
+        for (i, kid) in kids.iter().enumerate() {
+            owner.insert(set.add(&kid.req).unwrap(), (i, "req"));
+            owner.insert(set.add(&*kid.child).unwrap(), (i, "exit"));
+        }
+        for round in 1..=3 {
+            for kid in kids.iter_mut() {
+                kid.ctl.send(format!("send {round}").as_bytes()).unwrap();
+            }
+            let mut got = [0; 3];
+            while got.iter().sum::<usize>() < 3 * round {
+                let ev = woken(&mut set);
+                assert_eq!(ev.kind(), EventKind::Readable, "{strategy:?}");
+                let (i, _) = owner[&ev.key()];
+                while let Ok(m) = kids[i].req.try_recv() {
+                    drop(m);
+                    got[i] += 1;
+                }
+            }
+            assert_eq!(got, [round; 3], "{strategy:?}");
+        }
+    }
+    let mut set = WaitSet::new();
+    let mut owner: HashMap<Key, (usize, &str)> = HashMap::new();
+    for (i, kid) in kids.iter().enumerate() {
+        owner.insert(set.add(&kid.req).unwrap(), (i, "req"));
+        owner.insert(set.add(&*kid.child).unwrap(), (i, "exit"));
+    }
+    let victim = kids[1].child.id();
+    let killer = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(50));
+        common::signal(victim, libc::SIGKILL);
+    });
+    let mut events = Vec::new();
+    while events.len() < 2 {
+        let ev = woken(&mut set);
+        events.push((owner[&ev.key()], ev.kind()));
+    }
+    killer.join().unwrap();
+    events.sort();
+    assert_eq!(
+        events,
+        [
+            ((1, "exit"), EventKind::Exited),
+            ((1, "req"), EventKind::Disconnected)
+        ]
+    );
+    kids[2].ctl.send(b"send 2").unwrap();
+    let ev = woken(&mut set);
+    assert_eq!(
+        (owner[&ev.key()], ev.kind()),
+        ((2, "req"), EventKind::Readable)
+    );
+    for kid in kids.iter_mut() {
+        let _ = kid.ctl.send(b"exit");
+        while kid.req.try_recv().is_ok() {}
+        kid.child.wait().unwrap();
+    }
+    drop(kids);
+    assert!(remora_segments().is_empty());
+    assert!(common::remora_fifo_dirs().is_empty());
 }
 
 /// The fairness test with real processes: one child sends as fast

@@ -16,6 +16,8 @@ use crate::attachment::Attachment;
 use crate::channel::{RecvEnd, SendEnd};
 use crate::layout::RingControl;
 use crate::sync::Ordering;
+use crate::sys::fd;
+use crate::transport::fifo::FifoWatch;
 use crate::transport::shm::ShmWatch;
 use crate::{RawReceiver, RawSender, Receiver, Sender};
 
@@ -30,6 +32,9 @@ pub(super) enum Probe {
     Send(ShmWatch),
     /// A spawned child: its pidfd becomes readable when it exits.
     Exit(OwnedFd),
+    /// A FIFO receiver: bytes in the pipe or in its buffer, or the stream
+    /// ended.
+    Fifo(FifoWatch),
 }
 
 /// A registered member: its probe and what it reported last.
@@ -64,15 +69,36 @@ impl Member {
     pub(super) fn link(&self) -> Option<&Arc<Attachment>> {
         match &self.probe {
             Probe::Recv(w) | Probe::Send(w) => Some(&w.link),
-            Probe::Exit(_) => None,
+            Probe::Exit(_) | Probe::Fifo(_) => None,
         }
     }
 
-    /// The descriptor to poll, for descriptor-based members.
-    pub(super) fn fd(&self) -> Option<std::os::fd::BorrowedFd<'_>> {
+    /// How many descriptors this member may poll (see [`Member::fds`]).
+    pub(super) fn fd_count(&self) -> usize {
         match &self.probe {
-            Probe::Exit(fd) => Some(fd.as_fd()),
-            _ => None,
+            Probe::Exit(_) => 1,
+            Probe::Fifo(_) => 2,
+            _ => 0,
+        }
+    }
+
+    /// The descriptors to sleep on (readable = something to look at). A
+    /// FIFO member reported and not received from since is not watched:
+    /// its pipe stays readable, and polling it would spin.
+    pub(super) fn fds(&self) -> [Option<std::os::fd::BorrowedFd<'_>>; 2] {
+        if self.done {
+            return [None, None];
+        }
+        match &self.probe {
+            Probe::Exit(fd) => [Some(fd.as_fd()), None],
+            Probe::Fifo(w) => {
+                // Relaxed: see `FifoState`.
+                let moves = w.state.moves.load(Ordering::Relaxed);
+                let ignored = self.last.is_some_and(|(_, m)| m == moves);
+                let pipe = (!ignored).then(|| w.fd.as_fd());
+                [pipe, w.peer_fd.as_ref().map(|p| p.as_fd())]
+            }
+            _ => [None, None],
         }
     }
 
@@ -147,6 +173,34 @@ impl Member {
                     None
                 }
             }
+            Probe::Fifo(w) => {
+                let state = &w.state;
+                // Relaxed: see `FifoState`; the receiver sorts out the rest.
+                if state.finished.load(Ordering::Relaxed) {
+                    self.done = true;
+                    return Some(EventKind::Disconnected);
+                }
+                let buffered = state.buffered.load(Ordering::Relaxed);
+                let moves = state.moves.load(Ordering::Relaxed);
+                let queued = fd::queued(w.fd.as_fd());
+                if buffered > 0 || queued > 0 {
+                    self.fresh(queued as u64, moves)
+                        .then_some(EventKind::Readable)
+                } else if w.peer_gone(thorough)
+                    || (thorough && fd::revents(w.fd.as_fd(), libc::POLLIN) & libc::POLLHUP != 0)
+                {
+                    // No writer left (or the child is dead): whatever it
+                    // wrote is in the pipe now.
+                    if fd::queued(w.fd.as_fd()) > 0 {
+                        None // reported as Readable by the next scan
+                    } else {
+                        self.done = true;
+                        Some(EventKind::Disconnected)
+                    }
+                } else {
+                    None
+                }
+            }
         }
     }
 
@@ -173,7 +227,7 @@ impl Member {
         match &self.probe {
             Probe::Recv(w) => Self::ctrl(w).data_bell.arm(),
             Probe::Send(w) => Self::ctrl(w).space_bell.arm(),
-            Probe::Exit(_) => return,
+            Probe::Exit(_) | Probe::Fifo(_) => return,
         }
         self.armed = true;
     }
@@ -186,7 +240,7 @@ impl Member {
         match &self.probe {
             Probe::Recv(w) => Self::ctrl(w).data_bell.disarm(),
             Probe::Send(w) => Self::ctrl(w).space_bell.disarm(),
-            Probe::Exit(_) => {}
+            Probe::Exit(_) | Probe::Fifo(_) => {}
         }
     }
 }
@@ -235,7 +289,11 @@ impl Watchable for RawReceiver {
     fn probe(&self) -> Result<ProbeOf, WatchError> {
         match self.end() {
             RecvEnd::Shm(rx) => Ok(ProbeOf(Probe::Recv(rx.watch()))),
-            RecvEnd::Fifo(_) => Err(WatchError::Unsupported),
+            RecvEnd::Fifo(rx) => match rx.watch().map_err(WatchError::Io)? {
+                Some(watch) => Ok(ProbeOf(Probe::Fifo(watch))),
+                // Closed after failing for good: nothing to watch.
+                None => Err(WatchError::Unsupported),
+            },
         }
     }
 }

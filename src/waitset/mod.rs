@@ -18,7 +18,7 @@ use crate::sync::Ordering;
 use crate::sys::clock::MonoTime;
 use crate::wait::{ADAPTIVE_SPIN, Deadline, SLICE, WaitStrategy};
 
-use member::{Member, Probe};
+use member::Member;
 pub use member::{ProbeOf, Watchable};
 use sleep::{Seg, Sleeper};
 
@@ -140,8 +140,9 @@ impl std::error::Error for WaitError {}
 #[derive(Debug)]
 #[non_exhaustive]
 pub enum WatchError {
-    /// The end cannot be watched by a set: a FIFO-transport end (not yet
-    /// supported), or a child without a pidfd (Linux < 5.3).
+    /// The end cannot be watched by a set: a FIFO-transport sender (not
+    /// supported yet), a FIFO receiver that already failed for good, or a
+    /// child without a pidfd (Linux < 5.3).
     Unsupported,
     /// A system call failed (duplicating a pidfd, starting a relay thread).
     Io(std::io::Error),
@@ -191,6 +192,10 @@ impl std::error::Error for WatchError {}
 ///   segments, and sets mixing children and channels, use relay threads
 ///   (started by `add`). Without `futex_waitv` (Linux < 5.16) the set
 ///   re-scans every 5 ms while asleep.
+/// * **FIFO transport.** FIFO receivers can join (their pipe is polled, a
+///   relay thread does it when the set also has segments); FIFO senders
+///   cannot yet. A FIFO member whose event you ignore is re-examined every
+///   50 ms rather than polled.
 /// * **No allocation** per wait once members are added.
 ///
 /// ```
@@ -235,8 +240,10 @@ pub struct WaitSet {
     next: usize,
     /// Members not yet `done`.
     live: usize,
-    /// Descriptor members (child exits).
+    /// Descriptors the members may poll (child exits, FIFO receivers).
     fds: usize,
+    /// FIFO receivers among the members.
+    fifos: usize,
     strategy: WaitStrategy,
     sleeper: Sleeper,
 }
@@ -339,9 +346,8 @@ impl WaitSet {
             },
             None => false,
         };
-        let is_fd = matches!(member.probe, Probe::Exit(_));
         let segs = self.segs.len() + usize::from(new_seg);
-        let fds = self.fds + usize::from(is_fd);
+        let fds = self.fds + member.fd_count();
         self.sleeper.reserve(segs, fds).map_err(WatchError::Io)?;
         if new_seg {
             let link = std::sync::Arc::clone(member.link().expect("a segment member"));
@@ -351,6 +357,7 @@ impl WaitSet {
             seg.members += 1;
         }
         self.fds = fds;
+        self.fifos += usize::from(member.fd_count() == 2);
         self.live += 1;
         let index = match self.free.pop() {
             Some(i) => i as usize,
@@ -395,9 +402,8 @@ impl WaitSet {
         if !member.done {
             self.live -= 1;
         }
-        if member.fd().is_some() {
-            self.fds -= 1;
-        }
+        self.fds -= member.fd_count();
+        self.fifos -= usize::from(member.fd_count() == 2);
         if let Some(seg) = self.segs.get_mut(member.seg) {
             seg.members -= 1;
             if seg.members == 0 {
@@ -569,9 +575,16 @@ impl WaitSet {
                     .slots
                     .iter()
                     .filter_map(|s| s.member.as_ref())
-                    .filter(|m| !m.done)
-                    .filter_map(Member::fd);
-                self.sleeper.sleep(&self.segs, fds, at);
+                    .flat_map(Member::fds)
+                    .flatten();
+                // FIFO members whose event was ignored are not polled (their
+                // pipe stays readable): re-scan them every SLICE instead.
+                let until = if self.fifos > 0 {
+                    at.min(MonoTime::after(SLICE))
+                } else {
+                    at
+                };
+                self.sleeper.sleep(&self.segs, fds, until);
             }
             if let Some(ev) = found {
                 return Ok(ev);

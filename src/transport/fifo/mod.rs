@@ -15,6 +15,6 @@ mod sender;
 mod set;
 mod wire;
 
-pub(crate) use receiver::FifoReceiver;
+pub(crate) use receiver::{FifoReceiver, FifoWatch};
 pub(crate) use sender::FifoSender;
 pub(crate) use set::FifoSet;

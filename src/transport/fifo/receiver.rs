@@ -10,7 +10,11 @@
 //! taken if it is already there (then a `ChannelError::TypeMismatch`, as
 //! with shared memory), else at the first receive.
 
-use super::link::{Outcome, Pipe, Waiter};
+use std::os::fd::OwnedFd;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+
+use super::link::{FifoLink, Outcome, Pipe, Waiter};
 use super::wire::{self, AlignedBuf, HEADER, HELLO, HELLO_FRAME, HELLO_LEN, MSG};
 use crate::codec::ANY_FINGERPRINT;
 use crate::error::{RecvError, StreamFault};
@@ -27,6 +31,40 @@ pub(super) struct Expect {
     pub(super) out_fp: u64,
     /// The direction we receive on.
     pub(super) direction: Direction,
+}
+
+/// What a wait set sees of a FIFO receiver (`waitset`): published by the
+/// receiver whenever it reads from the pipe, releases a frame or fails.
+/// Single writer (the receiver); Relaxed throughout: the set only decides
+/// whether to report, and the receiver's own `try_recv` decides the rest.
+#[derive(Debug, Default)]
+pub(crate) struct FifoState {
+    /// Bytes read from the pipe and not yet released.
+    pub(crate) buffered: AtomicUsize,
+    /// Changes whenever the receiver read or released something.
+    pub(crate) moves: AtomicU64,
+    /// Nothing more will come: poisoned, dropped, or end of stream with
+    /// nothing buffered.
+    pub(crate) finished: AtomicBool,
+}
+
+/// A wait set's probe of a FIFO receiver: its own duplicates of the read
+/// end and of the child's pidfd (parent side), the receiver's published
+/// state, and the peer watch.
+#[derive(Debug)]
+pub(crate) struct FifoWatch {
+    pub(crate) fd: OwnedFd,
+    pub(crate) peer_fd: Option<OwnedFd>,
+    pub(crate) state: Arc<FifoState>,
+    link: Arc<FifoLink>,
+}
+
+impl FifoWatch {
+    /// Whether the peer is known dead, or found dead by the rate-limited
+    /// slow check when `thorough`.
+    pub(crate) fn peer_gone(&self, thorough: bool) -> bool {
+        self.link.peer_known_dead() || (thorough && self.link.poll_peer_gone())
+    }
 }
 
 /// The receiving end of one FIFO.
@@ -50,6 +88,8 @@ pub(crate) struct FifoReceiver {
     drained: bool,
     /// Poisoned: returned by every later call.
     fault: Option<RecvError>,
+    /// Published for wait sets.
+    state: Arc<FifoState>,
 }
 
 impl FifoReceiver {
@@ -69,7 +109,39 @@ impl FifoReceiver {
             eof: false,
             drained: false,
             fault: None,
+            state: Arc::default(),
         }
+    }
+
+    /// What a wait set watches of this end; `None` once closed.
+    pub(crate) fn watch(&self) -> std::io::Result<Option<FifoWatch>> {
+        let Some(fd) = self.pipe.fd() else {
+            return Ok(None);
+        };
+        self.publish();
+        Ok(Some(FifoWatch {
+            fd: fd.try_clone_to_owned()?,
+            peer_fd: match self.pipe.link.peer_fd() {
+                Some(p) => Some(p.try_clone_to_owned()?),
+                None => None,
+            },
+            state: Arc::clone(&self.state),
+            link: Arc::clone(&self.pipe.link),
+        }))
+    }
+
+    /// Publishes the buffer's state for wait sets (see [`FifoState`]).
+    #[inline]
+    fn publish(&self) {
+        let state = &self.state;
+        // Relaxed: see `FifoState`.
+        state
+            .buffered
+            .store(self.end - self.start, Ordering::Relaxed);
+        let moves = state.moves.load(Ordering::Relaxed);
+        state.moves.store(moves.wrapping_add(1), Ordering::Relaxed);
+        let finished = self.fault.is_some() || (self.eof && self.end == self.start);
+        state.finished.store(finished, Ordering::Relaxed);
     }
 
     pub(crate) fn max_message(&self) -> usize {
@@ -190,6 +262,7 @@ impl FifoReceiver {
                     peer_gone = true;
                     continue; // drains, then reports Disconnected
                 }
+                self.publish(); // a wait set watches the pipe again
                 return Err(RecvError::Empty);
             };
             match (waiter.get_or_insert_with(|| Waiter::new(strategy, at)))
@@ -197,6 +270,7 @@ impl FifoReceiver {
             {
                 Outcome::Retry => {}
                 Outcome::TimedOut if !self.pipe.link.poll_peer_gone() => {
+                    self.publish();
                     return Err(RecvError::Timeout);
                 }
                 Outcome::TimedOut | Outcome::PeerGone => peer_gone = true,
@@ -211,6 +285,7 @@ impl FifoReceiver {
             debug_assert!(end > self.start && end <= self.end);
             self.pos += (end - self.start) as u64;
             self.start = end;
+            self.publish();
         } else {
             debug_assert!(false, "a ring frame released to a FIFO");
         }
@@ -300,6 +375,7 @@ impl FifoReceiver {
                 Ok(n) => {
                     self.end += n;
                     self.drained = self.end < to;
+                    self.publish();
                     return true;
                 }
                 Err(e) if e.raw_os_error() == Some(libc::EINTR) => {}
@@ -309,6 +385,7 @@ impl FifoReceiver {
             }
         }
         self.eof = true;
+        self.publish();
         false
     }
 
@@ -335,6 +412,14 @@ impl FifoReceiver {
     fn poison(&mut self, error: RecvError) -> RecvError {
         self.fault = Some(error);
         self.pipe.close();
+        self.publish();
         error
+    }
+}
+
+impl Drop for FifoReceiver {
+    fn drop(&mut self) {
+        // Relaxed: see `FifoState`.
+        self.state.finished.store(true, Ordering::Relaxed);
     }
 }
