@@ -291,6 +291,53 @@ fn shm_and_fifo_children_in_one_set() {
     assert!(common::remora_fifo_dirs().is_empty());
 }
 
+/// Wake-ups through the descriptor paths come from the event, not from the
+/// 50 ms re-scan a set with FIFO members also does: a FIFO-only set (the
+/// calling thread polls) and a FIFO + shared-memory set (the descriptor
+/// relay polls), 10 wake-ups each, median under 10 ms.
+#[test]
+fn fifo_wake_ups_are_prompt() {
+    let _s = serial();
+    let _w = Watchdog::new("waitset fifo wake-ups", Duration::from_secs(120));
+    let mut fifo = spawn_kid_over(Transport::Fifo);
+    let shm = spawn_kid_over(Transport::Shm);
+    for with_shm in [false, true] {
+        let mut set = WaitSet::new();
+        set.set_wait_strategy(WaitStrategy::Block);
+        let key = set.add(&fifo.req).unwrap();
+        if with_shm {
+            set.add(&shm.req).unwrap();
+        }
+        let mut times = Vec::new();
+        for _ in 0..10 {
+            // Let the set fall asleep first.
+            let ctl = &mut fifo.ctl;
+            std::thread::scope(|s| {
+                s.spawn(|| {
+                    std::thread::sleep(Duration::from_millis(20));
+                    ctl.send(b"send 1").unwrap();
+                });
+                let start = Instant::now();
+                let ev = woken(&mut set);
+                times.push(start.elapsed().saturating_sub(Duration::from_millis(20)));
+                assert_eq!((ev.key(), ev.kind()), (key, EventKind::Readable));
+            });
+            drop(fifo.req.try_recv().unwrap());
+        }
+        times.sort();
+        let median = times[times.len() / 2];
+        eprintln!("FIFO wake-up (with shm members: {with_shm}): median {median:?}");
+        assert!(
+            median < Duration::from_millis(10),
+            "FIFO wake-ups come from the re-scan, not the pipe: median {median:?}"
+        );
+    }
+    for mut kid in [fifo, shm] {
+        kid.ctl.send(b"exit").unwrap();
+        kid.child.wait().unwrap();
+    }
+}
+
 /// The fairness test with real processes: one child sends as fast
 /// as it can, 63 others send one message each; every one is served within a
 /// bounded number of turns (one message received per event).

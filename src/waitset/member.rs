@@ -180,18 +180,17 @@ impl Member {
                     self.done = true;
                     return Some(EventKind::Disconnected);
                 }
-                let buffered = state.buffered.load(Ordering::Relaxed);
                 let moves = state.moves.load(Ordering::Relaxed);
-                let queued = fd::queued(w.fd.as_fd());
-                if buffered > 0 || queued > 0 {
-                    self.fresh(queued as u64, moves)
+                let pending = w.pending();
+                if pending > 0 {
+                    self.fresh(pending as u64, moves)
                         .then_some(EventKind::Readable)
                 } else if w.peer_gone(thorough)
                     || (thorough && fd::revents(w.fd.as_fd(), libc::POLLIN) & libc::POLLHUP != 0)
                 {
                     // No writer left (or the child is dead): whatever it
                     // wrote is in the pipe now.
-                    if fd::queued(w.fd.as_fd()) > 0 {
+                    if w.pending() > 0 {
                         None // reported as Readable by the next scan
                     } else {
                         self.done = true;

@@ -10,7 +10,7 @@
 //! taken if it is already there (then a `ChannelError::TypeMismatch`, as
 //! with shared memory), else at the first receive.
 
-use std::os::fd::OwnedFd;
+use std::os::fd::{AsFd, OwnedFd};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 
@@ -46,6 +46,8 @@ pub(crate) struct FifoState {
     /// Nothing more will come: poisoned, dropped, or end of stream with
     /// nothing buffered.
     pub(crate) finished: AtomicBool,
+    /// The peer's HELLO is not consumed yet (it is no message).
+    hello: AtomicBool,
 }
 
 /// A wait set's probe of a FIFO receiver: its own duplicates of the read
@@ -60,6 +62,20 @@ pub(crate) struct FifoWatch {
 }
 
 impl FifoWatch {
+    /// Message bytes waiting, in the pipe (`FIONREAD`) or the receiver's
+    /// buffer, less an unread HELLO.
+    pub(crate) fn pending(&self) -> usize {
+        let state = &self.state;
+        // Relaxed: see `FifoState`.
+        let buffered = state.buffered.load(Ordering::Relaxed);
+        let hello = if state.hello.load(Ordering::Relaxed) {
+            HELLO_FRAME
+        } else {
+            0
+        };
+        (fd::queued(self.fd.as_fd()) + buffered).saturating_sub(hello)
+    }
+
     /// Whether the peer is known dead, or found dead by the rate-limited
     /// slow check when `thorough`.
     pub(crate) fn peer_gone(&self, thorough: bool) -> bool {
@@ -142,6 +158,7 @@ impl FifoReceiver {
         state.moves.store(moves.wrapping_add(1), Ordering::Relaxed);
         let finished = self.fault.is_some() || (self.eof && self.end == self.start);
         state.finished.store(finished, Ordering::Relaxed);
+        state.hello.store(self.expect.is_some(), Ordering::Relaxed);
     }
 
     pub(crate) fn max_message(&self) -> usize {
