@@ -914,7 +914,7 @@ fn the_sweep_leaves_older_versions_and_strangers_alone() {
     );
     // Now make the first two look current: unlocked, hence abandoned. The
     // FIFO directory also holds a file remora never makes: it must stay.
-    header[8..12].copy_from_slice(&2u32.to_le_bytes());
+    header[8..12].copy_from_slice(&3u32.to_le_bytes()); // the current layout version
     std::fs::write(&shm_file, &header).unwrap();
     std::fs::write(fifo_dir.join("manifest"), b"REMFIFO 3 1\n4096 0 63\n").unwrap();
     std::fs::write(fifo_dir.join("0.p2c"), b"").unwrap();

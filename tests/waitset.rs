@@ -61,6 +61,13 @@ fn segment(n: usize) -> (Segment, Segment, Vec<RawSender>, Vec<RawReceiver>) {
     (parent, child, txs, rxs)
 }
 
+/// A set can move to the thread that serves it.
+#[test]
+fn wait_set_is_send() {
+    fn send<T: Send>() {}
+    send::<WaitSet>();
+}
+
 #[test]
 fn try_timeout_and_blocking_forms() {
     let _s = serial();

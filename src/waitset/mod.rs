@@ -232,6 +232,9 @@ impl std::error::Error for WatchError {}
 /// ```
 #[derive(Debug, Default)]
 pub struct WaitSet {
+    /// First, so it drops first: its relay threads are joined before the
+    /// members' segments may be unmapped.
+    sleeper: Sleeper,
     slots: Vec<Slot>,
     /// Free slot indices, reused by `add`.
     free: Vec<u32>,
@@ -245,7 +248,6 @@ pub struct WaitSet {
     /// FIFO receivers among the members.
     fifos: usize,
     strategy: WaitStrategy,
-    sleeper: Sleeper,
 }
 
 #[derive(Debug)]
