@@ -109,30 +109,36 @@ impl Member {
     }
 
     /// Whether this member has an event now. `thorough`: also members that
-    /// cost a system call to check (descriptors). Marks final events
-    /// `done`. (The slow liveness check runs per segment, in the set.)
-    pub(super) fn check(&mut self, thorough: bool) -> Option<EventKind> {
+    /// cost a system call to check (descriptors). `peer_dead`: its
+    /// segment's peer is dead (read once per scan and segment, in the
+    /// set). Marks final events `done`.
+    pub(super) fn check(&mut self, thorough: bool, peer_dead: bool) -> Option<EventKind> {
         if self.done {
             return None;
         }
         match &self.probe {
             Probe::Recv(w) => {
                 let c = Self::ctrl(w);
-                // Acquire: pairs with our own receiver's Release store when
-                // it was dropped or poisoned: it will receive nothing more.
-                if c.ends.consumer_closed.load(Ordering::Acquire) != 0 {
-                    self.done = true;
-                    return Some(EventKind::Disconnected);
-                }
                 // Acquire: pairs with the producer's Release store of
                 // `tail` (the receiver re-reads it anyway; the set only
                 // compares).
                 let tail = c.tail.load(Ordering::Acquire);
                 // Acquire: our receiver's Release store of `head`.
                 let head = c.head.load(Ordering::Acquire);
+                if tail != head && fresh(&mut self.last, tail, head) {
+                    return Some(EventKind::Readable);
+                }
+                // Acquire: pairs with our own receiver's Release store when
+                // it was dropped or poisoned: it will receive nothing more.
+                if c.ends.consumer_closed.load(Ordering::Acquire) != 0 {
+                    self.done = true;
+                    return Some(EventKind::Disconnected);
+                }
                 if tail != head {
-                    self.fresh(tail, head).then_some(EventKind::Readable)
-                } else if self.closed_or_dead(w, c.ends.producer_closed.load(Ordering::Acquire)) {
+                    return None; // reported, not received from since
+                }
+                // Acquire: the sender's Release store on close.
+                if c.ends.producer_closed.load(Ordering::Acquire) != 0 || peer_dead {
                     // Acquire, after the close flag / death: anything
                     // committed before it is seen now. Drain first.
                     if c.tail.load(Ordering::Acquire) != head {
@@ -150,7 +156,7 @@ impl Member {
                 // Acquire: the peer receiver's (or our sender's) close.
                 let closed = c.ends.consumer_closed.load(Ordering::Acquire)
                     | c.ends.producer_closed.load(Ordering::Acquire);
-                if self.closed_or_dead(w, closed) {
+                if closed != 0 || peer_dead {
                     self.done = true;
                     return Some(EventKind::Disconnected);
                 }
@@ -163,7 +169,7 @@ impl Member {
                 // head makes this garbage, which only decides whether to
                 // report.
                 let room = w.capacity - tail.wrapping_sub(head).min(w.capacity) >= w.capacity / 4;
-                (room && self.fresh(tail, head)).then_some(EventKind::Writable)
+                (room && fresh(&mut self.last, tail, head)).then_some(EventKind::Writable)
             }
             Probe::Exit(fd) => {
                 if thorough && crate::sys::process::pidfd_exited(fd) {
@@ -183,8 +189,7 @@ impl Member {
                 let moves = state.moves.load(Ordering::Relaxed);
                 let pending = w.pending();
                 if pending > 0 {
-                    self.fresh(pending as u64, moves)
-                        .then_some(EventKind::Readable)
+                    fresh(&mut self.last, pending as u64, moves).then_some(EventKind::Readable)
                 } else if w.peer_gone(thorough)
                     || (thorough && fd::revents(w.fd.as_fd(), libc::POLLIN) & libc::POLLHUP != 0)
                 {
@@ -201,20 +206,6 @@ impl Member {
                 }
             }
         }
-    }
-
-    /// Whether `(tail, head)` differs from what was last reported; records
-    /// it if so.
-    fn fresh(&mut self, tail: u64, head: u64) -> bool {
-        if self.last == Some((tail, head)) {
-            return false;
-        }
-        self.last = Some((tail, head));
-        true
-    }
-
-    fn closed_or_dead(&self, w: &ShmWatch, flag: u32) -> bool {
-        flag != 0 || w.link.peer_dead_now()
     }
 
     /// Announces the set on this member's doorbell (see
@@ -242,6 +233,16 @@ impl Member {
             Probe::Exit(_) | Probe::Fifo(_) => {}
         }
     }
+}
+
+/// Whether `(tail, head)` differs from `last`, what was last reported;
+/// records it if so.
+fn fresh(last: &mut Option<(u64, u64)>, tail: u64, head: u64) -> bool {
+    if *last == Some((tail, head)) {
+        return false;
+    }
+    *last = Some((tail, head));
+    true
 }
 
 impl Drop for Member {

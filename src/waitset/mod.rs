@@ -609,10 +609,15 @@ impl WaitSet {
     /// members; the rate-limited slow liveness check, once per segment,
     /// whose finding the members then see in the latch).
     fn scan(&mut self, thorough: bool) -> Option<Event> {
-        if thorough {
-            for seg in &self.segs {
-                seg.link.poll_peer_gone();
-            }
+        for seg in &mut self.segs {
+            // One read of each peer's liveness word per scan (it latches a
+            // death and wakes this process's other waiters on the word),
+            // not one per member.
+            seg.dead = if thorough {
+                seg.link.poll_peer_gone()
+            } else {
+                seg.link.peer_dead_now()
+            };
         }
         let n = self.slots.len();
         for i in 0..n {
@@ -621,7 +626,8 @@ impl WaitSet {
             let Some(member) = slot.member.as_mut() else {
                 continue;
             };
-            if let Some(kind) = member.check(thorough) {
+            let dead = self.segs.get(member.seg).is_some_and(|s| s.dead);
+            if let Some(kind) = member.check(thorough, dead) {
                 member.disarm();
                 if member.done {
                     self.live -= 1;

@@ -49,6 +49,8 @@ pub(super) struct Seg {
     pub(super) members: usize,
     /// This side's aggregate bell as it was before arming.
     ticket: u32,
+    /// The peer was dead at the current scan's start.
+    pub(super) dead: bool,
 }
 
 impl Seg {
@@ -57,6 +59,7 @@ impl Seg {
             link,
             members: 0,
             ticket: 0,
+            dead: false,
         }
     }
 }
