@@ -211,6 +211,51 @@ fn children_wake_the_set_and_death_is_reported_once() {
     assert!(remora_segments().is_empty());
 }
 
+/// A death wakes a set that watches only the dead child's receivers (no
+/// `Child` member, no pidfd): through the child's liveness word in the
+/// set's `futex_waitv`. The other child's channel keeps working.
+#[test]
+fn death_alone_wakes_a_sleeping_set() {
+    let _s = serial();
+    let _w = Watchdog::new("waitset death wake-up", Duration::from_secs(120));
+    let mut kids = spawn_kids(2);
+    // Both attached (each sends one message first).
+    for kid in &mut kids {
+        kid.ctl.send(b"send 1").unwrap();
+        drop(kid.req.recv_timeout(LONG).unwrap());
+    }
+    for strategy in [WaitStrategy::Block, WaitStrategy::Adaptive] {
+        let mut set = WaitSet::new();
+        set.set_wait_strategy(strategy);
+        let a = set.add(&kids[0].req).unwrap();
+        let b = set.add(&kids[1].req).unwrap();
+        if strategy == WaitStrategy::Block {
+            let victim = kids[0].child.id();
+            let killer = std::thread::spawn(move || {
+                std::thread::sleep(Duration::from_millis(50));
+                common::signal(victim, libc::SIGKILL);
+            });
+            let ev = woken(&mut set);
+            killer.join().unwrap();
+            assert_eq!((ev.key(), ev.kind()), (a, EventKind::Disconnected));
+        } else {
+            // Reported once per set: a new set sees the death at once.
+            let ev = woken(&mut set);
+            assert_eq!((ev.key(), ev.kind()), (a, EventKind::Disconnected));
+        }
+        kids[1].ctl.send(b"send 1").unwrap();
+        let ev = woken(&mut set);
+        assert_eq!((ev.key(), ev.kind()), (b, EventKind::Readable));
+        drop(kids[1].req.try_recv().unwrap());
+    }
+    kids[1].ctl.send(b"exit").unwrap();
+    for kid in &mut kids {
+        kid.child.wait().unwrap();
+    }
+    drop(kids);
+    assert!(remora_segments().is_empty());
+}
+
 /// Shared-memory and FIFO children in one set, with their exits (segments
 /// and descriptors at once: the descriptor relay): both transports wake
 /// the set, and the FIFO child's death reports its receiver and its exit
