@@ -47,6 +47,18 @@ pub struct Key {
 }
 
 /// What happened to a member.
+///
+/// ```
+/// # let parent = remora::Segment::create(&[remora::ChannelConfig::new("c").capacity(4096)])?;
+/// # let child = remora::Segment::open(parent.name())?;
+/// let (tx, _) = child.raw_channel("c")?;
+/// let (_, rx) = parent.raw_channel("c")?;
+/// let mut set = remora::WaitSet::new();
+/// set.add(&rx)?;
+/// drop(tx); // the sender hangs up, nothing was sent
+/// assert_eq!(set.wait()?.kind(), remora::EventKind::Disconnected);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum EventKind {
     /// A receiver has at least one committed message: `try_recv` it.
@@ -88,11 +100,35 @@ pub struct Event {
 
 impl Event {
     /// The member.
+    ///
+    /// ```
+    /// # let parent = remora::Segment::create(&[remora::ChannelConfig::new("c").capacity(4096)])?;
+    /// # let child = remora::Segment::open(parent.name())?;
+    /// # let (mut tx, _) = child.raw_channel("c")?;
+    /// # let (_, rx) = parent.raw_channel("c")?;
+    /// let mut set = remora::WaitSet::new();
+    /// let key = set.add(&rx)?;
+    /// tx.send(b"x")?;
+    /// assert_eq!(set.wait()?.key(), key);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn key(&self) -> Key {
         self.key
     }
 
     /// What happened.
+    ///
+    /// ```
+    /// # let parent = remora::Segment::create(&[remora::ChannelConfig::new("c").capacity(4096)])?;
+    /// # let child = remora::Segment::open(parent.name())?;
+    /// # let (mut tx, _) = child.raw_channel("c")?;
+    /// # let (_, rx) = parent.raw_channel("c")?;
+    /// let mut set = remora::WaitSet::new();
+    /// set.add(&rx)?;
+    /// tx.send(b"x")?;
+    /// assert_eq!(set.wait()?.kind(), remora::EventKind::Readable);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn kind(&self) -> EventKind {
         self.kind
     }
