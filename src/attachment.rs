@@ -142,6 +142,7 @@ impl Attachment {
     }
 
     /// The aggregate bell this side's wait sets sleep on.
+    #[cfg_attr(loom, allow(dead_code))]
     #[inline]
     pub(crate) fn own_bell(&self) -> &AggregateBell {
         self.bell(if self.peer_word == OPENER_WORD {

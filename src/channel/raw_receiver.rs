@@ -137,6 +137,7 @@ impl RawReceiver {
     }
 
     /// The transport end, for a wait set's probe.
+    #[cfg_attr(loom, allow(dead_code))]
     pub(crate) fn end(&self) -> &RecvEnd {
         &self.end
     }

@@ -48,6 +48,7 @@ impl RawSender {
     }
 
     /// The transport end, for a wait set's probe.
+    #[cfg_attr(loom, allow(dead_code))]
     pub(crate) fn end(&self) -> &SendEnd {
         &self.end
     }

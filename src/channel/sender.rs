@@ -59,6 +59,7 @@ impl<T: Encode> Sender<T> {
     }
 
     /// The raw end, for a wait set's probe.
+    #[cfg_attr(loom, allow(dead_code))]
     pub(crate) fn raw(&self) -> &RawSender {
         &self.raw
     }

@@ -40,6 +40,7 @@ const REFILL_POLLS_PER_HEAD_READ: u32 = 16;
 
 /// What a wait set watches of one shared-memory end: the ring's control
 /// block, kept mapped by the attachment (see `waitset`).
+#[cfg_attr(loom, allow(dead_code))]
 #[derive(Debug, Clone)]
 pub(crate) struct ShmWatch {
     pub(crate) link: Arc<Attachment>,
@@ -81,6 +82,7 @@ impl ShmSender {
     }
 
     /// What a wait set watches of this end (room to send).
+    #[cfg_attr(loom, allow(dead_code))]
     pub(crate) fn watch(&self) -> ShmWatch {
         let region = self.producer.region();
         ShmWatch {
@@ -281,6 +283,7 @@ impl ShmReceiver {
     }
 
     /// What a wait set watches of this end (data to receive).
+    #[cfg_attr(loom, allow(dead_code))]
     pub(crate) fn watch(&self) -> ShmWatch {
         let region = self.consumer.region();
         ShmWatch {

@@ -15,6 +15,8 @@ mod sender;
 mod set;
 mod wire;
 
-pub(crate) use receiver::{FifoReceiver, FifoWatch};
+pub(crate) use receiver::FifoReceiver;
+#[cfg(not(loom))]
+pub(crate) use receiver::FifoWatch;
 pub(crate) use sender::FifoSender;
 pub(crate) use set::FifoSet;

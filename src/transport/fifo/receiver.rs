@@ -53,6 +53,7 @@ pub(crate) struct FifoState {
 /// A wait set's probe of a FIFO receiver: its own duplicates of the read
 /// end and of the child's pidfd (parent side), the receiver's published
 /// state, and the peer watch.
+#[cfg_attr(loom, allow(dead_code))]
 #[derive(Debug)]
 pub(crate) struct FifoWatch {
     pub(crate) fd: OwnedFd,
@@ -61,6 +62,7 @@ pub(crate) struct FifoWatch {
     link: Arc<FifoLink>,
 }
 
+#[cfg_attr(loom, allow(dead_code))]
 impl FifoWatch {
     /// Message bytes waiting, in the pipe (`FIONREAD`) or the receiver's
     /// buffer, less an unread HELLO.
@@ -130,6 +132,7 @@ impl FifoReceiver {
     }
 
     /// What a wait set watches of this end; `None` once closed.
+    #[cfg_attr(loom, allow(dead_code))]
     pub(crate) fn watch(&self) -> std::io::Result<Option<FifoWatch>> {
         let Some(fd) = self.pipe.fd() else {
             return Ok(None);
