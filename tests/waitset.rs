@@ -354,3 +354,67 @@ fn scale_1024_channels_over_256_segments() {
     let _txs = sender.join().unwrap();
     assert!(picks.iter().all(|i| got.contains(i)));
 }
+
+/// Members added and removed at run time across many segments (segments
+/// leave the set when their last member goes, so the set's segment list
+/// is compacted and relays re-chunked): every event still names the right
+/// member, removed members are never reported, and segments re-added work.
+#[test]
+fn add_remove_churn_over_many_segments() {
+    let _s = serial();
+    let _w = Watchdog::new("waitset churn", Duration::from_secs(120));
+    let mut keep = Vec::new();
+    let mut txs = Vec::new();
+    let mut rxs = Vec::new();
+    for _ in 0..80 {
+        let (p, c, t, r) = segment(2);
+        keep.push((p, c));
+        txs.extend(t);
+        rxs.extend(r);
+    }
+    let mut set = WaitSet::new();
+    set.set_wait_strategy(WaitStrategy::Block);
+    let mut keys: Vec<Option<remora::Key>> =
+        rxs.iter().map(|r| Some(set.add(r).unwrap())).collect();
+    for round in 0..4usize {
+        // Remove a varying subset (whole segments too), then re-add some.
+        for (i, key) in keys.iter_mut().enumerate() {
+            if (i / 2 + round) % 3 == 0 {
+                if let Some(k) = key.take() {
+                    assert!(set.remove(k));
+                }
+            } else if key.is_none() && (i + round) % 2 == 0 {
+                *key = Some(set.add(&rxs[i]).unwrap());
+            }
+        }
+        // A message on every channel, watched or not, from another thread.
+        let mut moved: Vec<RawSender> = std::mem::take(&mut txs);
+        let sender = thread::spawn(move || {
+            thread::sleep(Duration::from_millis(10));
+            for (i, tx) in moved.iter_mut().enumerate() {
+                tx.send(&(i as u32).to_le_bytes()).unwrap();
+            }
+            moved
+        });
+        let watched: HashSet<usize> = (0..keys.len()).filter(|&i| keys[i].is_some()).collect();
+        let mut seen = HashSet::new();
+        while seen.len() < watched.len() {
+            let ev = woken(&mut set);
+            assert_eq!(ev.kind(), EventKind::Readable);
+            let i = keys
+                .iter()
+                .position(|k| *k == Some(ev.key()))
+                .expect("a removed member was reported");
+            let m = rxs[i].try_recv().unwrap();
+            assert_eq!(u32::from_le_bytes(m[..4].try_into().unwrap()) as usize, i);
+            assert!(seen.insert(i));
+        }
+        txs = sender.join().unwrap();
+        assert_eq!(set.try_wait(), Err(WaitError::Empty));
+        for (i, rx) in rxs.iter_mut().enumerate() {
+            if !watched.contains(&i) {
+                drop(rx.try_recv().unwrap());
+            }
+        }
+    }
+}
