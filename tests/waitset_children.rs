@@ -108,6 +108,13 @@ fn child_entry() {
                     Err(_) => return,
                 }
             },
+            "until-closed" => loop {
+                match req.send_timeout(b"x", Duration::from_secs(60)) {
+                    Ok(()) => {}
+                    Err(remora::SendError::Disconnected) => return,
+                    Err(e) => panic!("{e:?}"),
+                }
+            },
             "exit" => return,
             other => panic!("unknown command {other}"),
         }
@@ -254,6 +261,33 @@ fn death_alone_wakes_a_sleeping_set() {
     }
     drop(kids);
     assert!(remora_segments().is_empty());
+}
+
+/// A FIFO receiver dropped while in a set closes its pipe at once: the
+/// set's view of it must not keep the pipe open, or the child's sends would
+/// fill it and block instead of failing with `Disconnected`.
+#[test]
+fn dropped_fifo_receiver_in_a_set_disconnects_the_child() {
+    let _s = serial();
+    let _w = Watchdog::new("waitset fifo drop", Duration::from_secs(120));
+    let Kid {
+        mut child,
+        req,
+        mut ctl,
+    } = spawn_kid_over(Transport::Fifo);
+    let mut set = WaitSet::new();
+    let key = set.add(&req).unwrap();
+    drop(req);
+    ctl.send(b"until-closed").unwrap();
+    let status = child
+        .wait_timeout(Duration::from_secs(20))
+        .unwrap()
+        .expect("the child's sends never saw Disconnected");
+    assert!(status.success());
+    let ev = set.try_wait().unwrap();
+    assert_eq!((ev.key(), ev.kind()), (key, EventKind::Disconnected));
+    drop(ctl);
+    assert!(common::remora_fifo_dirs().is_empty());
 }
 
 /// Shared-memory and FIFO children in one set, with their exits (segments

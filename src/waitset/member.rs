@@ -9,14 +9,13 @@
 //! end's own `try_recv` / `try_send` then sorts out, and never anything
 //! else: the probe only compares the loaded values.
 
-use std::os::fd::{AsFd, OwnedFd};
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::sync::Arc;
 
 use crate::attachment::Attachment;
 use crate::channel::{RecvEnd, SendEnd};
 use crate::layout::RingControl;
 use crate::sync::Ordering;
-use crate::sys::fd;
 use crate::transport::fifo::FifoWatch;
 use crate::transport::shm::ShmWatch;
 use crate::{RawReceiver, RawSender, Receiver, Sender};
@@ -85,18 +84,18 @@ impl Member {
     /// The descriptors to sleep on (readable = something to look at). A
     /// FIFO member reported and not received from since is not watched:
     /// its pipe stays readable, and polling it would spin.
-    pub(super) fn fds(&self) -> [Option<std::os::fd::BorrowedFd<'_>>; 2] {
+    pub(super) fn fds(&self) -> [Option<RawFd>; 2] {
         if self.done {
             return [None, None];
         }
         match &self.probe {
-            Probe::Exit(fd) => [Some(fd.as_fd()), None],
+            Probe::Exit(fd) => [Some(fd.as_raw_fd()), None],
             Probe::Fifo(w) => {
                 // Relaxed: see `FifoState`.
                 let moves = w.state.moves.load(Ordering::Relaxed);
                 let ignored = self.last.is_some_and(|(_, m)| m == moves);
-                let pipe = (!ignored).then(|| w.fd.as_fd());
-                [pipe, w.peer_fd.as_ref().map(|p| p.as_fd())]
+                let pipe = if ignored { None } else { w.raw_fd() };
+                [pipe, w.peer_fd.as_ref().map(AsRawFd::as_raw_fd)]
             }
             _ => [None, None],
         }
@@ -187,15 +186,17 @@ impl Member {
                     return Some(EventKind::Disconnected);
                 }
                 let moves = state.moves.load(Ordering::Relaxed);
-                let pending = w.pending();
+                let Some(pending) = w.pending() else {
+                    // The receiver closed (failed or dropped).
+                    self.done = true;
+                    return Some(EventKind::Disconnected);
+                };
                 if pending > 0 {
                     fresh(&mut self.last, pending as u64, moves).then_some(EventKind::Readable)
-                } else if w.peer_gone(thorough)
-                    || (thorough && fd::revents(w.fd.as_fd(), libc::POLLIN) & libc::POLLHUP != 0)
-                {
+                } else if w.peer_gone(thorough) || (thorough && w.hung_up()) {
                     // No writer left (or the child is dead): whatever it
                     // wrote is in the pipe now.
-                    if w.pending() > 0 {
+                    if w.pending().is_some_and(|p| p > 0) {
                         None // reported as Readable by the next scan
                     } else {
                         self.done = true;

@@ -27,7 +27,7 @@
 //! sleeps in slices of at most 5 ms on one word and re-scans its members,
 //! which bounds its latency (5 ms) and costs up to 200 scans a second.
 
-use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
@@ -122,10 +122,10 @@ impl Sleeper {
     /// Sleeps until a bell or a liveness word moves, a descriptor is ready,
     /// or `until`. The caller armed its members and re-checked them after a
     /// `SeqCst` fence since [`Sleeper::tickets`].
-    pub(super) fn sleep<'a>(
+    pub(super) fn sleep(
         &mut self,
         segs: &[Seg],
-        fds: impl Iterator<Item = BorrowedFd<'a>>,
+        fds: impl Iterator<Item = RawFd>,
         until: MonoTime,
     ) -> Slept {
         let mut slept = Slept::default();
@@ -147,7 +147,7 @@ impl Sleeper {
         }
         self.pollfds.clear();
         self.pollfds.extend(fds.map(|fd| libc::pollfd {
-            fd: fd.as_raw_fd(),
+            fd,
             events: libc::POLLIN,
             revents: 0,
         }));

@@ -10,9 +10,9 @@
 //! taken if it is already there (then a `ChannelError::TypeMismatch`, as
 //! with shared memory), else at the first receive.
 
-use std::os::fd::{AsFd, OwnedFd};
-use std::sync::Arc;
+use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 
 use super::link::{FifoLink, Outcome, Pipe, Waiter};
 use super::wire::{self, AlignedBuf, HEADER, HELLO, HELLO_FRAME, HELLO_LEN, MSG};
@@ -48,6 +48,11 @@ pub(crate) struct FifoState {
     pub(crate) finished: AtomicBool,
     /// The peer's HELLO is not consumed yet (it is no message).
     hello: AtomicBool,
+    /// The wait sets' duplicate of the read end (made by the first
+    /// `watch`). The receiver closes it when it fails for good or drops,
+    /// so a set never keeps the pipe open behind its back (the peer's
+    /// sends must see `Disconnected` then, not fill the pipe).
+    fd: Mutex<Option<OwnedFd>>,
 }
 
 /// A wait set's probe of a FIFO receiver: its own duplicates of the read
@@ -56,7 +61,6 @@ pub(crate) struct FifoState {
 #[cfg_attr(loom, allow(dead_code))]
 #[derive(Debug)]
 pub(crate) struct FifoWatch {
-    pub(crate) fd: OwnedFd,
     pub(crate) peer_fd: Option<OwnedFd>,
     pub(crate) state: Arc<FifoState>,
     link: Arc<FifoLink>,
@@ -65,9 +69,11 @@ pub(crate) struct FifoWatch {
 #[cfg_attr(loom, allow(dead_code))]
 impl FifoWatch {
     /// Message bytes waiting, in the pipe (`FIONREAD`) or the receiver's
-    /// buffer, less an unread HELLO.
-    pub(crate) fn pending(&self) -> usize {
+    /// buffer, less an unread HELLO; `None` once the receiver closed.
+    pub(crate) fn pending(&self) -> Option<usize> {
         let state = &self.state;
+        let fd = state.fd.lock().unwrap_or_else(|p| p.into_inner());
+        let queued = fd::queued(fd.as_ref()?.as_fd());
         // Relaxed: see `FifoState`.
         let buffered = state.buffered.load(Ordering::Relaxed);
         let hello = if state.hello.load(Ordering::Relaxed) {
@@ -75,7 +81,24 @@ impl FifoWatch {
         } else {
             0
         };
-        (fd::queued(self.fd.as_fd()) + buffered).saturating_sub(hello)
+        Some((queued + buffered).saturating_sub(hello))
+    }
+
+    /// Whether no writer is left on the pipe (`POLLHUP`); true once the
+    /// receiver closed.
+    pub(crate) fn hung_up(&self) -> bool {
+        let fd = self.state.fd.lock().unwrap_or_else(|p| p.into_inner());
+        fd.as_ref()
+            .is_none_or(|fd| fd::revents(fd.as_fd(), libc::POLLIN) & libc::POLLHUP != 0)
+    }
+
+    /// The read end's number, to poll. The receiver may close it meanwhile
+    /// (a poll already asleep keeps watching the old pipe; a number reused
+    /// in between only makes that poll return early): the caller
+    /// re-checks with [`FifoWatch::pending`] after the poll.
+    pub(crate) fn raw_fd(&self) -> Option<RawFd> {
+        let fd = self.state.fd.lock().unwrap_or_else(|p| p.into_inner());
+        fd.as_ref().map(AsRawFd::as_raw_fd)
     }
 
     /// Whether the peer is known dead, or found dead by the rate-limited
@@ -138,8 +161,13 @@ impl FifoReceiver {
             return Ok(None);
         };
         self.publish();
+        {
+            let mut dup = self.state.fd.lock().unwrap_or_else(|p| p.into_inner());
+            if dup.is_none() {
+                *dup = Some(fd.try_clone_to_owned()?);
+            }
+        }
         Ok(Some(FifoWatch {
-            fd: fd.try_clone_to_owned()?,
             peer_fd: match self.pipe.link.peer_fd() {
                 Some(p) => Some(p.try_clone_to_owned()?),
                 None => None,
@@ -431,9 +459,21 @@ impl FifoReceiver {
     /// closes now so a peer's writes get `Disconnected`.
     fn poison(&mut self, error: RecvError) -> RecvError {
         self.fault = Some(error);
-        self.pipe.close();
         self.publish();
+        self.close_watch();
+        self.pipe.close();
         error
+    }
+
+    /// Closes the wait sets' duplicate of the read end (see `FifoState`).
+    fn close_watch(&self) {
+        drop(
+            self.state
+                .fd
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .take(),
+        );
     }
 }
 
@@ -441,5 +481,6 @@ impl Drop for FifoReceiver {
     fn drop(&mut self) {
         // Relaxed: see `FifoState`.
         self.state.finished.store(true, Ordering::Relaxed);
+        self.close_watch();
     }
 }
