@@ -12,6 +12,8 @@
 use std::os::fd::OwnedFd;
 use std::sync::Mutex;
 
+use crate::doorbell::AggregateBell;
+use crate::layout::{CREATOR_BELL, OPENER_BELL, OPENER_WORD};
 use crate::peer::{Peer, PeerWatch};
 use crate::sys::futex;
 use crate::sys::mapping::Mapping;
@@ -126,6 +128,36 @@ impl Attachment {
     /// Starts watching the peer process (first call wins).
     pub(crate) fn watch(&self, watch: PeerWatch) {
         self.peer.watch(watch);
+    }
+
+    /// The aggregate bell the peer's wait sets sleep on: what this side's
+    /// notifiers bump (see `doorbell::AggregateBell`).
+    #[inline]
+    pub(crate) fn peer_bell(&self) -> &AggregateBell {
+        self.bell(if self.peer_word == OPENER_WORD {
+            OPENER_BELL
+        } else {
+            CREATOR_BELL
+        })
+    }
+
+    /// The aggregate bell this side's wait sets sleep on.
+    #[cfg_attr(loom, allow(dead_code))]
+    #[inline]
+    pub(crate) fn own_bell(&self) -> &AggregateBell {
+        self.bell(if self.peer_word == OPENER_WORD {
+            CREATOR_BELL
+        } else {
+            OPENER_BELL
+        })
+    }
+
+    fn bell(&self, offset: usize) -> &AggregateBell {
+        // SAFETY: `offset` is one of the header's two aligned bells (fixed
+        // offsets, checked by `layout`), inside the live mapping; a bell is
+        // a single atomic, so a shared reference is sound although the
+        // peer writes it.
+        unsafe { &*self.mapping.base().add(offset).cast::<AggregateBell>() }
     }
 
     /// The peer's liveness word.

@@ -2,7 +2,7 @@
 //!
 //! ```text
 //! offset 0      SegmentHeader   magic, version, init word, size, creator pid,
-//!                               claim word, channel count
+//!                               claim word, channel count, aggregate bells
 //!        64     ChannelDescriptor × MAX_CHANNELS   name, two ring descriptors
 //!        page   ring block      RingControl (640 B) + data (capacity bytes)
 //!        page   ring block      ... one per channel direction
@@ -16,7 +16,7 @@
 
 use crossbeam_utils::CachePadded;
 
-use crate::doorbell::Doorbell;
+use crate::doorbell::{AggregateBell, Doorbell};
 use crate::sync::{AtomicU32, AtomicU64};
 
 /// "REMORA" + layout generation, little-endian: the first 8 bytes of a segment.
@@ -36,6 +36,10 @@ pub(crate) const PAGE: usize = 4096;
 pub(crate) const CREATOR_WORD: usize = std::mem::offset_of!(SegmentHeader, creator_alive);
 /// Offset of [`SegmentHeader::opener_alive`].
 pub(crate) const OPENER_WORD: usize = std::mem::offset_of!(SegmentHeader, opener_alive);
+/// Offset of [`SegmentHeader::creator_bell`].
+pub(crate) const CREATOR_BELL: usize = std::mem::offset_of!(SegmentHeader, creator_bell);
+/// Offset of [`SegmentHeader::opener_bell`].
+pub(crate) const OPENER_BELL: usize = std::mem::offset_of!(SegmentHeader, opener_bell);
 
 /// The fixed header at offset 0.
 #[repr(C)]
@@ -59,7 +63,14 @@ pub(crate) struct SegmentHeader {
     /// The opener's liveness word, and the claim: 0 until one opener
     /// compare-exchanges its sentinel's TID in; a second opener is refused.
     pub(crate) opener_alive: std::sync::atomic::AtomicU32,
-    pub(crate) _reserved: [u32; 5],
+    pub(crate) _pad2: u32,
+    /// "Something arrived for the creator": bumped (and woken) by the
+    /// opener's notifiers when a `WaitSet` of the creator is armed on one
+    /// of the rings it notifies (see `doorbell::AggregateBell`).
+    pub(crate) creator_bell: AggregateBell,
+    /// The same for the opener, bumped by the creator's notifiers.
+    pub(crate) opener_bell: AggregateBell,
+    pub(crate) _reserved: [u32; 2],
     /// The channel directory.
     pub(crate) channels: [ChannelDescriptor; MAX_CHANNELS],
 }
@@ -136,6 +147,10 @@ mod checks {
     // page) must not overlap.
     const_assert_eq!(offset_of!(SegmentHeader, creator_alive), 32);
     const_assert_eq!(offset_of!(SegmentHeader, opener_alive), 40);
+    // The aggregate bells (wait sets): one futex word per side.
+    const_assert_eq!(offset_of!(SegmentHeader, creator_bell), 48);
+    const_assert_eq!(offset_of!(SegmentHeader, opener_bell), 52);
+    const_assert_eq!(size_of::<AggregateBell>(), 4);
     const_assert_eq!(offset_of!(SegmentHeader, channels), 64);
     const_assert_eq!(size_of::<ChannelDescriptor>(), 128);
     const_assert_eq!(offset_of!(ChannelDescriptor, rings), 56);

@@ -83,6 +83,8 @@ mod sync;
 mod sys;
 mod transport;
 mod wait;
+#[cfg(not(loom))]
+mod waitset;
 
 pub use call::{
     CallError, Client, DEFAULT_IN_FLIGHT, Incoming, Replies, Reply, ReplyError, ReplyHandle,
@@ -102,6 +104,8 @@ pub use segment::Segment;
 pub use spawn::{CHANNEL_ENV, Child, Connection, Spawner, connect, set_parent_death_signal};
 pub use transport::{TRANSPORT_ENV, Transport};
 pub use wait::WaitStrategy;
+#[cfg(not(loom))]
+pub use waitset::{Event, EventKind, Key, ProbeOf, WaitError, WaitSet, WatchError, Watchable};
 
 #[cfg(all(test, loom))]
 mod loom_tests;

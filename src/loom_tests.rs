@@ -17,6 +17,7 @@ use std::sync::Arc;
 
 use loom::thread;
 
+use crate::doorbell::AggregateBell;
 use crate::layout::RingControl;
 use crate::ring::{Consumer, Producer, RingRegion};
 use crate::sync::{AtomicU64, DataCell};
@@ -34,6 +35,8 @@ struct Shared {
     cells: [DataCell; 4],
     /// The stamp word of each granule, as loom atomics (fresh memory: 0).
     stamps: [AtomicU64; 4],
+    /// The waiting side's aggregate bell (wait sets).
+    bell: AggregateBell,
 }
 
 // SAFETY: the ring protocol under test governs all access to `data`.
@@ -48,6 +51,7 @@ impl Shared {
             data: std::cell::UnsafeCell::new([0; 4]),
             cells: std::array::from_fn(|_| DataCell::new(())),
             stamps: std::array::from_fn(|_| AtomicU64::new(0)),
+            bell: AggregateBell::default(),
         })
     }
 
@@ -152,7 +156,7 @@ fn loom_doorbell_no_lost_wakeup() {
             // SAFETY: the only producer.
             let mut p = unsafe { Producer::new(s2.region()).unwrap() };
             assert!(push(&mut p, &[9]));
-            s2.ctrl.data_bell.ring();
+            s2.ctrl.data_bell.ring_with(|| &s2.bell);
         });
         // SAFETY: the only consumer.
         let mut c = unsafe { Consumer::new(shared.region()).unwrap() };
@@ -184,7 +188,7 @@ fn loom_space_doorbell_no_lost_wakeup() {
             // SAFETY: the only consumer.
             let mut c = unsafe { Consumer::new(s2.region()).unwrap() };
             assert_eq!(pop(&mut c), Some(vec![1; 16]));
-            s2.ctrl.space_bell.ring();
+            s2.ctrl.space_bell.ring_with(|| &s2.bell);
         });
         let waited = wait::wait(
             WaitStrategy::Block,
@@ -196,5 +200,52 @@ fn loom_space_doorbell_no_lost_wakeup() {
         assert_eq!(waited, Waited::Ready);
         assert!(push(&mut p, &[3; 16]));
         consumer.join().unwrap();
+    });
+}
+
+/// A wait set asleep on two rings' doorbells through one aggregate bell is
+/// always woken by a producer that publishes into either ring, while a
+/// direct waiter's bit on the same doorbell stays intact: the protocol of
+/// `WaitSet::block` (tickets, `arm` every member, one fence, re-check,
+/// sleep on the aggregate, `disarm`) against `Doorbell::ring_with`.
+#[test]
+fn loom_waitset_no_lost_wakeup() {
+    model(|| {
+        let a = Shared::new();
+        let b = Shared::new();
+        let b2 = Arc::clone(&b);
+        let a2 = Arc::clone(&a);
+        let producer = thread::spawn(move || {
+            // SAFETY: the only producer of ring b.
+            let mut p = unsafe { Producer::new(b2.region()).unwrap() };
+            assert!(push(&mut p, &[5]));
+            // Ring b's consumer is this model's set; its side's aggregate
+            // bell is `a2.bell` (one bell per side, shared by both rings).
+            b2.ctrl.data_bell.ring_with(|| &a2.bell);
+        });
+        // SAFETY: the only consumers.
+        let mut ca = unsafe { Consumer::new(a.region()).unwrap() };
+        // SAFETY: as above.
+        let mut cb = unsafe { Consumer::new(b.region()).unwrap() };
+        loop {
+            if ca.has_data() || cb.has_data() {
+                break;
+            }
+            let ticket = a.bell.ticket();
+            a.ctrl.data_bell.arm();
+            b.ctrl.data_bell.arm();
+            crate::sync::fence(crate::sync::Ordering::SeqCst);
+            let ready = ca.has_data() || cb.has_data();
+            if !ready {
+                a.bell.sleep(ticket);
+            }
+            a.ctrl.data_bell.disarm();
+            b.ctrl.data_bell.disarm();
+            if ready {
+                break;
+            }
+        }
+        assert_eq!(pop(&mut cb), Some(vec![5]));
+        producer.join().unwrap();
     });
 }

@@ -26,6 +26,7 @@
 
 mod baselines;
 mod calls;
+mod waitset;
 
 use std::time::{Duration, Instant};
 
@@ -166,6 +167,9 @@ fn main() {
     if calls::is_child() {
         return calls::child();
     }
+    if let Ok(role) = std::env::var(waitset::ROLE) {
+        return waitset::child(&role);
+    }
     if std::env::var_os(ROLE_ENV).is_some() {
         return child();
     }
@@ -287,6 +291,9 @@ fn main() {
     }
     if want("calls") {
         calls::rows(&args);
+    }
+    if want("waitset") {
+        waitset::rows(args.scale, args.pin); // opt-in: --rows waitset
     }
 }
 

@@ -136,6 +136,12 @@ impl RawReceiver {
         rx
     }
 
+    /// The transport end, for a wait set's probe.
+    #[cfg_attr(loom, allow(dead_code))]
+    pub(crate) fn end(&self) -> &RecvEnd {
+        &self.end
+    }
+
     /// Switches modes; allocates or frees the copy buffer.
     fn set_mode(&mut self, mode: ReceiveMode) {
         self.mode = mode;

@@ -47,6 +47,12 @@ impl RawSender {
         RawSender { end, strategy }
     }
 
+    /// The transport end, for a wait set's probe.
+    #[cfg_attr(loom, allow(dead_code))]
+    pub(crate) fn end(&self) -> &SendEnd {
+        &self.end
+    }
+
     /// Sets how blocking sends wait for space (default
     /// [`WaitStrategy::Adaptive`]).
     ///

@@ -68,6 +68,12 @@ impl<T: Decode> Receiver<T> {
         }
     }
 
+    /// The raw end, for a wait set's probe.
+    #[cfg_attr(loom, allow(dead_code))]
+    pub(crate) fn raw(&self) -> &RawReceiver {
+        &self.raw
+    }
+
     /// Sets how blocking receives wait for data (default
     /// [`WaitStrategy::Adaptive`]).
     ///

@@ -58,6 +58,12 @@ impl<T: Encode> Sender<T> {
         }
     }
 
+    /// The raw end, for a wait set's probe.
+    #[cfg_attr(loom, allow(dead_code))]
+    pub(crate) fn raw(&self) -> &RawSender {
+        &self.raw
+    }
+
     /// Replaces the rkyv scratch area with one of `bytes` bytes (default
     /// [`DEFAULT_SCRATCH`]). Types with large nested collections may need
     /// more; a too-small area shows up as [`SendError::Encode`].

@@ -528,11 +528,11 @@ impl Segment {
         if dir == self.side.outgoing() {
             // Release: as a dropped sender's close.
             ctrl.ends.producer_closed.store(1, Ordering::Release);
-            ctrl.data_bell.ring();
+            ctrl.data_bell.ring_with(|| self.link.peer_bell());
         } else {
             // Release: as a dropped receiver's close.
             ctrl.ends.consumer_closed.store(1, Ordering::Release);
-            ctrl.space_bell.ring();
+            ctrl.space_bell.ring_with(|| self.link.peer_bell());
         }
     }
 

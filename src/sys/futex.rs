@@ -44,20 +44,38 @@ pub(crate) fn wait(word: &AtomicU32, expected: u32, deadline: MonoTime) {
     }
 }
 
-/// `struct futex_waitv` of the kernel ABI.
+/// `struct futex_waitv` of the kernel ABI: one word to sleep on and the
+/// value it must hold.
 #[repr(C)]
-struct FutexWaitv {
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct FutexWaitv {
     val: u64,
     uaddr: u64,
     flags: u32,
     reserved: u32,
 }
 
+impl FutexWaitv {
+    /// An entry for `word`, expecting `val`. Holding an entry does not keep
+    /// the word alive: [`wait_many`]'s caller must.
+    pub(crate) fn new(word: &AtomicU32, val: u32) -> FutexWaitv {
+        FutexWaitv {
+            val: u64::from(val),
+            uaddr: word.as_ptr() as u64,
+            flags: FUTEX2_SIZE_U32,
+            reserved: 0,
+        }
+    }
+}
+
 /// `FUTEX2_SIZE_U32`: a 32-bit word, shared (no `FUTEX2_PRIVATE`).
 const FUTEX2_SIZE_U32: u32 = 0x02;
 
+/// Most words one `futex_waitv` call takes (`FUTEX_WAITV_MAX`).
+pub(crate) const WAITV_MAX: usize = 128;
+
 /// Whether `futex_waitv` is missing (kernel < 5.16) or refused (seccomp):
-/// learned on first use, then [`wait_two`] reports it at once.
+/// learned on first use, then [`wait_many`] reports it at once.
 static WAITV_UNSUPPORTED: AtomicBool = AtomicBool::new(false);
 
 /// `futex_waitv` is missing (kernel < 5.16) or refused (seccomp).
@@ -75,21 +93,36 @@ pub(crate) fn wait_two(
     eb: u32,
     deadline: MonoTime,
 ) -> Result<(), WaitvUnsupported> {
+    let waiters = [FutexWaitv::new(a, ea), FutexWaitv::new(b, eb)];
+    // SAFETY: both words are borrowed for the duration of the call.
+    unsafe { wait_many(&waiters, deadline) }
+}
+
+/// Sleeps while every entry's word holds its value, until one is woken or
+/// changes, or until `deadline` (`futex_waitv(2)`); at most [`WAITV_MAX`]
+/// entries (more is reported as a spurious return, not slept). The caller
+/// re-checks whatever ended the sleep; `Err`: see [`wait_two`].
+///
+/// # Safety
+///
+/// Every entry's word must stay mapped (in this process) for the duration
+/// of the call.
+pub(crate) unsafe fn wait_many(
+    waiters: &[FutexWaitv],
+    deadline: MonoTime,
+) -> Result<(), WaitvUnsupported> {
     if WAITV_UNSUPPORTED.load(Ordering::Relaxed) {
         return Err(WaitvUnsupported);
     }
-    let entry = |word: &AtomicU32, val: u32| FutexWaitv {
-        val: u64::from(val),
-        uaddr: word.as_ptr() as u64,
-        flags: FUTEX2_SIZE_U32,
-        reserved: 0,
-    };
-    let waiters = [entry(a, ea), entry(b, eb)];
+    if waiters.is_empty() || waiters.len() > WAITV_MAX {
+        return Ok(());
+    }
     let ts = deadline.to_timespec();
     loop {
-        // SAFETY: `waiters` is an array of two valid futex_waitv entries whose
-        // words are live, aligned u32s for the duration of the call; `ts`
-        // outlives it; flags 0 and an absolute CLOCK_MONOTONIC timeout.
+        // SAFETY: `waiters` holds valid futex_waitv entries whose words are
+        // live, aligned u32s for the duration of the call (the caller's
+        // contract); `ts` outlives it; flags 0 and an absolute
+        // CLOCK_MONOTONIC timeout.
         let ret = unsafe {
             libc::syscall(
                 libc::SYS_futex_waitv,
@@ -115,6 +148,18 @@ pub(crate) fn wait_two(
             _ => return Ok(()),
         }
     }
+}
+
+/// [`wait`] on one entry's word, expecting its value.
+///
+/// # Safety
+///
+/// The entry's word must stay mapped for the duration of the call.
+pub(crate) unsafe fn wait_entry(entry: &FutexWaitv, deadline: MonoTime) {
+    // SAFETY: the caller keeps the word mapped; `FutexWaitv::new` took the
+    // address from an `&AtomicU32`, so it is aligned.
+    let word = unsafe { &*(entry.uaddr as usize as *const AtomicU32) };
+    wait(word, entry.val as u32, deadline);
 }
 
 /// Wakes every waiter sleeping on `word`.

@@ -38,6 +38,17 @@ const _: () = assert!(REFILL_PATIENCE.as_nanos() < wait::ADAPTIVE_SPIN.as_nanos(
 /// avoids.
 const REFILL_POLLS_PER_HEAD_READ: u32 = 16;
 
+/// What a wait set watches of one shared-memory end: the ring's control
+/// block, kept mapped by the attachment (see `waitset`).
+#[cfg_attr(loom, allow(dead_code))]
+#[derive(Debug, Clone)]
+pub(crate) struct ShmWatch {
+    pub(crate) link: Arc<Attachment>,
+    /// Valid (and only atomics) for as long as `link` lives.
+    pub(crate) ctrl: std::ptr::NonNull<crate::layout::RingControl>,
+    pub(crate) capacity: u64,
+}
+
 /// The producing end of one ring.
 #[derive(Debug)]
 pub(crate) struct ShmSender {
@@ -68,6 +79,17 @@ impl ShmSender {
 
     pub(crate) fn max_message(&self) -> usize {
         self.producer.region().max_payload()
+    }
+
+    /// What a wait set watches of this end (room to send).
+    #[cfg_attr(loom, allow(dead_code))]
+    pub(crate) fn watch(&self) -> ShmWatch {
+        let region = self.producer.region();
+        ShmWatch {
+            link: Arc::clone(&self.link),
+            ctrl: std::ptr::NonNull::from(region.ctrl()),
+            capacity: region.capacity(),
+        }
     }
 
     /// Ring capacity in bytes.
@@ -150,7 +172,7 @@ impl ShmSender {
                 Ok(grant) => match write(grant.payload, grant.len) {
                     Ok(len) => {
                         self.producer.commit(grant, len);
-                        ctrl.data_bell.ring();
+                        ctrl.data_bell.ring_with(|| self.link.peer_bell());
                         return Ok(());
                     }
                     Err(EncodeError::Overflow { needed }) if needed > max => {
@@ -240,7 +262,7 @@ impl Drop for ShmSender {
         // Release: every commit before this is visible to a receiver that
         // Acquire-loads the flag, so it can drain before disconnecting.
         ctrl.ends.producer_closed.store(1, Ordering::Release);
-        ctrl.data_bell.ring();
+        ctrl.data_bell.ring_with(|| self.link.peer_bell());
     }
 }
 
@@ -258,6 +280,17 @@ impl ShmReceiver {
 
     pub(crate) fn max_message(&self) -> usize {
         self.consumer.region().max_payload()
+    }
+
+    /// What a wait set watches of this end (data to receive).
+    #[cfg_attr(loom, allow(dead_code))]
+    pub(crate) fn watch(&self) -> ShmWatch {
+        let region = self.consumer.region();
+        ShmWatch {
+            link: Arc::clone(&self.link),
+            ctrl: std::ptr::NonNull::from(region.ctrl()),
+            capacity: region.capacity(),
+        }
     }
 
     /// Ring capacity in bytes.
@@ -342,7 +375,7 @@ impl ShmReceiver {
         let ctrl = self.consumer.region().ctrl();
         // Release: as in `drop`.
         ctrl.ends.consumer_closed.store(1, Ordering::Release);
-        ctrl.space_bell.ring();
+        ctrl.space_bell.ring_with(|| self.link.peer_bell());
         RecvError::Corrupted(fault)
     }
 
@@ -353,7 +386,8 @@ impl ShmReceiver {
         // always a ring frame; anything else is ignored rather than trusted.
         if let ReleaseToken::Ring(frame) = frame.token {
             self.consumer.release(frame);
-            self.consumer.region().ctrl().space_bell.ring();
+            let link = &self.link;
+            (self.consumer.region().ctrl().space_bell).ring_with(|| link.peer_bell());
         } else {
             debug_assert!(false, "a non-ring frame released to a ring");
         }
@@ -365,6 +399,6 @@ impl Drop for ShmReceiver {
         let ctrl = self.consumer.region().ctrl();
         // Release: orders our last head store before the close flag.
         ctrl.ends.consumer_closed.store(1, Ordering::Release);
-        ctrl.space_bell.ring();
+        ctrl.space_bell.ring_with(|| self.link.peer_bell());
     }
 }

@@ -16,5 +16,7 @@ mod set;
 mod wire;
 
 pub(crate) use receiver::FifoReceiver;
+#[cfg(not(loom))]
+pub(crate) use receiver::FifoWatch;
 pub(crate) use sender::FifoSender;
 pub(crate) use set::FifoSet;

@@ -10,7 +10,11 @@
 //! taken if it is already there (then a `ChannelError::TypeMismatch`, as
 //! with shared memory), else at the first receive.
 
-use super::link::{FifoEnd, Outcome, Waiter};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+
+use super::link::{FifoLink, Outcome, FifoEnd, Waiter};
 use super::wire::{self, AlignedBuf, HEADER, HELLO, HELLO_FRAME, HELLO_LEN, MSG};
 use crate::codec::ANY_FINGERPRINT;
 use crate::error::{RecvError, StreamFault};
@@ -27,6 +31,81 @@ pub(super) struct Expect {
     pub(super) out_fp: u64,
     /// The direction we receive on.
     pub(super) direction: Direction,
+}
+
+/// What a wait set sees of a FIFO receiver (`waitset`): published by the
+/// receiver whenever it reads from the pipe, releases a frame or fails.
+/// Single writer (the receiver); Relaxed throughout: the set only decides
+/// whether to report, and the receiver's own `try_recv` decides the rest.
+#[derive(Debug, Default)]
+pub(crate) struct FifoState {
+    /// Bytes read from the pipe and not yet released.
+    pub(crate) buffered: AtomicUsize,
+    /// Changes whenever the receiver read or released something.
+    pub(crate) moves: AtomicU64,
+    /// Nothing more will come: poisoned, dropped, or end of stream with
+    /// nothing buffered.
+    pub(crate) finished: AtomicBool,
+    /// The peer's HELLO is not consumed yet (it is no message).
+    hello: AtomicBool,
+    /// The wait sets' duplicate of the read end (made by the first
+    /// `watch`). The receiver closes it when it fails for good or drops,
+    /// so a set never keeps the pipe open behind its back (the peer's
+    /// sends must see `Disconnected` then, not fill the pipe).
+    fd: Mutex<Option<OwnedFd>>,
+}
+
+/// A wait set's probe of a FIFO receiver: its own duplicates of the read
+/// end and of the child's pidfd (parent side), the receiver's published
+/// state, and the peer watch.
+#[cfg_attr(loom, allow(dead_code))]
+#[derive(Debug)]
+pub(crate) struct FifoWatch {
+    pub(crate) peer_fd: Option<OwnedFd>,
+    pub(crate) state: Arc<FifoState>,
+    link: Arc<FifoLink>,
+}
+
+#[cfg_attr(loom, allow(dead_code))]
+impl FifoWatch {
+    /// Message bytes waiting, in the pipe (`FIONREAD`) or the receiver's
+    /// buffer, less an unread HELLO; `None` once the receiver closed.
+    pub(crate) fn pending(&self) -> Option<usize> {
+        let state = &self.state;
+        let fd = state.fd.lock().unwrap_or_else(|p| p.into_inner());
+        let queued = fd::queued(fd.as_ref()?.as_fd());
+        // Relaxed: see `FifoState`.
+        let buffered = state.buffered.load(Ordering::Relaxed);
+        let hello = if state.hello.load(Ordering::Relaxed) {
+            HELLO_FRAME
+        } else {
+            0
+        };
+        Some((queued + buffered).saturating_sub(hello))
+    }
+
+    /// Whether no writer is left on the pipe (`POLLHUP`); true once the
+    /// receiver closed.
+    pub(crate) fn hung_up(&self) -> bool {
+        let fd = self.state.fd.lock().unwrap_or_else(|p| p.into_inner());
+        fd.as_ref()
+            .is_none_or(|fd| fd::revents(fd.as_fd(), libc::POLLIN) & libc::POLLHUP != 0)
+    }
+
+    /// The read end's number, to poll. The receiver may close it meanwhile
+    /// (a poll already asleep keeps watching the old pipe; a number reused
+    /// in between only makes that poll return early): the caller
+    /// re-checks with [`FifoWatch::pending`] after the poll.
+    pub(crate) fn raw_fd(&self) -> Option<RawFd> {
+        let fd = self.state.fd.lock().unwrap_or_else(|p| p.into_inner());
+        fd.as_ref().map(AsRawFd::as_raw_fd)
+    }
+
+    /// Whether the peer is known dead, or found dead by the rate-limited
+    /// slow check when `thorough`.
+    pub(crate) fn peer_gone(&self, thorough: bool) -> bool {
+        self.link.peer_known_dead() || (thorough && self.link.poll_peer_gone())
+    }
 }
 
 /// The receiving end of one FIFO.
@@ -50,6 +129,8 @@ pub(crate) struct FifoReceiver {
     drained: bool,
     /// Poisoned: returned by every later call.
     fault: Option<RecvError>,
+    /// Published for wait sets.
+    state: Arc<FifoState>,
 }
 
 impl FifoReceiver {
@@ -69,7 +150,46 @@ impl FifoReceiver {
             eof: false,
             drained: false,
             fault: None,
+            state: Arc::default(),
         }
+    }
+
+    /// What a wait set watches of this end; `None` once closed.
+    #[cfg_attr(loom, allow(dead_code))]
+    pub(crate) fn watch(&self) -> std::io::Result<Option<FifoWatch>> {
+        let Some(fd) = self.pipe.fd() else {
+            return Ok(None);
+        };
+        self.publish();
+        {
+            let mut dup = self.state.fd.lock().unwrap_or_else(|p| p.into_inner());
+            if dup.is_none() {
+                *dup = Some(fd.try_clone_to_owned()?);
+            }
+        }
+        Ok(Some(FifoWatch {
+            peer_fd: match self.pipe.link.peer_fd() {
+                Some(p) => Some(p.try_clone_to_owned()?),
+                None => None,
+            },
+            state: Arc::clone(&self.state),
+            link: Arc::clone(&self.pipe.link),
+        }))
+    }
+
+    /// Publishes the buffer's state for wait sets (see [`FifoState`]).
+    #[inline]
+    fn publish(&self) {
+        let state = &self.state;
+        // Relaxed: see `FifoState`.
+        state
+            .buffered
+            .store(self.end - self.start, Ordering::Relaxed);
+        let moves = state.moves.load(Ordering::Relaxed);
+        state.moves.store(moves.wrapping_add(1), Ordering::Relaxed);
+        let finished = self.fault.is_some() || (self.eof && self.end == self.start);
+        state.finished.store(finished, Ordering::Relaxed);
+        state.hello.store(self.expect.is_some(), Ordering::Relaxed);
     }
 
     pub(crate) fn max_message(&self) -> usize {
@@ -190,6 +310,7 @@ impl FifoReceiver {
                     peer_gone = true;
                     continue; // drains, then reports Disconnected
                 }
+                self.publish(); // a wait set watches the pipe again
                 return Err(RecvError::Empty);
             };
             match (waiter.get_or_insert_with(|| Waiter::new(strategy, at)))
@@ -197,6 +318,7 @@ impl FifoReceiver {
             {
                 Outcome::Retry => {}
                 Outcome::TimedOut if !self.pipe.link.poll_peer_gone() => {
+                    self.publish();
                     return Err(RecvError::Timeout);
                 }
                 Outcome::TimedOut | Outcome::PeerGone => peer_gone = true,
@@ -211,6 +333,7 @@ impl FifoReceiver {
             debug_assert!(end > self.start && end <= self.end);
             self.pos += (end - self.start) as u64;
             self.start = end;
+            self.publish();
         } else {
             debug_assert!(false, "a ring frame released to a FIFO");
         }
@@ -300,6 +423,7 @@ impl FifoReceiver {
                 Ok(n) => {
                     self.end += n;
                     self.drained = self.end < to;
+                    self.publish();
                     return true;
                 }
                 Err(e) if e.raw_os_error() == Some(libc::EINTR) => {}
@@ -309,6 +433,7 @@ impl FifoReceiver {
             }
         }
         self.eof = true;
+        self.publish();
         false
     }
 
@@ -334,7 +459,28 @@ impl FifoReceiver {
     /// closes now so a peer's writes get `Disconnected`.
     fn poison(&mut self, error: RecvError) -> RecvError {
         self.fault = Some(error);
+        self.publish();
+        self.close_watch();
         self.pipe.close();
         error
+    }
+
+    /// Closes the wait sets' duplicate of the read end (see `FifoState`).
+    fn close_watch(&self) {
+        drop(
+            self.state
+                .fd
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .take(),
+        );
+    }
+}
+
+impl Drop for FifoReceiver {
+    fn drop(&mut self) {
+        // Relaxed: see `FifoState`.
+        self.state.finished.store(true, Ordering::Relaxed);
+        self.close_watch();
     }
 }

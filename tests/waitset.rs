@@ -1,0 +1,420 @@
+//! `WaitSet` in one process: both ends of every channel are here (segments
+//! created and opened in-process), the events are made by other threads.
+//! Cross-process cases (wake-ups from a child, a child's death and exit)
+//! are in `waitset_children.rs`.
+
+mod common;
+
+use std::collections::HashSet;
+use std::sync::{Mutex, MutexGuard};
+use std::thread;
+use std::time::Duration;
+
+use common::Watchdog;
+use remora::{
+    ChannelConfig, EventKind, RawReceiver, RawSender, RecvError, Segment, WaitError, WaitSet,
+    WaitStrategy,
+};
+
+static SERIAL: Mutex<()> = Mutex::new(());
+
+/// One case at a time: the threads of one would starve another's on 2
+/// cores and the timeouts below are generous, not tight.
+fn serial() -> MutexGuard<'static, ()> {
+    SERIAL.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// A wait for an event that is on its way: it must come well before the
+/// deadline (a set that missed its wake-up would only see the event in its
+/// final scan at the deadline).
+fn woken(set: &mut WaitSet) -> remora::Event {
+    let start = std::time::Instant::now();
+    let ev = set.wait_timeout(LONG).expect("no event");
+    assert!(
+        start.elapsed() < LONG / 2,
+        "woken only after {:?}: a lost wake-up",
+        start.elapsed()
+    );
+    ev
+}
+
+const LONG: Duration = Duration::from_secs(10);
+
+/// A segment with `n` raw channels: (creator, opener, senders on the opener
+/// side, receivers on the creator side).
+fn segment(n: usize) -> (Segment, Segment, Vec<RawSender>, Vec<RawReceiver>) {
+    let names: Vec<String> = (0..n).map(|i| format!("c{i}")).collect();
+    let configs: Vec<ChannelConfig> = names
+        .iter()
+        .map(|n| ChannelConfig::new(n).capacity(4096))
+        .collect();
+    let parent = Segment::create(&configs).unwrap();
+    let child = Segment::open(parent.name()).unwrap();
+    let mut txs = Vec::new();
+    let mut rxs = Vec::new();
+    for name in &names {
+        let (tx, _) = child.raw_channel(name).unwrap();
+        let (_, rx) = parent.raw_channel(name).unwrap();
+        txs.push(tx);
+        rxs.push(rx);
+    }
+    (parent, child, txs, rxs)
+}
+
+/// A set can move to the thread that serves it.
+#[test]
+fn wait_set_is_send() {
+    fn send<T: Send>() {}
+    send::<WaitSet>();
+}
+
+#[test]
+fn try_timeout_and_blocking_forms() {
+    let _s = serial();
+    let _w = Watchdog::new("waitset forms", Duration::from_secs(60));
+    for strategy in [
+        WaitStrategy::Spin,
+        WaitStrategy::Adaptive,
+        WaitStrategy::Block,
+    ] {
+        let (_p, _c, mut txs, mut rxs) = segment(2);
+        let mut set = WaitSet::new();
+        set.set_wait_strategy(strategy);
+        let a = set.add(&rxs[0]).unwrap();
+        let b = set.add(&rxs[1]).unwrap();
+        assert_eq!(set.try_wait(), Err(WaitError::Empty));
+        assert_eq!(
+            set.wait_timeout(Duration::from_millis(20)),
+            Err(WaitError::Timeout)
+        );
+        txs[1].send(b"one").unwrap();
+        let ev = set.try_wait().unwrap();
+        assert_eq!((ev.key(), ev.kind()), (b, EventKind::Readable));
+        // Not received: not reported again until the ring moves.
+        assert_eq!(set.try_wait(), Err(WaitError::Empty));
+        assert_eq!(&*rxs[1].try_recv().unwrap(), b"one");
+        // Blocking: woken by another thread's send.
+        let mut tx = txs.remove(0);
+        let sender = thread::spawn(move || {
+            thread::sleep(Duration::from_millis(30));
+            tx.send(b"late").unwrap();
+            tx
+        });
+        let ev = woken(&mut set);
+        assert_eq!(
+            (ev.key(), ev.kind()),
+            (a, EventKind::Readable),
+            "{strategy:?}"
+        );
+        assert_eq!(&*rxs[0].try_recv().unwrap(), b"late");
+        drop(sender.join().unwrap());
+    }
+}
+
+#[test]
+fn level_reports_until_drained_then_disconnect_once() {
+    let _s = serial();
+    let _w = Watchdog::new("waitset disconnect", Duration::from_secs(60));
+    let (_p, _c, mut txs, mut rxs) = segment(2);
+    let mut set = WaitSet::new();
+    let a = set.add(&rxs[0]).unwrap();
+    let b = set.add(&rxs[1]).unwrap();
+    for i in 0..3u8 {
+        txs[0].send(&[i]).unwrap();
+    }
+    drop(txs.remove(0)); // a's sender hangs up with 3 messages committed
+    let mut got = Vec::new();
+    loop {
+        let ev = woken(&mut set);
+        assert_eq!(ev.key(), a);
+        match ev.kind() {
+            // Receive one per event: the ring moved, so it is reported again.
+            EventKind::Readable => got.push(rxs[0].try_recv().unwrap()[0]),
+            EventKind::Disconnected => break,
+            other => panic!("{other:?}"),
+        }
+    }
+    assert_eq!(got, [0, 1, 2], "every message before the disconnect");
+    assert_eq!(rxs[0].try_recv().unwrap_err(), RecvError::Disconnected);
+    // Reported once: the set keeps working for b, and never names a again.
+    assert_eq!(set.try_wait(), Err(WaitError::Empty));
+    txs[0].send(b"b").unwrap();
+    let ev = woken(&mut set);
+    assert_eq!((ev.key(), ev.kind()), (b, EventKind::Readable));
+    drop(txs);
+    let _ = rxs[1].try_recv();
+    let ev = woken(&mut set);
+    assert_eq!((ev.key(), ev.kind()), (b, EventKind::Disconnected));
+    assert_eq!(set.try_wait(), Err(WaitError::NoMembers));
+    assert_eq!(set.len(), 2);
+    assert!(set.remove(a) && set.remove(b) && set.is_empty());
+}
+
+#[test]
+fn mixed_typed_raw_senders_and_runtime_add_remove() {
+    let _s = serial();
+    let _w = Watchdog::new("waitset mixed", Duration::from_secs(60));
+    let parent = Segment::create(&[
+        ChannelConfig::new("typed").capacity(4096),
+        ChannelConfig::new("raw").capacity(4096),
+        ChannelConfig::new("room").capacity(256),
+    ])
+    .unwrap();
+    let child = Segment::open(parent.name()).unwrap();
+    let (mut ttx, _) = child.channel::<String, ()>("typed").unwrap();
+    let (_, mut trx) = parent.channel::<(), String>("typed").unwrap();
+    let (mut rtx, _) = child.raw_channel("raw").unwrap();
+    let (_, mut rrx) = parent.raw_channel("raw").unwrap();
+    let (mut room_tx, _) = parent.raw_channel("room").unwrap();
+    let (_, mut room_rx) = child.raw_channel("room").unwrap();
+    let mut set = WaitSet::new();
+    set.set_wait_strategy(WaitStrategy::Block);
+    let t = set.add(&trx).unwrap();
+    // The sender reports room once (the ring moved since: never reported).
+    let w = set.add(&room_tx).unwrap();
+    let ev = set.try_wait().unwrap();
+    assert_eq!((ev.key(), ev.kind()), (w, EventKind::Writable));
+    while room_tx.try_send(&[7; 64]).is_ok() {}
+    assert_eq!(set.try_wait(), Err(WaitError::Empty), "full: no room");
+    // Room comes back when the other side receives, from another thread.
+    let drainer = thread::spawn(move || {
+        thread::sleep(Duration::from_millis(20));
+        drop(room_rx.recv().unwrap());
+        room_rx
+    });
+    let ev = woken(&mut set);
+    assert_eq!((ev.key(), ev.kind()), (w, EventKind::Writable));
+    let _room_rx = drainer.join().unwrap();
+    assert!(set.remove(w));
+    // A raw receiver added at run time, while a typed one is in the set.
+    let r = set.add(&rrx).unwrap();
+    assert_ne!(r, w, "a key is never reused");
+    rtx.send(b"raw").unwrap();
+    ttx.send(&"typed".to_owned()).unwrap();
+    let mut seen = HashSet::new();
+    while seen.len() < 2 {
+        let ev = woken(&mut set);
+        assert_eq!(ev.kind(), EventKind::Readable);
+        if ev.key() == t {
+            assert_eq!(trx.try_recv().unwrap().as_str(), "typed");
+        } else {
+            assert_eq!(ev.key(), r);
+            assert_eq!(&*rrx.try_recv().unwrap(), b"raw");
+        }
+        seen.insert(ev.key());
+    }
+    assert!(set.remove(t));
+    assert!(!set.remove(t));
+    ttx.send(&"unwatched".to_owned()).unwrap();
+    assert_eq!(set.try_wait(), Err(WaitError::Empty), "removed member");
+}
+
+/// One sender floods its channel, 63 others send one message each: every
+/// one of them is served within a bounded number of events.
+#[test]
+fn fair_one_flooder_does_not_starve_63_others() {
+    let _s = serial();
+    let _w = Watchdog::new("waitset fairness", Duration::from_secs(60));
+    let mut segs = Vec::new();
+    let mut rxs = Vec::new();
+    let mut txs = Vec::new();
+    for _ in 0..2 {
+        let (p, c, t, r) = segment(32);
+        segs.push((p, c));
+        txs.extend(t);
+        rxs.extend(r);
+    }
+    let mut set = WaitSet::new();
+    let keys: Vec<_> = rxs.iter().map(|rx| set.add(rx).unwrap()).collect();
+    let mut flood_tx = txs.remove(0);
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let stop2 = std::sync::Arc::clone(&stop);
+    let flooder = thread::spawn(move || {
+        while !stop2.load(std::sync::atomic::Ordering::Relaxed) {
+            let _ = flood_tx.send_timeout(b"flood", Duration::from_millis(10));
+        }
+    });
+    // Let the flood fill its ring first.
+    thread::sleep(Duration::from_millis(20));
+    for tx in &mut txs {
+        tx.send(b"one").unwrap();
+    }
+    let mut served = HashSet::new();
+    let mut turns = 0;
+    while served.len() < 63 {
+        let ev = woken(&mut set);
+        turns += 1;
+        let i = keys.iter().position(|k| *k == ev.key()).unwrap();
+        // Serve one message per event, like a request loop.
+        if let Ok(m) = rxs[i].try_recv() {
+            if i != 0 {
+                assert_eq!(&*m, b"one");
+                served.insert(i);
+            }
+        }
+        assert!(
+            turns <= 2 * 64,
+            "63 single messages not served in {turns} turns"
+        );
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    while rxs[0].try_recv().is_ok() {}
+    flooder.join().unwrap();
+    eprintln!("63 others served in {turns} turns next to a flooding sender");
+}
+
+/// A member whose peer scribbles its ring reports its own event and error;
+/// the others keep working.
+#[test]
+fn hostile_member_reports_its_own_error_only() {
+    let _s = serial();
+    let _w = Watchdog::new("waitset hostile", Duration::from_secs(60));
+    let (_p, child, mut txs, mut rxs) = segment(3);
+    let mut set = WaitSet::new();
+    let keys: Vec<_> = rxs.iter().map(|rx| set.add(rx).unwrap()).collect();
+    // The peer (the opener) scribbles ring c1's tail: not a frame boundary.
+    scribble_tail(&child, 1, 0x1234_5677);
+    let ev = woken(&mut set);
+    assert_eq!((ev.key(), ev.kind()), (keys[1], EventKind::Readable));
+    assert!(matches!(rxs[1].try_recv(), Err(RecvError::Corrupted(_))));
+    // The poisoned receiver closed its end: reported once as disconnected.
+    let ev = woken(&mut set);
+    assert_eq!((ev.key(), ev.kind()), (keys[1], EventKind::Disconnected));
+    for i in [0, 2] {
+        txs[i].send(b"fine").unwrap();
+        let ev = woken(&mut set);
+        assert_eq!((ev.key(), ev.kind()), (keys[i], EventKind::Readable));
+        assert_eq!(&*rxs[i].try_recv().unwrap(), b"fine");
+    }
+    // A peer that keeps rewriting the tail makes that member reported (and
+    // its receiver fail), never starves the others.
+    assert!(matches!(rxs[1].try_recv(), Err(RecvError::Corrupted(_))));
+    assert_eq!(set.try_wait(), Err(WaitError::Empty));
+}
+
+/// Writes `value` into the tail of channel `index`'s creator-bound ring, as
+/// a hostile opener could: the ring block offsets come from the directory
+/// (a test-only read of the mapping through /dev/shm).
+fn scribble_tail(child: &Segment, index: usize, value: u64) {
+    use std::os::unix::fs::FileExt;
+    let path = format!("/dev/shm/{}", child.name().trim_start_matches('/'));
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(&path)
+        .unwrap();
+    // ChannelDescriptor i at 64 + 128 i; rings[1] (opener to creator) at
+    // +56 + 24, its offset first; the tail at +0 of the ring block.
+    let mut off = [0u8; 8];
+    file.read_exact_at(&mut off, (64 + 128 * index + 56 + 24) as u64)
+        .unwrap();
+    let ring = u64::from_le_bytes(off);
+    file.write_all_at(&value.to_le_bytes(), ring).unwrap();
+}
+
+/// 1,024 channels across 256 segments (no segment shared) in one set: more
+/// than one `futex_waitv` holds, so relay threads watch the rest. Messages
+/// from another thread to channels spread over every chunk all arrive, in
+/// `Block` (every wake-up through the aggregate bells).
+#[test]
+fn scale_1024_channels_over_256_segments() {
+    let _s = serial();
+    let _w = Watchdog::new("waitset scale", Duration::from_secs(120));
+    let mut segs = Vec::new();
+    let mut txs = Vec::new();
+    let mut rxs = Vec::new();
+    for _ in 0..256 {
+        let (p, c, t, r) = segment(4);
+        segs.push((p, c));
+        txs.extend(t);
+        rxs.extend(r);
+    }
+    let mut set = WaitSet::new();
+    set.set_wait_strategy(WaitStrategy::Block);
+    let keys: Vec<_> = rxs.iter().map(|rx| set.add(rx).unwrap()).collect();
+    assert_eq!(set.len(), 1024);
+    let picks: Vec<usize> = (0..64).map(|i| (i * 997 + 13) % 1024).collect();
+    let picks2 = picks.clone();
+    let sender = thread::spawn(move || {
+        for &i in &picks2 {
+            thread::sleep(Duration::from_millis(2));
+            txs[i].send(&(i as u32).to_le_bytes()).unwrap();
+        }
+        txs
+    });
+    let mut got = HashSet::new();
+    while got.len() < picks.len() {
+        let ev = woken(&mut set);
+        assert_eq!(ev.kind(), EventKind::Readable);
+        let i = keys.iter().position(|k| *k == ev.key()).unwrap();
+        let m = rxs[i].try_recv().unwrap();
+        assert_eq!(u32::from_le_bytes(m[..4].try_into().unwrap()) as usize, i);
+        got.insert(i);
+    }
+    let _txs = sender.join().unwrap();
+    assert!(picks.iter().all(|i| got.contains(i)));
+}
+
+/// Members added and removed at run time across many segments (segments
+/// leave the set when their last member goes, so the set's segment list
+/// is compacted and relays re-chunked): every event still names the right
+/// member, removed members are never reported, and segments re-added work.
+#[test]
+fn add_remove_churn_over_many_segments() {
+    let _s = serial();
+    let _w = Watchdog::new("waitset churn", Duration::from_secs(120));
+    let mut keep = Vec::new();
+    let mut txs = Vec::new();
+    let mut rxs = Vec::new();
+    for _ in 0..80 {
+        let (p, c, t, r) = segment(2);
+        keep.push((p, c));
+        txs.extend(t);
+        rxs.extend(r);
+    }
+    let mut set = WaitSet::new();
+    set.set_wait_strategy(WaitStrategy::Block);
+    let mut keys: Vec<Option<remora::Key>> =
+        rxs.iter().map(|r| Some(set.add(r).unwrap())).collect();
+    for round in 0..4usize {
+        // Remove a varying subset (whole segments too), then re-add some.
+        for (i, key) in keys.iter_mut().enumerate() {
+            if (i / 2 + round) % 3 == 0 {
+                if let Some(k) = key.take() {
+                    assert!(set.remove(k));
+                }
+            } else if key.is_none() && (i + round) % 2 == 0 {
+                *key = Some(set.add(&rxs[i]).unwrap());
+            }
+        }
+        // A message on every channel, watched or not, from another thread.
+        let mut moved: Vec<RawSender> = std::mem::take(&mut txs);
+        let sender = thread::spawn(move || {
+            thread::sleep(Duration::from_millis(10));
+            for (i, tx) in moved.iter_mut().enumerate() {
+                tx.send(&(i as u32).to_le_bytes()).unwrap();
+            }
+            moved
+        });
+        let watched: HashSet<usize> = (0..keys.len()).filter(|&i| keys[i].is_some()).collect();
+        let mut seen = HashSet::new();
+        while seen.len() < watched.len() {
+            let ev = woken(&mut set);
+            assert_eq!(ev.kind(), EventKind::Readable);
+            let i = keys
+                .iter()
+                .position(|k| *k == Some(ev.key()))
+                .expect("a removed member was reported");
+            let m = rxs[i].try_recv().unwrap();
+            assert_eq!(u32::from_le_bytes(m[..4].try_into().unwrap()) as usize, i);
+            assert!(seen.insert(i));
+        }
+        txs = sender.join().unwrap();
+        assert_eq!(set.try_wait(), Err(WaitError::Empty));
+        for (i, rx) in rxs.iter_mut().enumerate() {
+            if !watched.contains(&i) {
+                drop(rx.try_recv().unwrap());
+            }
+        }
+    }
+}
