@@ -272,8 +272,9 @@ fn hostile_member_reports_its_own_error_only() {
     let (_p, child, mut txs, mut rxs) = segment(3);
     let mut set = WaitSet::new();
     let keys: Vec<_> = rxs.iter().map(|rx| set.add(rx).unwrap()).collect();
-    // The peer (the opener) scribbles ring c1's tail: not a frame boundary.
-    scribble_tail(&child, 1, 0x1234_5677);
+    // The peer (the opener) forges a stamped header at ring c1's head,
+    // with a length no frame can have.
+    scribble_header(&child, 1);
     let ev = woken(&mut set);
     assert_eq!((ev.key(), ev.kind()), (keys[1], EventKind::Readable));
     assert!(matches!(rxs[1].try_recv(), Err(RecvError::Corrupted(_))));
@@ -286,16 +287,38 @@ fn hostile_member_reports_its_own_error_only() {
         assert_eq!((ev.key(), ev.kind()), (keys[i], EventKind::Readable));
         assert_eq!(&*rxs[i].try_recv().unwrap(), b"fine");
     }
-    // A peer that keeps rewriting the tail makes that member reported (and
-    // its receiver fail), never starves the others.
+    // The poisoned member is not reported again; its receiver keeps
+    // failing, and the others were served.
     assert!(matches!(rxs[1].try_recv(), Err(RecvError::Corrupted(_))));
     assert_eq!(set.try_wait(), Err(WaitError::Empty));
 }
 
-/// Writes `value` into the tail of channel `index`'s creator-bound ring, as
-/// a hostile opener could: the ring block offsets come from the directory
-/// (a test-only read of the mapping through /dev/shm).
-fn scribble_tail(child: &Segment, index: usize, value: u64) {
+/// A frame is ready when its stamp publishes it, not when `tail` moved:
+/// the producer stores `tail` before the stamp, so a set that reported on
+/// `tail` would report a frame its receiver cannot see yet (`Empty`), and
+/// then not again once the stamp lands. Here the tail is moved with no
+/// stamp behind it, as in that window: no event; a real send then is one.
+#[test]
+fn a_tail_ahead_of_the_stamps_is_not_readiness() {
+    let _s = serial();
+    let _w = Watchdog::new("waitset tail ahead", Duration::from_secs(60));
+    let (_p, child, mut txs, mut rxs) = segment(1);
+    let mut set = WaitSet::new();
+    let key = set.add(&rxs[0]).unwrap();
+    write_ring(&child, 0, 0, &32u64.to_le_bytes()); // the tail, a frame ahead
+    assert_eq!(set.try_wait(), Err(WaitError::Empty));
+    txs[0].send(b"now").unwrap();
+    let ev = woken(&mut set);
+    assert_eq!((ev.key(), ev.kind()), (key, EventKind::Readable));
+    assert_eq!(&*rxs[0].try_recv().unwrap(), b"now");
+}
+
+/// Writes `bytes` at byte `offset` of channel `index`'s creator-bound ring
+/// block (its control block first, the data 640 bytes in), as a hostile
+/// opener could: the block's offset comes from the directory
+/// (ChannelDescriptor i at 64 + 128 i; rings[1], opener to creator, at
+/// +56 + 24, its offset first), written through /dev/shm (test only).
+fn write_ring(child: &Segment, index: usize, offset: u64, bytes: &[u8]) {
     use std::os::unix::fs::FileExt;
     let path = format!("/dev/shm/{}", child.name().trim_start_matches('/'));
     let file = std::fs::OpenOptions::new()
@@ -303,13 +326,22 @@ fn scribble_tail(child: &Segment, index: usize, value: u64) {
         .write(true)
         .open(&path)
         .unwrap();
-    // ChannelDescriptor i at 64 + 128 i; rings[1] (opener to creator) at
-    // +56 + 24, its offset first; the tail at +0 of the ring block.
     let mut off = [0u8; 8];
     file.read_exact_at(&mut off, (64 + 128 * index + 56 + 24) as u64)
         .unwrap();
     let ring = u64::from_le_bytes(off);
-    file.write_all_at(&value.to_le_bytes(), ring).unwrap();
+    file.write_all_at(bytes, ring + offset).unwrap();
+}
+
+/// Forges a published header at the start of channel `index`'s
+/// creator-bound ring (its head before any message): `len` too large for
+/// the ring, `kind` a message, the stamp that publishes position 0 (`!0`).
+fn scribble_header(child: &Segment, index: usize) {
+    let mut header = [0u8; 16];
+    header[0..4].copy_from_slice(&0x7fff_fff0u32.to_le_bytes());
+    header[4..8].copy_from_slice(b"MSG1");
+    header[8..16].copy_from_slice(&(!0u64).to_le_bytes());
+    write_ring(child, index, 640, &header);
 }
 
 /// 1,024 channels across 256 segments (no segment shared) in one set: more

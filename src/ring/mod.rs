@@ -241,6 +241,22 @@ impl RingRegion {
         }
     }
 
+    /// Whether the frame slot at position `pos` carries the stamp that
+    /// publishes it: what a wait set's probe asks of a receiver's ring,
+    /// with `pos` the head as stored in shared memory. A `pos` off the frame
+    /// alignment (a scribbled head) counts as published, so the receiver
+    /// runs and reports what it finds.
+    pub(crate) fn is_published(&self, pos: u64) -> bool {
+        if !pos.is_multiple_of(FRAME_ALIGN) {
+            return true;
+        }
+        // Acquire: pairs with the producer's Release store of the stamp, as
+        // in the consumer's own check.
+        self.stamp(self.index(pos))
+            .load(crate::sync::Ordering::Acquire)
+            == commit_stamp(pos)
+    }
+
     /// The stamp word of the header slot at data index `idx` (16-aligned,
     /// `< cap`).
     #[inline(always)]

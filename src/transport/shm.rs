@@ -47,6 +47,8 @@ pub(crate) struct ShmWatch {
     /// Valid (and only atomics) for as long as `link` lives.
     pub(crate) ctrl: std::ptr::NonNull<crate::layout::RingControl>,
     pub(crate) capacity: u64,
+    /// The ring itself, for the stamp that publishes the frame at a head.
+    pub(crate) region: crate::ring::RingRegion,
 }
 
 /// The producing end of one ring.
@@ -89,6 +91,7 @@ impl ShmSender {
             link: Arc::clone(&self.link),
             ctrl: std::ptr::NonNull::from(region.ctrl()),
             capacity: region.capacity(),
+            region: *region,
         }
     }
 
@@ -290,6 +293,7 @@ impl ShmReceiver {
             link: Arc::clone(&self.link),
             ctrl: std::ptr::NonNull::from(region.ctrl()),
             capacity: region.capacity(),
+            region: *region,
         }
     }
 

@@ -118,13 +118,19 @@ impl Member {
         match &self.probe {
             Probe::Recv(w) => {
                 let c = Self::ctrl(w);
-                // Acquire: pairs with the producer's Release store of
-                // `tail` (the receiver re-reads it anyway; the set only
-                // compares).
-                let tail = c.tail.load(Ordering::Acquire);
                 // Acquire: our receiver's Release store of `head`.
                 let head = c.head.load(Ordering::Acquire);
-                if tail != head && fresh(&mut self.last, tail, head) {
+                // A frame is ready exactly when its stamp at the head
+                // publishes it, as the receiver's own peek decides; `tail`
+                // alone would not do: the producer stores it before the
+                // stamp, so a set that reported on `tail` could report (and
+                // then never again) a frame its receiver cannot see yet.
+                let ready = w.region.is_published(head);
+                // Acquire, after the stamp: `tail` was stored before it, so
+                // it covers that frame. Only used to tell new data from
+                // data already reported.
+                let tail = c.tail.load(Ordering::Acquire);
+                if ready && fresh(&mut self.last, tail, head) {
                     return Some(EventKind::Readable);
                 }
                 // Acquire: pairs with our own receiver's Release store when
@@ -133,14 +139,14 @@ impl Member {
                     self.done = true;
                     return Some(EventKind::Disconnected);
                 }
-                if tail != head {
+                if ready {
                     return None; // reported, not received from since
                 }
                 // Acquire: the sender's Release store on close.
                 if c.ends.producer_closed.load(Ordering::Acquire) != 0 || peer_dead {
-                    // Acquire, after the close flag / death: anything
-                    // committed before it is seen now. Drain first.
-                    if c.tail.load(Ordering::Acquire) != head {
+                    // After the close flag / death: anything committed
+                    // before it is published now. Drain first.
+                    if w.region.is_published(head) {
                         None // reported as Readable by the next scan
                     } else {
                         self.done = true;
