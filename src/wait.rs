@@ -81,6 +81,12 @@ impl Deadline {
 /// Period of the thorough liveness check, and the longest sleep when the
 /// peer's death cannot be slept on (a peer without a liveness sentinel).
 pub(crate) const SLICE: Duration = Duration::from_millis(50);
+/// The longest sleep while the kernel watches the peer's death for us (its
+/// liveness word, attached): the thorough check then runs this often. A
+/// peer that forges its own word (not its sentinel's TID, so the kernel
+/// does not mark it at its death) is still seen dead by that check, this
+/// much later at most.
+pub(crate) const WATCHED_SLICE: Duration = Duration::from_secs(1);
 /// How long `Adaptive` busy-polls before yielding.
 pub(crate) const ADAPTIVE_SPIN: Duration = Duration::from_micros(20);
 /// How long `Adaptive` yields the CPU before sleeping.
@@ -232,6 +238,16 @@ fn block_until(
         }
         let until = deadline.min(*next_check);
         match peer.prepare_sleep() {
+            // An attached peer's death wakes this sleep (the kernel's
+            // robust-futex notice on its word), so the thorough check need
+            // not cut it short: an idle receiver wakes once per
+            // WATCHED_SLICE, not 20 times a second. Before the peer
+            // attaches (`value` 0), the slice stays: only the thorough
+            // check (a pidfd) sees a child that dies before attaching.
+            PeerSleep::On(word, value) if value != 0 => {
+                let until = deadline.min(MonoTime::after(WATCHED_SLICE));
+                bell.sleep_or_death(ticket, word, value, until)
+            }
             PeerSleep::On(word, value) => bell.sleep_or_death(ticket, word, value, until),
             PeerSleep::Unwatched => bell.sleep(ticket, until),
             PeerSleep::Dead => {

@@ -378,3 +378,43 @@ fn child_entry() {
         }
     }
 }
+
+/// Idle costs nothing: a receiver asleep in `Block` on an attached peer
+/// (whose death the kernel reports on its liveness word) is not woken by
+/// the 50 ms thorough-check slice, 20 times a second, but at most once per
+/// second. Counted as the sleeping thread's voluntary context switches
+/// over 2 s: 40 or so with the slice, a few without.
+#[test]
+fn an_idle_blocked_receiver_sleeps_through() {
+    let _s = serial();
+    let _w = Watchdog::new("idle sleep", Duration::from_secs(60));
+    let parent = Segment::create(&[ChannelConfig::new("c")]).unwrap();
+    let child = Segment::open(parent.name()).unwrap();
+    let (mut tx, _) = parent.raw_channel("c").unwrap();
+    let (_, mut rx) = child.raw_channel("c").unwrap();
+    rx.set_wait_strategy(WaitStrategy::Block);
+    let (tid_tx, tid_rx) = mpsc::channel();
+    let t = thread::spawn(move || {
+        tid_tx.send(thread_id()).unwrap();
+        rx.recv_timeout(Duration::from_secs(30)).map(|m| m.to_vec())
+    });
+    let tid = tid_rx.recv().unwrap();
+    wait_until_asleep(tid, Duration::from_secs(5));
+    let switches = || {
+        let status = std::fs::read_to_string(format!("/proc/self/task/{tid}/status")).unwrap();
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("voluntary_ctxt_switches:"))
+            .map(|v| v.trim().parse::<u64>().unwrap())
+            .unwrap()
+    };
+    let before = switches();
+    thread::sleep(Duration::from_secs(2));
+    let woken = switches() - before;
+    tx.send(b"bye").unwrap();
+    assert_eq!(t.join().unwrap().unwrap(), b"bye");
+    assert!(
+        woken <= 8,
+        "an idle receiver woke {woken} times in 2 s: it should sleep through"
+    );
+}
