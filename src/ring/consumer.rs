@@ -131,6 +131,10 @@ impl Consumer {
         }
         let cap = self.region.capacity();
         let mut pos = self.head;
+        // Most bytes the frame may take: behind a PAD, only the space before
+        // the PAD (a frame at index 0 must not reach into it: the frame's
+        // end would then lie more than a capacity past the head).
+        let mut room = u64::MAX;
         loop {
             let idx = self.region.index(pos);
             let to_end = cap - idx;
@@ -145,7 +149,7 @@ impl Consumer {
             match kind {
                 KIND_MSG => {
                     let size = frame_size(u64::from(len));
-                    if size > to_end || len as usize > self.region.max_payload() {
+                    if size > to_end.min(room) || len as usize > self.region.max_payload() {
                         return Err(self.poison(RingFault::BadLength { len, pos }));
                     }
                     // The caller reads the payload from here until release.
@@ -164,6 +168,7 @@ impl Consumer {
                     if u64::from(len) + FRAME_HEADER as u64 != to_end {
                         return Err(self.poison(RingFault::BadLength { len, pos }));
                     }
+                    room = idx;
                     pos += to_end;
                     // The PAD's stamp published the frame behind it: a
                     // correct producer stamped that one first.

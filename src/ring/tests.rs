@@ -436,3 +436,47 @@ fn small_frames_rewind_once_past_the_window_when_the_ring_is_empty() {
     }
     assert!(furthest > 60_000, "streaming frames rewound: {furthest}");
 }
+
+/// A forged PAD followed by a frame at index 0 that reaches into the PAD:
+/// the frame would end more than a capacity past the head (in a correct
+/// ring it always fits in the space before the PAD). Refused as
+/// `BadLength`, not handed out (found by review: it tripped a debug
+/// assertion at release).
+#[test]
+fn a_frame_behind_a_pad_must_fit_before_the_pad() {
+    let mut r = HeapRing::new(256);
+    let (mut p, mut c) = r.ends();
+    push(&mut p, &[]).unwrap();
+    assert_eq!(pop(&mut c), Some(vec![]));
+    drop(p);
+    let d = r.data_bytes();
+    // A PAD at index 16 (the head), running to the end of the data.
+    d[16..20].copy_from_slice(&(256u32 - 32).to_ne_bytes());
+    d[20..24].copy_from_slice(&KIND_PAD.to_ne_bytes());
+    d[24..32].copy_from_slice(&commit_stamp(16).to_ne_bytes());
+    // A frame at index 0 (position 256) of the largest payload: 128 bytes,
+    // more than the 16 before the PAD.
+    d[0..4].copy_from_slice(&112u32.to_ne_bytes());
+    d[4..8].copy_from_slice(&KIND_MSG.to_ne_bytes());
+    d[8..16].copy_from_slice(&commit_stamp(256).to_ne_bytes());
+    assert!(matches!(
+        c.peek(),
+        Err(RingFault::BadLength { len: 112, .. })
+    ));
+    // A frame that fits before the PAD is accepted.
+    let mut r = HeapRing::new(256);
+    let (mut p, mut c) = r.ends();
+    push(&mut p, &[0; 32]).unwrap();
+    assert_eq!(pop(&mut c), Some(vec![0; 32]));
+    drop(p);
+    let d = r.data_bytes();
+    d[48..52].copy_from_slice(&(256u32 - 64).to_ne_bytes());
+    d[52..56].copy_from_slice(&KIND_PAD.to_ne_bytes());
+    d[56..64].copy_from_slice(&commit_stamp(48).to_ne_bytes());
+    d[0..4].copy_from_slice(&16u32.to_ne_bytes());
+    d[4..8].copy_from_slice(&KIND_MSG.to_ne_bytes());
+    d[8..16].copy_from_slice(&commit_stamp(256).to_ne_bytes());
+    let f = c.peek().unwrap().expect("a frame that fits");
+    assert_eq!(f.len, 16);
+    c.release(f);
+}
