@@ -448,7 +448,6 @@ fn a_frame_behind_a_pad_must_fit_before_the_pad() {
     let (mut p, mut c) = r.ends();
     push(&mut p, &[]).unwrap();
     assert_eq!(pop(&mut c), Some(vec![]));
-    drop(p);
     let d = r.data_bytes();
     // A PAD at index 16 (the head), running to the end of the data.
     d[16..20].copy_from_slice(&(256u32 - 32).to_ne_bytes());
@@ -468,7 +467,6 @@ fn a_frame_behind_a_pad_must_fit_before_the_pad() {
     let (mut p, mut c) = r.ends();
     push(&mut p, &[0; 32]).unwrap();
     assert_eq!(pop(&mut c), Some(vec![0; 32]));
-    drop(p);
     let d = r.data_bytes();
     d[48..52].copy_from_slice(&(256u32 - 64).to_ne_bytes());
     d[52..56].copy_from_slice(&KIND_PAD.to_ne_bytes());
