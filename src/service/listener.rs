@@ -258,6 +258,7 @@ impl Service {
 
     /// Clients holding a slot: connections not yet released plus
     /// handshakes in progress (see [`ServiceOptions::max_clients`]).
+    /// Handshakes past their timeout are dropped here too.
     ///
     /// ```
     /// let mut service = remora::Service::bind("doc-clients", &[remora::ChannelConfig::new("c")])?;
@@ -265,6 +266,8 @@ impl Service {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn clients(&mut self) -> usize {
+        let now = Instant::now();
+        self.pending.retain(|p| p.deadline > now);
         self.live.retain(|w| !w.released());
         self.live.len() + self.pending.len() + self.ready.len()
     }
