@@ -53,7 +53,11 @@ fn serve() -> Result<(), Box<dyn Error>> {
         let conn = service.accept()?;
         clients += 1;
         let id = clients;
-        println!("client {id}: pid {} uid {}", conn.peer_pid(), conn.peer_uid());
+        println!(
+            "client {id}: pid {} uid {}",
+            conn.peer_pid(),
+            conn.peer_uid()
+        );
         std::thread::spawn(move || {
             let Ok((mut tx, mut rx)) = conn.channel::<Reply, Request>("upper") else {
                 return;
@@ -185,9 +189,7 @@ fn spawned_echo() -> Result<(), Box<dyn Error>> {
     echo((tx, rx))
 }
 
-fn echo(
-    (mut tx, mut rx): (remora::RawSender, remora::RawReceiver),
-) -> Result<(), Box<dyn Error>> {
+fn echo((mut tx, mut rx): (remora::RawSender, remora::RawReceiver)) -> Result<(), Box<dyn Error>> {
     let mut reply = Vec::new();
     while let Ok(msg) = rx.recv() {
         reply.clear();

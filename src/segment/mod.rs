@@ -24,7 +24,7 @@ use self::names::{StaleSegment, create_locked};
 use self::plan::{ChannelEntry, initialise, plan};
 use self::validate::validate;
 
-pub(crate) use self::sealed::SlotWatch;
+pub(crate) use self::sealed::{SealedId, SlotWatch};
 use crate::attachment::{Attachment, register_liveness};
 use crate::channel::{RawReceiver, RawSender, ReceiveMode, Receiver, RecvEnd, SendEnd, Sender};
 use crate::codec::{self, Decode, Encode};

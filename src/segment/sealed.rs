@@ -14,7 +14,7 @@
 //!
 //! [`SlotWatch`] lets a service count the clients still holding a slot.
 
-use std::os::fd::{AsFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
 use std::sync::{Arc, Mutex, Weak};
 
 use super::Segment;
@@ -40,6 +40,38 @@ impl Segment {
     pub(crate) fn create_sealed(
         channels: &[ChannelConfig],
     ) -> Result<(Segment, OwnedFd), OpenError> {
+        let (segment, fd, _) = Segment::build_sealed(channels, false)?;
+        Ok((segment, fd))
+    }
+
+    /// [`Segment::create_sealed`] for a spawned child: the segment keeps a
+    /// descriptor of the memfd open (in its `Attachment`, as long as this
+    /// side or any end of it lives), so the child can find it under
+    /// `/proc/<our pid>/fd/<n>` if the inherited descriptor did not survive
+    /// the trip. Returns the segment and where and what the kept descriptor
+    /// is (what the child checks it against).
+    pub(crate) fn create_sealed_kept(
+        channels: &[ChannelConfig],
+    ) -> Result<(Segment, SealedId), OpenError> {
+        let (segment, fd, kept) = Segment::build_sealed(channels, true)?;
+        let id = fd::stat(fd.as_fd()).map_err(OpenError::io("fstat"))?;
+        let size = shm::stat(&fd).map_err(OpenError::io("fstat"))?.size;
+        let sealed = SealedId {
+            fd: kept.expect("asked to keep one"),
+            size,
+            dev: id.dev,
+            ino: id.ino,
+        };
+        Ok((segment, sealed))
+    }
+
+    /// Builds the segment in a new sealed memfd; with `keep`, its
+    /// `Attachment` holds a second descriptor of it, whose number is
+    /// returned.
+    fn build_sealed(
+        channels: &[ChannelConfig],
+        keep: bool,
+    ) -> Result<(Segment, OwnedFd, Option<RawFd>), OpenError> {
         let (entries, total) = plan(channels)?;
         let fd = memfd::create(c"remora").map_err(OpenError::io("memfd_create"))?;
         // Reserve every page now: out of memory is an error here, never a
@@ -50,8 +82,13 @@ impl Segment {
         // SAFETY: the mapping is fresh, `total` bytes long, page-aligned,
         // and the memfd has not left this process: we are its only writer.
         unsafe { initialise(mapping.base(), total, &entries, own.value) };
+        let kept = match keep {
+            true => Some(fd.try_clone().map_err(OpenError::io("dup"))?),
+            false => None,
+        };
+        let kept_fd = kept.as_ref().map(|k| k.as_raw_fd());
         let segment = Segment {
-            link: Arc::new(Attachment::new(mapping, own, OPENER_WORD, None, None)),
+            link: Arc::new(Attachment::new(mapping, own, OPENER_WORD, None, kept)),
             name: NO_NAME.to_owned(),
             side: Side::Creator,
             taken: Mutex::new(vec![false; entries.len()]),
@@ -61,7 +98,7 @@ impl Segment {
         // so nobody (us included) can ever add or change a seal again.
         memfd::add_seals(fd.as_fd(), memfd::REQUIRED_SEALS)
             .map_err(OpenError::io("F_ADD_SEALS"))?;
-        Ok((segment, fd))
+        Ok((segment, fd, kept_fd))
     }
 
     /// Opens, checks, validates and claims the segment in memfd `fd`
@@ -128,6 +165,49 @@ impl Segment {
         Segment::attach(mapping, len, NO_NAME.to_owned())
     }
 
+    /// Child side of a sealed spawn: finds the memfd `id` its parent
+    /// `parent_pid` described, then checks and claims it as
+    /// [`Segment::open_sealed`] does.
+    ///
+    /// First the inherited descriptor `id.fd`, if it is still open here and
+    /// is that very file (same device and inode: a wrapper may have closed
+    /// it and something else taken the number). Else the parent's
+    /// `/proc/<pid>/fd/<n>`, for wrappers that close inherited descriptors
+    /// (`sudo` closes all above 2): the kernel lets only the parent's own
+    /// user (or root) open it, and it must be the same file too. Either way
+    /// the descriptor is closed once the segment is mapped.
+    pub(crate) fn open_inherited(parent_pid: u32, id: SealedId) -> Result<Segment, OpenError> {
+        let same =
+            |f: &OwnedFd| fd::stat(f.as_fd()).is_ok_and(|s| s.dev == id.dev && s.ino == id.ino);
+        if id.fd > 2 {
+            // SAFETY: only borrowed for the `fstat` below, while the number
+            // is open (fstat fails harmlessly with EBADF otherwise).
+            let borrowed = unsafe { std::os::fd::BorrowedFd::borrow_raw(id.fd) };
+            let ours = fd::stat(borrowed).is_ok_and(|s| s.dev == id.dev && s.ino == id.ino);
+            if ours {
+                // SAFETY: the descriptor is open and is the parent's memfd
+                // (device and inode checked), inherited for us alone: no
+                // other owner in this process knows of it.
+                let fd = unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(id.fd) };
+                return Segment::open_sealed(fd, Some(id.size), None);
+            }
+        }
+        let path = format!("/proc/{parent_pid}/fd/{}", id.fd);
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(&path)
+            .map_err(|e| match e.raw_os_error() {
+                Some(libc::ENOENT) => OpenError::NotFound { name: path.clone() },
+                _ => OpenError::io("open /proc/<parent>/fd")(e),
+            })?;
+        let fd = OwnedFd::from(file);
+        if !same(&fd) {
+            return Err(OpenError::NotFound { name: path });
+        }
+        Segment::open_sealed(fd, Some(id.size), None)
+    }
+
     /// A watch on this (creator-side) segment that tells when its slot is
     /// free again; see [`SlotWatch::released`].
     pub(crate) fn slot_watch(&self) -> SlotWatch {
@@ -141,6 +221,16 @@ impl Segment {
                 .collect(),
         }
     }
+}
+
+/// Where a kept memfd is and what it is: the descriptor number in the
+/// creator, its size, and its identity (device and inode).
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct SealedId {
+    pub(crate) fd: RawFd,
+    pub(crate) size: u64,
+    pub(crate) dev: u64,
+    pub(crate) ino: u64,
 }
 
 /// Whether the peer of a segment is done with it, for a service's bound on
