@@ -359,6 +359,32 @@ fn child_entry() {
                 thread::sleep(Duration::from_secs(1));
             }
         }
+        "squatter" => {
+            let victim: u32 = std::env::var("SVC_VICTIM_UID").unwrap().parse().unwrap();
+            let _listener = raw_listener_of(victim, &name);
+            println!("SQUATTING");
+            loop {
+                thread::sleep(Duration::from_secs(1));
+            }
+        }
+        "foreign_client" => {
+            let server: u32 = std::env::var("SVC_SERVER_UID").unwrap().parse().unwrap();
+            let options = ConnectOptions::new()
+                .timeout(Duration::from_secs(20))
+                .server_uid(server);
+            match options.connect(&name) {
+                Err(ServiceError::PermissionDenied) => println!("PERMISSION_DENIED"),
+                Ok(conn) => {
+                    let (mut tx, mut rx) = conn.raw_channel("echo").unwrap();
+                    for i in 0..5u8 {
+                        tx.send(&[i; 16]).unwrap();
+                        assert_eq!(&*rx.recv().unwrap(), &[i; 16]);
+                    }
+                    println!("SERVED");
+                }
+                Err(e) => panic!("{e:?}"),
+            }
+        }
         other => panic!("unknown role {other}"),
     }
 }
@@ -373,7 +399,12 @@ fn cvt(ret: libc::c_int) -> libc::c_int {
 }
 
 fn abstract_addr(name: &str) -> (libc::sockaddr_un, libc::socklen_t) {
-    let path = format!("remora.{}.{name}", uid());
+    abstract_addr_of(uid(), name)
+}
+
+/// The address of user `owner`'s service `name`.
+fn abstract_addr_of(owner: u32, name: &str) -> (libc::sockaddr_un, libc::socklen_t) {
+    let path = format!("remora.{owner}.{name}");
     // SAFETY: an all-zero sockaddr_un is valid.
     let mut addr: libc::sockaddr_un = unsafe { std::mem::zeroed() };
     addr.sun_family = libc::AF_UNIX as libc::sa_family_t;
@@ -394,8 +425,13 @@ fn seqpacket() -> OwnedFd {
 
 /// A raw listener on service `name`'s address.
 fn raw_listener(name: &str) -> OwnedFd {
+    raw_listener_of(uid(), name)
+}
+
+/// A raw listener on user `owner`'s service `name`'s address.
+fn raw_listener_of(owner: u32, name: &str) -> OwnedFd {
     let fd = seqpacket();
-    let (addr, len) = abstract_addr(name);
+    let (addr, len) = abstract_addr_of(owner, name);
     // SAFETY: valid address for the call.
     cvt(unsafe { libc::bind(fd.as_raw_fd(), (&raw const addr).cast(), len) });
     // SAFETY: plain syscall.
@@ -658,23 +694,109 @@ fn hostile_servers_are_refused_with_distinct_errors() {
 }
 
 #[test]
-fn a_server_of_another_uid_is_not_trusted() {
-    // Only root can bind as another uid; here we only check the option's
-    // default path: our own server is trusted, even with a list of others.
+fn server_uid_picks_whose_service_to_reach() {
     let _s = serial();
-    let _w = Watchdog::new("trusted uid", Duration::from_secs(60));
+    let _w = Watchdog::new("server uid", Duration::from_secs(60));
     let name = unique("trust");
     let mut service = Service::bind(&name, &echo_config()).unwrap();
+    // Another user's service of that name: nobody runs it.
+    assert!(matches!(
+        ConnectOptions::new()
+            .timeout(Duration::from_millis(300))
+            .server_uid(uid() ^ 1)
+            .connect(&name),
+        Err(ServiceError::NoSuchService { .. })
+    ));
+    // Ours, asked for explicitly.
     let n = name.clone();
     let t = thread::spawn(move || {
         ConnectOptions::new()
             .timeout(Duration::from_secs(10))
-            .trust_server_uid(0)
+            .server_uid(uid())
             .connect(&n)
             .map(drop)
     });
     let _conn = service.accept().unwrap();
     t.join().unwrap().unwrap();
+}
+
+/// The uid the root-only tests run their other-user processes as.
+const NOBODY: u32 = 65534;
+
+/// Root only: a process of another user squats our service name (any user
+/// can bind any abstract name): the client refuses it before reading a
+/// byte from it.
+#[test]
+#[ignore = "needs root: as root, cargo test --release -- --ignored root_"]
+fn root_a_squatter_of_another_uid_is_not_trusted() {
+    common::require_root("running a process as another user");
+    let _s = serial();
+    let _w = Watchdog::new("squatter", Duration::from_secs(60));
+    let name = unique("squat");
+    let mut squatter = std::process::Command::new(std::env::current_exe().unwrap());
+    std::os::unix::process::CommandExt::uid(&mut squatter, NOBODY);
+    let mut squatter = squatter
+        .args(["child_entry", "--exact", "--nocapture", "-q"])
+        .env(common::ROLE, "squatter")
+        .env("SVC_NAME", &name)
+        .env("SVC_VICTIM_UID", uid().to_string())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let lines = common::StdoutLines::new(squatter.stdout.take().unwrap());
+    let _squatter = common::guard(squatter);
+    lines.wait_for("SQUATTING", Duration::from_secs(20));
+    let e = remora::connect_service_timeout(&name, Duration::from_secs(5));
+    assert!(
+        matches!(e, Err(ServiceError::UntrustedServer { uid }) if uid == NOBODY),
+        "{e:?}"
+    );
+    // The real server cannot have the name meanwhile.
+    assert!(matches!(
+        Service::bind(&name, &echo_config()),
+        Err(ServiceError::NameInUse { .. })
+    ));
+}
+
+/// Root only: a client of another user is refused by default, admitted by
+/// `allow_uid`, and then served (the memfd is root's, mode 0600: the
+/// descriptor it received is all it needs).
+#[test]
+#[ignore = "needs root: as root, cargo test --release -- --ignored root_"]
+fn root_a_client_of_another_uid_is_refused_unless_allowed() {
+    common::require_root("running a process as another user");
+    let _s = serial();
+    let _w = Watchdog::new("other uid client", Duration::from_secs(60));
+    for allowed in [false, true] {
+        let name = unique(&format!("other{allowed}"));
+        let options = match allowed {
+            true => ServiceOptions::new().allow_uid(NOBODY),
+            false => ServiceOptions::new(),
+        };
+        let mut service = Service::bind_with(&name, &echo_config(), options).unwrap();
+        let mut client = std::process::Command::new(std::env::current_exe().unwrap());
+        std::os::unix::process::CommandExt::uid(&mut client, NOBODY);
+        let mut client = client
+            .args(["child_entry", "--exact", "--nocapture", "-q"])
+            .env(common::ROLE, "foreign_client")
+            .env("SVC_NAME", &name)
+            .env("SVC_SERVER_UID", uid().to_string())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let lines = common::StdoutLines::new(client.stdout.take().unwrap());
+        let client = common::guard(client);
+        if allowed {
+            let conn = service.accept_timeout(Duration::from_secs(20)).unwrap();
+            assert_eq!(conn.peer_uid(), NOBODY);
+            assert_eq!(serve_echo(conn), 5);
+            lines.wait_for("SERVED", Duration::from_secs(20));
+        } else {
+            let _ = service.accept_timeout(Duration::from_millis(500));
+            lines.wait_for("PERMISSION_DENIED", Duration::from_secs(20));
+        }
+        client.wait_success(Duration::from_secs(20));
+    }
 }
 
 // ---------------------------------------------------------------------------

@@ -10,25 +10,25 @@ use super::wire::{self, MESSAGE_LEN, Message, Refusal};
 use crate::segment::Segment;
 use crate::sys::{shm, socket};
 
-/// How [`ConnectOptions::connect`] connects: a time limit and the server
-/// users trusted.
+/// How [`ConnectOptions::connect`] connects: a time limit, and whose
+/// service to reach.
 ///
 /// ```no_run
 /// use std::time::Duration;
 /// let conn = remora::ConnectOptions::new()
 ///     .timeout(Duration::from_secs(2))
-///     .trust_server_uid(0) // a service run by root
+///     .server_uid(0) // a service run by root (which must admit our uid)
 ///     .connect("system-metrics")?;
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
 #[derive(Clone, Debug, Default)]
 pub struct ConnectOptions {
     timeout: Option<Duration>,
-    server_uids: Vec<u32>,
+    server_uid: Option<u32>,
 }
 
 impl ConnectOptions {
-    /// No time limit; only a server of our own effective uid is trusted.
+    /// No time limit; the service of our own effective uid.
     ///
     /// ```
     /// let options = remora::ConnectOptions::new();
@@ -49,15 +49,19 @@ impl ConnectOptions {
         self
     }
 
-    /// Also trusts a server running as `uid`. Abstract socket names carry no
-    /// permissions, so any local user could bind a name first; by default a
-    /// server of another uid is [`ServiceError::UntrustedServer`].
+    /// Connects to the service of that name run by user `uid` (default:
+    /// our own effective uid), and trusts a server of that uid only.
+    /// Services of different users never share a name (the uid is part of
+    /// the address), and since any local user can bind any abstract socket
+    /// name, a server whose `SO_PEERCRED` uid is not `uid` is refused with
+    /// [`ServiceError::UntrustedServer`]. The server must admit our uid
+    /// ([`ServiceOptions::allow_uid`](crate::ServiceOptions::allow_uid)).
     ///
     /// ```
-    /// let options = remora::ConnectOptions::new().trust_server_uid(0);
+    /// let options = remora::ConnectOptions::new().server_uid(0);
     /// ```
-    pub fn trust_server_uid(mut self, uid: u32) -> ConnectOptions {
-        self.server_uids.push(uid);
+    pub fn server_uid(mut self, uid: u32) -> ConnectOptions {
+        self.server_uid = Some(uid);
         self
     }
 
@@ -70,11 +74,11 @@ impl ConnectOptions {
     /// ```
     pub fn connect(&self, name: &str) -> Result<ServiceConnection, ServiceError> {
         let deadline = self.timeout.map(|t| Instant::now() + t);
-        let uid = shm::current_uid();
+        let uid = self.server_uid.unwrap_or_else(shm::current_uid);
         let address = wire::address(name, uid)?;
         let sock = connect_retrying(&address, name, deadline)?;
         let server = socket::peer_cred(sock.as_fd()).map_err(ServiceError::io("SO_PEERCRED"))?;
-        if server.uid != uid && !self.server_uids.contains(&server.uid) {
+        if server.uid != uid {
             return Err(ServiceError::UntrustedServer { uid: server.uid });
         }
         wait_readable(&sock, deadline)?;

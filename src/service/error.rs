@@ -38,9 +38,10 @@ pub enum ServiceError {
     /// admits its own uid only; see
     /// [`ServiceOptions::allow_uid`](crate::ServiceOptions::allow_uid)).
     PermissionDenied,
-    /// Connect: the process serving the name runs as another user, which
-    /// we do not trust (anyone can bind an abstract socket name; see
-    /// [`ConnectOptions::trust_server_uid`](crate::ConnectOptions::trust_server_uid)).
+    /// Connect: the process serving the name runs as another user than
+    /// the one whose service we asked for (anyone can bind an abstract
+    /// socket name; see
+    /// [`ConnectOptions::server_uid`](crate::ConnectOptions::server_uid)).
     UntrustedServer {
         /// The server's uid (`SO_PEERCRED`).
         uid: u32,
