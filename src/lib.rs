@@ -92,8 +92,8 @@ pub use error::{
 };
 pub use segment::Segment;
 pub use service::{
-    ConnectOptions, Service, ServiceConnection, ServiceError, ServiceOptions, connect_service,
-    connect_service_timeout,
+    ConnectOptions, OpenedChannel, Service, ServiceConnection, ServiceError, ServiceOptions,
+    connect_service, connect_service_timeout,
 };
 pub use spawn::{CHANNEL_ENV, Child, Connection, Spawner, connect, set_parent_death_signal};
 pub use transport::{TRANSPORT_ENV, Transport};

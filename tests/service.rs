@@ -385,8 +385,216 @@ fn child_entry() {
                 Err(e) => panic!("{e:?}"),
             }
         }
+        "open_and_hang" => {
+            let conn = remora::connect_service(&name).unwrap();
+            let (mut tx, _rx) = conn.open_raw_channel(ChannelConfig::new("late")).unwrap();
+            tx.send(b"late").unwrap();
+            loop {
+                thread::sleep(Duration::from_secs(1));
+            }
+        }
         other => panic!("unknown role {other}"),
     }
+}
+
+// ---------------------------------------------------------------------------
+// Channels opened at run time.
+// ---------------------------------------------------------------------------
+
+#[test]
+fn channels_opened_at_run_time_both_ways_with_refusals() {
+    let _s = serial();
+    let _w = Watchdog::new("run-time channels", Duration::from_secs(60));
+    let before = footprint();
+    let name = unique("runtime");
+    let mut service = Service::bind(&name, &echo_config()).unwrap();
+    let n = name.clone();
+    let client = thread::spawn(move || {
+        let conn = remora::connect_service(&n).unwrap();
+        // Opened here, with its own capacity.
+        let (mut tx, mut rx) = conn
+            .open_channel::<String, u64>(ChannelConfig::new("len").capacity(8192))
+            .unwrap();
+        assert_eq!(tx.capacity(), 8192);
+        tx.send(&"abcd".to_owned()).unwrap();
+        assert_eq!(rx.recv().unwrap().to_native(), 4);
+        // Opened by the server, accepted here.
+        let opened = conn
+            .accept_channel_timeout(Duration::from_secs(10))
+            .unwrap();
+        assert_eq!(opened.name(), "push");
+        let (_t, mut r) = opened.raw_channel().unwrap();
+        assert_eq!(&*r.recv().unwrap(), b"pushed");
+        assert_eq!(r.receive_mode(), remora::ReceiveMode::Copy);
+        // Names already used on this connection are refused here.
+        for dup in ["len", "push", "echo"] {
+            assert!(matches!(
+                conn.open_raw_channel(ChannelConfig::new(dup)),
+                Err(ServiceError::ChannelRefused {
+                    reason: "duplicate name"
+                })
+            ));
+        }
+        // An invalid configuration never leaves this side.
+        assert!(matches!(
+            conn.open_raw_channel(ChannelConfig::new("bad").capacity(1000)),
+            Err(ServiceError::Segment(OpenError::InvalidConfig { .. }))
+        ));
+        // The server takes two run-time channels at most: "a" is its second.
+        let (mut a, _) = conn.open_raw_channel(ChannelConfig::new("a")).unwrap();
+        a.send(b"a").unwrap();
+        assert!(matches!(
+            conn.open_raw_channel(ChannelConfig::new("b")),
+            Err(ServiceError::ChannelRefused { reason: "limit" })
+        ));
+    });
+    let conn = service.accept().unwrap();
+    conn.set_channel_limit(2);
+    let opened = conn.accept_channel().unwrap();
+    assert_eq!(opened.name(), "len");
+    let (mut tx, mut rx) = opened.channel::<u64, String>().unwrap();
+    let len = rx.recv().unwrap().len() as u64;
+    tx.send(&len).unwrap();
+    let (mut push, _) = conn
+        .open_raw_channel(ChannelConfig::new("push").capacity(4096))
+        .unwrap();
+    push.send(b"pushed").unwrap();
+    let a = conn
+        .accept_channel_timeout(Duration::from_secs(10))
+        .unwrap();
+    assert_eq!(&*a.raw_channel().unwrap().1.recv().unwrap(), b"a");
+    // "b" is refused inside this wait (limit), then the client leaves: the
+    // control channel reports it.
+    assert!(matches!(
+        conn.accept_channel_timeout(Duration::from_secs(10)),
+        Err(ServiceError::Disconnected)
+    ));
+    client.join().unwrap();
+    drop((opened, a, tx, rx, push, conn, service));
+    assert_eq!(footprint(), before);
+}
+
+/// A request waits until the peer looks (`accept_channel`): an open nobody
+/// accepts in time is `Timeout`, and if the peer accepts it later, its ends
+/// find the opener's side hung up.
+#[test]
+fn an_open_nobody_accepts_times_out() {
+    let _s = serial();
+    let _w = Watchdog::new("run-time open timeout", Duration::from_secs(60));
+    let name = unique("rttimeout");
+    let mut service = Service::bind(&name, &echo_config()).unwrap();
+    let n = name.clone();
+    let client = thread::spawn(move || {
+        let conn = remora::connect_service(&n).unwrap();
+        let e = conn
+            .open_channel_timeout::<u8, u8>(ChannelConfig::new("late"), Duration::from_millis(200))
+            .map(drop);
+        assert!(matches!(e, Err(ServiceError::Timeout)), "{e:?}");
+        conn
+    });
+    let conn = service.accept().unwrap();
+    let client_conn = client.join().unwrap();
+    let opened = conn
+        .try_accept_channel()
+        .unwrap()
+        .expect("the stale request");
+    let (_tx, mut rx) = opened.raw_channel().unwrap();
+    assert_eq!(rx.recv().unwrap_err(), RecvError::Disconnected);
+    assert!(conn.try_accept_channel().unwrap().is_none());
+    drop(client_conn);
+}
+
+#[test]
+fn a_run_time_channel_reports_the_peers_death() {
+    let _s = serial();
+    let _w = Watchdog::new("run-time channel death", Duration::from_secs(60));
+    let name = unique("rtdeath");
+    let mut service = Service::bind(&name, &echo_config()).unwrap();
+    let mut child = std::process::Command::new(std::env::current_exe().unwrap())
+        .args(["child_entry", "--exact", "--nocapture", "-q"])
+        .env(common::ROLE, "open_and_hang")
+        .env("SVC_NAME", &name)
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let conn = service.accept_timeout(Duration::from_secs(20)).unwrap();
+    let opened = conn
+        .accept_channel_timeout(Duration::from_secs(20))
+        .unwrap();
+    let (_tx, mut rx) = opened.raw_channel().unwrap();
+    assert_eq!(&*rx.recv().unwrap(), b"late");
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert_eq!(
+        rx.recv_timeout(Duration::from_secs(10)).unwrap_err(),
+        RecvError::Disconnected
+    );
+    assert!(matches!(
+        conn.accept_channel_timeout(Duration::from_secs(10)),
+        Err(ServiceError::Disconnected)
+    ));
+}
+
+/// A raw client finishes the handshake by hand (claims the segment with a
+/// plain store), then opens a run-time channel with an unsealed memfd: the
+/// server refuses it ("invalid") and keeps the connection; garbage then
+/// closes the control channel.
+#[test]
+fn a_hostile_run_time_channel_is_refused() {
+    let _s = serial();
+    let _w = Watchdog::new("hostile run-time channel", Duration::from_secs(60));
+    let before = footprint();
+    let name = unique("rthostile");
+    let mut service = Service::bind(&name, &echo_config()).unwrap();
+    let n = name.clone();
+    let client = thread::spawn(move || {
+        let s = raw_connect(&n);
+        let fd = raw_read_welcome(&s).unwrap();
+        // SAFETY: maps the (sealed, fixed-size) segment we were sent.
+        let base = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                4096,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_SHARED,
+                fd.as_raw_fd(),
+                0,
+            )
+        };
+        assert_ne!(base, libc::MAP_FAILED);
+        // SAFETY: `opener_alive` is the aligned u32 at offset 40 of the
+        // header; "alive, no sentinel" (0x3fffffff).
+        unsafe {
+            (*base
+                .cast::<u8>()
+                .add(40)
+                .cast::<std::sync::atomic::AtomicU32>())
+            .store(0x3fff_ffff, Ordering::SeqCst)
+        };
+        raw_send(&s, &attached(), &[]);
+        let unsealed = memfd(3 * 4096, 0);
+        let mut open = welcome(1, 9, 3 * 4096);
+        open[8..12].copy_from_slice(&4u32.to_le_bytes());
+        raw_send(&s, &open, &[unsealed.as_raw_fd()]);
+        // The answer: open-refused, id 9, reason 3 (invalid).
+        let mut answer = [0u8; 32];
+        // SAFETY: `answer` is writable.
+        let got = unsafe { libc::recv(s.as_raw_fd(), answer.as_mut_ptr().cast(), 32, 0) };
+        assert_eq!(got, 32);
+        assert_eq!(u32::from_le_bytes(answer[8..12].try_into().unwrap()), 6);
+        assert_eq!(u32::from_le_bytes(answer[12..16].try_into().unwrap()), 9);
+        assert_eq!(answer[16], 3);
+        raw_send(&s, b"garbage garbage garbage garbage!", &[]);
+        thread::sleep(Duration::from_millis(200));
+        // SAFETY: the mapping made above.
+        unsafe { libc::munmap(base, 4096) };
+    });
+    let conn = service.accept_timeout(Duration::from_secs(20)).unwrap();
+    let e = conn.accept_channel_timeout(Duration::from_secs(20));
+    assert!(matches!(e, Err(ServiceError::Disconnected)), "{e:?}");
+    client.join().unwrap();
+    drop((conn, service));
+    assert_eq!(footprint(), before);
 }
 
 // ---------------------------------------------------------------------------

@@ -102,9 +102,9 @@ impl ConnectOptions {
             Message::Refused(Refusal::Permission) => return Err(ServiceError::PermissionDenied),
             Message::Refused(Refusal::Full) => return Err(ServiceError::ServerFull),
             Message::Refused(Refusal::ServerError) => return Err(ServiceError::ServerError),
-            Message::Attached => {
+            _ => {
                 return Err(ServiceError::Protocol {
-                    reason: "the server sent a client's message",
+                    reason: "the server sent something other than a welcome",
                 });
             }
         };
@@ -125,7 +125,7 @@ impl ConnectOptions {
         // channels report `Disconnected`.
         socket::send(sock.as_fd(), &Message::Attached.encode(), &[])
             .map_err(ServiceError::io("sendmsg"))?;
-        Ok(ServiceConnection::new(segment, server))
+        Ok(ServiceConnection::new(segment, server, sock))
     }
 }
 

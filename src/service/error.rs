@@ -3,7 +3,7 @@
 use std::fmt;
 use std::io;
 
-use crate::error::OpenError;
+use crate::error::{ChannelError, OpenError};
 
 /// Why [`Service::bind`](crate::Service::bind), an accept, or
 /// [`connect_service`](crate::connect_service) failed.
@@ -85,6 +85,21 @@ pub enum ServiceError {
     /// (client side: not a memfd, missing seals, wrong size, bad layout; see
     /// [`OpenError`]).
     Segment(OpenError),
+    /// A channel opened at run time was refused by the peer, or could not
+    /// be opened here (a name already used on this connection).
+    ChannelRefused {
+        /// Why: `"limit"` (the peer takes no more run-time channels),
+        /// `"duplicate name"`, or `"invalid segment"` (it failed the peer's
+        /// checks).
+        reason: &'static str,
+    },
+    /// The ends of a channel opened at run time could not be taken (a type
+    /// disagreement with the peer, ...).
+    Channel(ChannelError),
+    /// The connection's control channel is closed: the peer dropped its
+    /// connection, died, or broke the protocol. Channel ends already taken
+    /// keep working until they report `Disconnected` themselves.
+    Disconnected,
     /// A system call failed; `op` names it.
     Io {
         /// The failing operation.
@@ -140,6 +155,11 @@ impl fmt::Display for ServiceError {
                 f.write_str("the server's welcome carried no segment descriptor")
             }
             ServiceError::Segment(e) => write!(f, "segment: {e}"),
+            ServiceError::ChannelRefused { reason } => {
+                write!(f, "the channel was refused: {reason}")
+            }
+            ServiceError::Channel(e) => write!(f, "channel: {e}"),
+            ServiceError::Disconnected => f.write_str("the peer closed the connection"),
             ServiceError::Io { op, source } => write!(f, "{op} failed: {source}"),
         }
     }
@@ -149,6 +169,7 @@ impl std::error::Error for ServiceError {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match self {
             ServiceError::Segment(e) => Some(e),
+            ServiceError::Channel(e) => Some(e),
             ServiceError::Io { source, .. } => Some(source),
             _ => None,
         }

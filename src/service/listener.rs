@@ -468,8 +468,11 @@ impl Service {
         let pending = self.pending.swap_remove(index);
         if ok {
             self.live.push(pending.segment.slot_watch());
-            self.ready
-                .push_back(ServiceConnection::new(pending.segment, pending.peer));
+            self.ready.push_back(ServiceConnection::new(
+                pending.segment,
+                pending.peer,
+                pending.sock,
+            ));
         }
     }
 }

@@ -5,7 +5,9 @@
 //!   bound on clients, handshake timeouts) and [`ServiceOptions`].
 //! * `client.rs`: [`connect_service`] and [`ConnectOptions`] (connect,
 //!   check the server's uid, receive and check the segment, claim it).
-//! * `connection.rs`: [`ServiceConnection`], either side's channels.
+//! * `connection.rs`: [`ServiceConnection`], either side's channels, and
+//!   channels opened at run time ([`OpenedChannel`]).
+//! * `control.rs`: the connection's control socket (run-time channels).
 //! * `wire.rs`: the handshake messages and the socket address.
 //! * `error.rs`: [`ServiceError`].
 //!
@@ -17,11 +19,12 @@
 
 mod client;
 mod connection;
+mod control;
 mod error;
 mod listener;
 mod wire;
 
 pub use client::{ConnectOptions, connect_service, connect_service_timeout};
-pub use connection::ServiceConnection;
+pub use connection::{OpenedChannel, ServiceConnection};
 pub use error::ServiceError;
 pub use listener::{Service, ServiceOptions};

@@ -5,7 +5,8 @@
 //! ```text
 //!  0  magic    [u8; 4]  "RMSV"
 //!  4  version  u32      PROTOCOL_VERSION (first 8 bytes fixed in every version)
-//!  8  kind     u32      1 welcome, 2 refused, 3 attached
+//!  8  kind     u32      1 welcome, 2 refused, 3 attached, 4 open,
+//!                       5 open-accepted, 6 open-refused
 //! 12  detail   u32      welcome: channel count; refused: the reason
 //! 16  size     u64      welcome: segment size in bytes (== fstat of the memfd)
 //! 24  reserved u64      0
@@ -14,7 +15,12 @@
 //! Server → client: `welcome` with the sealed segment memfd attached
 //! (`SCM_RIGHTS`, exactly one descriptor), or `refused`. Client → server,
 //! after it has checked, mapped and claimed the segment: `attached`, no
-//! descriptor. Nothing else is ever sent.
+//! descriptor.
+//!
+//! Then, either way, channels opened at run time: `open` (detail: a
+//! request id, size: the new segment's size, one sealed memfd attached),
+//! answered by `open-accepted` (detail: the id) once the peer claimed it,
+//! or `open-refused` (detail: the id, size: the reason).
 
 use super::error::ServiceError;
 
@@ -38,12 +44,41 @@ pub(crate) enum Refusal {
     ServerError = 3,
 }
 
-/// One handshake message.
+/// Why a channel opened at run time was refused.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum ChannelRefusal {
+    /// The accepting side has all the run-time channels it takes.
+    Limit = 1,
+    /// A channel of that name exists on the connection already.
+    Duplicate = 2,
+    /// The segment failed the accepting side's checks.
+    Invalid = 3,
+}
+
+/// One handshake or control message.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Message {
-    Welcome { channels: u32, size: u64 },
+    Welcome {
+        channels: u32,
+        size: u64,
+    },
     Refused(Refusal),
     Attached,
+    /// A channel opened at run time: request `id`, a sealed one-channel
+    /// segment of `size` bytes attached.
+    Open {
+        id: u32,
+        size: u64,
+    },
+    /// The peer took the segment of request `id`.
+    OpenAccepted {
+        id: u32,
+    },
+    /// The peer refused request `id`.
+    OpenRefused {
+        id: u32,
+        why: ChannelRefusal,
+    },
 }
 
 impl Message {
@@ -52,6 +87,9 @@ impl Message {
             Message::Welcome { channels, size } => (1u32, channels, size),
             Message::Refused(r) => (2, r as u32, 0),
             Message::Attached => (3, 0, 0),
+            Message::Open { id, size } => (4, id, size),
+            Message::OpenAccepted { id } => (5, id, 0),
+            Message::OpenRefused { id, why } => (6, id, why as u64),
         };
         let mut out = [0u8; MESSAGE_LEN];
         out[0..4].copy_from_slice(&MAGIC);
@@ -91,6 +129,17 @@ impl Message {
             (2, 2) if size == 0 => Ok(Message::Refused(Refusal::Full)),
             (2, 3) if size == 0 => Ok(Message::Refused(Refusal::ServerError)),
             (3, 0) if size == 0 => Ok(Message::Attached),
+            (4, id) => Ok(Message::Open { id, size }),
+            (5, id) if size == 0 => Ok(Message::OpenAccepted { id }),
+            (6, id) => {
+                let why = match size {
+                    1 => ChannelRefusal::Limit,
+                    2 => ChannelRefusal::Duplicate,
+                    3 => ChannelRefusal::Invalid,
+                    _ => return protocol("unknown channel refusal"),
+                };
+                Ok(Message::OpenRefused { id, why })
+            }
             _ => protocol("unknown handshake message"),
         }
     }
@@ -134,6 +183,12 @@ mod tests {
             Message::Refused(Refusal::Full),
             Message::Refused(Refusal::ServerError),
             Message::Attached,
+            Message::Open { id: 7, size: 8192 },
+            Message::OpenAccepted { id: 7 },
+            Message::OpenRefused {
+                id: 7,
+                why: ChannelRefusal::Duplicate,
+            },
         ] {
             assert_eq!(Message::decode(&m.encode()).unwrap(), m);
         }
