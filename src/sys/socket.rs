@@ -219,7 +219,8 @@ pub(crate) fn recv(sock: BorrowedFd<'_>, buf: &mut [u8], accept_fds: bool) -> io
             let mut cmsg = libc::CMSG_FIRSTHDR(&msg);
             while !cmsg.is_null() {
                 if (*cmsg).cmsg_level == libc::SOL_SOCKET && (*cmsg).cmsg_type == libc::SCM_RIGHTS {
-                    let bytes = (*cmsg).cmsg_len as usize - libc::CMSG_LEN(0) as usize;
+                    let bytes =
+                        ((*cmsg).cmsg_len as usize).saturating_sub(libc::CMSG_LEN(0) as usize);
                     let data = libc::CMSG_DATA(cmsg).cast::<RawFd>();
                     for i in 0..bytes / size_of::<RawFd>() {
                         fds.push(OwnedFd::from_raw_fd(data.add(i).read_unaligned()));
