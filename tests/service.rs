@@ -316,6 +316,35 @@ fn server_full_until_a_slot_frees() {
     drop(a.1);
 }
 
+/// A client that answered in time is taken even if the server only reads
+/// its answer after the handshake timeout (a busy server), and the client
+/// waits for the server's confirmation rather than returning a connection
+/// the server may still drop. Without the last look the pending client was
+/// dropped and connect failed.
+#[test]
+fn an_answer_queued_before_the_timeout_still_counts() {
+    let _s = serial();
+    let _w = Watchdog::new("late read", Duration::from_secs(60));
+    let name = unique("lateread");
+    let mut service = Service::bind_with(
+        &name,
+        &echo_config(),
+        ServiceOptions::new().handshake_timeout(Duration::from_millis(100)),
+    )
+    .unwrap();
+    let n = name.clone();
+    let client = thread::spawn(move || good_client(&n, 3));
+    // Send the welcome, then be busy past the handshake timeout.
+    while service.clients() == 0 {
+        assert!(service.try_accept().unwrap().is_none());
+        thread::sleep(Duration::from_millis(1));
+    }
+    thread::sleep(Duration::from_millis(300));
+    let conn = service.accept_timeout(Duration::from_secs(10)).unwrap();
+    assert_eq!(serve_echo(conn), 3);
+    client.join().unwrap().unwrap();
+}
+
 #[test]
 fn a_slot_frees_when_the_client_process_dies_and_ends_see_it() {
     let _s = serial();
@@ -572,6 +601,12 @@ fn a_hostile_run_time_channel_is_refused() {
             .store(0x3fff_ffff, Ordering::SeqCst)
         };
         raw_send(&s, &attached(), &[]);
+        // The server confirms the connection.
+        let mut confirmed = [0u8; 32];
+        // SAFETY: `confirmed` is writable.
+        let got = unsafe { libc::recv(s.as_raw_fd(), confirmed.as_mut_ptr().cast(), 32, 0) };
+        assert_eq!(got, 32);
+        assert_eq!(u32::from_le_bytes(confirmed[8..12].try_into().unwrap()), 7);
         let unsealed = memfd(3 * 4096, 0);
         let mut open = welcome(1, 9, 3 * 4096);
         open[8..12].copy_from_slice(&4u32.to_le_bytes());

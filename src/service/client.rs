@@ -120,11 +120,27 @@ impl ConnectOptions {
                 reason: "the welcome's channel count disagrees with the segment",
             });
         }
-        // Claimed: tell the server. A server that gave up on us meanwhile
-        // (its handshake timeout) dropped its side, so `send` fails or the
-        // channels report `Disconnected`.
-        socket::send(sock.as_fd(), &Message::Attached.encode(), &[])
-            .map_err(ServiceError::io("sendmsg"))?;
+        // Claimed: tell the server, and wait until it has taken us. A
+        // server that gave up on us (its handshake timeout) has closed the
+        // socket: the send fails, or the confirmation never comes.
+        let gave_up = |_| ServiceError::Timeout;
+        socket::send(sock.as_fd(), &Message::Attached.encode(), &[]).map_err(gave_up)?;
+        wait_readable(&sock, deadline)?;
+        let got = socket::recv(sock.as_fd(), &mut buf, true).map_err(gave_up)?;
+        let confirmed = !got.truncated
+            && !got.control_truncated
+            && got.fds.is_empty()
+            && matches!(Message::decode(&buf[..got.len]), Ok(Message::Confirmed));
+        if !confirmed {
+            return Err(if got.len == 0 && got.fds.is_empty() {
+                // End of stream: the server dropped the handshake.
+                ServiceError::Timeout
+            } else {
+                ServiceError::Protocol {
+                    reason: "the server did not confirm the connection",
+                }
+            });
+        }
         Ok(ServiceConnection::new(segment, server, sock))
     }
 }

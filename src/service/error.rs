@@ -60,8 +60,9 @@ pub enum ServiceError {
     /// Connect: the server could not create a segment for us (out of
     /// memory or descriptors on its side).
     ServerError,
-    /// A `_timeout` form ran out of time: no connection was ready, or the
-    /// handshake did not finish.
+    /// A `_timeout` form ran out of time (no connection was ready, the
+    /// handshake did not finish), or, on connect, the server gave up on
+    /// our handshake (its handshake timeout) before confirming it.
     Timeout,
     /// The peer sent something that is not a remora handshake message
     /// (garbage, a short or over-long message, a message out of order), or

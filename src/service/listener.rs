@@ -266,8 +266,7 @@ impl Service {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn clients(&mut self) -> usize {
-        let now = Instant::now();
-        self.pending.retain(|p| p.deadline > now);
+        self.expire_pending();
         self.live.retain(|w| !w.released());
         self.live.len() + self.pending.len() + self.ready.len()
     }
@@ -336,11 +335,13 @@ impl Service {
         deadline: Option<Instant>,
     ) -> Result<Option<ServiceConnection>, ServiceError> {
         loop {
+            // The last look at expired handshakes may make a connection
+            // ready: before the ready check, never after it.
+            self.expire_pending();
             if let Some(conn) = self.ready.pop_front() {
                 return Ok(Some(conn));
             }
             let now = Instant::now();
-            self.pending.retain(|p| p.deadline > now);
             // Sleep until the caller's deadline or the next handshake
             // timeout, whichever is first.
             let wake = self
@@ -363,7 +364,7 @@ impl Service {
             // indices of those not yet visited), then new ones.
             for i in (0..self.pending.len()).rev() {
                 if fds[i + 1].revents != 0 {
-                    self.finish_handshake(i);
+                    let _still_pending = self.finish_handshake(i);
                 }
             }
             let accepted = if fds[0].revents != 0 {
@@ -446,16 +447,30 @@ impl Service {
         Ok(())
     }
 
+    /// Drops the handshakes past their timeout, after a last look at each:
+    /// an answer already queued still counts (the loop may not have read
+    /// it yet only because it was busy).
+    fn expire_pending(&mut self) {
+        let now = Instant::now();
+        for i in (0..self.pending.len()).rev() {
+            if self.pending[i].deadline <= now && self.finish_handshake(i) {
+                self.pending.swap_remove(i);
+            }
+        }
+    }
+
     /// Reads pending client `index`'s answer: it becomes a connection if
-    /// it is `attached` and the segment is claimed; anything else (a hang-up,
-    /// garbage, an attached descriptor) drops it.
-    fn finish_handshake(&mut self, index: usize) {
+    /// it is `attached` and the segment is claimed, and is told so
+    /// (`confirmed`); anything else (a hang-up, garbage, an attached
+    /// descriptor) drops it. Returns whether the client is still pending
+    /// (nothing to read yet).
+    fn finish_handshake(&mut self, index: usize) -> bool {
         let mut buf = [0u8; MESSAGE_LEN + 1];
         // No room for descriptors: any the client attaches are discarded by
         // the kernel (never installed here) and flagged as truncation.
         let got = socket::recv(self.pending[index].sock.as_fd(), &mut buf, false);
         let ok = match got {
-            Err(e) if e.raw_os_error() == Some(libc::EAGAIN) => return,
+            Err(e) if e.raw_os_error() == Some(libc::EAGAIN) => return true,
             Err(_) => false,
             Ok(got) => {
                 !got.truncated
@@ -466,7 +481,9 @@ impl Service {
             }
         };
         let pending = self.pending.swap_remove(index);
-        if ok {
+        // Never waits (see `welcome`); a client that cannot take it has
+        // left, and its connection reports that.
+        if ok && socket::send(pending.sock.as_fd(), &Message::Confirmed.encode(), &[]).is_ok() {
             self.live.push(pending.segment.slot_watch());
             self.ready.push_back(ServiceConnection::new(
                 pending.segment,
@@ -474,5 +491,6 @@ impl Service {
                 pending.sock,
             ));
         }
+        false
     }
 }

@@ -6,7 +6,7 @@
 //!  0  magic    [u8; 4]  "RMSV"
 //!  4  version  u32      PROTOCOL_VERSION (first 8 bytes fixed in every version)
 //!  8  kind     u32      1 welcome, 2 refused, 3 attached, 4 open,
-//!                       5 open-accepted, 6 open-refused
+//!                       5 open-accepted, 6 open-refused, 7 confirmed
 //! 12  detail   u32      welcome: channel count; refused: the reason
 //! 16  size     u64      welcome: segment size in bytes (== fstat of the memfd)
 //! 24  reserved u64      0
@@ -15,7 +15,9 @@
 //! Server → client: `welcome` with the sealed segment memfd attached
 //! (`SCM_RIGHTS`, exactly one descriptor), or `refused`. Client → server,
 //! after it has checked, mapped and claimed the segment: `attached`, no
-//! descriptor.
+//! descriptor; the server answers `confirmed` once it has taken the
+//! connection (a client it gave up on, past its handshake timeout, sees
+//! the socket closed instead).
 //!
 //! Then, either way, channels opened at run time: `open` (detail: a
 //! request id, size: the new segment's size, one sealed memfd attached),
@@ -64,6 +66,8 @@ pub(crate) enum Message {
     },
     Refused(Refusal),
     Attached,
+    /// The server took the client's `attached`: the connection is live.
+    Confirmed,
     /// A channel opened at run time: request `id`, a sealed one-channel
     /// segment of `size` bytes attached.
     Open {
@@ -87,6 +91,7 @@ impl Message {
             Message::Welcome { channels, size } => (1u32, channels, size),
             Message::Refused(r) => (2, r as u32, 0),
             Message::Attached => (3, 0, 0),
+            Message::Confirmed => (7, 0, 0),
             Message::Open { id, size } => (4, id, size),
             Message::OpenAccepted { id } => (5, id, 0),
             Message::OpenRefused { id, why } => (6, id, why as u64),
@@ -129,6 +134,7 @@ impl Message {
             (2, 2) if size == 0 => Ok(Message::Refused(Refusal::Full)),
             (2, 3) if size == 0 => Ok(Message::Refused(Refusal::ServerError)),
             (3, 0) if size == 0 => Ok(Message::Attached),
+            (7, 0) if size == 0 => Ok(Message::Confirmed),
             (4, id) => Ok(Message::Open { id, size }),
             (5, id) if size == 0 => Ok(Message::OpenAccepted { id }),
             (6, id) => {
@@ -183,6 +189,7 @@ mod tests {
             Message::Refused(Refusal::Full),
             Message::Refused(Refusal::ServerError),
             Message::Attached,
+            Message::Confirmed,
             Message::Open { id: 7, size: 8192 },
             Message::OpenAccepted { id: 7 },
             Message::OpenRefused {
