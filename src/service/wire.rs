@@ -219,7 +219,7 @@ mod tests {
             Err(ServiceError::Protocol { .. })
         ));
         let mut m = Message::Attached.encode();
-        m[8] = 7;
+        m[8] = 99; // no such kind
         assert!(matches!(
             Message::decode(&m),
             Err(ServiceError::Protocol { .. })
