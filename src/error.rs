@@ -209,6 +209,22 @@ pub enum OpenError {
         /// What is wrong.
         reason: String,
     },
+    /// A segment handed over by descriptor is not a memory file that can
+    /// carry seals (a memfd): a pipe, a socket, a directory, or a file on
+    /// a disk or in `/dev/shm`. Refused before it is mapped.
+    NotMemfd {
+        /// What the descriptor is instead.
+        reason: &'static str,
+    },
+    /// A segment handed over by descriptor lacks seals that keep its size
+    /// fixed (`F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_SEAL`): its sender could
+    /// shrink it under our mapping (SIGBUS). Refused before it is mapped.
+    MissingSeals {
+        /// The seals it carries (`F_GET_SEALS`).
+        found: u32,
+        /// The seals remora requires.
+        required: u32,
+    },
 }
 
 /// Why a channel could not be taken from a segment.
@@ -313,6 +329,13 @@ impl fmt::Display for OpenError {
                 "segment or FIFO set already claimed by another process (was REMORA_CHANNEL inherited by a grandchild?)",
             ),
             OpenError::InvalidConfig { reason } => write!(f, "invalid channel configuration: {reason}"),
+            OpenError::NotMemfd { reason } => {
+                write!(f, "the segment descriptor is not a sealable memfd: {reason}")
+            }
+            OpenError::MissingSeals { found, required } => write!(
+                f,
+                "the segment memfd is not sealed against resizing (seals {found:#x}, need {required:#x}); refusing to map it"
+            ),
         }
     }
 }

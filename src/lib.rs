@@ -76,6 +76,7 @@ mod layout;
 mod peer;
 mod ring;
 mod segment;
+mod service;
 mod side;
 mod spawn;
 mod stale;
@@ -101,6 +102,10 @@ pub use error::{
     SpawnError, StreamFault,
 };
 pub use segment::Segment;
+pub use service::{
+    ConnectOptions, OpenedChannel, Service, ServiceConnection, ServiceError, ServiceOptions,
+    connect_service, connect_service_timeout,
+};
 pub use spawn::{CHANNEL_ENV, Child, Connection, Spawner, connect, set_parent_death_signal};
 pub use transport::{TRANSPORT_ENV, Transport};
 pub use wait::WaitStrategy;

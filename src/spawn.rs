@@ -13,17 +13,19 @@
 
 use std::ffi::{OsStr, OsString};
 use std::io;
-use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd, RawFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 use std::process::{Command, ExitStatus, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicI32, Ordering};
 use std::time::Duration;
 
 use crate::channel::{RawReceiver, RawSender, ReceiveMode, Receiver, RecvEnd, SendEnd, Sender};
 use crate::codec::{self, Decode, Encode};
 use crate::config::ChannelConfig;
-use crate::error::{ChannelError, ConnectError, SpawnError};
-use crate::segment::Segment;
+use crate::error::{ChannelError, ConnectError, OpenError, SpawnError};
+use crate::segment::{SealedId, Segment};
 use crate::sys::process;
 use crate::transport::{FifoSet, Transport, shm_unusable};
 
@@ -41,9 +43,23 @@ enum ChannelSet {
 
 impl ChannelSet {
     /// Sets up the transport for `channels` as `choice` (already resolved
-    /// against the environment) says.
-    fn create(choice: Transport, channels: &[ChannelConfig]) -> Result<ChannelSet, SpawnError> {
-        match choice {
+    /// against the environment) says; with `sealed` (and `choice` not
+    /// `Fifo`), a sealed memfd segment first, whose kept descriptor is
+    /// returned too. Where memfds are unusable (`memfd_create` refused),
+    /// the named segment and the usual fallback.
+    fn create(
+        choice: Transport,
+        channels: &[ChannelConfig],
+        sealed: bool,
+    ) -> Result<(ChannelSet, Option<SealedId>), SpawnError> {
+        if sealed && choice != Transport::Fifo {
+            match Segment::create_sealed_kept(channels) {
+                Ok((segment, id)) => return Ok((ChannelSet::Shm(segment), Some(id))),
+                Err(e @ OpenError::InvalidConfig { .. }) => return Err(SpawnError::Segment(e)),
+                Err(_) => {}
+            }
+        }
+        let set = match choice {
             Transport::Shm => Segment::create(channels)
                 .map(ChannelSet::Shm)
                 .map_err(SpawnError::Segment),
@@ -58,7 +74,8 @@ impl ChannelSet {
                 },
                 Err(e) => Err(SpawnError::Segment(e)),
             },
-        }
+        }?;
+        Ok((set, None))
     }
 
     fn transport(&self) -> Transport {
@@ -202,6 +219,10 @@ pub struct Spawner {
     command: Command,
     channels: Vec<ChannelConfig>,
     transport: Transport,
+    sealed: bool,
+    /// The descriptor the child must inherit (-1: none), read by the
+    /// `pre_exec` hook installed at the first sealed spawn.
+    inherit: Option<Arc<AtomicI32>>,
 }
 
 impl Spawner {
@@ -211,6 +232,8 @@ impl Spawner {
             command: Command::new(program),
             channels: Vec::new(),
             transport: Transport::Auto,
+            sealed: false,
+            inherit: None,
         }
     }
 
@@ -415,6 +438,64 @@ impl Spawner {
         self
     }
 
+    /// Hands the child its segment as a sealed memfd instead of a named
+    /// `/dev/shm` object (default `false`): sealed against resizing, so
+    /// neither side can raise SIGBUS in the other by truncating it, and
+    /// needing no `/dev/shm` at all (a read-only or full one no longer
+    /// forces the FIFO fallback).
+    ///
+    /// The child inherits the descriptor (its number is in
+    /// [`CHANNEL_ENV`] as `memfd:<pid>:<fd>:<size>:<dev>:<ino>`); if a
+    /// wrapper closed it (`sudo` closes every descriptor above 2),
+    /// [`connect`] opens it as `/proc/<parent pid>/fd/<fd>` instead, which
+    /// the kernel allows to the parent's own user and root. Either way the
+    /// child checks it is that very file, sealed, of that size, before
+    /// mapping it. Where memfds are unusable the spawn falls back to the
+    /// named segment (and, at [`Transport::Auto`], to FIFOs). Ignored with
+    /// [`Transport::Fifo`].
+    ///
+    /// A child in another PID namespace whose wrapper also closes
+    /// descriptors finds neither the descriptor nor the parent's `/proc`
+    /// entry: leave this off for such children.
+    ///
+    /// ```no_run
+    /// let child = remora::Spawner::new("path/to/app").channel("c").sealed(true).spawn()?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn sealed(&mut self, sealed: bool) -> &mut Spawner {
+        self.sealed = sealed;
+        self
+    }
+
+    /// Makes the next spawned child inherit descriptor `fd`: clears its
+    /// close-on-exec flag in the child only, between `fork` and `exec`, so
+    /// no other process this one starts meanwhile inherits it. The hook is
+    /// installed once per `Spawner`.
+    fn inherit_in_child(&mut self, fd: RawFd) {
+        let inherit = self.inherit.get_or_insert_with(|| {
+            let inherit = Arc::new(AtomicI32::new(-1));
+            let hook = Arc::clone(&inherit);
+            let clear_cloexec = move || {
+                // Relaxed: stored by the parent before `spawn` forked us.
+                let fd = hook.load(Ordering::Relaxed);
+                // SAFETY: fcntl is async-signal-safe; F_SETFD on a number
+                // that is not open fails harmlessly with EBADF.
+                if fd >= 0 && unsafe { libc::fcntl(fd, libc::F_SETFD, 0) } < 0 {
+                    return Err(io::Error::last_os_error());
+                }
+                Ok(())
+            };
+            // SAFETY: the hook only reads an atomic and calls fcntl, both
+            // async-signal-safe: no allocation, no lock.
+            unsafe {
+                std::os::unix::process::CommandExt::pre_exec(&mut self.command, clear_cloexec)
+            };
+            inherit
+        });
+        // Relaxed: `spawn` (fork) happens after this in the same thread.
+        inherit.store(fd, Ordering::Relaxed);
+    }
+
     /// Sets up the transport and starts the child. Returns at once; the
     /// child attaches whenever it calls [`connect`].
     ///
@@ -428,17 +509,38 @@ impl Spawner {
             .transport
             .resolve()
             .map_err(SpawnError::InvalidTransport)?;
-        let channels = ChannelSet::create(choice, &self.channels)?;
-        self.command.env(CHANNEL_ENV, channels.env_value());
+        let (set, sealed) = ChannelSet::create(choice, &self.channels, self.sealed)?;
+        let env = match sealed {
+            Some(id) => {
+                self.inherit_in_child(id.fd);
+                format!(
+                    "memfd:{}:{}:{}:{}:{}",
+                    std::process::id(),
+                    id.fd,
+                    id.size,
+                    id.dev,
+                    id.ino
+                )
+                .into()
+            }
+            None => set.env_value(),
+        };
+        self.command.env(CHANNEL_ENV, env);
         let spawned = self.command.spawn();
-        // Do not leak this set's name into later spawns of this Spawner.
+        // Do not leak this set's name (or descriptor) into later
+        // spawns of this Spawner.
         self.command.env_remove(CHANNEL_ENV);
+        if let Some(inherit) = &self.inherit {
+            // Relaxed: read by the hook in the forked child only, which
+            // `spawn` has already run.
+            inherit.store(-1, Ordering::Relaxed);
+        }
         let process = spawned.map_err(SpawnError::Spawn)?; // drops (removes) the set
-        channels.watch_child(process.id());
+        set.watch_child(process.id());
         let pidfd = process::pidfd_open(process.id()).ok();
         Ok(Child {
             process,
-            channels,
+            channels: set,
             pidfd,
         })
     }
@@ -748,6 +850,20 @@ pub fn connect() -> Result<Connection, ConnectError> {
         let set = FifoSet::open(dir).map_err(ConnectError::Open)?;
         return Ok(Connection {
             channels: ChannelSet::Fifo(set),
+        });
+    }
+    if let Some(spec) = value.to_str().and_then(|v| v.strip_prefix("memfd:")) {
+        let numbers: Vec<u64> = spec.split(':').map_while(|n| n.parse().ok()).collect();
+        let &[pid, fd, size, dev, ino] = numbers.as_slice() else {
+            return Err(bad());
+        };
+        let (Ok(pid), Ok(fd)) = (u32::try_from(pid), RawFd::try_from(fd)) else {
+            return Err(bad());
+        };
+        let id = SealedId { fd, size, dev, ino };
+        let segment = Segment::open_inherited(pid, id).map_err(ConnectError::Open)?;
+        return Ok(Connection {
+            channels: ChannelSet::Shm(segment),
         });
     }
     let name = value

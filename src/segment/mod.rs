@@ -14,6 +14,7 @@
 
 mod names;
 mod plan;
+mod sealed;
 mod validate;
 
 use std::ptr::{NonNull, addr_of};
@@ -22,6 +23,8 @@ use std::sync::{Arc, Mutex};
 use self::names::{StaleSegment, create_locked};
 use self::plan::{ChannelEntry, initialise, plan};
 use self::validate::validate;
+
+pub(crate) use self::sealed::{SealedId, SlotWatch};
 use crate::attachment::{Attachment, register_liveness};
 use crate::channel::{RawReceiver, RawSender, ReceiveMode, Receiver, RecvEnd, SendEnd, Sender};
 use crate::codec::{self, Decode, Encode};
@@ -147,7 +150,14 @@ impl Segment {
             recorded: 0,
         })?;
         let mapping = Mapping::new(&fd, len).map_err(OpenError::io("mmap"))?;
-        // SAFETY: the mapping is `len >= size_of::<SegmentHeader>()` bytes.
+        Segment::attach(mapping, len, name.to_owned())
+    }
+
+    /// The opener's half of [`Segment::open`] once the object is mapped:
+    /// validates the segment, registers this side's liveness word and
+    /// claims the segment with it.
+    fn attach(mapping: Mapping, len: usize, name: String) -> Result<Segment, OpenError> {
+        // SAFETY: the callers map `len >= size_of::<SegmentHeader>()` bytes.
         let entries = unsafe { validate(mapping.base(), len)? };
         // The claim is our liveness word: link its robust entry first, so the
         // kernel marks the word if we die at any moment after the claim.
@@ -168,7 +178,7 @@ impl Segment {
         futex::wake_all(claim);
         Ok(Segment {
             link: Arc::new(Attachment::new(mapping, own, CREATOR_WORD, None, None)),
-            name: name.to_owned(),
+            name,
             side: Side::Opener,
             taken: Mutex::new(vec![false; entries.len()]),
             channels: entries,

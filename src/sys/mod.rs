@@ -10,11 +10,13 @@ pub(crate) mod fifo;
 pub(crate) mod futex;
 pub(crate) mod lock;
 pub(crate) mod mapping;
+pub(crate) mod memfd;
 pub(crate) mod process;
 pub(crate) mod random;
 pub(crate) mod robust;
 pub(crate) mod shm;
 pub(crate) mod signal;
+pub(crate) mod socket;
 
 use std::io;
 

@@ -169,7 +169,7 @@ impl FifoSet {
     }
 
     /// This side's ends of channel `name`, checking the type fingerprints,
-    /// with the channel's wait strategy. (The endpoint layer wraps them in
+    /// with the channel's wait strategy. (The channel-set layer wraps them in
     /// public channel ends: this transport knows nothing of those.)
     pub(crate) fn take(
         &self,

@@ -1,0 +1,278 @@
+//! Segments in sealed memfds, handed over by descriptor rather than by name.
+//!
+//! The creator builds the segment in a memfd (size set and every page
+//! reserved, header and rings initialised), then seals it against any size
+//! change (`F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_SEAL`) before anyone else
+//! can hold it. The receiver of the descriptor checks, before it maps a
+//! byte: a regular file, one that carries seals (a memfd), the three seals,
+//! no write seal, and the size it was told; then the usual layout
+//! validation and claim. Sealed, the size can never change again, so no
+//! peer can raise SIGBUS in us by truncating the segment.
+//!
+//! Liveness and the claim are exactly those of a named segment: the
+//! creator's and opener's robust words in the header, `Attachment`.
+//!
+//! [`SlotWatch`] lets a service count the clients still holding a slot.
+
+use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
+use std::sync::{Arc, Mutex, Weak};
+
+use super::Segment;
+use super::plan::{initialise, plan};
+use crate::attachment::{Attachment, register_liveness};
+use crate::config::ChannelConfig;
+use crate::error::OpenError;
+use crate::layout::*;
+use crate::side::Side;
+use crate::sync::Ordering;
+use crate::sys::{fd, mapping::Mapping, memfd, shm};
+
+/// What `Segment::name` reports for a segment that has no name.
+const NO_NAME: &str = "(sealed memfd)";
+
+impl Segment {
+    /// Creates a segment declaring `channels` in a new sealed memfd and
+    /// returns it with the memfd's descriptor (to hand to the opener; the
+    /// segment itself needs no descriptor once mapped).
+    ///
+    /// A memfd has no name: nothing is left anywhere if this process dies,
+    /// and no stale sweep is needed.
+    pub(crate) fn create_sealed(
+        channels: &[ChannelConfig],
+    ) -> Result<(Segment, OwnedFd), OpenError> {
+        let (segment, fd, _) = Segment::build_sealed(channels, false)?;
+        Ok((segment, fd))
+    }
+
+    /// [`Segment::create_sealed`] for a spawned child: the segment keeps a
+    /// descriptor of the memfd open (in its `Attachment`, as long as this
+    /// side or any end of it lives), so the child can find it under
+    /// `/proc/<our pid>/fd/<n>` if the inherited descriptor did not survive
+    /// the trip. Returns the segment and where and what the kept descriptor
+    /// is (what the child checks it against).
+    pub(crate) fn create_sealed_kept(
+        channels: &[ChannelConfig],
+    ) -> Result<(Segment, SealedId), OpenError> {
+        let (segment, fd, kept) = Segment::build_sealed(channels, true)?;
+        let id = fd::stat(fd.as_fd()).map_err(OpenError::io("fstat"))?;
+        let size = shm::stat(&fd).map_err(OpenError::io("fstat"))?.size;
+        let sealed = SealedId {
+            fd: kept.expect("asked to keep one"),
+            size,
+            dev: id.dev,
+            ino: id.ino,
+        };
+        Ok((segment, sealed))
+    }
+
+    /// Builds the segment in a new sealed memfd; with `keep`, its
+    /// `Attachment` holds a second descriptor of it, whose number is
+    /// returned.
+    fn build_sealed(
+        channels: &[ChannelConfig],
+        keep: bool,
+    ) -> Result<(Segment, OwnedFd, Option<RawFd>), OpenError> {
+        let (entries, total) = plan(channels)?;
+        let fd = memfd::create(c"remora").map_err(OpenError::io("memfd_create"))?;
+        // Reserve every page now: out of memory is an error here, never a
+        // SIGBUS on first touch.
+        shm::size_and_reserve(&fd, total).map_err(OpenError::io("fallocate"))?;
+        let mapping = Mapping::new(&fd, total).map_err(OpenError::io("mmap"))?;
+        let own = register_liveness(&mapping, CREATOR_WORD);
+        // SAFETY: the mapping is fresh, `total` bytes long, page-aligned,
+        // and the memfd has not left this process: we are its only writer.
+        unsafe { initialise(mapping.base(), total, &entries, own.value) };
+        let kept = match keep {
+            true => Some(fd.try_clone().map_err(OpenError::io("dup"))?),
+            false => None,
+        };
+        let kept_fd = kept.as_ref().map(|k| k.as_raw_fd());
+        let segment = Segment {
+            link: Arc::new(Attachment::new(mapping, own, OPENER_WORD, None, kept)),
+            name: NO_NAME.to_owned(),
+            side: Side::Creator,
+            taken: Mutex::new(vec![false; entries.len()]),
+            channels: entries,
+        };
+        // Sealed before the descriptor leaves us; F_SEAL_SEAL last of all,
+        // so nobody (us included) can ever add or change a seal again.
+        memfd::add_seals(fd.as_fd(), memfd::REQUIRED_SEALS)
+            .map_err(OpenError::io("F_ADD_SEALS"))?;
+        Ok((segment, fd, kept_fd))
+    }
+
+    /// Opens, checks, validates and claims the segment in memfd `fd`
+    /// received from another process, which said it is `expected_size`
+    /// bytes long (`None`: whatever its header records).
+    ///
+    /// Before mapping: a regular file ([`OpenError::NotMemfd`] otherwise),
+    /// able to carry seals (`NotMemfd`), sealed against shrinking and
+    /// growing for good ([`OpenError::MissingSeals`]), not write-sealed,
+    /// of the expected size ([`OpenError::BadSize`]); with `owner`, owned by
+    /// that uid ([`OpenError::WrongOwner`]). Then as [`Segment::open`]. The
+    /// descriptor is closed when this returns: the mapping keeps the memory.
+    pub(crate) fn open_sealed(
+        fd: OwnedFd,
+        expected_size: Option<u64>,
+        owner: Option<u32>,
+    ) -> Result<Segment, OpenError> {
+        let id = fd::stat(fd.as_fd()).map_err(OpenError::io("fstat"))?;
+        if id.mode & libc::S_IFMT != libc::S_IFREG {
+            return Err(OpenError::NotMemfd {
+                reason: "not a regular file (a pipe, socket, directory or device)",
+            });
+        }
+        if let Some(expected) = owner.filter(|&o| o != id.uid) {
+            return Err(OpenError::WrongOwner {
+                owner: id.uid,
+                expected,
+            });
+        }
+        let seals = match memfd::seals(fd.as_fd()) {
+            Ok(seals) => seals,
+            Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {
+                return Err(OpenError::NotMemfd {
+                    reason: "a file that cannot carry seals (on a disk or in /dev/shm?)",
+                });
+            }
+            Err(e) => return Err(OpenError::io("F_GET_SEALS")(e)),
+        };
+        if seals & memfd::REQUIRED_SEALS != memfd::REQUIRED_SEALS {
+            return Err(OpenError::MissingSeals {
+                found: seals,
+                required: memfd::REQUIRED_SEALS,
+            });
+        }
+        if seals & memfd::WRITE_SEALS != 0 {
+            return Err(OpenError::BadLayout {
+                reason: "the segment memfd is write-sealed",
+            });
+        }
+        // Read after the seals: from here on the size cannot change.
+        let size = shm::stat(&fd).map_err(OpenError::io("fstat"))?.size;
+        let recorded = expected_size.unwrap_or(size);
+        if size != recorded || size < size_of::<SegmentHeader>() as u64 {
+            return Err(OpenError::BadSize {
+                actual: size,
+                recorded,
+            });
+        }
+        let len = usize::try_from(size).map_err(|_| OpenError::BadSize {
+            actual: size,
+            recorded,
+        })?;
+        let mapping = Mapping::new(&fd, len).map_err(OpenError::io("mmap"))?;
+        Segment::attach(mapping, len, NO_NAME.to_owned())
+    }
+
+    /// Child side of a sealed spawn: finds the memfd `id` its parent
+    /// `parent_pid` described, then checks and claims it as
+    /// [`Segment::open_sealed`] does.
+    ///
+    /// First the inherited descriptor `id.fd`, if it is still open here and
+    /// is that very file (same device and inode: a wrapper may have closed
+    /// it and something else taken the number). Else the parent's
+    /// `/proc/<pid>/fd/<n>`, for wrappers that close inherited descriptors
+    /// (`sudo` closes all above 2): the kernel lets only the parent's own
+    /// user (or root) open it, and it must be the same file too. Either way
+    /// the descriptor is closed once the segment is mapped.
+    pub(crate) fn open_inherited(parent_pid: u32, id: SealedId) -> Result<Segment, OpenError> {
+        let same =
+            |f: &OwnedFd| fd::stat(f.as_fd()).is_ok_and(|s| s.dev == id.dev && s.ino == id.ino);
+        if id.fd > 2 {
+            // SAFETY: only borrowed for the `fstat` below, while the number
+            // is open (fstat fails harmlessly with EBADF otherwise).
+            let borrowed = unsafe { std::os::fd::BorrowedFd::borrow_raw(id.fd) };
+            let ours = fd::stat(borrowed).is_ok_and(|s| s.dev == id.dev && s.ino == id.ino);
+            if ours {
+                // SAFETY: the descriptor is open and is the parent's memfd
+                // (device and inode checked), inherited for us alone: no
+                // other owner in this process knows of it.
+                let fd = unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(id.fd) };
+                return Segment::open_sealed(fd, Some(id.size), None);
+            }
+        }
+        let path = format!("/proc/{parent_pid}/fd/{}", id.fd);
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(&path)
+            .map_err(|e| match e.raw_os_error() {
+                Some(libc::ENOENT) => OpenError::NotFound { name: path.clone() },
+                _ => OpenError::io("open /proc/<parent>/fd")(e),
+            })?;
+        let fd = OwnedFd::from(file);
+        if !same(&fd) {
+            return Err(OpenError::NotFound { name: path });
+        }
+        Segment::open_sealed(fd, Some(id.size), None)
+    }
+
+    /// A watch on this (creator-side) segment that tells when its slot is
+    /// free again; see [`SlotWatch::released`].
+    pub(crate) fn slot_watch(&self) -> SlotWatch {
+        let (out_dir, in_dir) = self.directions();
+        SlotWatch {
+            link: Arc::downgrade(&self.link),
+            peer_rings: self
+                .channels
+                .iter()
+                .map(|c| (c.rings[in_dir.index()].0, c.rings[out_dir.index()].0))
+                .collect(),
+        }
+    }
+}
+
+/// Where a kept memfd is and what it is: the descriptor number in the
+/// creator, its size, and its identity (device and inode).
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct SealedId {
+    pub(crate) fd: RawFd,
+    pub(crate) size: u64,
+    pub(crate) dev: u64,
+    pub(crate) ino: u64,
+}
+
+/// Whether the peer of a segment is done with it, for a service's bound on
+/// clients. Holds no strong reference: it never keeps a segment mapped.
+#[derive(Debug)]
+pub(crate) struct SlotWatch {
+    link: Weak<Attachment>,
+    /// Per channel: offsets of the ring the peer produces into and of the
+    /// ring it consumes.
+    peer_rings: Vec<(usize, usize)>,
+}
+
+impl SlotWatch {
+    /// True once this side dropped the segment and every end taken from
+    /// it, or the peer process is dead, or the peer hung up every channel
+    /// (it drops its ends and its segment: untaken channels are hung up
+    /// when a segment is dropped). A peer can set its close flags without
+    /// leaving: that frees its own slot early, nothing else.
+    pub(crate) fn released(&self) -> bool {
+        let Some(link) = self.link.upgrade() else {
+            return true;
+        };
+        if link.peer_dead_now() {
+            return true;
+        }
+        let base = link.mapping().base();
+        self.peer_rings.iter().all(|&(produced, consumed)| {
+            // SAFETY: both offsets were validated (or planned) to hold a
+            // ring control block inside the mapping, which `link` keeps
+            // alive; a sealed segment cannot shrink (and a named one is only
+            // watched while the creator holds it). `RingControl` is all
+            // atomics, so a shared reference is fine whatever the peer writes.
+            let (p, c) = unsafe {
+                (
+                    &*base.add(produced).cast::<RingControl>(),
+                    &*base.add(consumed).cast::<RingControl>(),
+                )
+            };
+            // Acquire: pairs with the peer's Release close stores (nothing
+            // is read after them, but it keeps the usual pairing).
+            p.ends.producer_closed.load(Ordering::Acquire) != 0
+                && c.ends.consumer_closed.load(Ordering::Acquire) != 0
+        })
+    }
+}

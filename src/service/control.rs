@@ -1,0 +1,171 @@
+//! The control socket of a live connection: channels opened at run time.
+//!
+//! The handshake's socket stays open for the connection's life. Either side
+//! opens a channel by building a one-channel segment in a sealed memfd and
+//! sending `open` with it; the other side takes it with `accept_channel`
+//! (checked exactly like the first segment, then claimed) and answers
+//! `open-accepted`, or `open-refused` (limit, duplicate name, failed
+//! checks). Any thread of either side may wait on the socket: whoever reads
+//! a message files it in the shared state (incoming requests, answers to
+//! our requests), and every waiter polls with a short slice, so a message
+//! read by another thread is seen within the slice.
+//!
+//! A peer that sends garbage, too many descriptors, or hangs up closes the
+//! control channel for good: later calls return `Disconnected`. Requests
+//! waiting for `accept_channel` are bounded ([`MAX_WAITING`]): more are
+//! refused on arrival (their descriptors closed at once).
+
+use std::collections::{HashMap, VecDeque};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::sync::{Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use super::error::ServiceError;
+use super::wire::{ChannelRefusal, MESSAGE_LEN, Message};
+use crate::sys::socket;
+
+/// Requests from the peer not yet accepted, at most.
+pub(crate) const MAX_WAITING: usize = 16;
+
+/// Longest sleep before a waiter re-reads the shared state.
+const SLICE: Duration = Duration::from_millis(5);
+
+#[derive(Debug)]
+pub(crate) struct Control {
+    sock: OwnedFd,
+    state: Mutex<State>,
+}
+
+#[derive(Debug, Default)]
+pub(crate) struct State {
+    next_id: u32,
+    /// The peer's `open` requests: id, memfd, announced size.
+    pub(crate) waiting: VecDeque<(u32, OwnedFd, u64)>,
+    /// Answers to our requests.
+    answers: HashMap<u32, Result<(), ChannelRefusal>>,
+    /// The peer hung up or broke the protocol.
+    closed: bool,
+}
+
+impl Control {
+    pub(crate) fn new(sock: OwnedFd) -> Control {
+        Control {
+            sock,
+            state: Mutex::new(State::default()),
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Sends `open` for a new segment; returns the request id.
+    pub(crate) fn send_open(&self, memfd: &OwnedFd, size: u64) -> Result<u32, ServiceError> {
+        let mut state = self.lock();
+        if state.closed {
+            return Err(ServiceError::Disconnected);
+        }
+        let id = state.next_id;
+        state.next_id = state.next_id.wrapping_add(1);
+        socket::send(
+            self.sock.as_fd(),
+            &Message::Open { id, size }.encode(),
+            &[memfd.as_fd()],
+        )
+        .map_err(ServiceError::io("sendmsg"))?;
+        Ok(id)
+    }
+
+    /// Answers the peer's request `id`.
+    pub(crate) fn answer(&self, id: u32, answer: Result<(), ChannelRefusal>) {
+        let msg = match answer {
+            Ok(()) => Message::OpenAccepted { id },
+            Err(why) => Message::OpenRefused { id, why },
+        };
+        // Best effort: a peer that left needs no answer.
+        let _ = socket::send(self.sock.as_fd(), &msg.encode(), &[]);
+    }
+
+    /// Waits for the answer to our request `id`.
+    pub(crate) fn wait_answer(
+        &self,
+        id: u32,
+        deadline: Option<Instant>,
+    ) -> Result<Result<(), ChannelRefusal>, ServiceError> {
+        self.wait(deadline, |state| state.answers.remove(&id))
+    }
+
+    /// Waits until `ready` finds what it wants in the state (after every
+    /// message read), the peer goes, or `deadline` passes.
+    pub(crate) fn wait<T>(
+        &self,
+        deadline: Option<Instant>,
+        mut ready: impl FnMut(&mut State) -> Option<T>,
+    ) -> Result<T, ServiceError> {
+        loop {
+            {
+                let mut state = self.lock();
+                self.pump(&mut state);
+                if let Some(found) = ready(&mut state) {
+                    return Ok(found);
+                }
+                if state.closed {
+                    return Err(ServiceError::Disconnected);
+                }
+            }
+            let now = Instant::now();
+            let left = deadline.map_or(SLICE, |d| d.saturating_duration_since(now).min(SLICE));
+            if deadline.is_some_and(|d| now >= d) {
+                return Err(ServiceError::Timeout);
+            }
+            let mut pfd = [libc::pollfd {
+                fd: self.sock.as_raw_fd(),
+                events: libc::POLLIN,
+                revents: 0,
+            }];
+            socket::poll(&mut pfd, Some(left)).map_err(ServiceError::io("poll"))?;
+        }
+    }
+
+    /// Reads every message waiting, filing each in `state`.
+    fn pump(&self, state: &mut State) {
+        while !state.closed {
+            let mut buf = [0u8; MESSAGE_LEN + 1];
+            let got = match socket::recv(self.sock.as_fd(), &mut buf, true) {
+                Ok(got) => got,
+                Err(e) if e.raw_os_error() == Some(libc::EAGAIN) => return,
+                Err(_) => {
+                    state.closed = true;
+                    return;
+                }
+            };
+            let end_of_stream = got.len == 0 && !got.truncated && got.fds.is_empty();
+            if end_of_stream || got.truncated || got.control_truncated {
+                state.closed = true;
+                return;
+            }
+            let mut fds = got.fds;
+            match Message::decode(&buf[..got.len]) {
+                Ok(Message::Open { id, size }) if fds.len() == 1 => {
+                    let fd = fds.pop().expect("one descriptor");
+                    if state.waiting.len() < MAX_WAITING {
+                        state.waiting.push_back((id, fd, size));
+                    } else {
+                        drop(fd);
+                        self.answer(id, Err(ChannelRefusal::Limit));
+                    }
+                }
+                Ok(Message::OpenAccepted { id }) if fds.is_empty() => {
+                    state.answers.insert(id, Ok(()));
+                }
+                Ok(Message::OpenRefused { id, why }) if fds.is_empty() => {
+                    state.answers.insert(id, Err(why));
+                }
+                // Garbage, a handshake message, or descriptors where none
+                // belong: the control channel is done (the descriptors
+                // are closed with `fds`).
+                _ => state.closed = true,
+            }
+        }
+    }
+}

@@ -1,0 +1,269 @@
+//! Unix `SOCK_SEQPACKET` sockets in the abstract namespace: listen, connect,
+//! accept, peer credentials, and messages carrying descriptors
+//! (`SCM_RIGHTS`).
+//!
+//! Every socket here is non-blocking and close-on-exec. Sequenced packets
+//! keep message boundaries, so one `recv` is one handshake message: a
+//! short or over-long message is a protocol error, never a partial read to
+//! resume.
+
+use std::io;
+use std::mem::{size_of, zeroed};
+use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+use std::time::Duration;
+
+use super::{cvt, retry_eintr};
+
+/// The credentials the kernel recorded for a socket's peer when it
+/// connected (`SO_PEERCRED`): the pid is as seen from our PID namespace (0
+/// if the peer's is not visible from ours).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct PeerCred {
+    pub(crate) pid: i32,
+    pub(crate) uid: u32,
+    pub(crate) gid: u32,
+}
+
+/// `sockaddr_un` for the abstract name `name` (a leading NUL is added:
+/// abstract names live in no filesystem and vanish with their socket).
+fn abstract_addr(name: &[u8]) -> io::Result<(libc::sockaddr_un, libc::socklen_t)> {
+    // SAFETY: an all-zero sockaddr_un is a valid value of this C struct.
+    let mut addr: libc::sockaddr_un = unsafe { zeroed() };
+    addr.sun_family = libc::AF_UNIX as libc::sa_family_t;
+    // sun_path[0] stays 0: the abstract namespace.
+    if name.is_empty() || name.len() + 1 > addr.sun_path.len() {
+        return Err(io::Error::from_raw_os_error(libc::ENAMETOOLONG));
+    }
+    for (dst, &src) in addr.sun_path[1..].iter_mut().zip(name) {
+        *dst = src as libc::c_char;
+    }
+    let len = size_of::<libc::sa_family_t>() + 1 + name.len();
+    Ok((addr, len as libc::socklen_t))
+}
+
+fn seqpacket() -> io::Result<OwnedFd> {
+    let kind = libc::SOCK_SEQPACKET | libc::SOCK_CLOEXEC | libc::SOCK_NONBLOCK;
+    // SAFETY: plain syscall; no pointers involved.
+    let fd = cvt(unsafe { libc::socket(libc::AF_UNIX, kind, 0) })?;
+    // SAFETY: socket returned a fresh descriptor nothing else owns.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// A listening socket bound to abstract name `name`. `EADDRINUSE` means a
+/// live process holds the name (a dead one's name is gone with it).
+pub(crate) fn listen(name: &[u8], backlog: i32) -> io::Result<OwnedFd> {
+    let (addr, len) = abstract_addr(name)?;
+    let fd = seqpacket()?;
+    // SAFETY: `addr` is a valid sockaddr_un of `len` bytes for the call.
+    cvt(unsafe { libc::bind(fd.as_raw_fd(), (&raw const addr).cast(), len) })?;
+    // SAFETY: plain syscall on a descriptor we own.
+    cvt(unsafe { libc::listen(fd.as_raw_fd(), backlog) })?;
+    Ok(fd)
+}
+
+/// Connects to abstract name `name`, without blocking. `ECONNREFUSED`:
+/// nobody listens there; `EAGAIN`: the listener's backlog is full (retry).
+pub(crate) fn connect(name: &[u8]) -> io::Result<OwnedFd> {
+    let (addr, len) = abstract_addr(name)?;
+    let fd = seqpacket()?;
+    // SAFETY: `addr` is a valid sockaddr_un of `len` bytes for the call.
+    retry_eintr(|| unsafe { libc::connect(fd.as_raw_fd(), (&raw const addr).cast(), len) })?;
+    Ok(fd)
+}
+
+/// Accepts one pending connection (non-blocking, close-on-exec);
+/// `EAGAIN` when none is waiting.
+pub(crate) fn accept(listener: BorrowedFd<'_>) -> io::Result<OwnedFd> {
+    let flags = libc::SOCK_CLOEXEC | libc::SOCK_NONBLOCK;
+    // SAFETY: null address pointers are allowed (we do not want the address).
+    let fd = retry_eintr(|| unsafe {
+        libc::accept4(
+            listener.as_raw_fd(),
+            std::ptr::null_mut(),
+            std::ptr::null_mut(),
+            flags,
+        )
+    })?;
+    // SAFETY: accept4 returned a fresh descriptor nothing else owns.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// The peer's credentials (`SO_PEERCRED`).
+pub(crate) fn peer_cred(fd: BorrowedFd<'_>) -> io::Result<PeerCred> {
+    // SAFETY: an all-zero ucred is a valid value of this C struct.
+    let mut cred: libc::ucred = unsafe { zeroed() };
+    let mut len = size_of::<libc::ucred>() as libc::socklen_t;
+    // SAFETY: `cred` is writable for `len` bytes; the kernel writes at most that.
+    cvt(unsafe {
+        libc::getsockopt(
+            fd.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_PEERCRED,
+            (&raw mut cred).cast(),
+            &mut len,
+        )
+    })?;
+    Ok(PeerCred {
+        pid: cred.pid,
+        uid: cred.uid,
+        gid: cred.gid,
+    })
+}
+
+/// Room for this many descriptors in one received message: one more than
+/// any remora message carries, so a peer sending two is seen as such
+/// (`fds.len() == 2`) rather than as a truncation.
+pub(crate) const MAX_RECEIVED_FDS: usize = 4;
+
+/// Sends one message, with descriptor `fd` attached if given, without
+/// blocking (`MSG_DONTWAIT`: a peer that never reads cannot stall us; a
+/// fresh socket always has room for one small message) and without SIGPIPE
+/// (`MSG_NOSIGNAL`: a peer that already closed is `EPIPE`).
+pub(crate) fn send(sock: BorrowedFd<'_>, data: &[u8], fds: &[BorrowedFd<'_>]) -> io::Result<()> {
+    debug_assert!(fds.len() <= 253, "SCM_MAX_FD");
+    let mut iov = libc::iovec {
+        iov_base: data.as_ptr().cast_mut().cast(),
+        iov_len: data.len(),
+    };
+    let raw: Vec<RawFd> = fds.iter().map(|f| f.as_raw_fd()).collect();
+    let payload = (raw.len() * size_of::<RawFd>()) as libc::c_uint;
+    // SAFETY: CMSG_SPACE is arithmetic on its argument.
+    let space = unsafe { libc::CMSG_SPACE(payload) } as usize;
+    // u64 words: cmsghdr alignment.
+    let mut control = vec![0u64; space.div_ceil(8)];
+    // SAFETY: an all-zero msghdr is a valid value of this C struct.
+    let mut msg: libc::msghdr = unsafe { zeroed() };
+    msg.msg_iov = &mut iov;
+    msg.msg_iovlen = 1;
+    if !raw.is_empty() {
+        msg.msg_control = control.as_mut_ptr().cast();
+        msg.msg_controllen = space as _;
+        // SAFETY: `control` is `space` bytes, aligned for cmsghdr, and holds
+        // exactly one header with `payload` bytes of data (CMSG_SPACE), so
+        // the first header and its data are inside it.
+        unsafe {
+            let cmsg = libc::CMSG_FIRSTHDR(&msg);
+            (*cmsg).cmsg_level = libc::SOL_SOCKET;
+            (*cmsg).cmsg_type = libc::SCM_RIGHTS;
+            (*cmsg).cmsg_len = libc::CMSG_LEN(payload) as _;
+            std::ptr::copy_nonoverlapping(
+                raw.as_ptr().cast::<u8>(),
+                libc::CMSG_DATA(cmsg),
+                payload as usize,
+            );
+        }
+    }
+    let flags = libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL;
+    // SAFETY: `msg` points at `iov` and `control`, both live for the call.
+    let sent = unsafe { libc::sendmsg(sock.as_raw_fd(), &msg, flags) };
+    if sent < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    if sent as usize != data.len() {
+        // Sequenced packets are sent whole or not at all.
+        return Err(io::Error::from_raw_os_error(libc::EMSGSIZE));
+    }
+    Ok(())
+}
+
+/// One received message.
+#[derive(Debug)]
+pub(crate) struct Received {
+    /// Bytes of the message copied into the buffer.
+    pub(crate) len: usize,
+    /// Every descriptor the kernel installed for us (close-on-exec; closed
+    /// when dropped), whatever the message said.
+    pub(crate) fds: Vec<OwnedFd>,
+    /// The message was longer than the buffer (`MSG_TRUNC`).
+    pub(crate) truncated: bool,
+    /// The ancillary data did not fit (`MSG_CTRUNC`): the peer sent more
+    /// descriptors than [`MAX_RECEIVED_FDS`] (the kernel closed the rest).
+    pub(crate) control_truncated: bool,
+}
+
+/// Receives one message without blocking (`EAGAIN` if none is queued;
+/// `Ok` with `len == 0` and no descriptors at end of stream). With
+/// `accept_fds` false no room is given for descriptors: the kernel
+/// discards any the peer attached (a descriptor flood costs us nothing)
+/// and reports them as `control_truncated`.
+pub(crate) fn recv(sock: BorrowedFd<'_>, buf: &mut [u8], accept_fds: bool) -> io::Result<Received> {
+    let mut iov = libc::iovec {
+        iov_base: buf.as_mut_ptr().cast(),
+        iov_len: buf.len(),
+    };
+    let payload = (MAX_RECEIVED_FDS * size_of::<RawFd>()) as libc::c_uint;
+    // SAFETY: CMSG_SPACE is arithmetic on its argument.
+    let space = unsafe { libc::CMSG_SPACE(payload) } as usize;
+    let mut control = [0u64; 8];
+    debug_assert!(space <= size_of::<[u64; 8]>());
+    // SAFETY: an all-zero msghdr is a valid value of this C struct.
+    let mut msg: libc::msghdr = unsafe { zeroed() };
+    msg.msg_iov = &mut iov;
+    msg.msg_iovlen = 1;
+    if accept_fds {
+        msg.msg_control = control.as_mut_ptr().cast();
+        msg.msg_controllen = space as _;
+    }
+    let flags = libc::MSG_DONTWAIT | libc::MSG_CMSG_CLOEXEC;
+    // SAFETY: `msg` points at `iov` (over `buf`) and `control`, both live
+    // and writable for the call.
+    let n = retry_eintr(|| unsafe { libc::recvmsg(sock.as_raw_fd(), &mut msg, flags) } as i32)?;
+    let mut fds = Vec::new();
+    if accept_fds {
+        // SAFETY: the kernel filled `msg_controllen` bytes of `control`
+        // with well-formed headers; CMSG_FIRSTHDR/NXTHDR stay inside that
+        // length, and each SCM_RIGHTS header's data holds
+        // `(cmsg_len - CMSG_LEN(0)) / 4` descriptors installed for us,
+        // read unaligned.
+        unsafe {
+            let mut cmsg = libc::CMSG_FIRSTHDR(&msg);
+            while !cmsg.is_null() {
+                if (*cmsg).cmsg_level == libc::SOL_SOCKET && (*cmsg).cmsg_type == libc::SCM_RIGHTS {
+                    let bytes =
+                        ((*cmsg).cmsg_len as usize).saturating_sub(libc::CMSG_LEN(0) as usize);
+                    let data = libc::CMSG_DATA(cmsg).cast::<RawFd>();
+                    for i in 0..bytes / size_of::<RawFd>() {
+                        fds.push(OwnedFd::from_raw_fd(data.add(i).read_unaligned()));
+                    }
+                }
+                cmsg = libc::CMSG_NXTHDR(&msg, cmsg);
+            }
+        }
+    }
+    Ok(Received {
+        len: n as usize,
+        fds,
+        truncated: msg.msg_flags & libc::MSG_TRUNC != 0,
+        control_truncated: msg.msg_flags & libc::MSG_CTRUNC != 0,
+    })
+}
+
+/// Waits until one of `fds` has one of its events, or `timeout` passes
+/// (`None`: no limit). Returns how many have events; `EINTR` counts as a
+/// wake-up with none.
+pub(crate) fn poll(fds: &mut [libc::pollfd], timeout: Option<Duration>) -> io::Result<usize> {
+    let ts = timeout.map(|t| libc::timespec {
+        tv_sec: t.as_secs().min(i32::MAX as u64) as libc::time_t,
+        tv_nsec: t.subsec_nanos() as libc::c_long,
+    });
+    let ts_ptr = ts.as_ref().map_or(std::ptr::null(), |t| t as *const _);
+    // SAFETY: `fds` is a valid array of pollfds for its length; `ts`
+    // outlives the call; a null sigmask leaves the mask alone.
+    let n = unsafe {
+        libc::ppoll(
+            fds.as_mut_ptr(),
+            fds.len() as libc::nfds_t,
+            ts_ptr,
+            std::ptr::null(),
+        )
+    };
+    if n < 0 {
+        let e = io::Error::last_os_error();
+        return if e.kind() == io::ErrorKind::Interrupted {
+            Ok(0)
+        } else {
+            Err(e)
+        };
+    }
+    Ok(n as usize)
+}
