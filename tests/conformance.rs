@@ -39,18 +39,12 @@ fn serial() -> MutexGuard<'static, ()> {
 /// A spawner that re-executes this test binary in `role` over `transport`.
 fn spawner(role: &str, transport: Transport) -> Spawner {
     let mut s = Spawner::new(std::env::current_exe().unwrap());
-    s.args([
-        "child_entry",
-        "--exact",
-        "--nocapture",
-        "--test-threads=1",
-        "-q",
-    ])
-    .env(common::ROLE, role)
-    .env(EXPECT_ENV, transport.to_string())
-    .stdin(Stdio::null())
-    .stdout(Stdio::null())
-    .transport(transport);
+    s.args(common::CHILD_ENTRY)
+        .env(common::ROLE, role)
+        .env(EXPECT_ENV, transport.to_string())
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .transport(transport);
     s
 }
 

@@ -631,17 +631,11 @@ fn the_unused_direction_of_a_one_way_receiver_reads_as_closed() {
 /// A spawner that re-executes this test binary in `role`.
 fn spawner(role: &str, transport: Transport) -> Spawner {
     let mut s = Spawner::new(std::env::current_exe().unwrap());
-    s.args([
-        "child_entry",
-        "--exact",
-        "--nocapture",
-        "--test-threads=1",
-        "-q",
-    ])
-    .env(common::ROLE, role)
-    .stdin(Stdio::null())
-    .stdout(Stdio::null())
-    .transport(transport);
+    s.args(common::CHILD_ENTRY)
+        .env(common::ROLE, role)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .transport(transport);
     s
 }
 

@@ -83,17 +83,11 @@ fn bounded<R: Send + 'static>(
 /// A spawner that re-executes this test binary in `role`, over FIFOs.
 fn fifo_spawner(role: &str) -> Spawner {
     let mut s = Spawner::new(std::env::current_exe().unwrap());
-    s.args([
-        "child_entry",
-        "--exact",
-        "--nocapture",
-        "--test-threads=1",
-        "-q",
-    ])
-    .env(common::ROLE, role)
-    .stdin(Stdio::null())
-    .stdout(Stdio::null())
-    .transport(Transport::Fifo);
+    s.args(common::CHILD_ENTRY)
+        .env(common::ROLE, role)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .transport(Transport::Fifo);
     s
 }
 

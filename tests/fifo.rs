@@ -55,14 +55,7 @@ fn serial() -> MutexGuard<'static, ()> {
     SERIAL.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-/// Arguments that re-execute this binary running only `child_entry`.
-const ENTRY: [&str; 5] = [
-    "child_entry",
-    "--exact",
-    "--nocapture",
-    "--test-threads=1",
-    "-q",
-];
+const ENTRY: [&str; 4] = common::CHILD_ENTRY;
 
 /// A spawner that re-executes this test binary in `role`.
 fn spawner(role: &str) -> Spawner {

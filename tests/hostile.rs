@@ -82,13 +82,7 @@ fn spawner(role: &str) -> Spawner {
 fn spawner_over(role: &str, transport: Transport) -> Spawner {
     let mut s = Spawner::new("/proc/self/exe");
     s.transport(transport)
-        .args([
-            "child_entry",
-            "--exact",
-            "--nocapture",
-            "--test-threads=1",
-            "-q",
-        ])
+        .args(common::CHILD_ENTRY)
         .env(common::ROLE, role)
         .stdin(Stdio::null())
         .stdout(Stdio::null());

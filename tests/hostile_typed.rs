@@ -73,13 +73,7 @@ fn spawner(role: &str) -> Spawner {
         s.env(ATTACK_ENV, only);
     }
     s.transport(Transport::Shm)
-        .args([
-            "child_entry",
-            "--exact",
-            "--nocapture",
-            "--test-threads=1",
-            "-q",
-        ])
+        .args(common::CHILD_ENTRY)
         .env(common::ROLE, role)
         .stdin(Stdio::null())
         .stdout(Stdio::null())

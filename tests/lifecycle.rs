@@ -22,16 +22,10 @@ fn serial() -> std::sync::MutexGuard<'static, ()> {
 /// A spawner that re-executes this test binary in `role`.
 fn spawner(role: &str) -> Spawner {
     let mut s = Spawner::new(std::env::current_exe().unwrap());
-    s.args([
-        "child_entry",
-        "--exact",
-        "--nocapture",
-        "--test-threads=1",
-        "-q",
-    ])
-    .env(common::ROLE, role)
-    .stdin(Stdio::null())
-    .stdout(Stdio::null());
+    s.args(common::CHILD_ENTRY)
+        .env(common::ROLE, role)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null());
     s
 }
 

@@ -111,14 +111,9 @@ fn sigkill(pid: u32) {
 /// The test-binary invocation a child runs: `entry` with `role`.
 fn self_args() -> Vec<String> {
     let exe = std::env::current_exe().unwrap();
-    vec![
-        exe.to_string_lossy().into_owned(),
-        "child_entry".into(),
-        "--exact".into(),
-        "--nocapture".into(),
-        "--test-threads=1".into(),
-        "-q".into(),
-    ]
+    std::iter::once(exe.to_string_lossy().into_owned())
+        .chain(common::CHILD_ENTRY.iter().map(|a| a.to_string()))
+        .collect()
 }
 
 /// A plain `Command` for this test binary in `role`.

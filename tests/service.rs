@@ -352,7 +352,7 @@ fn a_slot_frees_when_the_client_process_dies_and_ends_see_it() {
     let name = unique("death");
     let mut service = Service::bind(&name, &echo_config()).unwrap();
     let mut child = std::process::Command::new(std::env::current_exe().unwrap())
-        .args(["child_entry", "--exact", "--nocapture", "-q"])
+        .args(common::CHILD_ENTRY)
         .env(common::ROLE, "connect_and_hang")
         .env("SVC_NAME", &name)
         .stdout(std::process::Stdio::null())
@@ -540,7 +540,7 @@ fn a_run_time_channel_reports_the_peers_death() {
     let name = unique("rtdeath");
     let mut service = Service::bind(&name, &echo_config()).unwrap();
     let mut child = std::process::Command::new(std::env::current_exe().unwrap())
-        .args(["child_entry", "--exact", "--nocapture", "-q"])
+        .args(common::CHILD_ENTRY)
         .env(common::ROLE, "open_and_hang")
         .env("SVC_NAME", &name)
         .stdout(std::process::Stdio::null())
@@ -979,7 +979,7 @@ fn root_a_squatter_of_another_uid_is_not_trusted() {
     let mut squatter = std::process::Command::new(std::env::current_exe().unwrap());
     std::os::unix::process::CommandExt::uid(&mut squatter, NOBODY);
     let mut squatter = squatter
-        .args(["child_entry", "--exact", "--nocapture", "-q"])
+        .args(common::CHILD_ENTRY)
         .env(common::ROLE, "squatter")
         .env("SVC_NAME", &name)
         .env("SVC_VICTIM_UID", uid().to_string())
@@ -1020,7 +1020,7 @@ fn root_a_client_of_another_uid_is_refused_unless_allowed() {
         let mut client = std::process::Command::new(std::env::current_exe().unwrap());
         std::os::unix::process::CommandExt::uid(&mut client, NOBODY);
         let mut client = client
-            .args(["child_entry", "--exact", "--nocapture", "-q"])
+            .args(common::CHILD_ENTRY)
             .env(common::ROLE, "foreign_client")
             .env("SVC_NAME", &name)
             .env("SVC_SERVER_UID", uid().to_string())

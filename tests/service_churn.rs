@@ -44,7 +44,7 @@ fn config() -> Vec<ChannelConfig> {
 
 fn self_command(role: &str, name: &str) -> Command {
     let mut cmd = Command::new(std::env::current_exe().unwrap());
-    cmd.args(["child_entry", "--exact", "--nocapture", "-q"])
+    cmd.args(common::CHILD_ENTRY)
         .env(common::ROLE, role)
         .env("SVC_NAME", name)
         .stdin(Stdio::null());

@@ -20,7 +20,7 @@ fn serial() -> MutexGuard<'static, ()> {
     SERIAL.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-const ENTRY: [&str; 4] = ["child_entry", "--exact", "--nocapture", "-q"];
+const ENTRY: [&str; 4] = common::CHILD_ENTRY;
 
 fn spawner(role: &str) -> Spawner {
     let mut s = Spawner::new(std::env::current_exe().unwrap());

@@ -129,13 +129,7 @@ fn soak(n: u64, limit: Duration, transport: Transport) {
         // replaces the binary on disk meanwhile.
         Spawner::new("/proc/self/exe")
             .transport(transport) // whatever REMORA_TRANSPORT says
-            .args([
-                "child_entry",
-                "--exact",
-                "--nocapture",
-                "--test-threads=1",
-                "-q",
-            ])
+            .args(common::CHILD_ENTRY)
             .env(common::ROLE, "soak")
             .env(MESSAGES_ENV, n.to_string())
             .stdin(Stdio::null())

@@ -239,23 +239,17 @@ fn adaptive_send_is_woken_by_the_receiver_drop() {
 /// events when told to on "ctl" (see `child_entry`).
 fn spawn_event_maker(transport: Transport, strategy: WaitStrategy) -> KillOnDrop {
     let mut s = Spawner::new(std::env::current_exe().unwrap());
-    s.args([
-        "child_entry",
-        "--exact",
-        "--nocapture",
-        "--test-threads=1",
-        "-q",
-    ])
-    .env(common::ROLE, "event_maker")
-    .stdin(std::process::Stdio::null())
-    .stdout(std::process::Stdio::null())
-    .transport(transport)
-    .channel_with(
-        ChannelConfig::new("c")
-            .capacity(4096)
-            .wait_strategy(strategy),
-    )
-    .channel("ctl");
+    s.args(common::CHILD_ENTRY)
+        .env(common::ROLE, "event_maker")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .transport(transport)
+        .channel_with(
+            ChannelConfig::new("c")
+                .capacity(4096)
+                .wait_strategy(strategy),
+        )
+        .channel("ctl");
     KillOnDrop(s.spawn().unwrap())
 }
 

@@ -87,13 +87,7 @@ fn fifo_hot_paths_do_not_allocate() {
     let _s = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
     let _w = common::Watchdog::new("fifo zero-alloc", Duration::from_secs(120));
     let mut child = Spawner::new(std::env::current_exe().unwrap())
-        .args([
-            "child_entry",
-            "--exact",
-            "--nocapture",
-            "--test-threads=1",
-            "-q",
-        ])
+        .args(common::CHILD_ENTRY)
         .env(common::ROLE, "echo")
         .stdin(std::process::Stdio::null())
         .stdout(std::process::Stdio::null())

@@ -12,6 +12,11 @@ use std::time::{Duration, Instant};
 /// Environment variable naming the role a re-executed test binary plays.
 pub const ROLE: &str = "REMORA_TEST_ROLE";
 
+/// The arguments that make this test binary run only its `child_entry`
+/// test, quietly: how every cross-process test runs itself as the child
+/// (with [`ROLE`] saying what the child does).
+pub const CHILD_ENTRY: [&str; 4] = ["child_entry", "--exact", "--nocapture", "-q"];
+
 /// The role this process plays, if it is a re-executed child.
 pub fn role() -> Option<String> {
     std::env::var(ROLE).ok()
