@@ -450,3 +450,48 @@ fn add_remove_churn_over_many_segments() {
         }
     }
 }
+
+/// Issue: dropping our own end rang only the peer's bell, so a set asleep
+/// on that end reported `Disconnected` only at its deadline.
+#[test]
+fn dropping_our_own_end_wakes_a_set_sleeping_on_it() {
+    let _s = serial();
+    let _w = Watchdog::new("own end dropped", Duration::from_secs(60));
+    // A receiver with nothing to receive.
+    let (_p, _c, _txs, mut rxs) = segment(1);
+    let rx = rxs.pop().unwrap();
+    let mut set = WaitSet::new();
+    set.set_wait_strategy(WaitStrategy::Block);
+    set.add(&rx).unwrap();
+    let waiter = thread::spawn(move || woken(&mut set).kind());
+    thread::sleep(Duration::from_millis(100));
+    drop(rx);
+    assert_eq!(waiter.join().unwrap(), EventKind::Disconnected);
+
+    // A sender with no room to send (on the opener's side this time).
+    let (_p, _c, mut txs, _rxs) = segment(1);
+    let mut tx = txs.pop().unwrap();
+    while tx.try_send(&[0u8; 64]).is_ok() {}
+    let mut set = WaitSet::new();
+    set.set_wait_strategy(WaitStrategy::Block);
+    set.add(&tx).unwrap();
+    assert_eq!(set.try_wait().unwrap_err(), WaitError::Empty);
+    let waiter = thread::spawn(move || woken(&mut set).kind());
+    thread::sleep(Duration::from_millis(100));
+    drop(tx);
+    assert_eq!(waiter.join().unwrap(), EventKind::Disconnected);
+
+    // A receiver poisoned by a forged frame (`ShmReceiver::fail` closes
+    // its end) while the set sleeps with that frame reported already.
+    let (_p, child, _txs, mut rxs) = segment(1);
+    let mut rx = rxs.pop().unwrap();
+    let mut set = WaitSet::new();
+    set.set_wait_strategy(WaitStrategy::Block);
+    set.add(&rx).unwrap();
+    scribble_header(&child, 0);
+    assert_eq!(woken(&mut set).kind(), EventKind::Readable);
+    let waiter = thread::spawn(move || woken(&mut set).kind());
+    thread::sleep(Duration::from_millis(100));
+    assert!(matches!(rx.try_recv(), Err(RecvError::Corrupted(_))));
+    assert_eq!(waiter.join().unwrap(), EventKind::Disconnected);
+}

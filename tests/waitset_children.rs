@@ -531,3 +531,47 @@ fn proc_cpu(pid: u32) -> f64 {
         .sum::<f64>()
         * 1e-9
 }
+
+/// Issue: a FIFO member whose `Readable` was reported and left unreceived
+/// was not polled on its pipe, but was on its child's pidfd, which stays
+/// readable once the child exited: the set's `poll` returned at once,
+/// forever, and the wait burnt a core until its deadline.
+#[test]
+fn an_ignored_fifo_event_after_the_child_exited_does_not_spin() {
+    let _s = serial();
+    let _w = Watchdog::new("ignored fifo event", Duration::from_secs(60));
+    let mut kid = spawn_kid_over(Transport::Fifo);
+    let mut set = WaitSet::new();
+    set.set_wait_strategy(WaitStrategy::Block);
+    set.add(&kid.req).unwrap();
+    kid.ctl.send(b"send 1").unwrap();
+    assert_eq!(woken(&mut set).kind(), EventKind::Readable);
+    // The event is left unhandled; the child then exits.
+    kid.ctl.send(b"exit").unwrap();
+    kid.child.wait().unwrap();
+    let wait = Duration::from_secs(1);
+    let c0 = thread_cpu();
+    let r = set.wait_timeout(wait);
+    let cpu = thread_cpu() - c0;
+    // Nothing new to report until the message is received.
+    assert_eq!(r.unwrap_err(), WaitError::Timeout);
+    // A spinning wait uses the whole second; a sleeping one (re-scanning
+    // every 50 ms) a few milliseconds.
+    assert!(
+        cpu < 0.3 * wait.as_secs_f64(),
+        "the set spun: {cpu:.3} s of CPU during a {wait:?} wait"
+    );
+    // Once received, the member is watched again and drains to the end.
+    assert!(kid.req.try_recv().is_ok());
+    assert_eq!(woken(&mut set).kind(), EventKind::Disconnected);
+}
+
+/// The calling thread's CPU seconds (user + system).
+fn thread_cpu() -> f64 {
+    // SAFETY: getrusage fills the struct we own.
+    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: a valid pointer to our struct.
+    unsafe { libc::getrusage(libc::RUSAGE_THREAD, &mut ru) };
+    let tv = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 * 1e-6;
+    tv(ru.ru_utime) + tv(ru.ru_stime)
+}

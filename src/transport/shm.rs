@@ -266,6 +266,10 @@ impl Drop for ShmSender {
         // Acquire-loads the flag, so it can drain before disconnecting.
         ctrl.ends.producer_closed.store(1, Ordering::Release);
         ctrl.data_bell.ring_with(|| self.link.peer_bell());
+        // A wait set of ours watching this sender (armed on the space
+        // bell) sleeps on our own aggregate bell: wake it to report the
+        // close (the peer rings nothing for it).
+        ctrl.space_bell.ring_with(|| self.link.own_bell());
     }
 }
 
@@ -380,6 +384,10 @@ impl ShmReceiver {
         // Release: as in `drop`.
         ctrl.ends.consumer_closed.store(1, Ordering::Release);
         ctrl.space_bell.ring_with(|| self.link.peer_bell());
+        // A wait set of ours watching this receiver (armed on the data
+        // bell) sleeps on our own aggregate bell: wake it to report the
+        // close.
+        ctrl.data_bell.ring_with(|| self.link.own_bell());
         RecvError::Corrupted(fault)
     }
 
@@ -404,5 +412,7 @@ impl Drop for ShmReceiver {
         // Release: orders our last head store before the close flag.
         ctrl.ends.consumer_closed.store(1, Ordering::Release);
         ctrl.space_bell.ring_with(|| self.link.peer_bell());
+        // As in `fail`: wake a wait set of ours watching this receiver.
+        ctrl.data_bell.ring_with(|| self.link.own_bell());
     }
 }

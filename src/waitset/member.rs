@@ -82,8 +82,9 @@ impl Member {
     }
 
     /// The descriptors to sleep on (readable = something to look at). A
-    /// FIFO member reported and not received from since is not watched:
-    /// its pipe stays readable, and polling it would spin.
+    /// FIFO member reported and not received from since is not watched at
+    /// all: its pipe stays readable, and so does its peer's pidfd once the
+    /// child exited; polling either would spin.
     pub(super) fn fds(&self) -> [Option<RawFd>; 2] {
         if self.done {
             return [None, None];
@@ -94,8 +95,15 @@ impl Member {
                 // Relaxed: see `FifoState`.
                 let moves = w.state.moves.load(Ordering::Relaxed);
                 let ignored = self.last.is_some_and(|(_, m)| m == moves);
-                let pipe = if ignored { None } else { w.raw_fd() };
-                [pipe, w.peer_fd.as_ref().map(AsRawFd::as_raw_fd)]
+                if ignored {
+                    // Nothing is reported until the user receives (`check`
+                    // answers `None` while bytes are pending), and the set
+                    // re-scans FIFO members every SLICE: the peer's
+                    // descriptor (a pidfd, readable for good once the child
+                    // exited) must not be polled either, or the set spins.
+                    return [None, None];
+                }
+                [w.raw_fd(), w.peer_fd.as_ref().map(AsRawFd::as_raw_fd)]
             }
             _ => [None, None],
         }

@@ -27,7 +27,7 @@
 //! sleeps in slices of at most 5 ms on one word and re-scans its members,
 //! which bounds its latency (5 ms) and costs up to 200 scans a second.
 
-use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
@@ -141,8 +141,15 @@ impl Sleeper {
                     self.entries.push(FutexWaitv::new(word, value));
                 }
                 PeerSleep::Unwatched => slept.sliced = true,
-                // Reported by the members' checks; nothing to sleep on.
-                PeerSleep::Dead => {}
+                // Dead at the scan already: its members were checked with
+                // the death and found nothing more to report; nothing to
+                // sleep on.
+                PeerSleep::Dead if seg.dead => {}
+                // Died since the scan: nothing in this sleep would ever
+                // report it (the kernel's wake-up is gone), so do not
+                // sleep; the caller re-scans and reports it, as
+                // `wait::block_until` does.
+                PeerSleep::Dead => return slept,
             }
         }
         self.pollfds.clear();
@@ -256,6 +263,7 @@ struct RelayShared {
     /// Odd while a round is on. Relays sleep on it between rounds and
     /// include it in their `futex_waitv`, so ending a round wakes them.
     round: AtomicU32,
+    /// Set once, just before the round word's last move: relays exit.
     quit: AtomicBool,
     /// Each futex relay's words for the current round.
     chunks: Vec<Mutex<Vec<FutexWaitv>>>,
@@ -267,23 +275,7 @@ struct RelayShared {
 
 impl Relays {
     fn start(chunks: usize, fd_capacity: usize) -> std::io::Result<Relays> {
-        // SAFETY: plain eventfd creation; the result is checked below.
-        let raw = unsafe { libc::eventfd(0, libc::EFD_NONBLOCK | libc::EFD_CLOEXEC) };
-        if raw < 0 {
-            return Err(std::io::Error::last_os_error());
-        }
-        // SAFETY: `raw` is a fresh descriptor that nothing else owns.
-        let cancel = unsafe { OwnedFd::from_raw_fd(raw) };
-        let shared = Arc::new(RelayShared {
-            set_word: AtomicU32::new(0),
-            round: AtomicU32::new(0),
-            quit: AtomicBool::new(false),
-            chunks: (0..chunks)
-                .map(|_| Mutex::new(Vec::with_capacity(WAITV_MAX)))
-                .collect(),
-            fds: Mutex::new(Vec::with_capacity(fd_capacity)),
-            cancel,
-        });
+        let shared = RelayShared::new(chunks, fd_capacity)?;
         let mut relays = Relays {
             shared,
             threads: Vec::new(),
@@ -309,27 +301,60 @@ impl Relays {
     }
 
     fn end_round(&self) {
-        // Release: as above.
-        self.shared.round.fetch_add(1, Ordering::Release);
-        futex::wake_all(&self.shared.round);
-        let one = 1u64.to_ne_bytes();
-        let _ = crate::sys::fd::write(self.cancel(), &one);
-    }
-
-    fn cancel(&self) -> BorrowedFd<'_> {
-        use std::os::fd::AsFd;
-        self.shared.cancel.as_fd()
+        self.shared.end_round();
     }
 }
 
 impl Drop for Relays {
     fn drop(&mut self) {
-        // Relaxed: read by the relays after the round word moves (below).
-        self.shared.quit.store(true, Ordering::Relaxed);
-        self.end_round();
+        self.shared.tell_quit();
         for t in self.threads.drain(..) {
             let _ = t.join();
         }
+    }
+}
+
+impl RelayShared {
+    fn new(chunks: usize, fd_capacity: usize) -> std::io::Result<Arc<RelayShared>> {
+        // SAFETY: plain eventfd creation; the result is checked below.
+        let raw = unsafe { libc::eventfd(0, libc::EFD_NONBLOCK | libc::EFD_CLOEXEC) };
+        if raw < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        // SAFETY: `raw` is a fresh descriptor that nothing else owns.
+        let cancel = unsafe { OwnedFd::from_raw_fd(raw) };
+        Ok(Arc::new(RelayShared {
+            set_word: AtomicU32::new(0),
+            round: AtomicU32::new(0),
+            quit: AtomicBool::new(false),
+            chunks: (0..chunks)
+                .map(|_| Mutex::new(Vec::with_capacity(WAITV_MAX)))
+                .collect(),
+            fds: Mutex::new(Vec::with_capacity(fd_capacity)),
+            cancel,
+        }))
+    }
+
+    /// Ends the calling thread's round: moves the round word (even), wakes
+    /// the relays sleeping on it, and wakes the descriptor relay's `poll`.
+    fn end_round(&self) {
+        // Release: as in `begin_round`, and for `tell_quit`'s flag.
+        self.round.fetch_add(1, Ordering::Release);
+        futex::wake_all(&self.round);
+        let one = 1u64.to_ne_bytes();
+        use std::os::fd::AsFd;
+        let _ = crate::sys::fd::write(self.cancel.as_fd(), &one);
+    }
+
+    /// Tells every relay to quit (the set is dropped or grows).
+    fn tell_quit(&self) {
+        // Release: a relay that acquires the round word moved below sees
+        // the flag (see `next_round_with`).
+        self.quit.store(true, Ordering::Release);
+        // Moves the round word and wakes every relay, whether it sleeps
+        // between rounds (on the round word) or in a round's `futex_waitv`
+        // or `poll` (the round word is in it; the eventfd wakes `poll`).
+        self.end_round();
     }
 }
 
@@ -342,17 +367,35 @@ fn spawn(f: impl FnOnce() + Send + 'static) -> std::io::Result<JoinHandle<()>> {
 
 /// Waits for the next round after `seen`; `None` when told to quit.
 fn next_round(shared: &RelayShared, seen: u32) -> Option<u32> {
+    next_round_with(shared, seen, || {})
+}
+
+/// [`next_round`], with `between` run between its two loads (tests use it
+/// to put a `Drop` exactly there).
+///
+/// The round word is read *before* the quit flag: `Drop` stores the flag
+/// and then moves the round word (Release), so a relay whose Acquire load
+/// sees the moved round also sees the flag. Read the other way round, a
+/// relay could read `quit == false` just before `Drop`'s store and the
+/// round just after its `end_round`, take that for a new round (it is
+/// odd), and sleep on its old chunk and a round word that never moves
+/// again: `Drop` would hang joining it.
+fn next_round_with(shared: &RelayShared, seen: u32, mut between: impl FnMut()) -> Option<u32> {
     loop {
-        // Relaxed: the quit flag is set before the round word moves, and
-        // the Acquire load below orders it.
-        if shared.quit.load(Ordering::Relaxed) {
+        // Acquire: pairs with `begin_round`'s and `Drop`'s Release; seeing
+        // the round `Drop` moved implies seeing its quit flag below.
+        let round = shared.round.load(Ordering::Acquire);
+        between();
+        // Acquire: pairs with `Drop`'s Release store (and the round load
+        // above is Acquire too, so this load cannot be reordered before it).
+        if shared.quit.load(Ordering::Acquire) {
             return None;
         }
-        // Acquire: pairs with `begin_round`'s Release.
-        let round = shared.round.load(Ordering::Acquire);
         if round % 2 == 1 && round != seen {
             return Some(round);
         }
+        // Returns at once if the round moved since the load above (`Drop`
+        // moves it after setting the flag, and wakes every relay).
         futex::wait(&shared.round, round, MonoTime::NEVER);
     }
 }
@@ -429,5 +472,97 @@ fn fd_relay(shared: &RelayShared, capacity: usize) {
             }
             // A stale cancel from an earlier round: poll again.
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{ChannelConfig, Segment};
+    use std::time::Instant;
+
+    /// Issue: a relay that read `quit` just before `Drop` set it and the
+    /// round word just after `Drop` moved it took that for a new round and
+    /// slept for good, so `Drop` hung joining it. Here `Drop`'s signal runs
+    /// exactly between the relay's two loads.
+    #[test]
+    fn a_relay_told_to_quit_between_its_loads_quits() {
+        let shared = RelayShared::new(1, 1).unwrap();
+        // A round (1) came and went: the relay saw round 1, the set is
+        // between rounds (2), and is now dropped.
+        shared.round.store(2, Ordering::Relaxed);
+        let mut told = false;
+        let got = next_round_with(&shared, 1, || {
+            if !std::mem::replace(&mut told, true) {
+                shared.tell_quit();
+            }
+        });
+        assert_eq!(got, None, "the relay took the quit for a new round");
+    }
+
+    /// Issue: a peer that died after the set's last scan and before its
+    /// sleep was not slept on (its word already says dead, so the kernel's
+    /// wake-up is gone) and was reported only at the deadline.
+    #[test]
+    fn a_peer_dead_since_the_scan_cuts_the_sleep() {
+        let parent = Segment::create(&[ChannelConfig::new("c").capacity(4096)]).unwrap();
+        let child = Segment::open(parent.name()).unwrap();
+        let (_tx, _) = child.raw_channel("c").unwrap();
+        let (_, rx) = parent.raw_channel("c").unwrap();
+        let crate::channel::RecvEnd::Shm(end) = rx.end() else {
+            panic!("not shared memory");
+        };
+        let link = end.watch().link;
+        let mut segs = vec![Seg::new(link)];
+        // The scan saw the peer alive.
+        assert!(!segs[0].link.peer_dead_now());
+        let mut sleeper = Sleeper::default();
+        sleeper.reserve(1, 0).unwrap();
+        sleeper.tickets(&mut segs);
+        // Then it died: its liveness word says so (as the kernel writes it).
+        forge_opener_word(parent.name(), crate::sys::robust::FUTEX_OWNER_DIED);
+        let t0 = Instant::now();
+        sleeper.sleep(
+            &segs,
+            std::iter::empty(),
+            MonoTime::after(Duration::from_secs(3)),
+        );
+        let took = t0.elapsed();
+        assert!(
+            took < Duration::from_millis(1500),
+            "slept {took:?} past a death"
+        );
+    }
+
+    /// Writes the opener's liveness word through a second mapping of the
+    /// segment, as the kernel (or a hostile peer) would.
+    fn forge_opener_word(name: &str, value: u32) {
+        let fd = crate::sys::shm::open(name).unwrap();
+        let len = std::mem::size_of::<crate::layout::SegmentHeader>();
+        // SAFETY: a fresh shared mapping of the object's first bytes (the
+        // header), unmapped below; nothing else uses this address.
+        let base = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_SHARED,
+                fd.as_raw_fd(),
+                0,
+            )
+        };
+        assert_ne!(base, libc::MAP_FAILED);
+        // SAFETY: `OPENER_WORD` is an aligned atomic word of the header,
+        // inside the mapping.
+        let word = unsafe {
+            &*base
+                .cast::<u8>()
+                .add(crate::layout::OPENER_WORD)
+                .cast::<AtomicU32>()
+        };
+        // Relaxed: the sleep under test re-reads it with Acquire.
+        word.store(value, Ordering::Relaxed);
+        // SAFETY: unmaps exactly the mapping made above; `word` is dead.
+        unsafe { libc::munmap(base, len) };
     }
 }
