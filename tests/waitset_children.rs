@@ -52,18 +52,12 @@ fn spawn_kid() -> Kid {
 fn spawn_kid_over(transport: Transport) -> Kid {
     let mut s = Spawner::new(std::env::current_exe().unwrap());
     s.transport(transport);
-    s.args([
-        "child_entry",
-        "--exact",
-        "--nocapture",
-        "--test-threads=1",
-        "-q",
-    ])
-    .env(common::ROLE, "kid")
-    .stdin(std::process::Stdio::null())
-    .stdout(std::process::Stdio::null())
-    .channel_with(ChannelConfig::new("req").capacity(4096))
-    .channel_with(ChannelConfig::new("ctl").capacity(4096));
+    s.args(common::CHILD_ENTRY)
+        .env(common::ROLE, "kid")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .channel_with(ChannelConfig::new("req").capacity(4096))
+        .channel_with(ChannelConfig::new("ctl").capacity(4096));
     let child = KillOnDrop(s.spawn().unwrap());
     let (_, req) = child.raw_channel("req").unwrap();
     let (ctl, _) = child.raw_channel("ctl").unwrap();
