@@ -641,3 +641,43 @@ fn busy_full_idle_and_a_panicking_handler() {
         (b, 6)
     );
 }
+
+/// One slot abandoned twice (the reviewer's case, through the client): the
+/// first abandoned call's late reply from a correct server is discarded,
+/// never `Protocol`, and never costs the live call its reply. The slot is
+/// not reused a third time while the first abandoned id is unanswered
+/// (`TableFull`).
+#[test]
+fn a_slot_abandoned_twice_still_discards_both_late_replies() {
+    let _s = serial();
+    let parent = Segment::create(&[ChannelConfig::new("calls").capacity(1 << 12)]).unwrap();
+    let child = Segment::open(parent.name()).unwrap();
+    let mut client: Client<u64, u64, ()> =
+        Client::with_capacity(parent.channel("calls").unwrap(), 1);
+    let mut server: Server<u64, u64, ()> = Server::new(child.channel("calls").unwrap());
+    let a = client.start(&1).unwrap();
+    assert!(client.abandon(a));
+    let b = client.start(&2).unwrap();
+    assert!(client.abandon(b));
+    assert_eq!(client.abandoned(), 2);
+    assert_eq!(client.start(&3).unwrap_err(), CallError::TableFull);
+    // The server answers `a` late; its slot can be reused again after.
+    let late_a = server.recv().unwrap().defer();
+    server.reply(late_a, Ok(&10)).unwrap();
+    let late_b = server.recv().unwrap().defer();
+    // No call is live (`recv_reply` is `Idle`), so `start` itself reads
+    // the late reply to `a` that has arrived, and the slot comes back.
+    assert_eq!(client.try_recv_reply().unwrap_err(), CallError::Idle);
+    let c = client.start(&3).unwrap();
+    server.reply(late_b, Ok(&20)).unwrap();
+    let call = server.recv().unwrap();
+    assert_eq!(*call, 3);
+    call.reply(Ok(&30)).unwrap();
+    let reply = client.recv_reply().unwrap();
+    assert_eq!(
+        (reply.ticket(), reply.result().unwrap().to_native()),
+        (c, 30)
+    );
+    drop(reply);
+    assert_eq!((client.in_flight(), client.abandoned()), (0, 0));
+}
