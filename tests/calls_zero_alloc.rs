@@ -3,8 +3,8 @@
 //! paths, receivers in the default `ReceiveMode::Copy`, the late-reply
 //! discard included; and the slow paths: notices owed on a full reply
 //! ring, an abandoned slot reused), and between two processes over both
-//! transports (the
-//! child server counts its own allocations and fails if it saw any).
+//! transports (the child server counts its own allocations and fails if it
+//! saw any).
 
 mod common;
 
