@@ -59,18 +59,12 @@ const REJECTED: u32 = 3;
 
 fn spawner(role: &str, transport: Transport) -> Spawner {
     let mut s = Spawner::new(std::env::current_exe().unwrap());
-    s.args([
-        "child_entry",
-        "--exact",
-        "--nocapture",
-        "--test-threads=1",
-        "-q",
-    ])
-    .env(common::ROLE, role)
-    .stdin(Stdio::null())
-    .stdout(Stdio::null())
-    .transport(transport)
-    .channel_with(ChannelConfig::new("calls").capacity(1 << 16));
+    s.args(common::CHILD_ENTRY)
+        .env(common::ROLE, role)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .transport(transport)
+        .channel_with(ChannelConfig::new("calls").capacity(1 << 16));
     s
 }
 
@@ -639,5 +633,160 @@ fn busy_full_idle_and_a_panicking_handler() {
     assert_eq!(
         (reply.ticket(), reply.result().unwrap().to_native()),
         (b, 6)
+    );
+}
+
+/// One slot abandoned twice (the reviewer's case, through the client): the
+/// first abandoned call's late reply from a correct server is discarded,
+/// never `Protocol`, and never costs the live call its reply. The slot is
+/// not reused a third time while the first abandoned id is unanswered
+/// (`TableFull`).
+#[test]
+fn a_slot_abandoned_twice_still_discards_both_late_replies() {
+    let _s = serial();
+    let parent = Segment::create(&[ChannelConfig::new("calls").capacity(1 << 12)]).unwrap();
+    let child = Segment::open(parent.name()).unwrap();
+    let mut client: Client<u64, u64, ()> =
+        Client::with_capacity(parent.channel("calls").unwrap(), 1);
+    let mut server: Server<u64, u64, ()> = Server::new(child.channel("calls").unwrap());
+    let a = client.start(&1).unwrap();
+    assert!(client.abandon(a));
+    let b = client.start(&2).unwrap();
+    assert!(client.abandon(b));
+    assert_eq!(client.abandoned(), 2);
+    assert_eq!(client.start(&3).unwrap_err(), CallError::TableFull);
+    // The server answers `a` late; its slot can be reused again after.
+    let late_a = server.recv().unwrap().defer();
+    server.reply(late_a, Ok(&10)).unwrap();
+    let late_b = server.recv().unwrap().defer();
+    // No call is live (`recv_reply` is `Idle`), so `start` itself reads
+    // the late reply to `a` that has arrived, and the slot comes back.
+    assert_eq!(client.try_recv_reply().unwrap_err(), CallError::Idle);
+    let c = client.start(&3).unwrap();
+    server.reply(late_b, Ok(&20)).unwrap();
+    let call = server.recv().unwrap();
+    assert_eq!(*call, 3);
+    call.reply(Ok(&30)).unwrap();
+    let reply = client.recv_reply().unwrap();
+    assert_eq!(
+        (reply.ticket(), reply.result().unwrap().to_native()),
+        (c, 30)
+    );
+    drop(reply);
+    assert_eq!((client.in_flight(), client.abandoned()), (0, 0));
+}
+
+/// Fills the reply ring: starts calls and answers each with `try_reply`
+/// until the ring is full. Returns the answered tickets and the call whose
+/// reply did not fit (ticket, handle).
+fn fill_replies(
+    client: &mut Client<u64, u64, ()>,
+    server: &mut Server<u64, u64, ()>,
+) -> (Vec<Ticket>, (Ticket, remora::ReplyHandle)) {
+    let mut answered = Vec::new();
+    for n in 0.. {
+        let ticket = client.start(&n).unwrap();
+        let call = server.recv().unwrap();
+        match call.try_reply(Ok(&n)) {
+            Ok(()) => answered.push(ticket),
+            Err(e) => {
+                assert_eq!(e.error, remora::SendError::Full);
+                return (answered, (ticket, e.handle));
+            }
+        }
+    }
+    unreachable!()
+}
+
+/// The reply ring is full when an `Incoming` is dropped unanswered: the
+/// `ABANDONED` notice is owed, not lost. The client, reading with no
+/// deadline of its own, gets it once it has made room, while the server
+/// sits in a blocking `recv` (which retries owed notices as it waits).
+#[test]
+fn an_abandon_notice_owed_on_a_full_reply_ring_still_reaches_the_caller() {
+    let _s = serial();
+    let _w = Watchdog::new("calls owed abandon notice", Duration::from_secs(60));
+    let parent = Segment::create(&[ChannelConfig::new("calls").capacity(1 << 12)]).unwrap();
+    let child = Segment::open(parent.name()).unwrap();
+    let mut client: Client<u64, u64, ()> =
+        Client::with_capacity(parent.channel("calls").unwrap(), 256);
+    let mut server: Server<u64, u64, ()> = Server::new(child.channel("calls").unwrap());
+    let (answered, (unsent, handle)) = fill_replies(&mut client, &mut server);
+    assert!(client.abandon(unsent));
+    drop(handle);
+    let dropped = client.start(&999).unwrap();
+    drop(server.recv().unwrap()); // unanswered, while the ring is full
+    assert_eq!(server.owed_notices(), 1);
+    std::thread::scope(|s| {
+        let serving = s.spawn(|| server.recv().map(|_| ()));
+        let mut got = Vec::new();
+        loop {
+            // A bound far above the expected few milliseconds, so a lost
+            // notice fails here instead of waiting forever.
+            match client.recv_reply_timeout(Duration::from_secs(20)) {
+                Ok(reply) => got.push(reply.ticket()),
+                Err(CallError::Abandoned { ticket }) => {
+                    assert_eq!(ticket, dropped);
+                    break;
+                }
+                Err(e) => panic!("{e} after {} replies", got.len()),
+            }
+        }
+        assert_eq!(got, answered);
+        drop(client);
+        assert!(matches!(
+            serving.join().unwrap(),
+            Err(RecvError::Disconnected)
+        ));
+    });
+    assert_eq!(server.owed_notices(), 0);
+}
+
+/// At the bound (64 owed notices) a receive takes no new request (it could
+/// owe one more): `try_recv` is `Empty` though a request waits; once the
+/// client reads, the notices go out first and the request is served. No
+/// notice is lost.
+#[test]
+fn owed_notices_are_bounded_and_none_is_lost() {
+    let _s = serial();
+    let parent = Segment::create(&[ChannelConfig::new("calls").capacity(1 << 12)]).unwrap();
+    let child = Segment::open(parent.name()).unwrap();
+    let mut client: Client<u64, u64, ()> =
+        Client::with_capacity(parent.channel("calls").unwrap(), 256);
+    let mut server: Server<u64, u64, ()> = Server::new(child.channel("calls").unwrap());
+    let (answered, (unsent, handle)) = fill_replies(&mut client, &mut server);
+    assert!(client.abandon(unsent));
+    drop(handle);
+    let mut owed = Vec::new();
+    for n in 0..64 {
+        owed.push(client.start(&n).unwrap());
+        drop(server.try_recv().unwrap());
+    }
+    assert_eq!(server.owed_notices(), 64);
+    let last = client.start(&7).unwrap();
+    assert!(matches!(server.try_recv(), Err(RecvError::Empty)));
+    assert!(matches!(
+        server.recv_timeout(Duration::from_millis(1)),
+        Err(RecvError::Timeout)
+    ));
+    assert_eq!(server.owed_notices(), 64);
+    // The client reads what fits in the ring; then the server can send.
+    for want in &answered {
+        assert_eq!(client.try_recv_reply().unwrap().ticket(), *want);
+    }
+    let call = server.try_recv().unwrap();
+    assert_eq!(*call, 7);
+    call.reply(Ok(&8)).unwrap();
+    assert_eq!(server.owed_notices(), 0);
+    for want in owed {
+        assert_eq!(
+            client.try_recv_reply().unwrap_err(),
+            CallError::Abandoned { ticket: want }
+        );
+    }
+    let reply = client.try_recv_reply().unwrap();
+    assert_eq!(
+        (reply.ticket(), reply.result().unwrap().to_native()),
+        (last, 8)
     );
 }

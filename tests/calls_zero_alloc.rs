@@ -1,8 +1,10 @@
 //! A counting global allocator proves that calls allocate nothing once the
 //! client and server exist: in one thread over a segment (both sides'
 //! paths, receivers in the default `ReceiveMode::Copy`, the late-reply
-//! discard included), and between two processes over both transports (the
-//! child server counts its own allocations and fails if it saw any).
+//! discard included; and the slow paths: notices owed on a full reply
+//! ring, an abandoned slot reused), and between two processes over both
+//! transports (the child server counts its own allocations and fails if it
+//! saw any).
 
 mod common;
 
@@ -100,6 +102,77 @@ fn calls_in_one_thread_do_not_allocate() {
     assert_eq!(n, 0, "{n} heap allocations in 5,000 rounds of calls");
 }
 
+/// The slow paths allocate nothing either: notices owed on a full reply
+/// ring (kept, then flushed), and a one-slot table abandoned twice (not
+/// reused a third time; `start` reads the late reply to get it back).
+#[test]
+fn owed_notices_and_abandoned_slot_reuse_do_not_allocate() {
+    let _s = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+    let parent = Segment::create(&[
+        ChannelConfig::new("owed").capacity(1 << 12),
+        ChannelConfig::new("reuse").capacity(1 << 12),
+    ])
+    .unwrap();
+    let child = Segment::open(parent.name()).unwrap();
+    let mut client: Client<u64, u64, ()> =
+        Client::with_capacity(parent.channel("owed").unwrap(), 256);
+    let mut server: Server<u64, u64, ()> = Server::new(child.channel("owed").unwrap());
+    let mut one: Client<u64, u64, ()> = Client::with_capacity(parent.channel("reuse").unwrap(), 1);
+    let mut one_server: Server<u64, u64, ()> = Server::new(child.channel("reuse").unwrap());
+    let mut round = |n: u64| {
+        for _ in 0..n {
+            // Fill the reply ring.
+            let mut answered = 0;
+            let (held, handle) = loop {
+                let ticket = client.start(&1).unwrap();
+                match server.recv().unwrap().try_reply(Ok(&1)) {
+                    Ok(()) => answered += 1,
+                    Err(e) => break (ticket, e.handle),
+                }
+            };
+            // Drop calls unanswered until a notice (smaller than a reply)
+            // does not fit either and is owed.
+            let mut notices = 0;
+            while server.owed_notices() == 0 {
+                client.start(&2).unwrap();
+                drop(server.recv().unwrap());
+                notices += 1;
+            }
+            for _ in 0..answered {
+                client.recv_reply().unwrap();
+            }
+            assert!(matches!(server.try_recv(), Err(RecvError::Empty)));
+            assert_eq!(server.owed_notices(), 0);
+            for _ in 0..notices {
+                assert!(matches!(
+                    client.recv_reply().unwrap_err(),
+                    CallError::Abandoned { .. }
+                ));
+            }
+            server.reply(handle, Ok(&3)).unwrap();
+            assert_eq!(client.recv_reply().unwrap().ticket(), held);
+            assert_eq!((client.in_flight(), client.abandoned()), (0, 0));
+            // A one-slot table abandoned twice.
+            let a = one.start(&1).unwrap();
+            one.abandon(a);
+            let b = one.start(&2).unwrap();
+            one.abandon(b);
+            assert_eq!(one.start(&3).unwrap_err(), CallError::TableFull);
+            let late = one_server.recv().unwrap().defer();
+            one_server.reply(late, Ok(&1)).unwrap();
+            let late = one_server.recv().unwrap().defer();
+            one_server.reply(late, Ok(&2)).unwrap();
+            let c = one.start(&3).unwrap();
+            one_server.recv().unwrap().reply(Ok(&3)).unwrap();
+            assert_eq!(one.recv_reply().unwrap().ticket(), c);
+            assert_eq!((one.in_flight(), one.abandoned()), (0, 0));
+        }
+    };
+    round(10);
+    let n = allocations_during(|| round(200));
+    assert_eq!(n, 0, "{n} heap allocations in 200 rounds of slow paths");
+}
+
 #[test]
 fn calls_between_processes_do_not_allocate_shm() {
     between_processes(Transport::Shm);
@@ -118,13 +191,7 @@ fn between_processes(t: Transport) {
     let _s = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
     let _w = common::Watchdog::new("calls zero-alloc", Duration::from_secs(120));
     let mut child = Spawner::new(std::env::current_exe().unwrap())
-        .args([
-            "child_entry",
-            "--exact",
-            "--nocapture",
-            "--test-threads=1",
-            "-q",
-        ])
+        .args(common::CHILD_ENTRY)
         .env(common::ROLE, "serve")
         .stdin(std::process::Stdio::null())
         .stdout(std::process::Stdio::null())

@@ -211,8 +211,14 @@ impl<Req: Encode, Resp: Decode, E: Decode> Client<Req, Resp, E> {
     }
 
     /// Abandoned calls whose late reply has not come yet. Their slots are
-    /// reused when the table is otherwise full (the late reply is still
-    /// discarded then, for the latest abandoned call of each slot).
+    /// reused when the table is otherwise full, once per slot: a slot
+    /// remembers one older abandoned id besides its current one, so its
+    /// late reply is still discarded. A slot whose older abandoned id is
+    /// still unanswered is not reused again while its current call is
+    /// abandoned too ([`CallError::TableFull`] if no other slot can be
+    /// had): forgetting that id would turn a correct server's late reply
+    /// into a [`CallError::Protocol`]. So at most twice the capacity of
+    /// abandoned calls wait for a reply.
     ///
     /// ```
     /// # use remora::{ChannelConfig, Segment, Client};
@@ -243,7 +249,7 @@ impl<Req: Encode, Resp: Decode, E: Decode> Client<Req, Resp, E> {
     }
 
     /// Gives up on a call: its slot stays reserved until its reply comes,
-    /// which is then discarded (or until the slot is needed: see
+    /// which is then discarded (or until the slot is needed, once: see
     /// [`abandoned`](Client::abandoned)). Returns whether the call was in
     /// flight.
     ///
@@ -581,7 +587,13 @@ impl<Req: Encode, Resp: Decode, E: Decode> Client<Req, Resp, E> {
 
     #[inline]
     fn start_until(&mut self, req: &Req, deadline: Deadline) -> Result<Ticket, CallError> {
-        let ticket = self.table.issue().ok_or(CallError::TableFull)?;
+        let ticket = match self.table.issue() {
+            Some(ticket) => ticket,
+            None => {
+                self.discard_late_replies()?;
+                self.table.issue().ok_or(CallError::TableFull)?
+            }
+        };
         let head = wire::prefix(ticket.id(), wire::REQUEST);
         match self.tx.send_framed(&head, Some(req), deadline) {
             Ok(()) => Ok(ticket),
@@ -589,6 +601,43 @@ impl<Req: Encode, Resp: Decode, E: Decode> Client<Req, Resp, E> {
                 // Nothing was sent: the id never left this process.
                 self.table.cancel(ticket);
                 Err(e.into())
+            }
+        }
+    }
+
+    /// With no call live but the table full of abandoned calls (whose
+    /// slots cannot all be reused, see [`Client::abandoned`]), nothing
+    /// else would ever read their late replies (`recv_reply` is `Idle`):
+    /// read those that have arrived, without waiting, so their slots come
+    /// back. A reply no call can take here is `Protocol`, as anywhere.
+    #[cold]
+    fn discard_late_replies(&mut self) -> Result<(), CallError> {
+        if self.table.live() > 0 || self.table.abandoned() == 0 {
+            // Live calls' replies are `recv_reply`'s to take.
+            return Ok(());
+        }
+        let raw = self.rx.raw_mut();
+        loop {
+            let mut msg = match raw.next(Deadline::Now) {
+                Ok(msg) => msg,
+                Err(RecvError::Empty) => return Ok(()),
+                Err(RecvError::Disconnected) => {
+                    self.table.fail_all();
+                    return Err(CallError::Disconnected);
+                }
+                Err(e) => return Err(e.into()),
+            };
+            // SAFETY: `msg` is from `next`; the bytes are used only until
+            // the `release_held` just below.
+            let bytes = unsafe { msg.bytes() };
+            let len = bytes.len();
+            let routed = wire::parse(bytes).map(|(id, _)| (id, self.table.route(id)));
+            raw.release_held(&mut msg);
+            match routed {
+                Some((_, Route::Discard)) => continue,
+                // No call is live, so none is delivered.
+                Some((id, _)) => return Err(CallError::Protocol { id, len }),
+                None => return Err(CallError::Protocol { id: 0, len }),
             }
         }
     }

@@ -25,7 +25,10 @@ use crate::error::{RecvError, SendError};
 pub enum CallError {
     /// The in-flight table is full: collect a reply (or
     /// [`abandon`](crate::Client::abandon) a call) before starting another.
-    /// The bound on calls in flight is the client's back-pressure.
+    /// The bound on calls in flight is the client's back-pressure. Also
+    /// when every slot holds an abandoned call whose slot was already
+    /// reused once: its late reply must come first (see
+    /// [`Client::abandoned`](crate::Client::abandoned)).
     TableFull,
     /// [`call`](crate::Client::call) while pipelined calls are in flight:
     /// their replies may come first and would have nowhere to go. Collect

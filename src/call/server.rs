@@ -13,11 +13,23 @@ use crate::channel::{
     Deadline, FRAME_PREFIX, RawMessage, RawReceiver, RawSender, ReceiveMode, Receiver, Sender,
 };
 use crate::codec::{self, Decode, Encode};
-use crate::error::RecvError;
+use crate::error::{RecvError, SendError};
+use crate::sys::clock::MonoTime;
 use crate::wait::WaitStrategy;
 
 /// Tags each server, so a handle is only ever answered by its own.
 static NEXT_SERVER: AtomicU32 = AtomicU32::new(1);
+
+/// How many `ABANDONED` / `REJECTED` notices a server holds while the reply
+/// channel has no room for them. Any bound of at least 1 loses none (a
+/// receive takes a new request only below it, and each request owes at
+/// most one notice); a larger one only means fewer receives wait on the
+/// reply channel. 64 matches the client's default table.
+const OWED_NOTICES: usize = 64;
+
+/// While notices are owed, a blocking receive wakes this often to retry
+/// them (it cannot also sleep on room in the reply ring).
+const NOTICE_RETRY: Duration = Duration::from_millis(10);
 
 /// The serving end of a call channel: receives `Req`s, answers each with
 /// `Ok(&Resp)` or `Err(&E)`.
@@ -62,15 +74,86 @@ static NEXT_SERVER: AtomicU32 = AtomicU32::new(1);
 /// ```
 pub struct Server<Req, Resp, E> {
     rx: Receiver<Requests<Req>>,
-    tx: Sender<Replies<Resp, E>>,
+    out: Outbox<Resp, E>,
     tag: u32,
+}
+
+/// The reply end and the notices owed on it: an `ABANDONED` or `REJECTED`
+/// is sent without waiting (a drop or a receive must not block on the
+/// reply ring); if the ring is full it is kept here, allocated once, and
+/// sent before the next receive or reply. The caller's blocking
+/// `recv_reply` has no other way to learn its call ended.
+struct Outbox<Resp, E> {
+    tx: Sender<Replies<Resp, E>>,
+    /// `(id, status)`, oldest first; never more than [`OWED_NOTICES`], so
+    /// it never reallocates.
+    owed: Vec<(u64, u32)>,
+}
+
+impl<Resp: Encode, E: Encode> Outbox<Resp, E> {
+    fn new(tx: Sender<Replies<Resp, E>>) -> Self {
+        Outbox {
+            tx,
+            owed: Vec::with_capacity(OWED_NOTICES),
+        }
+    }
+
+    /// Sends the owed notices, oldest first: the first waiting per
+    /// `first` for room, the rest without waiting. Returns the error that
+    /// stopped it (`Full` / `Timeout`; the rest stay owed). A notice the
+    /// channel can never carry (the client gone, the ring poisoned) is
+    /// dropped: there is nobody left to tell.
+    fn flush(&mut self, first: Deadline) -> Option<SendError> {
+        let mut sent = 0;
+        let mut stopped = None;
+        while let Some(&(id, status)) = self.owed.get(sent) {
+            let deadline = if sent == 0 { first } else { Deadline::Now };
+            match self
+                .tx
+                .send_framed::<()>(&wire::prefix(id, status), None, deadline)
+            {
+                Ok(()) => sent += 1,
+                Err(e @ (SendError::Full | SendError::Timeout)) => {
+                    stopped = Some(e);
+                    break;
+                }
+                Err(_) => sent = self.owed.len(),
+            }
+        }
+        // No allocation: drains in place.
+        self.owed.drain(..sent);
+        stopped
+    }
+
+    /// Tells the caller of `id` its call ended with `status` (`ABANDONED`
+    /// or `REJECTED`), now if the reply ring has room (after the notices
+    /// owed before it), else owes it.
+    fn notify(&mut self, id: u64, status: u32) {
+        if self.flush(Deadline::Now).is_none() {
+            match self
+                .tx
+                .send_framed::<()>(&wire::prefix(id, status), None, Deadline::Now)
+            {
+                Ok(()) => return,
+                Err(SendError::Full | SendError::Timeout) => {}
+                // Nobody left to tell.
+                Err(_) => return,
+            }
+        }
+        // Below the bound by construction (see `OWED_NOTICES`); the check
+        // keeps the no-reallocation promise even if that were ever wrong.
+        if self.owed.len() < OWED_NOTICES {
+            self.owed.push((id, status));
+        }
+    }
 }
 
 impl<Req, Resp, E> std::fmt::Debug for Server<Req, Resp, E> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Server")
             .field("rx", &self.rx)
-            .field("tx", &self.tx)
+            .field("tx", &self.out.tx)
+            .field("owed_notices", &self.out.owed.len())
             .finish_non_exhaustive()
     }
 }
@@ -131,8 +214,10 @@ impl ReplyHandle {
 /// forms), or [`defer`](Incoming::defer) it to answer later.
 ///
 /// Dropped unanswered and not deferred (also when a handler panics), it
-/// tells the caller ([`CallError::Abandoned`](crate::CallError::Abandoned)),
-/// if the reply channel has room at that moment (it does not wait).
+/// tells the caller ([`CallError::Abandoned`](crate::CallError::Abandoned))
+/// without waiting: at once if the reply channel has room, else the
+/// server owes the notice and sends it before its next receive or reply
+/// (see [`Server::owed_notices`]).
 ///
 /// ```
 /// # use remora::{ChannelConfig, Segment, Client, Server, CallError};
@@ -152,7 +237,7 @@ pub struct Incoming<'a, Req: rkyv::Archive, Resp: Encode, E: Encode> {
     raw: RawMessage<'a>,
     /// The validated request's root, inside `raw`'s bytes.
     root: *const Archived<Req>,
-    tx: &'a mut Sender<Replies<Resp, E>>,
+    out: &'a mut Outbox<Resp, E>,
     /// `None` once answered or deferred.
     handle: Option<ReplyHandle>,
 }
@@ -171,7 +256,7 @@ impl<Req: Decode, Resp: Encode, E: Encode> Server<Req, Resp, E> {
         let (tx, rx) = ends;
         Server {
             rx,
-            tx,
+            out: Outbox::new(tx),
             // Relaxed: a unique number is all that is needed.
             tag: NEXT_SERVER.fetch_add(1, Ordering::Relaxed),
         }
@@ -217,7 +302,32 @@ impl<Req: Decode, Resp: Encode, E: Encode> Server<Req, Resp, E> {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn sender(&self) -> &Sender<Replies<Resp, E>> {
-        &self.tx
+        &self.out.tx
+    }
+
+    /// `ABANDONED` / `REJECTED` notices waiting for room in the reply
+    /// channel (it was full when they were due). They go out, oldest
+    /// first, before the next receive or reply; a blocking receive also
+    /// retries them every few milliseconds while it waits. At most 64 are
+    /// held: with 64 owed, a receive first waits (within its deadline) for
+    /// room to send one, so none is ever lost
+    /// ([`try_recv`](Server::try_recv) is then [`RecvError::Empty`],
+    /// [`recv_timeout`](Server::recv_timeout) [`RecvError::Timeout`]). If
+    /// the client is gone they are dropped: nobody is left to tell.
+    ///
+    /// ```
+    /// # use remora::{ChannelConfig, Segment, Client, Server};
+    /// # let parent = Segment::create(&[ChannelConfig::new("c").capacity(4096)])?;
+    /// # let child = Segment::open(parent.name())?;
+    /// let mut client: Client<u32, u32, ()> = Client::new(parent.channel("c")?);
+    /// let mut server: Server<u32, u32, ()> = Server::new(child.channel("c")?);
+    /// client.start(&1)?;
+    /// drop(server.recv()?); // unanswered: the reply channel has room
+    /// assert_eq!(server.owed_notices(), 0);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn owed_notices(&self) -> usize {
+        self.out.owed.len()
     }
 
     /// Sets how both ends wait (default [`WaitStrategy::Adaptive`]).
@@ -231,7 +341,7 @@ impl<Req: Decode, Resp: Encode, E: Encode> Server<Req, Resp, E> {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn set_wait_strategy(&mut self, strategy: WaitStrategy) {
-        self.tx.set_wait_strategy(strategy);
+        self.out.tx.set_wait_strategy(strategy);
         self.rx.set_wait_strategy(strategy);
     }
 
@@ -288,8 +398,9 @@ impl<Req: Decode, Resp: Encode, E: Encode> Server<Req, Resp, E> {
     /// Errors: as [`Receiver::recv`]. A request that is too short for the
     /// call prefix, or does not validate as `Req`, is
     /// [`RecvError::Invalid`] (skipped); if it carried an id, the caller is
-    /// told ([`CallError::Rejected`](crate::CallError::Rejected)) when the
-    /// reply channel has room at that moment.
+    /// told ([`CallError::Rejected`](crate::CallError::Rejected)), at once
+    /// or, if the reply channel is full, later (see
+    /// [`owed_notices`](Server::owed_notices)).
     ///
     /// ```
     /// # use remora::{ChannelConfig, Segment, Client, Server};
@@ -492,14 +603,43 @@ impl<Req: Decode, Resp: Encode, E: Encode> Server<Req, Resp, E> {
             handle.server, self.tag,
             "a ReplyHandle was answered by another server than its own"
         );
-        send_reply(&mut self.tx, handle, result, deadline)
+        self.out.flush(Deadline::Now);
+        send_reply(&mut self.out.tx, handle, result, deadline)
     }
 
     #[inline]
     fn recv_until(&mut self, deadline: Deadline) -> Result<Incoming<'_, Req, Resp, E>, RecvError> {
-        let Server { rx, tx, tag } = self;
+        let Server { rx, out, tag } = self;
         let raw = rx.raw_mut();
-        let mut msg = raw.next(deadline)?;
+        let mut msg = loop {
+            if out.owed.is_empty() {
+                break raw.next(deadline)?;
+            }
+            // At the bound, wait (within the deadline) for room for one
+            // before taking a request that could owe another.
+            let full = out.owed.len() >= OWED_NOTICES;
+            let stopped = out.flush(if full { deadline } else { Deadline::Now });
+            if out.owed.len() >= OWED_NOTICES {
+                return Err(match stopped {
+                    Some(SendError::Timeout) => RecvError::Timeout,
+                    _ => RecvError::Empty,
+                });
+            }
+            if out.owed.is_empty() {
+                continue;
+            }
+            // Still owed: wait for a request, but come back to them
+            // every NOTICE_RETRY (the client may be blocked on one).
+            let Deadline::At(end) = deadline else {
+                break raw.next(deadline)?;
+            };
+            let slice = MonoTime::after(NOTICE_RETRY).min(end);
+            match raw.next(Deadline::At(slice)) {
+                Ok(msg) => break msg,
+                Err(RecvError::Timeout) if MonoTime::now() < end => continue,
+                Err(e) => return Err(e),
+            }
+        };
         // SAFETY: `msg` is from `next`; the bytes are used only until the
         // `release_held` below, or by the call built from `msg`, which
         // borrows the receiver for as long.
@@ -514,19 +654,15 @@ impl<Req: Decode, Resp: Encode, E: Encode> Server<Req, Resp, E> {
             (Some((id, _)), Some(root)) => Ok(Incoming {
                 raw: RawMessage::new(raw, msg),
                 root: root as *const _,
-                tx,
+                out,
                 handle: Some(ReplyHandle { id, server: *tag }),
             }),
             (parsed, _) => {
                 raw.release_held(&mut msg);
                 if let Some((id, _)) = parsed {
-                    // Best effort, without waiting: the caller learns at
-                    // once instead of timing out.
-                    let _ = tx.send_framed::<()>(
-                        &wire::prefix(id, wire::REJECTED),
-                        None,
-                        Deadline::Now,
-                    );
+                    // Without waiting (a receive must not block on the
+                    // reply ring); owed if the ring is full.
+                    out.notify(id, wire::REJECTED);
                 }
                 Err(RecvError::Invalid { len })
             }
@@ -660,7 +796,8 @@ impl<Req: Decode, Resp: Encode, E: Encode> Incoming<'_, Req, Resp, E> {
             .handle
             .take()
             .expect("an Incoming holds its handle until answered");
-        send_reply(self.tx, handle, Some(result), deadline)
+        self.out.flush(Deadline::Now);
+        send_reply(&mut self.out.tx, handle, Some(result), deadline)
     }
 }
 
@@ -682,8 +819,8 @@ impl<Req: rkyv::Archive, Resp: Encode, E: Encode> Drop for Incoming<'_, Req, Res
     fn drop(&mut self) {
         if let Some(handle) = self.handle.take() {
             // Unanswered and not deferred: tell the caller, without
-            // waiting (a drop must not block).
-            let _ = send_reply::<Resp, E>(self.tx, handle, None, Deadline::Now);
+            // waiting (a drop must not block); owed if the ring is full.
+            self.out.notify(handle.id, wire::ABANDONED);
         }
     }
 }

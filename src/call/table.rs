@@ -6,6 +6,15 @@
 //! time it is freed, so an id is live at most once: a repeat or replay of
 //! an answered id no longer matches. Everything is allocated in `new`; no
 //! operation allocates.
+//!
+//! A slot remembers at most one older abandoned generation (`stale`), and
+//! an abandoned slot is reused only while it remembers none: reusing it
+//! again would have to forget an id whose late reply a correct server may
+//! still send, and that reply would then be reported as forged. So each
+//! unanswered id the client ever sent is either a slot's current
+//! generation or its `stale` one, until its reply comes (or the server is
+//! gone); a full table whose abandoned slots all hold a stale id is
+//! `TableFull`.
 
 use super::Ticket;
 
@@ -26,7 +35,8 @@ struct Slot {
     state: State,
     /// An older generation of this slot that was abandoned and whose slot
     /// was then reused (the table was full): its late reply is discarded
-    /// once. Only the latest one is remembered.
+    /// once. At most one per slot: a slot holding one is not reused again
+    /// while abandoned (see the module docs).
     stale: Option<u32>,
 }
 
@@ -48,6 +58,8 @@ pub(crate) struct Table {
     /// Free slot indices (a stack, preallocated to the capacity).
     free: Vec<u32>,
     live: usize,
+    /// Abandoned ids whose reply has not come: slots in `Abandoned` plus
+    /// `stale` ones.
     abandoned: usize,
 }
 
@@ -84,15 +96,19 @@ impl Table {
         self.live
     }
 
-    /// Calls abandoned whose reply has not come.
+    /// Calls abandoned whose reply has not come (including those whose
+    /// slot was reused).
     pub(crate) fn abandoned(&self) -> usize {
         self.abandoned
     }
 
-    /// Makes a new live call, or `None` if every slot holds a live call.
-    /// A free slot is taken first; if there is none, an abandoned one is
-    /// reused (its old id is remembered as stale, so its late reply is
-    /// still discarded silently).
+    /// Makes a new live call, or `None` if no slot can take one.
+    /// A free slot is taken first; if there is none, an abandoned one that
+    /// holds no stale id yet is reused (its old id becomes its stale one,
+    /// so its late reply is still discarded silently). An abandoned slot
+    /// that already holds a stale id is not reused: that would forget an
+    /// id whose reply may still come. The search is a scan, only when no
+    /// slot is free.
     pub(crate) fn issue(&mut self) -> Option<Ticket> {
         let index = match self.free.pop() {
             Some(index) => index,
@@ -100,11 +116,12 @@ impl Table {
                 let index = self
                     .slots
                     .iter()
-                    .position(|s| s.state == State::Abandoned)?;
+                    .position(|s| s.state == State::Abandoned && s.stale.is_none())?;
                 let slot = &mut self.slots[index];
+                // The abandoned id stays unanswered (still counted in
+                // `abandoned`), now as the stale one.
                 slot.stale = Some(slot.generation);
                 slot.generation = next_generation(slot.generation);
-                self.abandoned -= 1;
                 index as u32
             }
             None => return None,
@@ -166,6 +183,7 @@ impl Table {
         }
         if slot.stale == Some(ticket.generation()) {
             slot.stale = None;
+            self.abandoned -= 1;
             return Route::Discard;
         }
         Route::Unknown
@@ -240,6 +258,60 @@ mod tests {
         assert_eq!(t.route(a.id()), Route::Discard);
         assert_eq!(t.route(a.id()), Route::Unknown);
         assert_eq!(t.route(b.id()), Route::Deliver(b));
+    }
+
+    /// The reviewer's case: one slot abandoned twice. The first abandoned
+    /// id must not be forgotten (its late reply from a correct server
+    /// would be taken for a forgery), so the slot is not reused a second
+    /// time while that id is unanswered.
+    #[test]
+    fn a_slot_is_not_reused_while_it_remembers_an_unanswered_abandoned_id() {
+        let mut t = Table::new(1);
+        let a = t.issue().unwrap();
+        assert!(t.abandon(a));
+        let b = t.issue().unwrap();
+        assert!(t.abandon(b));
+        assert_eq!(t.abandoned(), 2);
+        assert_eq!(t.issue(), None, "reusing it again would forget `a`");
+        assert_eq!(t.route(a.id()), Route::Discard, "a's late reply");
+        assert_eq!(t.route(a.id()), Route::Unknown, "a replay of it");
+        let c = t.issue().unwrap();
+        assert_eq!(t.route(b.id()), Route::Discard, "b's late reply");
+        assert_eq!(t.route(b.id()), Route::Unknown, "a replay of it");
+        assert_eq!(t.route(c.id()), Route::Deliver(c));
+        assert_eq!((t.live(), t.abandoned()), (0, 0));
+    }
+
+    /// Late replies in either order, over many abandon/reuse rounds of a
+    /// full table: every id a correct server answers once is Discard (or
+    /// Deliver), never Unknown, and the counts come back to zero.
+    #[test]
+    fn every_abandoned_id_is_discarded_once_whatever_the_reuse() {
+        let mut t = Table::new(2);
+        let mut unanswered = Vec::new();
+        for round in 0..50 {
+            // Bounded, so a table that reuses slots forever fails here
+            // instead of looping.
+            for _ in 0..=2 * t.capacity() {
+                let Some(ticket) = t.issue() else { break };
+                assert!(t.abandon(ticket));
+                unanswered.push(ticket);
+            }
+            assert!(unanswered.len() <= 2 * t.capacity(), "round {round}");
+            assert_eq!(t.issue(), None, "round {round}: full");
+            // The server answers some of them, oldest or newest first.
+            let answered = if round % 2 == 0 {
+                unanswered.remove(0)
+            } else {
+                unanswered.pop().unwrap()
+            };
+            assert_eq!(t.route(answered.id()), Route::Discard, "round {round}");
+            assert_eq!(t.route(answered.id()), Route::Unknown, "round {round}");
+        }
+        for ticket in unanswered {
+            assert_eq!(t.route(ticket.id()), Route::Discard);
+        }
+        assert_eq!((t.live(), t.abandoned()), (0, 0));
     }
 
     #[test]
