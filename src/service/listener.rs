@@ -268,7 +268,10 @@ impl Service {
     pub fn clients(&mut self) -> usize {
         self.expire_pending();
         self.live.retain(|w| !w.released());
-        self.live.len() + self.pending.len() + self.ready.len()
+        // A ready connection (handshake done, not yet returned by `accept`)
+        // already has its watch in `live`: counting `ready` as well held
+        // its slot twice, and for ever once its client died.
+        self.live.len() + self.pending.len()
     }
 
     /// Waits for the next client to finish its handshake and returns its
