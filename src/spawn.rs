@@ -232,7 +232,7 @@ impl Spawner {
             command: Command::new(program),
             channels: Vec::new(),
             transport: Transport::Auto,
-            sealed: false,
+            sealed: true,
             inherit: None,
         }
     }
@@ -439,7 +439,7 @@ impl Spawner {
     }
 
     /// Hands the child its segment as a sealed memfd instead of a named
-    /// `/dev/shm` object (default `false`): sealed against resizing, so
+    /// `/dev/shm` object (default `true`): sealed against resizing, so
     /// neither side can raise SIGBUS in the other by truncating it, and
     /// needing no `/dev/shm` at all (a read-only or full one no longer
     /// forces the FIFO fallback).
@@ -454,12 +454,15 @@ impl Spawner {
     /// named segment (and, at [`Transport::Auto`], to FIFOs). Ignored with
     /// [`Transport::Fifo`].
     ///
-    /// A child in another PID namespace whose wrapper also closes
-    /// descriptors finds neither the descriptor nor the parent's `/proc`
-    /// entry: leave this off for such children.
+    /// A child in another PID namespace (with its own `/proc`) whose wrapper
+    /// also closes descriptors finds neither the descriptor nor the
+    /// parent's `/proc` entry: turn this off for such children, so they
+    /// get a named `/dev/shm` segment (which a truncating child can then
+    /// turn into SIGBUS in the parent: see the README's threat model).
     ///
     /// ```no_run
-    /// let child = remora::Spawner::new("path/to/app").channel("c").sealed(true).spawn()?;
+    /// // A child behind `sudo unshare --pid --mount-proc`, say:
+    /// let child = remora::Spawner::new("path/to/app").channel("c").sealed(false).spawn()?;
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn sealed(&mut self, sealed: bool) -> &mut Spawner {

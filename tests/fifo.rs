@@ -141,9 +141,12 @@ fn root_auto_falls_back_to_fifo_when_dev_shm_is_full() {
 /// In the namespace: shared memory is unusable, so `Auto` picks FIFOs and
 /// works, and a forced `Shm` fails with a clear error.
 fn fallback_inner() {
+    // The named segment's fallback (a sealed memfd needs no /dev/shm:
+    // tests/service_spawn.rs covers that).
     let forced = spawner("echo")
         .channel("c")
         .transport(Transport::Shm)
+        .sealed(false)
         .spawn();
     match forced {
         Err(e @ SpawnError::Segment(OpenError::Io { .. })) => {
@@ -152,7 +155,7 @@ fn fallback_inner() {
         Err(e) => panic!("forced shm failed with an unexpected error: {e}"),
         Ok(_) => panic!("forced shm worked although /dev/shm is unusable"),
     }
-    let mut child = KillOnDrop(spawner("echo").channel("c").spawn().unwrap());
+    let mut child = KillOnDrop(spawner("echo").channel("c").sealed(false).spawn().unwrap());
     assert_eq!(child.transport(), Transport::Fifo, "Auto did not fall back");
     echo_round_trips(&child, 1000);
     let status = child.wait().unwrap();

@@ -81,7 +81,10 @@ fn spawner(role: &str) -> Spawner {
 /// [`spawner`] over a chosen transport (the kill storm runs over both).
 fn spawner_over(role: &str, transport: Transport) -> Spawner {
     let mut s = Spawner::new("/proc/self/exe");
+    // The scribbling child maps its segment a second time by name: a named
+    // segment, not the sealed default (which has no name).
     s.transport(transport)
+        .sealed(false)
         .args(common::CHILD_ENTRY)
         .env(common::ROLE, role)
         .stdin(Stdio::null())

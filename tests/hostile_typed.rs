@@ -72,7 +72,10 @@ fn spawner(role: &str) -> Spawner {
     if let Some(only) = std::env::var_os(ATTACK_ENV) {
         s.env(ATTACK_ENV, only);
     }
+    // The child rewrites its frames through a second mapping by name: a
+    // named segment, not the sealed default.
     s.transport(Transport::Shm)
+        .sealed(false)
         .args(common::CHILD_ENTRY)
         .env(common::ROLE, role)
         .stdin(Stdio::null())
