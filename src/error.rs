@@ -431,7 +431,7 @@ impl fmt::Display for ConnectError {
             ConnectError::BadVariable { value } => {
                 write!(
                     f,
-                    "REMORA_CHANNEL={value:?} names neither a remora segment (shm:/remora-...) nor a FIFO directory (fifo:/.../remora-...)"
+                    "REMORA_CHANNEL={value:?} names no remora channels: expected an inherited sealed segment (memfd:<pid>:<fd>:<size>:<dev>:<ino>), a named segment (shm:/remora-...) or a FIFO directory (fifo:/.../remora-...)"
                 )
             }
             ConnectError::Open(e) => write!(f, "cannot attach to the parent's channels: {e}"),

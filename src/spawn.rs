@@ -30,8 +30,10 @@ use crate::sys::process;
 use crate::transport::{FifoSet, Transport, shm_unusable};
 
 /// The environment variable through which a spawned child finds its
-/// channels: `shm:/remora-<pid>-<random>` (a shared-memory segment) or
-/// `fifo:<dir>/remora-<pid>-<random>` (the FIFO transport's directory).
+/// channels: `memfd:<pid>:<fd>:<size>:<dev>:<ino>` (a sealed segment the
+/// child inherits, the default), `shm:/remora-<pid>-<random>` (a named
+/// shared-memory segment) or `fifo:<dir>/remora-<pid>-<random>` (the FIFO
+/// transport's directory).
 pub const CHANNEL_ENV: &str = "REMORA_CHANNEL";
 
 /// One side's channels, over whichever transport the spawn chose.
