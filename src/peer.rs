@@ -20,8 +20,8 @@ use crate::sys::process;
 /// Shortest interval between two liveness checks made by polling calls.
 const POLL_PERIOD: Duration = Duration::from_millis(10);
 
-/// What to watch: the parent watches its child through a pidfd (readable
-/// on exit).
+/// What to watch: the parent watches its child, a service connection its
+/// peer, through a pidfd (readable on exit).
 #[derive(Debug)]
 pub(crate) enum PeerWatch {
     /// A spawned child.
@@ -30,6 +30,12 @@ pub(crate) enum PeerWatch {
         pidfd: Option<OwnedFd>,
         pid: u32,
     },
+    /// An unrelated process (a service's peer), through a pidfd taken
+    /// while its socket was connected. Only ever a fallback: an attached
+    /// peer's liveness word is seen first, but a peer that claimed with a
+    /// word the kernel never marks (a fake value, `NO_SENTINEL`) is seen
+    /// dead only through this.
+    Process { pidfd: OwnedFd },
 }
 
 impl PeerWatch {
@@ -48,6 +54,7 @@ impl PeerWatch {
                 pidfd: Some(fd), ..
             } => process::pidfd_exited(fd),
             PeerWatch::Child { pidfd: None, pid } => process::child_exited(*pid),
+            PeerWatch::Process { pidfd } => process::pidfd_exited(pidfd),
         }
     }
 }
@@ -128,7 +135,8 @@ impl Peer {
         match self.watch.get() {
             Some(PeerWatch::Child {
                 pidfd: Some(fd), ..
-            }) => Some(fd.as_fd()),
+            })
+            | Some(PeerWatch::Process { pidfd: fd }) => Some(fd.as_fd()),
             _ => None,
         }
     }

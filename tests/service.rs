@@ -1249,3 +1249,81 @@ fn no_leaks_after_many_connections() {
     drop(service);
     assert_eq!(footprint(), before);
 }
+
+/// A listener that never accepts, its backlog full (what a squatter of
+/// another user can do to our name: the client then never reaches its
+/// `SO_PEERCRED` check): a connect without a timeout gives up with `Busy`
+/// (before: it retried `EAGAIN` for ever).
+#[test]
+fn a_full_backlog_that_never_drains_is_busy() {
+    let _s = serial();
+    let _w = Watchdog::new("busy", Duration::from_secs(60));
+    let name = unique("busy");
+    let listener = raw_listener(&name);
+    // SAFETY: plain syscall: backlog 0 admits one connection.
+    cvt(unsafe { libc::listen(listener.as_raw_fd(), 0) });
+    // Fill the backlog (one connection: a blocking connect beyond would
+    // wait).
+    let filler = raw_connect(&name);
+    let start = Instant::now();
+    let r = remora::connect_service(&name);
+    let took = start.elapsed();
+    assert!(matches!(r, Err(ServiceError::Busy)), "{r:?} after {took:?}");
+    assert!(took >= Duration::from_secs(1), "gave up early: {took:?}");
+    // With a timeout of its own, that timeout is the limit.
+    let r = remora::connect_service_timeout(&name, Duration::from_millis(100));
+    assert!(matches!(r, Err(ServiceError::Timeout)), "{r:?}");
+    drop(filler);
+}
+
+/// `Duration::MAX` as a handshake timeout means none; it panicked the
+/// accept loop at the first client (`Instant + Duration::MAX`).
+#[test]
+fn a_handshake_timeout_of_duration_max_means_none() {
+    let _s = serial();
+    let _w = Watchdog::new("handshake max", Duration::from_secs(60));
+    let name = unique("hs-max");
+    let mut service = Service::bind_with(
+        &name,
+        &echo_config(),
+        ServiceOptions::new().handshake_timeout(Duration::MAX),
+    )
+    .unwrap();
+    let n = name.clone();
+    let client =
+        thread::spawn(move || remora::connect_service_timeout(&n, Duration::from_secs(20)));
+    let conn = service.accept_timeout(Duration::from_secs(20));
+    assert!(conn.is_ok(), "{conn:?}");
+    assert!(client.join().unwrap().is_ok());
+}
+
+/// `Duration::MAX` as any timeout means "wait for ever"; each panicked
+/// (`Instant + Duration::MAX`).
+#[test]
+fn timeouts_of_duration_max_mean_no_deadline() {
+    let _s = serial();
+    let _w = Watchdog::new("timeouts max", Duration::from_secs(60));
+    let name = unique("to-max");
+    let mut service = Service::bind(&name, &echo_config()).unwrap();
+    let n = name.clone();
+    let client = thread::spawn(move || {
+        let conn = ConnectOptions::new()
+            .timeout(Duration::MAX)
+            .connect(&n)
+            .unwrap();
+        let opened = conn.accept_channel_timeout(Duration::MAX).unwrap();
+        let (_tx, mut rx) = opened.channel::<u64, u64>().unwrap();
+        assert_eq!(
+            rx.recv_timeout(Duration::from_secs(20))
+                .unwrap()
+                .to_native(),
+            7
+        );
+    });
+    let conn = service.accept_timeout(Duration::MAX).unwrap();
+    let (mut tx, _rx) = conn
+        .open_channel_timeout::<u64, u64>(ChannelConfig::new("extra").capacity(4096), Duration::MAX)
+        .unwrap();
+    tx.send(&7).unwrap();
+    client.join().unwrap();
+}

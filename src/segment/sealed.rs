@@ -15,6 +15,8 @@
 //! [`SlotWatch`] lets a service count the clients still holding a slot.
 
 use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex, Weak};
 
 use super::Segment;
@@ -23,12 +25,23 @@ use crate::attachment::{Attachment, register_liveness};
 use crate::config::ChannelConfig;
 use crate::error::OpenError;
 use crate::layout::*;
+use crate::peer::PeerWatch;
 use crate::side::Side;
 use crate::sync::Ordering;
 use crate::sys::{fd, mapping::Mapping, memfd, shm};
 
 /// What `Segment::name` reports for a segment that has no name.
 const NO_NAME: &str = "(sealed memfd)";
+
+/// Set by the first [`Segment::open_inherited`] that takes ownership of
+/// the inherited descriptor number: it is closed once only, whichever
+/// threads race to `connect()`.
+static INHERITED_TAKEN: AtomicBool = AtomicBool::new(false);
+
+/// Takes ownership of the inherited descriptor (test hook: counts takes).
+#[cfg(test)]
+pub(crate) static INHERITED_TAKES: std::sync::atomic::AtomicUsize =
+    std::sync::atomic::AtomicUsize::new(0);
 
 impl Segment {
     /// Creates a segment declaring `channels` in a new sealed memfd and
@@ -106,6 +119,7 @@ impl Segment {
     /// bytes long (`None`: whatever its header records).
     ///
     /// Before mapping: a regular file ([`OpenError::NotMemfd`] otherwise),
+    /// on tmpfs (`NotMemfd`: a hugetlbfs memfd lets its owner punch holes),
     /// able to carry seals (`NotMemfd`), sealed against shrinking and
     /// growing for good ([`OpenError::MissingSeals`]), not write-sealed,
     /// of the expected size ([`OpenError::BadSize`]); with `owner`, owned by
@@ -120,6 +134,13 @@ impl Segment {
         if id.mode & libc::S_IFMT != libc::S_IFREG {
             return Err(OpenError::NotMemfd {
                 reason: "not a regular file (a pipe, socket, directory or device)",
+            });
+        }
+        // Before the seals: a hugetlbfs memfd carries them too, but can
+        // still have holes punched in it (SIGBUS on touch).
+        if !memfd::on_tmpfs(fd.as_fd()).map_err(OpenError::io("fstatfs"))? {
+            return Err(OpenError::NotMemfd {
+                reason: "not on tmpfs (a hugetlbfs memfd, or a file on a disk)",
             });
         }
         if let Some(expected) = owner.filter(|&o| o != id.uid) {
@@ -174,8 +195,13 @@ impl Segment {
     /// it and something else taken the number). Else the parent's
     /// `/proc/<pid>/fd/<n>`, for wrappers that close inherited descriptors
     /// (`sudo` closes all above 2): the kernel lets only the parent's own
-    /// user (or root) open it, and it must be the same file too. Either way
-    /// the descriptor is closed once the segment is mapped.
+    /// user (or root) open it, and it must be the same file too (checked
+    /// with `stat` before the open, and again on the descriptor). Either
+    /// way the descriptor is closed once the segment is mapped. Only the
+    /// first call in the process may take the inherited number (it must be
+    /// closed once only); a later call that finds it open gets
+    /// [`OpenError::AlreadyClaimed`] (the segment can be claimed once
+    /// anyway).
     pub(crate) fn open_inherited(parent_pid: u32, id: SealedId) -> Result<Segment, OpenError> {
         let same =
             |f: &OwnedFd| fd::stat(f.as_fd()).is_ok_and(|s| s.dev == id.dev && s.ino == id.ino);
@@ -185,27 +211,69 @@ impl Segment {
             let borrowed = unsafe { std::os::fd::BorrowedFd::borrow_raw(id.fd) };
             let ours = fd::stat(borrowed).is_ok_and(|s| s.dev == id.dev && s.ino == id.ino);
             if ours {
+                // AcqRel: exactly one caller in the process sees `false`
+                // and owns the number; the others see its take.
+                if INHERITED_TAKEN.swap(true, Ordering::AcqRel) {
+                    return Err(OpenError::AlreadyClaimed);
+                }
+                #[cfg(test)]
+                INHERITED_TAKES.fetch_add(1, Ordering::Relaxed);
                 // SAFETY: the descriptor is open and is the parent's memfd
                 // (device and inode checked), inherited for us alone: no
-                // other owner in this process knows of it.
+                // other owner in this process knows of it, and the swap
+                // above lets only one caller ever take it.
                 let fd = unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(id.fd) };
                 return Segment::open_sealed(fd, Some(id.size), None);
             }
         }
         let path = format!("/proc/{parent_pid}/fd/{}", id.fd);
+        let not_found = |e: std::io::Error| match e.raw_os_error() {
+            Some(libc::ENOENT) => OpenError::NotFound { name: path.clone() },
+            _ => OpenError::io("open /proc/<parent>/fd")(e),
+        };
+        // Identity first: never open (with whatever side effects opening
+        // a device or FIFO has) a file that is not the memfd. Checked again
+        // on the descriptor: the number may be reused in between.
+        let meta = std::fs::metadata(&path).map_err(not_found)?;
+        if meta.dev() != id.dev || meta.ino() != id.ino {
+            return Err(OpenError::NotFound { name: path.clone() });
+        }
         let file = std::fs::OpenOptions::new()
             .read(true)
             .write(true)
+            // std adds O_CLOEXEC.
+            .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY)
             .open(&path)
-            .map_err(|e| match e.raw_os_error() {
-                Some(libc::ENOENT) => OpenError::NotFound { name: path.clone() },
-                _ => OpenError::io("open /proc/<parent>/fd")(e),
-            })?;
+            .map_err(not_found)?;
         let fd = OwnedFd::from(file);
         if !same(&fd) {
             return Err(OpenError::NotFound { name: path });
         }
         Segment::open_sealed(fd, Some(id.size), None)
+    }
+
+    /// From now on, treat the exit of the process behind `pidfd` as the
+    /// peer hanging up (a service's peer; first watch wins).
+    pub(crate) fn watch_process(&self, pidfd: OwnedFd) {
+        self.link.watch(PeerWatch::Process { pidfd });
+    }
+
+    /// Test hook: claims the segment as an opener whose liveness word is
+    /// `word` (a fake, or `NO_SENTINEL`), without a sentinel.
+    #[cfg(test)]
+    pub(crate) fn fake_claim(&self, word: u32) {
+        // SAFETY: OPENER_WORD is the header's aligned atomic claim word,
+        // inside the live mapping.
+        let claim = unsafe {
+            &*self
+                .link
+                .mapping()
+                .base()
+                .add(OPENER_WORD)
+                .cast::<std::sync::atomic::AtomicU32>()
+        };
+        // Release: as a real claim (nothing else is published here).
+        claim.store(word, Ordering::Release);
     }
 
     /// A watch on this (creator-side) segment that tells when its slot is
@@ -245,7 +313,8 @@ pub(crate) struct SlotWatch {
 
 impl SlotWatch {
     /// True once this side dropped the segment and every end taken from
-    /// it, or the peer process is dead, or the peer hung up every channel
+    /// it, or the peer process is dead (its word, or its pidfd: may make a
+    /// system call), or the peer hung up every channel
     /// (it drops its ends and its segment: untaken channels are hung up
     /// when a segment is dropped). A peer can set its close flags without
     /// leaving: that frees its own slot early, nothing else.
@@ -253,7 +322,9 @@ impl SlotWatch {
         let Some(link) = self.link.upgrade() else {
             return true;
         };
-        if link.peer_dead_now() {
+        // The word, then the pidfd (a peer that claimed with a word the
+        // kernel never marks is seen dead only there).
+        if link.check_peer_gone() {
             return true;
         }
         let base = link.mapping().base();
@@ -274,5 +345,125 @@ impl SlotWatch {
             p.ends.producer_closed.load(Ordering::Acquire) != 0
                 && c.ends.consumer_closed.load(Ordering::Acquire) != 0
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Barrier;
+
+    fn config() -> [ChannelConfig; 1] {
+        [ChannelConfig::new("c").capacity(4096)]
+    }
+
+    /// Two threads of a sealed-spawned child calling `connect()` at once
+    /// both found the inherited number to be the memfd, and both took
+    /// ownership of it: it was closed twice (an IO-safety violation; the
+    /// second close may hit an unrelated descriptor that reused the
+    /// number). Only one may take it.
+    #[test]
+    fn racing_inherited_opens_take_the_number_once() {
+        for _ in 0..50 {
+            let (segment, id) = Segment::create_sealed_kept(&config()).unwrap();
+            // The "inherited" descriptor: a number nobody here owns.
+            // SAFETY: fcntl on an open descriptor; no pointers.
+            let n = unsafe { libc::fcntl(id.fd, libc::F_DUPFD_CLOEXEC, 100) };
+            assert!(n >= 0);
+            let id = SealedId { fd: n, ..id };
+            // A fresh "process": nobody has taken an inherited number yet.
+            INHERITED_TAKEN.store(false, Ordering::SeqCst);
+            INHERITED_TAKES.store(0, Ordering::SeqCst);
+            let barrier = Arc::new(Barrier::new(2));
+            let threads: Vec<_> = (0..2)
+                .map(|_| {
+                    let barrier = Arc::clone(&barrier);
+                    std::thread::spawn(move || {
+                        barrier.wait();
+                        Segment::open_inherited(std::process::id(), id).map(drop)
+                    })
+                })
+                .collect();
+            let results: Vec<_> = threads.into_iter().map(|t| t.join().unwrap()).collect();
+            drop(segment);
+            let takes = INHERITED_TAKES.load(Ordering::SeqCst);
+            assert!(takes <= 1, "{takes} threads took fd {n}: {results:?}");
+            assert_eq!(
+                results.iter().filter(|r| r.is_ok()).count(),
+                1,
+                "{results:?}"
+            );
+        }
+    }
+
+    /// A sealed memfd of ours passes the tmpfs check (and the rest).
+    #[test]
+    fn a_memfd_is_on_tmpfs() {
+        let (_segment, fd) = Segment::create_sealed(&config()).unwrap();
+        assert!(memfd::on_tmpfs(fd.as_fd()).unwrap());
+        let size = shm::stat(&fd).unwrap().size;
+        Segment::open_sealed(fd, Some(size), None).unwrap();
+    }
+
+    /// A file elsewhere than on tmpfs is refused by the tmpfs check itself
+    /// (before: by the seal check, since a disk file cannot carry seals).
+    #[test]
+    fn a_file_off_tmpfs_is_refused_by_the_tmpfs_check() {
+        let dir = std::env::temp_dir();
+        let file = match std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .custom_flags(libc::O_TMPFILE)
+            .open(&dir)
+        {
+            Ok(f) => OwnedFd::from(f),
+            Err(e) => {
+                eprintln!("skipped: no O_TMPFILE in {dir:?}: {e}");
+                return;
+            }
+        };
+        if memfd::on_tmpfs(file.as_fd()).unwrap() {
+            eprintln!("skipped: {dir:?} is a tmpfs");
+            return;
+        }
+        let r = Segment::open_sealed(file, None, None);
+        assert!(
+            matches!(r, Err(OpenError::NotMemfd { reason }) if reason.contains("tmpfs")),
+            "{r:?}"
+        );
+    }
+
+    /// A hugetlbfs memfd carries the seals but lets its owner punch holes
+    /// (SIGBUS in our mapping): refused before mapping.
+    #[test]
+    fn a_hugetlb_memfd_is_refused() {
+        let flags = libc::MFD_CLOEXEC | libc::MFD_ALLOW_SEALING | libc::MFD_HUGETLB;
+        // SAFETY: the name is NUL-terminated; no other pointers.
+        let raw = unsafe { libc::memfd_create(c"remora-huge".as_ptr(), flags) };
+        if raw < 0 {
+            eprintln!(
+                "skipped: no hugetlb memfd: {}",
+                std::io::Error::last_os_error()
+            );
+            return;
+        }
+        // SAFETY: a fresh descriptor nothing else owns.
+        let fd = unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(raw) };
+        // One 2 MiB huge page's worth (no page is allocated by this).
+        // SAFETY: plain syscall on a descriptor we own.
+        if unsafe { libc::ftruncate(fd.as_raw_fd(), 2 << 20) } != 0 {
+            eprintln!("skipped: ftruncate: {}", std::io::Error::last_os_error());
+            return;
+        }
+        if memfd::add_seals(fd.as_fd(), memfd::REQUIRED_SEALS).is_err() {
+            eprintln!("skipped: this kernel cannot seal a hugetlb memfd");
+            return;
+        }
+        assert!(!memfd::on_tmpfs(fd.as_fd()).unwrap());
+        let r = Segment::open_sealed(fd, Some(2 << 20), None);
+        assert!(
+            matches!(r, Err(OpenError::NotMemfd { reason }) if reason.contains("tmpfs")),
+            "{r:?}"
+        );
     }
 }

@@ -39,7 +39,9 @@ impl ConnectOptions {
 
     /// Gives up with [`ServiceError::Timeout`] after `timeout`: connecting
     /// (retried while the server's backlog is full) and the handshake
-    /// together.
+    /// together. Without a timeout, a full backlog is retried for 2 s,
+    /// then reported as [`ServiceError::Busy`]; the handshake itself has
+    /// no limit.
     ///
     /// ```
     /// let options = remora::ConnectOptions::new().timeout(std::time::Duration::from_secs(1));
@@ -73,7 +75,7 @@ impl ConnectOptions {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn connect(&self, name: &str) -> Result<ServiceConnection, ServiceError> {
-        let deadline = self.timeout.map(|t| Instant::now() + t);
+        let deadline = self.timeout.and_then(super::deadline_after);
         let uid = self.server_uid.unwrap_or_else(shm::current_uid);
         let address = wire::address(name, uid)?;
         let sock = connect_retrying(&address, name, deadline)?;
@@ -81,6 +83,8 @@ impl ConnectOptions {
         if server.uid != uid {
             return Err(ServiceError::UntrustedServer { uid: server.uid });
         }
+        // Taken while connected (see `socket::peer_pidfd`).
+        let server_pidfd = socket::peer_pidfd(sock.as_fd(), &server);
         wait_readable(&sock, deadline)?;
         // One byte more than a message: a longer one shows as truncated.
         let mut buf = [0u8; MESSAGE_LEN + 1];
@@ -141,7 +145,7 @@ impl ConnectOptions {
                 }
             });
         }
-        Ok(ServiceConnection::new(segment, server, sock))
+        Ok(ServiceConnection::new(segment, server, sock, server_pidfd))
     }
 }
 
@@ -150,7 +154,9 @@ impl ConnectOptions {
 /// segment, checked (a sealed memfd of the announced size) and claimed.
 ///
 /// Errors: [`ServiceError::NoSuchService`], [`ServiceError::PermissionDenied`],
-/// [`ServiceError::ServerFull`], [`ServiceError::VersionMismatch`],
+/// [`ServiceError::ServerFull`], [`ServiceError::Busy`] (the backlog
+/// stayed full for 2 s: a server not accepting, or a squatter on the
+/// name), [`ServiceError::VersionMismatch`],
 /// [`ServiceError::UntrustedServer`], and for a server that misbehaves
 /// [`ServiceError::Protocol`], [`ServiceError::ControlTruncated`],
 /// [`ServiceError::ExtraDescriptors`], [`ServiceError::MissingDescriptor`]
@@ -181,12 +187,20 @@ pub fn connect_service_timeout(
     ConnectOptions::new().timeout(timeout).connect(name)
 }
 
-/// Connects, retrying while the server's backlog is full (`EAGAIN`).
+/// How long a connect without a timeout retries while the backlog is full
+/// before it reports [`ServiceError::Busy`]: a squatter that never accepts
+/// must not hang us for ever.
+const BUSY_LIMIT: Duration = Duration::from_secs(2);
+
+/// Connects, retrying while the server's backlog is full (`EAGAIN`): until
+/// `deadline` ([`ServiceError::Timeout`]), or without one for
+/// [`BUSY_LIMIT`] ([`ServiceError::Busy`]).
 fn connect_retrying(
     address: &[u8],
     name: &str,
     deadline: Option<Instant>,
 ) -> Result<std::os::fd::OwnedFd, ServiceError> {
+    let busy_until = Instant::now() + BUSY_LIMIT;
     loop {
         match socket::connect(address) {
             Ok(sock) => return Ok(sock),
@@ -196,8 +210,11 @@ fn connect_retrying(
                 });
             }
             Err(e) if e.raw_os_error() == Some(libc::EAGAIN) => {
-                if deadline.is_some_and(|d| Instant::now() >= d) {
-                    return Err(ServiceError::Timeout);
+                let now = Instant::now();
+                match deadline {
+                    Some(d) if now >= d => return Err(ServiceError::Timeout),
+                    None if now >= busy_until => return Err(ServiceError::Busy),
+                    _ => {}
                 }
                 std::thread::sleep(Duration::from_millis(1));
             }

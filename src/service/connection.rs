@@ -31,7 +31,9 @@ pub(crate) const DEFAULT_CHANNEL_LIMIT: usize = 32;
 ///
 /// Channel ends keep the segment mapped, so the connection may be dropped
 /// while they are in use. Either process's death is reported to the other's
-/// ends as `Disconnected`, as for spawned children.
+/// ends as `Disconnected`, as for spawned children: through the peer's
+/// liveness word in the segment, and failing that (a peer that claimed with
+/// a word the kernel never marks) through a pidfd taken when it connected.
 ///
 /// ```
 /// use remora::{ChannelConfig, Service};
@@ -55,6 +57,9 @@ pub(crate) const DEFAULT_CHANNEL_LIMIT: usize = 32;
 pub struct ServiceConnection {
     segment: Segment,
     peer: PeerCred,
+    /// A pidfd on the peer, when one could be had: every segment of the
+    /// connection watches a copy (see `ServiceConnection::new`).
+    peer_pidfd: Option<OwnedFd>,
     control: Control,
     runtime: Mutex<Runtime>,
 }
@@ -70,16 +75,36 @@ struct Runtime {
 }
 
 impl ServiceConnection {
-    pub(crate) fn new(segment: Segment, peer: PeerCred, sock: OwnedFd) -> ServiceConnection {
-        ServiceConnection {
+    /// `peer_pidfd` (from `socket::peer_pidfd`, taken while the socket was
+    /// connected) is the fallback death watch of every segment of the
+    /// connection: a peer that claims with a liveness word the kernel never
+    /// marks (a fake value, or `NO_SENTINEL`) is still seen dead.
+    pub(crate) fn new(
+        segment: Segment,
+        peer: PeerCred,
+        sock: OwnedFd,
+        peer_pidfd: Option<OwnedFd>,
+    ) -> ServiceConnection {
+        let conn = ServiceConnection {
             segment,
             peer,
+            peer_pidfd,
             control: Control::new(sock),
             runtime: Mutex::new(Runtime {
                 names: Vec::new(),
                 accepted: 0,
                 limit: DEFAULT_CHANNEL_LIMIT,
             }),
+        };
+        conn.watch_peer(&conn.segment);
+        conn
+    }
+
+    /// Makes `segment`'s ends watch the peer's pidfd (a copy of it).
+    fn watch_peer(&self, segment: &Segment) {
+        // Without a copy (out of descriptors) the liveness word remains.
+        if let Some(fd) = self.peer_pidfd.as_ref().and_then(|f| f.try_clone().ok()) {
+            segment.watch_process(fd);
         }
     }
 
@@ -232,9 +257,12 @@ impl ServiceConnection {
     ///
     /// Errors: [`ServiceError::ChannelRefused`] (the peer is at its limit,
     /// the name is taken on this connection, or the segment failed the
-    /// peer's checks), [`ServiceError::Disconnected`] (the peer is gone),
+    /// peer's checks), [`ServiceError::Disconnected`] (the peer is gone, or
+    /// broke the protocol, e.g. answered a request this side never sent),
     /// [`ServiceError::Segment`] for an invalid `config`,
-    /// [`ServiceError::Channel`] if the ends cannot be taken.
+    /// [`ServiceError::Channel`] if the ends cannot be taken,
+    /// [`ServiceError::Protocol`] if the peer accepted without claiming the
+    /// new segment.
     ///
     /// ```
     /// use remora::{ChannelConfig, Service};
@@ -277,7 +305,7 @@ impl ServiceConnection {
         config: ChannelConfig,
         timeout: Duration,
     ) -> Result<(Sender<Out>, Receiver<In>), ServiceError> {
-        let segment = self.open_segment(config, Some(Instant::now() + timeout))?;
+        let segment = self.open_segment(config, super::deadline_after(timeout))?;
         segment
             .channel(&self.last_name(&segment))
             .map_err(ServiceError::Channel)
@@ -347,7 +375,7 @@ impl ServiceConnection {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn accept_channel_timeout(&self, timeout: Duration) -> Result<OpenedChannel, ServiceError> {
-        self.accept_until(Some(Instant::now() + timeout))
+        self.accept_until(super::deadline_after(timeout))
     }
 
     /// How many channels this side accepts from the peer over the
@@ -400,11 +428,18 @@ impl ServiceConnection {
         deadline: Option<Instant>,
     ) -> Result<Segment, ServiceError> {
         let (segment, memfd) = Segment::create_sealed(&[config]).map_err(ServiceError::Segment)?;
+        self.watch_peer(&segment);
         let size = shm::stat(&memfd).map_err(ServiceError::io("fstat"))?.size;
         let id = self.control.send_open(&memfd, size)?;
         drop(memfd);
         match self.control.wait_answer(id, deadline)? {
-            Ok(()) => Ok(segment),
+            // The peer claims before it answers (`accept_channel`): an
+            // answer without a claim would leave our ends blind to its
+            // death (no liveness word to watch).
+            Ok(()) if segment.is_claimed() => Ok(segment),
+            Ok(()) => Err(ServiceError::Protocol {
+                reason: "the peer accepted a channel without claiming its segment",
+            }),
             Err(why) => Err(ServiceError::ChannelRefused {
                 reason: match why {
                     ChannelRefusal::Limit => "limit",
@@ -441,6 +476,7 @@ impl ServiceConnection {
         }
         let segment = Segment::open_sealed(fd, Some(size), Some(self.peer.uid))
             .map_err(|_| ChannelRefusal::Invalid)?;
+        self.watch_peer(&segment);
         let names: Vec<String> = segment.channel_names().map(str::to_owned).collect();
         let [name] = <[String; 1]>::try_from(names).map_err(|_| ChannelRefusal::Invalid)?;
         let mut runtime = self.runtime();

@@ -14,8 +14,16 @@
 //! control channel for good: later calls return `Disconnected`. Requests
 //! waiting for `accept_channel` are bounded ([`MAX_WAITING`]): more are
 //! refused on arrival (their descriptors closed at once).
+//!
+//! Answers are kept only for requests in flight (sent, and their opener
+//! still waiting): an answer to an id we never sent is a protocol
+//! violation (the channel closes), and a late answer to one whose opener
+//! gave up is dropped. So what the peer sends can never make the state
+//! grow beyond the requests this side made. One `pump` reads at most
+//! [`MAX_PER_PUMP`] messages, so a flooding peer cannot hold the state's
+//! lock, or a waiter, past its deadline.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
@@ -26,6 +34,10 @@ use crate::sys::socket;
 
 /// Requests from the peer not yet accepted, at most.
 pub(crate) const MAX_WAITING: usize = 16;
+
+/// Messages read by one `pump` at most (then the waiter checks its
+/// deadline; the rest stay queued in the socket).
+const MAX_PER_PUMP: usize = 64;
 
 /// Longest sleep before a waiter re-reads the shared state.
 const SLICE: Duration = Duration::from_millis(5);
@@ -39,12 +51,47 @@ pub(crate) struct Control {
 #[derive(Debug, Default)]
 pub(crate) struct State {
     next_id: u32,
+    /// Whether every id has been sent once (`next_id` wrapped).
+    wrapped: bool,
+    /// Our requests sent and still awaited by their opener.
+    in_flight: HashSet<u32>,
     /// The peer's `open` requests: id, memfd, announced size.
     pub(crate) waiting: VecDeque<(u32, OwnedFd, u64)>,
-    /// Answers to our requests.
+    /// Answers to our requests in flight (never more than `in_flight`).
     answers: HashMap<u32, Result<(), ChannelRefusal>>,
     /// The peer hung up or broke the protocol.
     closed: bool,
+}
+
+impl State {
+    /// Whether `id` was ever sent by this side.
+    fn issued(&self, id: u32) -> bool {
+        self.wrapped || id < self.next_id
+    }
+
+    /// Files the peer's answer to our request `id`: kept for a request in
+    /// flight, dropped for one whose opener gave up (or already answered),
+    /// and a protocol violation (returns `false`) for one never sent.
+    fn file_answer(&mut self, id: u32, answer: Result<(), ChannelRefusal>) -> bool {
+        if self.in_flight.remove(&id) {
+            self.answers.insert(id, answer);
+            true
+        } else {
+            self.issued(id)
+        }
+    }
+
+    /// Answers held (test hook: must stay bounded by requests in flight).
+    #[cfg(test)]
+    pub(crate) fn answers_len(&self) -> usize {
+        self.answers.len()
+    }
+
+    /// Whether the control channel is closed (test hook).
+    #[cfg(test)]
+    pub(crate) fn is_closed(&self) -> bool {
+        self.closed
+    }
 }
 
 impl Control {
@@ -67,12 +114,14 @@ impl Control {
         }
         let id = state.next_id;
         state.next_id = state.next_id.wrapping_add(1);
+        state.wrapped |= state.next_id == 0;
         socket::send(
             self.sock.as_fd(),
             &Message::Open { id, size }.encode(),
             &[memfd.as_fd()],
         )
         .map_err(ServiceError::io("sendmsg"))?;
+        state.in_flight.insert(id);
         Ok(id)
     }
 
@@ -86,13 +135,18 @@ impl Control {
         let _ = socket::send(self.sock.as_fd(), &msg.encode(), &[]);
     }
 
-    /// Waits for the answer to our request `id`.
+    /// Waits for the answer to our request `id`. However it returns, `id`
+    /// is no longer in flight: an answer arriving later is dropped.
     pub(crate) fn wait_answer(
         &self,
         id: u32,
         deadline: Option<Instant>,
     ) -> Result<Result<(), ChannelRefusal>, ServiceError> {
-        self.wait(deadline, |state| state.answers.remove(&id))
+        let answer = self.wait(deadline, |state| state.answers.remove(&id));
+        let mut state = self.lock();
+        state.in_flight.remove(&id);
+        state.answers.remove(&id);
+        answer
     }
 
     /// Waits until `ready` finds what it wants in the state (after every
@@ -127,9 +181,13 @@ impl Control {
         }
     }
 
-    /// Reads every message waiting, filing each in `state`.
+    /// Reads the messages waiting (at most [`MAX_PER_PUMP`]), filing each
+    /// in `state`.
     fn pump(&self, state: &mut State) {
-        while !state.closed {
+        for _ in 0..MAX_PER_PUMP {
+            if state.closed {
+                return;
+            }
             let mut buf = [0u8; MESSAGE_LEN + 1];
             let got = match socket::recv(self.sock.as_fd(), &mut buf, true) {
                 Ok(got) => got,
@@ -156,13 +214,14 @@ impl Control {
                     }
                 }
                 Ok(Message::OpenAccepted { id }) if fds.is_empty() => {
-                    state.answers.insert(id, Ok(()));
+                    state.closed = !state.file_answer(id, Ok(()));
                 }
                 Ok(Message::OpenRefused { id, why }) if fds.is_empty() => {
-                    state.answers.insert(id, Err(why));
+                    state.closed = !state.file_answer(id, Err(why));
                 }
-                // Garbage, a handshake message, or descriptors where none
-                // belong: the control channel is done (the descriptors
+                // Garbage, a handshake message, descriptors where none
+                // belong, or an answer to a request never sent (above):
+                // the control channel is done (the descriptors
                 // are closed with `fds`).
                 _ => state.closed = true,
             }

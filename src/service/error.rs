@@ -57,6 +57,13 @@ pub enum ServiceError {
     /// Connect: the server already has as many clients (and handshakes in
     /// progress) as it admits; retry later.
     ServerFull,
+    /// Connect without a timeout: the listening socket's backlog stayed
+    /// full for 2 seconds of retries. Either
+    /// the server is not accepting, or the name is squatted by a process
+    /// that never accepts (any user can bind any abstract name, and a full
+    /// backlog keeps us from reaching the [`UntrustedServer`](Self::UntrustedServer)
+    /// check). Retry later, or connect with a timeout of your own.
+    Busy,
     /// Connect: the server could not create a segment for us (out of
     /// memory or descriptors on its side).
     ServerError,
@@ -140,6 +147,9 @@ impl fmt::Display for ServiceError {
                 "the peer speaks service protocol version {found}, we speak {expected}: build both sides with the same remora"
             ),
             ServiceError::ServerFull => f.write_str("the service has all the clients it admits"),
+            ServiceError::Busy => f.write_str(
+                "the service's backlog stayed full: it is not accepting (or the name is squatted)",
+            ),
             ServiceError::ServerError => {
                 f.write_str("the service could not create a segment for this client")
             }

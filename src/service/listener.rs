@@ -80,7 +80,9 @@ impl ServiceOptions {
 
     /// How long a client has, from its connect being accepted, to check,
     /// map and claim its segment and say so. A client that takes longer is
-    /// dropped (its slot freed); it never delays other clients.
+    /// dropped (its slot freed); it never delays other clients. A timeout
+    /// too long for an `Instant` (`Duration::MAX`) means none: a silent
+    /// client then holds its slot until it hangs up.
     ///
     /// ```
     /// let options = remora::ServiceOptions::new().handshake_timeout(std::time::Duration::from_secs(5));
@@ -135,7 +137,10 @@ struct Pending {
     sock: OwnedFd,
     segment: Segment,
     peer: PeerCred,
-    deadline: Instant,
+    /// The client's pidfd (see `socket::peer_pidfd`).
+    pidfd: Option<OwnedFd>,
+    /// `None`: no handshake timeout (`Duration::MAX`).
+    deadline: Option<Instant>,
 }
 
 /// A named service: any number of unrelated processes connect to it by
@@ -327,7 +332,7 @@ impl Service {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn accept_timeout(&mut self, timeout: Duration) -> Result<ServiceConnection, ServiceError> {
-        self.accept_until(Some(Instant::now() + timeout))?
+        self.accept_until(super::deadline_after(timeout))?
             .ok_or(ServiceError::Timeout)
     }
 
@@ -350,7 +355,7 @@ impl Service {
             let wake = self
                 .pending
                 .iter()
-                .map(|p| p.deadline)
+                .filter_map(|p| p.deadline)
                 .chain(deadline)
                 .min();
             let mut fds: Vec<libc::pollfd> = std::iter::once(&self.listener)
@@ -439,11 +444,15 @@ impl Service {
         // Never waits (see `socket::send`): a client that is gone or does
         // not read is simply not served.
         if socket::send(sock.as_fd(), &welcome.encode(), &[memfd.as_fd()]).is_ok() {
+            // Taken now, while the client is connected: its pid cannot
+            // have been reused unless it already died.
+            let pidfd = socket::peer_pidfd(sock.as_fd(), &peer);
             self.pending.push(Pending {
                 sock,
                 segment,
                 peer,
-                deadline: Instant::now() + self.options.handshake_timeout,
+                pidfd,
+                deadline: super::deadline_after(self.options.handshake_timeout),
             });
         }
         // Our copy of the memfd goes here: the mapping keeps the memory.
@@ -456,7 +465,7 @@ impl Service {
     fn expire_pending(&mut self) {
         let now = Instant::now();
         for i in (0..self.pending.len()).rev() {
-            if self.pending[i].deadline <= now && self.finish_handshake(i) {
+            if self.pending[i].deadline.is_some_and(|d| d <= now) && self.finish_handshake(i) {
                 self.pending.swap_remove(i);
             }
         }
@@ -492,6 +501,7 @@ impl Service {
                 pending.segment,
                 pending.peer,
                 pending.sock,
+                pending.pidfd,
             ));
         }
         false

@@ -22,9 +22,17 @@ mod connection;
 mod control;
 mod error;
 mod listener;
+#[cfg(test)]
+mod tests;
 mod wire;
 
 pub use client::{ConnectOptions, connect_service, connect_service_timeout};
 pub use connection::{OpenedChannel, ServiceConnection};
 pub use error::ServiceError;
 pub use listener::{Service, ServiceOptions};
+
+/// The instant `timeout` from now; `None` (no deadline) when that is past
+/// what an `Instant` can hold (`Duration::MAX` means "never").
+pub(crate) fn deadline_after(timeout: std::time::Duration) -> Option<std::time::Instant> {
+    std::time::Instant::now().checked_add(timeout)
+}

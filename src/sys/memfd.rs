@@ -55,6 +55,24 @@ pub(crate) fn add_seals(fd: BorrowedFd<'_>, seals: u32) -> io::Result<()> {
     cvt(unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_ADD_SEALS, seals as libc::c_int) }).map(drop)
 }
 
+/// Whether `fd`'s file lives on tmpfs/shmem (`fstatfs`), where every
+/// memfd made without `MFD_HUGETLB` lives. A hugetlbfs memfd accepts the
+/// same seals, yet its owner can still punch holes in it
+/// (`FALLOC_FL_PUNCH_HOLE`), and touching a hole raises SIGBUS in every
+/// mapping when no huge page is free; on shmem a punched hole reads back
+/// as fresh zero pages (bad data, which the receivers already survive).
+pub(crate) fn on_tmpfs(fd: BorrowedFd<'_>) -> io::Result<bool> {
+    // SAFETY: an all-zero statfs is a valid value of this plain C struct.
+    let mut fs: libc::statfs = unsafe { std::mem::zeroed() };
+    // SAFETY: `fs` is writable for one struct statfs.
+    cvt(unsafe { libc::fstatfs(fd.as_raw_fd(), &mut fs) })?;
+    // The field's type differs between targets (the casts are no-ops on
+    // some); the magic fits in 32 bits.
+    #[allow(clippy::unnecessary_cast)]
+    let on_tmpfs = fs.f_type as i64 == libc::TMPFS_MAGIC as i64;
+    Ok(on_tmpfs)
+}
+
 /// The seals set on `fd` (`F_GET_SEALS`). `EINVAL` means the file cannot
 /// carry seals at all: it is not a memfd (or other shmem file).
 pub(crate) fn seals(fd: BorrowedFd<'_>) -> io::Result<u32> {

@@ -110,6 +110,63 @@ pub(crate) fn peer_cred(fd: BorrowedFd<'_>) -> io::Result<PeerCred> {
     })
 }
 
+/// `SO_PEERPIDFD` (Linux 6.5), asm-generic value (x86, arm, riscv, ...);
+/// mips, sparc, parisc and alpha number it differently and use the
+/// `pidfd_open` fallback.
+#[cfg(any(
+    target_arch = "x86_64",
+    target_arch = "x86",
+    target_arch = "aarch64",
+    target_arch = "arm",
+    target_arch = "riscv64",
+    target_arch = "loongarch64",
+    target_arch = "s390x",
+    target_arch = "powerpc64"
+))]
+const SO_PEERPIDFD: libc::c_int = 77;
+
+/// A pidfd for the process at the other end of connected socket `fd`,
+/// whose credentials were `cred`: `SO_PEERPIDFD` where the kernel has it
+/// (the very process that connected, never a reused pid), else
+/// `pidfd_open(cred.pid)` while the socket is still connected (the usual
+/// approach: the pid could only have been reused if the peer already
+/// died). `None` when neither works (old kernel, peer in a PID namespace
+/// we cannot see: pid 0).
+pub(crate) fn peer_pidfd(fd: BorrowedFd<'_>, cred: &PeerCred) -> Option<OwnedFd> {
+    #[cfg(any(
+        target_arch = "x86_64",
+        target_arch = "x86",
+        target_arch = "aarch64",
+        target_arch = "arm",
+        target_arch = "riscv64",
+        target_arch = "loongarch64",
+        target_arch = "s390x",
+        target_arch = "powerpc64"
+    ))]
+    {
+        let mut raw: libc::c_int = -1;
+        let mut len = size_of::<libc::c_int>() as libc::socklen_t;
+        // SAFETY: `raw` is writable for `len` bytes; the kernel writes at
+        // most that.
+        let got = unsafe {
+            libc::getsockopt(
+                fd.as_raw_fd(),
+                libc::SOL_SOCKET,
+                SO_PEERPIDFD,
+                (&raw mut raw).cast(),
+                &mut len,
+            )
+        };
+        if got == 0 && raw >= 0 && len as usize == size_of::<libc::c_int>() {
+            // SAFETY: the kernel installed a fresh pidfd (O_CLOEXEC) for us.
+            return Some(unsafe { OwnedFd::from_raw_fd(raw) });
+        }
+    }
+    let _ = fd;
+    let pid = u32::try_from(cred.pid).ok().filter(|&p| p > 0)?;
+    super::process::pidfd_open(pid).ok()
+}
+
 /// Room for this many descriptors in one received message: one more than
 /// any remora message carries, so a peer sending two is seen as such
 /// (`fds.len() == 2`) rather than as a truncation.
