@@ -8,6 +8,8 @@
 
 mod common;
 
+use common::service::{footprint, serve_echo};
+
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -42,55 +44,6 @@ fn echo_config() -> Vec<ChannelConfig> {
             .capacity(4096)
             .wait_strategy(WaitStrategy::Block),
     ]
-}
-
-/// Mappings of remora memfds in this process.
-fn memfd_mappings() -> usize {
-    std::fs::read_to_string("/proc/self/maps")
-        .unwrap()
-        .lines()
-        .filter(|l| l.contains("/memfd:remora"))
-        .count()
-}
-
-/// Everything a leak would show: descriptors, memfd mappings, and
-/// remora files of ours in /dev/shm and the temp dir.
-#[derive(Debug, PartialEq, Eq)]
-struct Footprint {
-    fds: usize,
-    memfd_maps: usize,
-    shm: Vec<String>,
-    tmp: Vec<String>,
-}
-
-fn footprint() -> Footprint {
-    Footprint {
-        fds: common::open_fd_count(),
-        memfd_maps: memfd_mappings(),
-        shm: common::remora_segments(),
-        tmp: common::remora_tmp_entries(),
-    }
-}
-
-/// Echoes raw messages on `conn`'s "echo" channel until the client goes.
-fn serve_echo(conn: ServiceConnection) -> usize {
-    let (mut tx, mut rx) = conn.raw_channel("echo").unwrap();
-    drop(conn);
-    let mut n = 0;
-    loop {
-        match rx.recv() {
-            Ok(msg) => {
-                let reply = msg.to_vec();
-                drop(msg);
-                if tx.send(&reply).is_err() {
-                    return n;
-                }
-                n += 1;
-            }
-            Err(RecvError::Disconnected) => return n,
-            Err(e) => panic!("server recv: {e:?}"),
-        }
-    }
 }
 
 /// One good client round: connect, `rounds` echoes, drop.

@@ -10,6 +10,8 @@
 
 mod common;
 
+use common::service::{footprint, serve_echo};
+
 use std::io::Write;
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -18,10 +20,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use common::{Rng, StdoutLines, Watchdog};
-use remora::{
-    ChannelConfig, RecvError, Service, ServiceConnection, ServiceError, ServiceOptions,
-    WaitStrategy,
-};
+use remora::{ChannelConfig, RecvError, Service, ServiceError, ServiceOptions, WaitStrategy};
 
 static SERIAL: Mutex<()> = Mutex::new(());
 
@@ -49,52 +48,6 @@ fn self_command(role: &str, name: &str) -> Command {
         .env("SVC_NAME", name)
         .stdin(Stdio::null());
     cmd
-}
-
-fn memfd_mappings() -> usize {
-    std::fs::read_to_string("/proc/self/maps")
-        .unwrap()
-        .lines()
-        .filter(|l| l.contains("/memfd:remora"))
-        .count()
-}
-
-#[derive(Debug, PartialEq, Eq)]
-struct Footprint {
-    fds: usize,
-    memfd_maps: usize,
-    shm: Vec<String>,
-    tmp: Vec<String>,
-}
-
-fn footprint() -> Footprint {
-    Footprint {
-        fds: common::open_fd_count(),
-        memfd_maps: memfd_mappings(),
-        shm: common::remora_segments(),
-        tmp: common::remora_tmp_entries(),
-    }
-}
-
-/// Echoes on `conn` until the client goes; returns how many messages.
-fn serve_echo(conn: ServiceConnection) -> usize {
-    let (mut tx, mut rx) = conn.raw_channel("echo").unwrap();
-    drop(conn);
-    let mut n = 0;
-    loop {
-        match rx.recv() {
-            Ok(msg) => {
-                let reply = msg.to_vec();
-                drop(msg);
-                if tx.send(&reply).is_err() {
-                    return n;
-                }
-                n += 1;
-            }
-            Err(RecvError::Disconnected) => return n,
-            Err(e) => panic!("server recv: {e:?}"),
-        }
-    }
 }
 
 /// An accept loop on a thread: one handler thread per connection. Returns

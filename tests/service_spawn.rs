@@ -6,6 +6,8 @@
 
 mod common;
 
+use common::service::memfd_mappings;
+
 use std::os::unix::process::CommandExt;
 use std::process::{Command, Stdio};
 use std::sync::{Mutex, MutexGuard};
@@ -42,14 +44,6 @@ fn echo_round_trips(child: &remora::Child, n: u32) {
         tx.send(&i.to_le_bytes()).unwrap();
         assert_eq!(&*rx.recv().unwrap(), &i.to_le_bytes());
     }
-}
-
-fn memfd_mappings() -> usize {
-    std::fs::read_to_string("/proc/self/maps")
-        .unwrap()
-        .lines()
-        .filter(|l| l.contains("/memfd:remora"))
-        .count()
 }
 
 #[test]

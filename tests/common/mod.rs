@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod alloc;
+pub mod service;
 pub mod stream;
 
 use std::process::Child;
