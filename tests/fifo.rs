@@ -99,25 +99,9 @@ fn echo_round_trips(child: &remora::Child, n: u64) {
 // The real fallback.
 // ---------------------------------------------------------------------------
 
-/// Runs `fallback_inner` in a new mount namespace whose /dev/shm is a tmpfs
-/// mounted with `options`. Root only: the tests calling it are `root_*`
-/// and ignored unless asked for (see `common::require_root`).
+/// Runs `fallback_inner` in a mount namespace with an unusable /dev/shm.
 fn in_namespace_with_dev_shm(options: &str) {
-    common::require_root("mounting a tmpfs over /dev/shm");
-    common::require_program("unshare");
-    let script = format!(
-        "mount --make-rprivate / && mount -t tmpfs -o {options} tmpfs /dev/shm && exec \"$0\" \"$@\""
-    );
-    let child = Command::new("unshare")
-        .args(["--mount", "--", "sh", "-c", &script])
-        .arg(std::env::current_exe().unwrap())
-        .args(ENTRY)
-        .env(common::ROLE, "fallback_inner")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .spawn()
-        .expect("run unshare");
-    wait_success(child, Duration::from_secs(60));
+    common::in_dev_shm_namespace(options, "fallback_inner");
     assert!(remora_fifo_dirs().is_empty());
 }
 

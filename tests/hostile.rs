@@ -40,7 +40,6 @@
 mod common;
 
 use std::fs::OpenOptions;
-use std::os::fd::AsRawFd;
 use std::os::unix::process::ExitStatusExt;
 use std::process::Stdio;
 use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU32, AtomicU64, Ordering};
@@ -210,31 +209,9 @@ unsafe impl Send for Scribbler {}
 impl Scribbler {
     /// Maps the segment named by `REMORA_CHANNEL`. Call before `connect()`.
     fn attach(channel: &str, seed: u64) -> Scribbler {
-        let var = std::env::var(remora::CHANNEL_ENV).expect("not spawned by remora");
-        let name = var
-            .strip_prefix("shm:")
-            .unwrap_or_else(|| panic!("not a shared-memory channel: {var}"));
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .open(format!("/dev/shm{name}"))
-            .expect("open the segment before connect() unlinks it");
-        let len = file.metadata().unwrap().len() as usize;
-        // SAFETY: a new shared mapping of the whole object; no Rust reference
-        // to it exists, and closing the file afterwards leaves it mapped.
-        let base = unsafe {
-            libc::mmap(
-                std::ptr::null_mut(),
-                len,
-                libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_SHARED,
-                file.as_raw_fd(),
-                0,
-            )
-        };
-        assert_ne!(base, libc::MAP_FAILED, "mmap");
+        let (base, len) = common::map_own_segment();
         let mut s = Scribbler {
-            base: base.cast(),
+            base,
             len,
             rings: [(0, 0); 2],
             rng: Rng::new(seed),

@@ -20,8 +20,6 @@
 
 mod common;
 
-use std::fs::OpenOptions;
-use std::os::fd::AsRawFd;
 use std::process::Stdio;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
@@ -213,29 +211,9 @@ unsafe impl Send for Frames {}
 
 impl Frames {
     fn attach() -> Frames {
-        let var = std::env::var(remora::CHANNEL_ENV).expect("spawned by remora");
-        let name = var.strip_prefix("shm:").expect("a shared-memory channel");
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .open(format!("/dev/shm{name}"))
-            .expect("open the segment before connect() unlinks it");
-        let len = file.metadata().unwrap().len() as usize;
-        // SAFETY: a new shared mapping of the whole object; no Rust reference
-        // to it exists; closing the file leaves it mapped.
-        let base = unsafe {
-            libc::mmap(
-                std::ptr::null_mut(),
-                len,
-                libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_SHARED,
-                file.as_raw_fd(),
-                0,
-            )
-        };
-        assert_ne!(base, libc::MAP_FAILED, "mmap");
+        let (base, len) = common::map_own_segment();
         let mut f = Frames {
-            base: base.cast(),
+            base,
             len,
             ctrl: 0,
             cap: 0,

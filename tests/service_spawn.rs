@@ -221,20 +221,7 @@ fn echo_role() {
 // ---------------------------------------------------------------------------
 
 fn in_namespace_with_dev_shm(options: &str) {
-    common::require_root("mounting a tmpfs over /dev/shm");
-    common::require_program("unshare");
-    let script = format!(
-        "mount --make-rprivate / && mount -t tmpfs -o {options} tmpfs /dev/shm && exec \"$0\" \"$@\""
-    );
-    let child = Command::new("unshare")
-        .args(["--mount", "--", "sh", "-c", &script])
-        .arg(std::env::current_exe().unwrap())
-        .args(ENTRY)
-        .env(common::ROLE, "dev_shm_inner")
-        .stdin(Stdio::null())
-        .spawn()
-        .expect("run unshare");
-    common::guard(child).wait_success(Duration::from_secs(60));
+    common::in_dev_shm_namespace(options, "dev_shm_inner");
 }
 
 #[test]

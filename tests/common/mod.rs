@@ -401,3 +401,58 @@ pub fn require_program(program: &str) {
         .is_ok();
     assert!(ran, "this test needs `{program}` (util-linux)");
 }
+
+/// Runs this test binary in `role` inside a new mount namespace whose
+/// /dev/shm is a tmpfs mounted with `options` (`ro,size=64k`: read-only;
+/// `size=4k`: full), and waits for it to succeed. Root only: callers are
+/// `root_*` tests, ignored unless asked for (see [`require_root`]).
+pub fn in_dev_shm_namespace(options: &str, role: &str) {
+    require_root("mounting a tmpfs over /dev/shm");
+    require_program("unshare");
+    let script = format!(
+        "mount --make-rprivate / && mount -t tmpfs -o {options} tmpfs /dev/shm && exec \"$0\" \"$@\""
+    );
+    let child = std::process::Command::new("unshare")
+        .args(["--mount", "--", "sh", "-c", &script])
+        .arg(std::env::current_exe().unwrap())
+        .args(CHILD_ENTRY)
+        .env(ROLE, role)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .expect("run unshare");
+    guard(child).wait_success(Duration::from_secs(60));
+}
+
+/// Child side of the hostile tests: maps the named segment in
+/// `REMORA_CHANNEL` (`shm:`, so spawned with `sealed(false)`) a second
+/// time, read-write, for the child to scribble on. Returns its base and
+/// length; the mapping lives until the process exits. Call before
+/// `connect()`, which unlinks the name.
+pub fn map_own_segment() -> (*mut u8, usize) {
+    use std::os::fd::AsRawFd;
+    let var = std::env::var(remora::CHANNEL_ENV).expect("not spawned by remora");
+    let name = var
+        .strip_prefix("shm:")
+        .unwrap_or_else(|| panic!("not a named shared-memory channel: {var}"));
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(format!("/dev/shm{name}"))
+        .expect("open the segment before connect() unlinks it");
+    let len = file.metadata().unwrap().len() as usize;
+    // SAFETY: a new shared mapping of the whole object; no Rust reference
+    // to it exists, and closing the file afterwards leaves it mapped.
+    let base = unsafe {
+        libc::mmap(
+            std::ptr::null_mut(),
+            len,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_SHARED,
+            file.as_raw_fd(),
+            0,
+        )
+    };
+    assert_ne!(base, libc::MAP_FAILED, "mmap");
+    (base.cast(), len)
+}
