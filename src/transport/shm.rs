@@ -38,16 +38,14 @@ const _: () = assert!(REFILL_PATIENCE.as_nanos() < wait::ADAPTIVE_SPIN.as_nanos(
 /// avoids.
 const REFILL_POLLS_PER_HEAD_READ: u32 = 16;
 
-/// What a wait set watches of one shared-memory end: the ring's control
-/// block, kept mapped by the attachment (see `waitset`).
+/// What a wait set watches of one shared-memory end: the ring (its control
+/// block, capacity and frame stamps), kept mapped by the attachment (see
+/// `waitset`).
 #[cfg_attr(loom, allow(dead_code))]
 #[derive(Debug, Clone)]
 pub(crate) struct ShmWatch {
     pub(crate) link: Arc<Attachment>,
-    /// Valid (and only atomics) for as long as `link` lives.
-    pub(crate) ctrl: std::ptr::NonNull<crate::layout::RingControl>,
-    pub(crate) capacity: u64,
-    /// The ring itself, for the stamp that publishes the frame at a head.
+    /// Valid for as long as `link` keeps the mapping.
     pub(crate) region: crate::ring::RingRegion,
 }
 
@@ -89,8 +87,6 @@ impl ShmSender {
         let region = self.producer.region();
         ShmWatch {
             link: Arc::clone(&self.link),
-            ctrl: std::ptr::NonNull::from(region.ctrl()),
-            capacity: region.capacity(),
             region: *region,
         }
     }
@@ -295,8 +291,6 @@ impl ShmReceiver {
         let region = self.consumer.region();
         ShmWatch {
             link: Arc::clone(&self.link),
-            ctrl: std::ptr::NonNull::from(region.ctrl()),
-            capacity: region.capacity(),
             region: *region,
         }
     }

@@ -109,10 +109,9 @@ impl Member {
         }
     }
 
+    /// The ring's control block (only atomics), kept mapped by `w.link`.
     fn ctrl(w: &ShmWatch) -> &RingControl {
-        // SAFETY: `w.link` keeps the mapping, and with it the control block
-        // (initialised, only atomics), alive as long as `w`.
-        unsafe { w.ctrl.as_ref() }
+        w.region.ctrl()
     }
 
     /// Whether this member has an event now. `thorough`: also members that
@@ -181,7 +180,8 @@ impl Member {
                 // sender's refill batch: room worth waking for. A scribbled
                 // head makes this garbage, which only decides whether to
                 // report.
-                let room = w.capacity - tail.wrapping_sub(head).min(w.capacity) >= w.capacity / 4;
+                let cap = w.region.capacity();
+                let room = cap - tail.wrapping_sub(head).min(cap) >= cap / 4;
                 (room && fresh(&mut self.last, tail, head)).then_some(EventKind::Writable)
             }
             Probe::Exit(fd) => {
