@@ -18,7 +18,6 @@ use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 use std::process::{Command, ExitStatus, Stdio};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicI32, Ordering};
 use std::time::Duration;
 
 use crate::channel::{RawReceiver, RawSender, ReceiveMode, Receiver, RecvEnd, SendEnd, Sender};
@@ -26,6 +25,7 @@ use crate::codec::{self, Decode, Encode};
 use crate::config::ChannelConfig;
 use crate::error::{ChannelError, ConnectError, OpenError, SpawnError};
 use crate::segment::{SealedId, Segment};
+use crate::sys::inherit::InheritList;
 use crate::sys::process;
 use crate::transport::{FifoSet, Transport, shm_unusable};
 
@@ -222,9 +222,9 @@ pub struct Spawner {
     channels: Vec<ChannelConfig>,
     transport: Transport,
     sealed: bool,
-    /// The descriptor the child must inherit (-1: none), read by the
-    /// `pre_exec` hook installed at the first sealed spawn.
-    inherit: Option<Arc<AtomicI32>>,
+    /// The descriptors the next child inherits, read by the `pre_exec`
+    /// hook installed at the first spawn that hands one down.
+    inherit: Option<Arc<InheritList>>,
 }
 
 impl Spawner {
@@ -472,33 +472,21 @@ impl Spawner {
         self
     }
 
-    /// Makes the next spawned child inherit descriptor `fd`: clears its
-    /// close-on-exec flag in the child only, between `fork` and `exec`, so
-    /// no other process this one starts meanwhile inherits it. The hook is
-    /// installed once per `Spawner`.
-    fn inherit_in_child(&mut self, fd: RawFd) {
-        let inherit = self.inherit.get_or_insert_with(|| {
-            let inherit = Arc::new(AtomicI32::new(-1));
-            let hook = Arc::clone(&inherit);
-            let clear_cloexec = move || {
-                // Relaxed: stored by the parent before `spawn` forked us.
-                let fd = hook.load(Ordering::Relaxed);
-                // SAFETY: fcntl is async-signal-safe; F_SETFD on a number
-                // that is not open fails harmlessly with EBADF.
-                if fd >= 0 && unsafe { libc::fcntl(fd, libc::F_SETFD, 0) } < 0 {
-                    return Err(io::Error::last_os_error());
-                }
-                Ok(())
-            };
-            // SAFETY: the hook only reads an atomic and calls fcntl, both
-            // async-signal-safe: no allocation, no lock.
-            unsafe {
-                std::os::unix::process::CommandExt::pre_exec(&mut self.command, clear_cloexec)
-            };
-            inherit
-        });
-        // Relaxed: `spawn` (fork) happens after this in the same thread.
-        inherit.store(fd, Ordering::Relaxed);
+    /// Makes the next spawned child (only) inherit `fds`; see
+    /// [`InheritList`]. The hook is installed once per `Spawner`.
+    fn inherit_in_child(&mut self, fds: &[RawFd]) -> Result<(), SpawnError> {
+        let list = match &self.inherit {
+            Some(list) => list,
+            None => {
+                let list = InheritList::new();
+                let hook = InheritList::hook(Arc::clone(&list));
+                // SAFETY: the hook only loads atomics and calls fcntl, both
+                // async-signal-safe: no allocation, no lock.
+                unsafe { std::os::unix::process::CommandExt::pre_exec(&mut self.command, hook) };
+                self.inherit.insert(list)
+            }
+        };
+        list.set(fds).map_err(SpawnError::Spawn)
     }
 
     /// Sets up the transport and starts the child. Returns at once; the
@@ -517,7 +505,7 @@ impl Spawner {
         let (set, sealed) = ChannelSet::create(choice, &self.channels, self.sealed)?;
         let env = match sealed {
             Some(id) => {
-                self.inherit_in_child(id.fd);
+                self.inherit_in_child(&[id.fd])?;
                 format!(
                     "memfd:{}:{}:{}:{}:{}",
                     std::process::id(),
@@ -536,9 +524,7 @@ impl Spawner {
         // spawns of this Spawner.
         self.command.env_remove(CHANNEL_ENV);
         if let Some(inherit) = &self.inherit {
-            // Relaxed: read by the hook in the forked child only, which
-            // `spawn` has already run.
-            inherit.store(-1, Ordering::Relaxed);
+            inherit.clear();
         }
         let process = spawned.map_err(SpawnError::Spawn)?; // drops (removes) the set
         set.watch_child(process.id());

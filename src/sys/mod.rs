@@ -8,6 +8,7 @@ pub(crate) mod clock;
 pub(crate) mod fd;
 pub(crate) mod fifo;
 pub(crate) mod futex;
+pub(crate) mod inherit;
 pub(crate) mod lock;
 pub(crate) mod mapping;
 pub(crate) mod memfd;
