@@ -48,6 +48,13 @@ pub(crate) const HELLO_TIMEOUT: Duration = Duration::from_secs(2);
 /// is dropped for a new one).
 const MAX_UNGREETED: usize = 8;
 
+/// The listener's backlog: connections the kernel queues until the
+/// parent's first run-time call accepts them. A process of our uid that
+/// fills it before the child connects makes the child's fallback fail
+/// (its run-time calls are then `Disconnected`); such a process could
+/// ptrace either of us anyway.
+const LISTEN_BACKLOG: i32 = 64;
+
 /// Connections accepted by one step, at most.
 const MAX_ACCEPTS_PER_STEP: usize = 16;
 
@@ -107,7 +114,7 @@ impl Rendezvous {
         );
         // No listener (say, no abstract namespace in a sandbox): the
         // inherited socket alone.
-        let listener = socket::listen(name.as_bytes(), MAX_UNGREETED as i32).ok();
+        let listener = socket::listen(name.as_bytes(), LISTEN_BACKLOG).ok();
         let env = format!(
             "{}:{}:{}:{}:{}",
             theirs.as_raw_fd(),
