@@ -326,7 +326,9 @@ fn a_wrapper_that_closes_descriptors_falls_back_to_the_listener() {
     let _s = serial();
     let _w = Watchdog::new("closer", Duration::from_secs(60));
     let mut child = spawn("closer");
-    let (mut tx, mut rx) = child.open_channel::<u64, u64>(config("typed")).unwrap();
+    let (mut tx, mut rx) = child
+        .open_channel_timeout::<u64, u64>(config("typed"), Duration::from_secs(20))
+        .unwrap();
     typed_round_trip(&mut tx, &mut rx, 5);
     first_channel_works(&child);
     drop((tx, rx));
@@ -348,7 +350,9 @@ fn a_wrapper_that_closes_descriptors_falls_back_to_the_listener() {
         strangers.push(sock);
     }
     let start = Instant::now();
-    let (mut tx, mut rx) = child.open_channel::<u64, u64>(config("typed")).unwrap();
+    let (mut tx, mut rx) = child
+        .open_channel_timeout::<u64, u64>(config("typed"), Duration::from_secs(20))
+        .unwrap();
     typed_round_trip(&mut tx, &mut rx, 9);
     assert!(start.elapsed() < Duration::from_secs(20));
 }
