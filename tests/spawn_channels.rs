@@ -131,6 +131,24 @@ fn parent_opens_child_accepts_typed_and_raw() {
     );
 }
 
+/// The control socket does not depend on the first channels' transport:
+/// a child over FIFOs gets run-time channels in sealed memfds all the same.
+#[test]
+fn a_fifo_child_has_run_time_channels_too() {
+    let _s = serial();
+    let _w = Watchdog::new("fifo child", Duration::from_secs(60));
+    let child = KillOnDrop(
+        spawner("acceptor")
+            .transport(remora::Transport::Fifo)
+            .spawn()
+            .unwrap(),
+    );
+    assert_eq!(child.transport(), remora::Transport::Fifo);
+    let (mut tx, mut rx) = child.open_channel::<u64, u64>(config("typed")).unwrap();
+    typed_round_trip(&mut tx, &mut rx, 3);
+    first_channel_works(&child);
+}
+
 #[test]
 fn child_opens_parent_accepts() {
     let _s = serial();
