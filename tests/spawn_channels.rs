@@ -323,18 +323,26 @@ fn kill_9_reaches_run_time_channel_ends() {
 fn parent_death_reaches_the_child() {
     let _s = serial();
     let _w = Watchdog::new("parent death", Duration::from_secs(60));
-    let mut middle = Command::new(std::env::current_exe().unwrap())
-        .args(ENTRY)
-        .env(common::ROLE, "middle")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let lines = common::StdoutLines::new(middle.stdout.take().unwrap());
-    let middle = common::guard(middle);
-    lines.wait_for("ACCEPTING", Duration::from_secs(20));
-    middle.kill();
-    lines.wait_for("ACCEPT_DISCONNECTED", Duration::from_secs(10));
+    // "middle": the parent never made a run-time call (the child's hello
+    // is still unread: the kernel resets the socket); "middle_waiting":
+    // it waits in `accept_channel` (it read the hello: a plain hang-up).
+    for role in ["middle", "middle_waiting"] {
+        let mut middle = Command::new(std::env::current_exe().unwrap())
+            .args(ENTRY)
+            .env(common::ROLE, role)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let lines = common::StdoutLines::new(middle.stdout.take().unwrap());
+        let middle = common::guard(middle);
+        lines.wait_for("ACCEPTING", Duration::from_secs(20));
+        if role == "middle_waiting" {
+            lines.wait_for("MIDDLE_LINKED", Duration::from_secs(20));
+        }
+        middle.kill();
+        lines.wait_for("ACCEPT_DISCONNECTED", Duration::from_secs(10));
+    }
 }
 
 /// A wrapper that closes every inherited descriptor above 2 (as `sudo`
@@ -608,12 +616,21 @@ fn child_entry() {
             assert_eq!(answer[16], 3);
             first.join().unwrap();
         }
-        "middle" => {
+        "middle" | "middle_waiting" => {
             let child = spawner("report_acceptor")
                 .stdout(Stdio::inherit())
                 .spawn()
                 .unwrap();
-            let _ = child;
+            if role == "middle_waiting" {
+                // The child's hello is read within the first slices of
+                // this wait; the test kills us in it.
+                assert!(matches!(
+                    child.accept_channel_timeout(Duration::from_millis(300)),
+                    Err(ServiceError::Timeout)
+                ));
+                println!("MIDDLE_LINKED");
+                let _ = child.accept_channel_timeout(Duration::from_secs(60));
+            }
             std::thread::sleep(Duration::from_secs(60));
         }
         "report_acceptor" => {
