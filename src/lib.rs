@@ -75,6 +75,7 @@ mod error;
 mod layout;
 mod peer;
 mod ring;
+mod runtime;
 mod segment;
 mod service;
 mod side;

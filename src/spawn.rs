@@ -13,7 +13,7 @@
 
 use std::ffi::{OsStr, OsString};
 use std::io;
-use std::os::fd::{AsFd, BorrowedFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 use std::process::{Command, ExitStatus, Stdio};
@@ -24,16 +24,25 @@ use crate::channel::{RawReceiver, RawSender, ReceiveMode, Receiver, RecvEnd, Sen
 use crate::codec::{self, Decode, Encode};
 use crate::config::ChannelConfig;
 use crate::error::{ChannelError, ConnectError, OpenError, SpawnError};
+use crate::runtime::{CONTROL_ENV, PeerProcess, Rendezvous, RuntimeChannels, child_control};
 use crate::segment::{SealedId, Segment};
 use crate::sys::inherit::InheritList;
 use crate::sys::process;
 use crate::transport::{FifoSet, Transport, shm_unusable};
+
+mod runtime_channels;
 
 /// The environment variable through which a spawned child finds its
 /// channels: `memfd:<pid>:<fd>:<size>:<dev>:<ino>` (a sealed segment the
 /// child inherits, the default), `shm:/remora-<pid>-<random>` (a named
 /// shared-memory segment) or `fifo:<dir>/remora-<pid>-<random>` (the FIFO
 /// transport's directory).
+///
+/// A second variable, `REMORA_CONTROL`
+/// (`<fd>:<dev>:<ino>:<listener name>:<token>`), tells the child where its
+/// control socket for channels opened at run time is: an inherited
+/// `SOCK_SEQPACKET` socket, or, when a wrapper closed it, an abstract
+/// socket the parent listens on (see [`Child::open_channel`]).
 pub const CHANNEL_ENV: &str = "REMORA_CHANNEL";
 
 /// One side's channels, over whichever transport the spawn chose.
@@ -503,9 +512,12 @@ impl Spawner {
             .resolve()
             .map_err(SpawnError::InvalidTransport)?;
         let (set, sealed) = ChannelSet::create(choice, &self.channels, self.sealed)?;
+        let (mut rendezvous, control) = Rendezvous::create().map_err(SpawnError::Spawn)?;
+        // Every descriptor the child inherits, in one list.
+        let mut inherit = vec![control.sock.as_raw_fd()];
         let env = match sealed {
             Some(id) => {
-                self.inherit_in_child(&[id.fd])?;
+                inherit.push(id.fd);
                 format!(
                     "memfd:{}:{}:{}:{}:{}",
                     std::process::id(),
@@ -518,21 +530,32 @@ impl Spawner {
             }
             None => set.env_value(),
         };
+        self.inherit_in_child(&inherit)?;
         self.command.env(CHANNEL_ENV, env);
+        self.command.env(CONTROL_ENV, &control.env);
         let spawned = self.command.spawn();
         // Do not leak this set's name (or descriptor) into later
         // spawns of this Spawner.
         self.command.env_remove(CHANNEL_ENV);
+        self.command.env_remove(CONTROL_ENV);
+        // The child has its end: ours would keep it from ever hanging up.
+        drop(control);
         if let Some(inherit) = &self.inherit {
             inherit.clear();
         }
         let process = spawned.map_err(SpawnError::Spawn)?; // drops (removes) the set
         set.watch_child(process.id());
         let pidfd = process::pidfd_open(process.id()).ok();
+        let copy = || pidfd.as_ref().and_then(|fd| fd.try_clone().ok());
+        rendezvous.watch_child(copy());
+        let peer = copy().map_or(PeerProcess::Child(process.id()), PeerProcess::Pidfd);
+        let first = set.channel_names().map(str::to_owned).collect();
+        let runtime = RuntimeChannels::pending(rendezvous, first, peer, ReceiveMode::Copy);
         Ok(Child {
             process,
             channels: set,
             pidfd,
+            runtime,
         })
     }
 }
@@ -562,6 +585,8 @@ pub struct Child {
     channels: ChannelSet,
     /// Our own pidfd on the child (the liveness watch has another).
     pidfd: Option<OwnedFd>,
+    /// Channels opened at run time (`spawn/runtime_channels.rs`).
+    runtime: RuntimeChannels,
 }
 
 impl Child {
@@ -800,6 +825,8 @@ impl Child {
 #[derive(Debug)]
 pub struct Connection {
     channels: ChannelSet,
+    /// Channels opened at run time (`spawn/runtime_channels.rs`).
+    runtime: RuntimeChannels,
 }
 
 /// Child side: attaches to the channels named by [`CHANNEL_ENV`], over
@@ -822,6 +849,15 @@ pub struct Connection {
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
 pub fn connect() -> Result<Connection, ConnectError> {
+    let channels = connect_channels()?;
+    // Run-time channels: take the control socket (once per process) and
+    // say hello, so the parent's first run-time call finds it.
+    let runtime = child_control(channels.channel_names().map(str::to_owned).collect());
+    Ok(Connection { channels, runtime })
+}
+
+/// [`connect`]'s first channels, over whichever transport the parent chose.
+fn connect_channels() -> Result<ChannelSet, ConnectError> {
     let value = std::env::var_os(CHANNEL_ENV).ok_or(ConnectError::NotSpawned)?;
     let bad = || ConnectError::BadVariable {
         value: value.to_string_lossy().into_owned(),
@@ -839,9 +875,7 @@ pub fn connect() -> Result<Connection, ConnectError> {
         }
         // `open` removes the directory once attached.
         let set = FifoSet::open(dir).map_err(ConnectError::Open)?;
-        return Ok(Connection {
-            channels: ChannelSet::Fifo(set),
-        });
+        return Ok(ChannelSet::Fifo(set));
     }
     if let Some(spec) = value.to_str().and_then(|v| v.strip_prefix("memfd:")) {
         let numbers: Vec<u64> = spec.split(':').map_while(|n| n.parse().ok()).collect();
@@ -853,9 +887,7 @@ pub fn connect() -> Result<Connection, ConnectError> {
         };
         let id = SealedId { fd, size, dev, ino };
         let segment = Segment::open_inherited(pid, id).map_err(ConnectError::Open)?;
-        return Ok(Connection {
-            channels: ChannelSet::Shm(segment),
-        });
+        return Ok(ChannelSet::Shm(segment));
     }
     let name = value
         .to_str()
@@ -866,9 +898,7 @@ pub fn connect() -> Result<Connection, ConnectError> {
     // Attached: the name has done its job. Removing it here (rather than
     // waiting for the parent to notice) leaves nothing in /dev/shm.
     let _ = crate::sys::shm::unlink(name);
-    Ok(Connection {
-        channels: ChannelSet::Shm(segment),
-    })
+    Ok(ChannelSet::Shm(segment))
 }
 
 impl Connection {

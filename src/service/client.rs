@@ -4,8 +4,8 @@
 use std::os::fd::AsFd;
 use std::time::{Duration, Instant};
 
+use super::ServiceError;
 use super::connection::ServiceConnection;
-use super::error::ServiceError;
 use super::wire::{self, MESSAGE_LEN, Message, Refusal};
 use crate::segment::Segment;
 use crate::sys::{shm, socket};

@@ -2,21 +2,16 @@
 //! credentials, and the same channel API as a [`Segment`].
 
 use std::os::fd::OwnedFd;
-use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use super::control::Control;
-use super::error::ServiceError;
-use super::wire::ChannelRefusal;
-use crate::channel::{RawReceiver, RawSender, Receiver, Sender};
+use super::{OpenedChannel, ServiceError};
+use crate::channel::{RawReceiver, RawSender, ReceiveMode, Receiver, Sender};
 use crate::codec::{Decode, Encode};
 use crate::config::ChannelConfig;
 use crate::error::ChannelError;
+use crate::runtime::{PeerProcess, RuntimeChannels};
 use crate::segment::Segment;
-use crate::sys::{shm, socket::PeerCred};
-
-/// Run-time channels a connection accepts from its peer by default.
-pub(crate) const DEFAULT_CHANNEL_LIMIT: usize = 32;
+use crate::sys::socket::PeerCred;
 
 /// A connection between a service and one client: what
 /// [`Service::accept`](crate::Service::accept) returns on the server and
@@ -57,21 +52,10 @@ pub(crate) const DEFAULT_CHANNEL_LIMIT: usize = 32;
 pub struct ServiceConnection {
     segment: Segment,
     peer: PeerCred,
-    /// A pidfd on the peer, when one could be had: every segment of the
-    /// connection watches a copy (see `ServiceConnection::new`).
-    peer_pidfd: Option<OwnedFd>,
-    control: Control,
-    runtime: Mutex<Runtime>,
-}
-
-/// The run-time channels of a connection, both ways.
-#[derive(Debug)]
-struct Runtime {
-    /// Names opened by either side (reserved while an open is in flight).
-    names: Vec<String>,
-    /// Channels accepted from the peer so far, and the most we take.
-    accepted: usize,
-    limit: usize,
+    /// The control socket and run-time channels; holds the peer's pidfd,
+    /// when one could be had, which every segment of the connection
+    /// watches a copy of (see `ServiceConnection::new`).
+    runtime: RuntimeChannels,
 }
 
 impl ServiceConnection {
@@ -85,31 +69,17 @@ impl ServiceConnection {
         sock: OwnedFd,
         peer_pidfd: Option<OwnedFd>,
     ) -> ServiceConnection {
-        let conn = ServiceConnection {
+        let first = segment.channel_names().map(str::to_owned).collect();
+        let watch = peer_pidfd.map_or(PeerProcess::Unknown, PeerProcess::Pidfd);
+        // Unrelated processes: neither trusts the other (receivers copy).
+        let runtime =
+            RuntimeChannels::connected(Some(sock), Some(peer.uid), first, watch, ReceiveMode::Copy);
+        runtime.watch_peer(&segment);
+        ServiceConnection {
             segment,
             peer,
-            peer_pidfd,
-            control: Control::new(sock),
-            runtime: Mutex::new(Runtime {
-                names: Vec::new(),
-                accepted: 0,
-                limit: DEFAULT_CHANNEL_LIMIT,
-            }),
-        };
-        conn.watch_peer(&conn.segment);
-        conn
-    }
-
-    /// Makes `segment`'s ends watch the peer's pidfd (a copy of it).
-    fn watch_peer(&self, segment: &Segment) {
-        // Without a copy (out of descriptors) the liveness word remains.
-        if let Some(fd) = self.peer_pidfd.as_ref().and_then(|f| f.try_clone().ok()) {
-            segment.watch_process(fd);
+            runtime,
         }
-    }
-
-    fn runtime(&self) -> MutexGuard<'_, Runtime> {
-        self.runtime.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// Takes this side's ends of channel `name`: a sender of `Out` and a
@@ -284,10 +254,7 @@ impl ServiceConnection {
         &self,
         config: ChannelConfig,
     ) -> Result<(Sender<Out>, Receiver<In>), ServiceError> {
-        let segment = self.open_segment(config, None)?;
-        segment
-            .channel(&self.last_name(&segment))
-            .map_err(ServiceError::Channel)
+        self.runtime.open(config, None)
     }
 
     /// [`ServiceConnection::open_channel`] giving up after `timeout` with
@@ -305,10 +272,7 @@ impl ServiceConnection {
         config: ChannelConfig,
         timeout: Duration,
     ) -> Result<(Sender<Out>, Receiver<In>), ServiceError> {
-        let segment = self.open_segment(config, super::deadline_after(timeout))?;
-        segment
-            .channel(&self.last_name(&segment))
-            .map_err(ServiceError::Channel)
+        self.runtime.open(config, super::deadline_after(timeout))
     }
 
     /// [`ServiceConnection::open_channel`] with raw byte ends.
@@ -323,10 +287,7 @@ impl ServiceConnection {
         &self,
         config: ChannelConfig,
     ) -> Result<(RawSender, RawReceiver), ServiceError> {
-        let segment = self.open_segment(config, None)?;
-        segment
-            .raw_channel(&self.last_name(&segment))
-            .map_err(ServiceError::Channel)
+        self.runtime.open_raw(config, None)
     }
 
     /// Waits for the peer to open a channel, checks and claims it, and
@@ -345,7 +306,7 @@ impl ServiceConnection {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn accept_channel(&self) -> Result<OpenedChannel, ServiceError> {
-        self.accept_until(None)
+        self.runtime.accept(None)
     }
 
     /// [`ServiceConnection::accept_channel`] without waiting: `Ok(None)`
@@ -359,7 +320,7 @@ impl ServiceConnection {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn try_accept_channel(&self) -> Result<Option<OpenedChannel>, ServiceError> {
-        match self.accept_until(Some(Instant::now())) {
+        match self.runtime.accept(Some(Instant::now())) {
             Ok(opened) => Ok(Some(opened)),
             Err(ServiceError::Timeout) => Ok(None),
             Err(e) => Err(e),
@@ -375,7 +336,7 @@ impl ServiceConnection {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn accept_channel_timeout(&self, timeout: Duration) -> Result<OpenedChannel, ServiceError> {
-        self.accept_until(super::deadline_after(timeout))
+        self.runtime.accept(super::deadline_after(timeout))
     }
 
     /// How many channels this side accepts from the peer over the
@@ -387,161 +348,6 @@ impl ServiceConnection {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn set_channel_limit(&self, limit: usize) {
-        self.runtime().limit = limit;
-    }
-
-    /// The name of the one channel of a run-time segment.
-    fn last_name(&self, segment: &Segment) -> String {
-        segment
-            .channel_names()
-            .next()
-            .unwrap_or_default()
-            .to_owned()
-    }
-
-    /// Builds, sends and waits for the peer to take a one-channel segment.
-    fn open_segment(
-        &self,
-        config: ChannelConfig,
-        deadline: Option<Instant>,
-    ) -> Result<Segment, ServiceError> {
-        let name = config.name().to_owned();
-        {
-            let mut runtime = self.runtime();
-            if self.segment.channel_names().any(|n| n == name) || runtime.names.contains(&name) {
-                return Err(ServiceError::ChannelRefused {
-                    reason: "duplicate name",
-                });
-            }
-            runtime.names.push(name.clone());
-        }
-        let result = self.open_reserved(config, deadline);
-        if result.is_err() {
-            self.runtime().names.retain(|n| *n != name);
-        }
-        result
-    }
-
-    fn open_reserved(
-        &self,
-        config: ChannelConfig,
-        deadline: Option<Instant>,
-    ) -> Result<Segment, ServiceError> {
-        let (segment, memfd) = Segment::create_sealed(&[config]).map_err(ServiceError::Segment)?;
-        self.watch_peer(&segment);
-        let size = shm::stat(&memfd).map_err(ServiceError::io("fstat"))?.size;
-        let id = self.control.send_open(&memfd, size)?;
-        drop(memfd);
-        match self.control.wait_answer(id, deadline)? {
-            // The peer claims before it answers (`accept_channel`): an
-            // answer without a claim would leave our ends blind to its
-            // death (no liveness word to watch).
-            Ok(()) if segment.is_claimed() => Ok(segment),
-            Ok(()) => Err(ServiceError::Protocol {
-                reason: "the peer accepted a channel without claiming its segment",
-            }),
-            Err(why) => Err(ServiceError::ChannelRefused {
-                reason: match why {
-                    ChannelRefusal::Limit => "limit",
-                    ChannelRefusal::Duplicate => "duplicate name",
-                    ChannelRefusal::Invalid => "invalid segment",
-                },
-            }),
-        }
-    }
-
-    fn accept_until(&self, deadline: Option<Instant>) -> Result<OpenedChannel, ServiceError> {
-        loop {
-            let (id, fd, size) = self
-                .control
-                .wait(deadline, |state| state.waiting.pop_front())?;
-            match self.check_opened(fd, size) {
-                Ok(opened) => {
-                    self.control.answer(id, Ok(()));
-                    return Ok(opened);
-                }
-                Err(why) => self.control.answer(id, Err(why)),
-            }
-        }
-    }
-
-    /// Checks a segment the peer opened, claims it and records its name.
-    fn check_opened(&self, fd: OwnedFd, size: u64) -> Result<OpenedChannel, ChannelRefusal> {
-        let full = {
-            let runtime = self.runtime();
-            runtime.accepted >= runtime.limit
-        };
-        if full {
-            return Err(ChannelRefusal::Limit);
-        }
-        let segment = Segment::open_sealed(fd, Some(size), Some(self.peer.uid))
-            .map_err(|_| ChannelRefusal::Invalid)?;
-        self.watch_peer(&segment);
-        let names: Vec<String> = segment.channel_names().map(str::to_owned).collect();
-        let [name] = <[String; 1]>::try_from(names).map_err(|_| ChannelRefusal::Invalid)?;
-        let mut runtime = self.runtime();
-        if runtime.accepted >= runtime.limit {
-            return Err(ChannelRefusal::Limit);
-        }
-        if self.segment.channel_names().any(|n| n == name) || runtime.names.contains(&name) {
-            return Err(ChannelRefusal::Duplicate);
-        }
-        runtime.names.push(name.clone());
-        runtime.accepted += 1;
-        Ok(OpenedChannel { segment, name })
-    }
-}
-
-/// A channel the peer opened at run time, accepted with
-/// [`ServiceConnection::accept_channel`]: take its ends once.
-///
-/// ```no_run
-/// # let conn = remora::connect_service("svc")?;
-/// let opened = conn.accept_channel()?;
-/// println!("the peer opened {:?}", opened.name());
-/// let (tx, rx) = opened.channel::<u64, String>()?;
-/// # Ok::<(), Box<dyn std::error::Error>>(())
-/// ```
-#[derive(Debug)]
-pub struct OpenedChannel {
-    segment: Segment,
-    name: String,
-}
-
-impl OpenedChannel {
-    /// The channel's name, as the peer declared it.
-    ///
-    /// ```no_run
-    /// # let conn = remora::connect_service("svc")?;
-    /// assert!(!conn.accept_channel()?.name().is_empty());
-    /// # Ok::<(), Box<dyn std::error::Error>>(())
-    /// ```
-    pub fn name(&self) -> &str {
-        &self.name
-    }
-
-    /// This side's typed ends (a sender of `Out`, a receiver of `In`;
-    /// the opener's types swapped); receivers copy.
-    ///
-    /// ```no_run
-    /// # let conn = remora::connect_service("svc")?;
-    /// let (mut tx, mut rx) = conn.accept_channel()?.channel::<u64, u64>()?;
-    /// # Ok::<(), Box<dyn std::error::Error>>(())
-    /// ```
-    pub fn channel<Out: Encode, In: Decode>(
-        &self,
-    ) -> Result<(Sender<Out>, Receiver<In>), ChannelError> {
-        self.segment.channel(&self.name)
-    }
-
-    /// This side's raw byte ends.
-    ///
-    /// ```no_run
-    /// # let conn = remora::connect_service("svc")?;
-    /// let (mut tx, mut rx) = conn.accept_channel()?.raw_channel()?;
-    /// # Ok::<(), Box<dyn std::error::Error>>(())
-    /// ```
-    pub fn raw_channel(&self) -> Result<(RawSender, RawReceiver), ChannelError> {
-        self.segment.raw_channel(&self.name)
+        self.runtime.set_limit(limit);
     }
 }

@@ -15,8 +15,8 @@ use std::collections::VecDeque;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::time::{Duration, Instant};
 
+use super::ServiceError;
 use super::connection::ServiceConnection;
-use super::error::ServiceError;
 use super::wire::{self, MESSAGE_LEN, Message, Refusal};
 use crate::config::ChannelConfig;
 use crate::segment::{Segment, SlotWatch};

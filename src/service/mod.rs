@@ -6,10 +6,12 @@
 //! * `client.rs`: [`connect_service`] and [`ConnectOptions`] (connect,
 //!   check the server's uid, receive and check the segment, claim it).
 //! * `connection.rs`: [`ServiceConnection`], either side's channels, and
-//!   channels opened at run time ([`OpenedChannel`]).
-//! * `control.rs`: the connection's control socket (run-time channels).
-//! * `wire.rs`: the handshake messages and the socket address.
-//! * `error.rs`: [`ServiceError`].
+//!   channels opened at run time (over `runtime::RuntimeChannels`, shared
+//!   with spawned children).
+//! * `wire.rs`: the socket address (the messages are `runtime/wire.rs`).
+//!
+//! [`ServiceError`] and [`OpenedChannel`] live in `runtime/` (spawned
+//! children's run-time channels return them too) and are re-exported here.
 //!
 //! The rendezvous is a `SOCK_SEQPACKET` socket in the abstract namespace
 //! (`\0remora.<uid>.<name>`), so nothing exists on a filesystem to outlive
@@ -19,20 +21,13 @@
 
 mod client;
 mod connection;
-mod control;
-mod error;
 mod listener;
 #[cfg(test)]
 mod tests;
 mod wire;
 
+pub(crate) use crate::runtime::deadline_after;
+pub use crate::runtime::{OpenedChannel, ServiceError};
 pub use client::{ConnectOptions, connect_service, connect_service_timeout};
-pub use connection::{OpenedChannel, ServiceConnection};
-pub use error::ServiceError;
+pub use connection::ServiceConnection;
 pub use listener::{Service, ServiceOptions};
-
-/// The instant `timeout` from now; `None` (no deadline) when that is past
-/// what an `Instant` can hold (`Duration::MAX` means "never").
-pub(crate) fn deadline_after(timeout: std::time::Duration) -> Option<std::time::Instant> {
-    std::time::Instant::now().checked_add(timeout)
-}

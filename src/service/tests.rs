@@ -8,11 +8,11 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
+use super::ServiceError;
 use super::connection::ServiceConnection;
-use super::control::Control;
-use super::error::ServiceError;
 use super::wire::Message;
 use crate::config::ChannelConfig;
+use crate::runtime::Control;
 use crate::segment::Segment;
 use crate::sys::robust::NO_SENTINEL;
 use crate::sys::socket::PeerCred;

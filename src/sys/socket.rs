@@ -324,3 +324,17 @@ pub(crate) fn poll(fds: &mut [libc::pollfd], timeout: Option<Duration>) -> io::R
     }
     Ok(n as usize)
 }
+
+/// A connected pair of `SOCK_SEQPACKET` sockets (close-on-exec,
+/// non-blocking): a spawned child's control socket and the parent's end.
+/// Non-blocking is a property of each end's open file, so the child's
+/// end stays non-blocking after it is handed down (every call here passes
+/// `MSG_DONTWAIT` anyway).
+pub(crate) fn seqpacket_pair() -> io::Result<(OwnedFd, OwnedFd)> {
+    let mut fds = [-1 as RawFd; 2];
+    let kind = libc::SOCK_SEQPACKET | libc::SOCK_CLOEXEC | libc::SOCK_NONBLOCK;
+    // SAFETY: `fds` has room for the two descriptors socketpair writes.
+    cvt(unsafe { libc::socketpair(libc::AF_UNIX, kind, 0, fds.as_mut_ptr()) })?;
+    // SAFETY: socketpair returned two fresh descriptors nothing else owns.
+    Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
+}

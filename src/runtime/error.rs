@@ -6,7 +6,9 @@ use std::io;
 use crate::error::{ChannelError, OpenError};
 
 /// Why [`Service::bind`](crate::Service::bind), an accept, or
-/// [`connect_service`](crate::connect_service) failed.
+/// [`connect_service`](crate::connect_service) failed, or a channel opened
+/// at run time could not be (on a [`ServiceConnection`](crate::ServiceConnection),
+/// a [`Child`](crate::Child) or a [`Connection`](crate::Connection)).
 ///
 /// ```
 /// match remora::connect_service_timeout("surely-nobody-serves-this", std::time::Duration::from_millis(100)) {
@@ -105,8 +107,11 @@ pub enum ServiceError {
     /// disagreement with the peer, ...).
     Channel(ChannelError),
     /// The connection's control channel is closed: the peer dropped its
-    /// connection, died, or broke the protocol. Channel ends already taken
-    /// keep working until they report `Disconnected` themselves.
+    /// connection, died, or broke the protocol (for a spawned child: the
+    /// child exited before connecting, or the child has no control socket,
+    /// see [`Child::open_channel`](crate::Child::open_channel)). Channel
+    /// ends already taken keep working until they report `Disconnected`
+    /// themselves.
     Disconnected,
     /// A system call failed; `op` names it.
     Io {

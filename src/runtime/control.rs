@@ -40,7 +40,7 @@ pub(crate) const MAX_WAITING: usize = 16;
 const MAX_PER_PUMP: usize = 64;
 
 /// Longest sleep before a waiter re-reads the shared state.
-const SLICE: Duration = Duration::from_millis(5);
+pub(crate) const SLICE: Duration = Duration::from_millis(5);
 
 #[derive(Debug)]
 pub(crate) struct Control {

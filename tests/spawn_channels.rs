@@ -1,0 +1,804 @@
+//! Channels opened at run time between a parent and the child it spawned
+//! (`Child::open_channel` / `Connection::accept_channel` and the other way
+//! round): both directions, typed and raw, capacities, refusals, timeouts,
+//! death on either side, a wrapper that closes inherited descriptors (the
+//! listener fallback), hostile children on the control socket, and a leak
+//! check.
+
+mod common;
+
+use std::io::Read;
+use std::os::unix::process::CommandExt;
+use std::process::{Command, Stdio};
+use std::sync::{Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use common::service::memfd_mappings;
+use common::{KillOnDrop, Watchdog};
+use remora::{
+    ChannelConfig, OpenedChannel, ReceiveMode, RecvError, SendError, ServiceError, Spawner,
+    WaitStrategy,
+};
+
+static SERIAL: Mutex<()> = Mutex::new(());
+
+/// One cross-process test at a time (2 cores).
+fn serial() -> MutexGuard<'static, ()> {
+    SERIAL.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+const ENTRY: [&str; 4] = common::CHILD_ENTRY;
+
+/// What a run-time channel looks like in these tests.
+fn config(name: &str) -> ChannelConfig {
+    ChannelConfig::new(name)
+        .capacity(1 << 16)
+        .wait_strategy(WaitStrategy::Block)
+}
+
+fn spawner(role: &str) -> Spawner {
+    let mut s = Spawner::new(std::env::current_exe().unwrap());
+    s.args(ENTRY)
+        .env(common::ROLE, role)
+        .stdin(Stdio::null())
+        .channel_with(
+            ChannelConfig::new("c")
+                .capacity(4096)
+                .wait_strategy(WaitStrategy::Block),
+        );
+    s
+}
+
+fn spawn(role: &str) -> KillOnDrop {
+    KillOnDrop(spawner(role).spawn().unwrap())
+}
+
+/// Round trips on the first channel "c" (the child echoes it).
+fn first_channel_works(child: &remora::Child) {
+    let (mut tx, mut rx) = child.raw_channel("c").unwrap();
+    for i in 0..20u32 {
+        tx.send(&i.to_le_bytes()).unwrap();
+        let got = rx.recv_timeout(Duration::from_secs(10)).unwrap();
+        assert_eq!(&*got, &i.to_le_bytes());
+    }
+}
+
+/// `n + 1` for every `n` (typed ends).
+fn typed_round_trip(tx: &mut remora::Sender<u64>, rx: &mut remora::Receiver<u64>, n: u64) {
+    tx.send(&n).unwrap();
+    let got = rx.recv_timeout(Duration::from_secs(10)).unwrap();
+    assert_eq!(got.to_native(), n + 1);
+}
+
+fn raw_round_trip(tx: &mut remora::RawSender, rx: &mut remora::RawReceiver, len: usize) {
+    let msg: Vec<u8> = (0..len).map(|i| (i * 7) as u8).collect();
+    tx.send(&msg).unwrap();
+    let got = rx.recv_timeout(Duration::from_secs(10)).unwrap();
+    assert_eq!(&*got, &msg[..]);
+}
+
+fn disconnected<T: std::fmt::Debug>(r: Result<T, ServiceError>) -> bool {
+    matches!(r, Err(ServiceError::Disconnected))
+}
+
+#[test]
+fn parent_opens_child_accepts_typed_and_raw() {
+    let _s = serial();
+    let _w = Watchdog::new("parent opens", Duration::from_secs(60));
+    // Not `KillOnDrop`: this `Child` is dropped while its channels live.
+    let child = spawner("acceptor").spawn().unwrap();
+    let pid = child.id();
+    let (mut tx, mut rx) = child.open_channel::<u64, u64>(config("typed")).unwrap();
+    assert_eq!(rx.receive_mode(), ReceiveMode::Copy);
+    for n in 0..100 {
+        typed_round_trip(&mut tx, &mut rx, n);
+    }
+    let (mut rtx, mut rrx) = child
+        .open_raw_channel(config("raw-big").capacity(1 << 20))
+        .unwrap();
+    assert_eq!(rrx.receive_mode(), ReceiveMode::Copy);
+    // Far bigger than the first channel's ring could carry: the run-time
+    // channel has its own capacity.
+    raw_round_trip(&mut rtx, &mut rrx, 300_000);
+    // A small custom capacity is honoured too: 4 KiB carries 2032 bytes.
+    let (mut small, _small_rx) = child
+        .open_raw_channel(config("raw-small").capacity(4096))
+        .unwrap();
+    assert!(matches!(
+        small.send(&[0u8; 4000]),
+        Err(SendError::TooLarge { .. })
+    ));
+    let (mut t2, mut r2) = child
+        .open_channel_timeout::<u64, u64>(config("typed-2"), Duration::from_secs(10))
+        .unwrap();
+    typed_round_trip(&mut t2, &mut r2, 7);
+    first_channel_works(&child);
+    // The `Child` may go while run-time channels are in use.
+    drop(child);
+    for n in 100..110 {
+        typed_round_trip(&mut tx, &mut rx, n);
+    }
+    raw_round_trip(&mut rtx, &mut rrx, 1000);
+    // The child exits once every end of ours is gone.
+    drop((tx, rx, rtx, rrx, small, _small_rx, t2, r2));
+    let mut status = 0;
+    // SAFETY: reaping our own child into a local; no other memory.
+    let reaped = unsafe { libc::waitpid(pid as i32, &mut status, 0) };
+    assert_eq!(reaped, pid as i32);
+    assert!(
+        libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
+        "{status:#x}"
+    );
+}
+
+/// The control socket does not depend on the first channels' transport:
+/// a child over FIFOs gets run-time channels in sealed memfds all the same.
+#[test]
+fn a_fifo_child_has_run_time_channels_too() {
+    let _s = serial();
+    let _w = Watchdog::new("fifo child", Duration::from_secs(60));
+    let child = KillOnDrop(
+        spawner("acceptor")
+            .transport(remora::Transport::Fifo)
+            .spawn()
+            .unwrap(),
+    );
+    assert_eq!(child.transport(), remora::Transport::Fifo);
+    let (mut tx, mut rx) = child.open_channel::<u64, u64>(config("typed")).unwrap();
+    typed_round_trip(&mut tx, &mut rx, 3);
+    first_channel_works(&child);
+}
+
+#[test]
+fn child_opens_parent_accepts() {
+    let _s = serial();
+    let _w = Watchdog::new("child opens", Duration::from_secs(60));
+    let mut child = spawn("opener");
+    let opened = child.accept_channel().unwrap();
+    assert_eq!(opened.name(), "up");
+    let (mut tx, mut rx) = opened.channel::<u64, u64>().unwrap();
+    assert_eq!(rx.receive_mode(), ReceiveMode::Copy);
+    for n in 0..50 {
+        typed_round_trip(&mut tx, &mut rx, n);
+    }
+    let opened = child
+        .accept_channel_timeout(Duration::from_secs(10))
+        .unwrap();
+    assert_eq!(opened.name(), "raw-up");
+    let (mut rtx, mut rrx) = opened.raw_channel().unwrap();
+    raw_round_trip(&mut rtx, &mut rrx, 100_000);
+    first_channel_works(&child);
+    // The child exits 0 once our ends go (and checked its receivers read
+    // in place).
+    drop((tx, rx, rtx, rrx));
+    let status = child.wait_timeout(Duration::from_secs(20)).unwrap();
+    assert!(status.expect("the child exits").success());
+}
+
+#[test]
+fn refusals_are_errors() {
+    let _s = serial();
+    let _w = Watchdog::new("refusals", Duration::from_secs(60));
+    let child = spawn("limited"); // takes one run-time channel
+    let _a = child.open_raw_channel(config("a")).unwrap();
+    match child.open_raw_channel(config("b")) {
+        Err(ServiceError::ChannelRefused { reason }) => assert_eq!(reason, "limit"),
+        other => panic!("{other:?}"),
+    }
+    // Names are refused here before anything is sent: a run-time one...
+    match child.open_raw_channel(config("a")) {
+        Err(ServiceError::ChannelRefused { reason }) => assert_eq!(reason, "duplicate name"),
+        other => panic!("{other:?}"),
+    }
+    // ... and a first channel's.
+    match child.open_raw_channel(config("c")) {
+        Err(ServiceError::ChannelRefused { reason }) => assert_eq!(reason, "duplicate name"),
+        other => panic!("{other:?}"),
+    }
+    // An invalid config is a segment error.
+    assert!(matches!(
+        child.open_raw_channel(config("bad").capacity(100)),
+        Err(ServiceError::Segment(_))
+    ));
+    // The parent's own limit: it refuses the child's second open.
+    let mut child = spawn("opener");
+    child.set_channel_limit(1);
+    let up = child.accept_channel().unwrap();
+    let (mut tx, mut rx) = up.channel::<u64, u64>().unwrap();
+    typed_round_trip(&mut tx, &mut rx, 1);
+    drop((tx, rx));
+    // The child's open of "raw-up" is refused inside this wait.
+    let r = child.accept_channel_timeout(Duration::from_secs(2));
+    assert!(
+        matches!(r, Err(ServiceError::Timeout | ServiceError::Disconnected)),
+        "{r:?}"
+    );
+    let status = child.wait_timeout(Duration::from_secs(20)).unwrap();
+    // Exit code 3: the opener saw `ChannelRefused { reason: "limit" }`.
+    assert_eq!(status.expect("the child exits").code(), Some(3));
+}
+
+#[test]
+fn timeouts() {
+    let _s = serial();
+    let _w = Watchdog::new("timeouts", Duration::from_secs(60));
+    // A child that never connects: the rendezvous itself times out.
+    let never = spawn("never");
+    let start = Instant::now();
+    let r = never.open_channel_timeout::<u64, u64>(config("x"), Duration::from_millis(200));
+    assert!(matches!(r, Err(ServiceError::Timeout)), "{r:?}");
+    assert!(start.elapsed() >= Duration::from_millis(200));
+    assert!(matches!(never.try_accept_channel(), Ok(None)));
+    let r = never.accept_channel_timeout(Duration::from_millis(100));
+    assert!(matches!(r, Err(ServiceError::Timeout)), "{r:?}");
+    // A child that connects but never accepts nor opens.
+    let idle = spawn("idle");
+    first_channel_works(&idle);
+    let r = idle.open_channel_timeout::<u64, u64>(config("x"), Duration::from_millis(200));
+    assert!(matches!(r, Err(ServiceError::Timeout)), "{r:?}");
+    let r = idle.accept_channel_timeout(Duration::from_millis(200));
+    assert!(matches!(r, Err(ServiceError::Timeout)), "{r:?}");
+    assert!(matches!(idle.try_accept_channel(), Ok(None)));
+    // The name of an open that timed out is free again.
+    let r = idle.open_channel_timeout::<u64, u64>(config("x"), Duration::from_millis(50));
+    assert!(matches!(r, Err(ServiceError::Timeout)), "{r:?}");
+}
+
+/// Runs `call` on another thread while the child is killed; it must
+/// return `Disconnected` within 10 s.
+fn dies_during(
+    child: &KillOnDrop,
+    call: impl FnOnce(&remora::Child) -> Result<(), ServiceError> + Send,
+) {
+    let pid = child.id();
+    let r = std::thread::scope(|scope| {
+        let waiter = scope.spawn(|| call(child));
+        std::thread::sleep(Duration::from_millis(200));
+        let killed = Instant::now();
+        common::signal(pid, libc::SIGKILL);
+        let r = waiter.join().unwrap();
+        assert!(killed.elapsed() < Duration::from_secs(10));
+        r
+    });
+    assert!(matches!(r, Err(ServiceError::Disconnected)), "{r:?}");
+}
+
+#[test]
+fn death_during_an_open_or_accept_is_disconnected() {
+    let _s = serial();
+    let _w = Watchdog::new("death during open", Duration::from_secs(60));
+    // "idle" connected (its socket hangs up), "never" did not (its pidfd
+    // tells).
+    for role in ["idle", "never"] {
+        let child = spawn(role);
+        dies_during(&child, |c| {
+            c.open_channel::<u64, u64>(config("x")).map(drop)
+        });
+        let child = spawn(role);
+        dies_during(&child, |c| c.accept_channel().map(drop));
+        let child = spawn(role);
+        dies_during(&child, |c| c.open_raw_channel(config("x")).map(drop));
+    }
+}
+
+#[test]
+fn kill_9_reaches_run_time_channel_ends() {
+    let _s = serial();
+    let _w = Watchdog::new("kill -9", Duration::from_secs(60));
+    // A channel the parent opened (the parent created its segment) ...
+    let mut child = spawn("acceptor");
+    let (mut tx, mut rx) = child.open_raw_channel(config("mine")).unwrap();
+    raw_round_trip(&mut tx, &mut rx, 10);
+    child.kill().unwrap();
+    assert_eq!(
+        rx.recv_timeout(Duration::from_secs(10)).unwrap_err(),
+        RecvError::Disconnected
+    );
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while tx.send(b"x") != Err(SendError::Disconnected) {
+        assert!(Instant::now() < deadline, "send never saw the death");
+    }
+    assert!(disconnected(
+        child.accept_channel_timeout(Duration::from_secs(10))
+    ));
+    // ... and one the child opened (the child created it, we claimed it).
+    let mut child = spawn("opener");
+    let (mut tx, mut rx) = child
+        .accept_channel()
+        .unwrap()
+        .channel::<u64, u64>()
+        .unwrap();
+    typed_round_trip(&mut tx, &mut rx, 1);
+    child.kill().unwrap();
+    assert_eq!(
+        rx.recv_timeout(Duration::from_secs(10)).unwrap_err(),
+        RecvError::Disconnected
+    );
+}
+
+/// The parent dies while its child waits in `accept_channel`: the child's
+/// call returns `Disconnected` (a middle process is the parent, and is
+/// killed).
+#[test]
+fn parent_death_reaches_the_child() {
+    let _s = serial();
+    let _w = Watchdog::new("parent death", Duration::from_secs(60));
+    // "middle": the parent never made a run-time call (the child's hello
+    // is still unread: the kernel resets the socket); "middle_waiting":
+    // it waits in `accept_channel` (it read the hello: a plain hang-up).
+    for role in ["middle", "middle_waiting"] {
+        let mut middle = Command::new(std::env::current_exe().unwrap())
+            .args(ENTRY)
+            .env(common::ROLE, role)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let lines = common::StdoutLines::new(middle.stdout.take().unwrap());
+        let middle = common::guard(middle);
+        lines.wait_for("ACCEPTING", Duration::from_secs(20));
+        if role == "middle_waiting" {
+            lines.wait_for("MIDDLE_LINKED", Duration::from_secs(20));
+        }
+        middle.kill();
+        lines.wait_for("ACCEPT_DISCONNECTED", Duration::from_secs(10));
+    }
+}
+
+/// A wrapper that closes every inherited descriptor above 2 (as `sudo`
+/// does): the child reaches the parent's listener instead, with its token.
+#[test]
+fn a_wrapper_that_closes_descriptors_falls_back_to_the_listener() {
+    let _s = serial();
+    let _w = Watchdog::new("closer", Duration::from_secs(60));
+    let mut child = spawn("closer");
+    let (mut tx, mut rx) = child
+        .open_channel_timeout::<u64, u64>(config("typed"), Duration::from_secs(20))
+        .unwrap();
+    typed_round_trip(&mut tx, &mut rx, 5);
+    first_channel_works(&child);
+    drop((tx, rx));
+    child.kill().unwrap();
+    // The same with strangers of our uid on the listener first (fewer
+    // than its backlog): silent ones, ones with a wrong token, ones
+    // sending garbage. None of them stalls or fools the parent, though it
+    // keeps only 8 waiting for a hello at a time.
+    let child = spawn("closer_slow");
+    let name = control_listener(child.id());
+    let mut strangers = Vec::new();
+    for i in 0..12 {
+        let sock = connect_abstract(&name).expect("the listener is there");
+        match i % 3 {
+            0 => {}
+            1 => send_raw(&sock, &hello([0x11; 16])),
+            _ => send_raw(&sock, b"not a hello at all"),
+        }
+        strangers.push(sock);
+    }
+    let start = Instant::now();
+    let (mut tx, mut rx) = child
+        .open_channel_timeout::<u64, u64>(config("typed"), Duration::from_secs(20))
+        .unwrap();
+    typed_round_trip(&mut tx, &mut rx, 9);
+    assert!(start.elapsed() < Duration::from_secs(20));
+    // Resolved: the listener is gone (the child it served still runs).
+    assert_eq!(control_listeners(), 0);
+}
+
+/// Garbage from the child where its hello belongs: the parent's call is a
+/// protocol error (no panic), and the first channels keep working.
+#[test]
+fn a_child_sending_garbage_on_the_control_socket() {
+    let _s = serial();
+    let _w = Watchdog::new("garbage", Duration::from_secs(60));
+    let child = spawn("garbage_hello");
+    let r = child.open_channel_timeout::<u64, u64>(config("x"), Duration::from_secs(10));
+    assert!(matches!(r, Err(ServiceError::Protocol { .. })), "{r:?}");
+    let r = child.accept_channel_timeout(Duration::from_secs(1));
+    assert!(matches!(r, Err(ServiceError::Protocol { .. })), "{r:?}");
+    first_channel_works(&child);
+    // A good hello, then garbage: the control channel closes.
+    let child = spawn("garbage_after_hello");
+    let r = child.open_channel_timeout::<u64, u64>(config("x"), Duration::from_secs(10));
+    assert!(disconnected(r.map(drop)));
+    assert!(disconnected(child.try_accept_channel().map(drop)));
+    first_channel_works(&child);
+    // An `open` carrying a descriptor that is no sealed memfd (a pipe):
+    // refused (the child checks the answer), and the wait goes on.
+    let mut child = spawn("bad_segment");
+    let r = child.accept_channel_timeout(Duration::from_secs(1));
+    assert!(matches!(r, Err(ServiceError::Timeout)), "{r:?}");
+    first_channel_works(&child);
+    let status = child.wait_timeout(Duration::from_secs(20)).unwrap();
+    assert!(status.expect("the child exits").success());
+}
+
+#[test]
+fn nothing_leaks() {
+    let _s = serial();
+    let _w = Watchdog::new("leaks", Duration::from_secs(120));
+    // Warm up lazily created state (the sentinel thread, ...).
+    {
+        let mut child = spawn("acceptor");
+        let (mut tx, mut rx) = child.open_raw_channel(config("w")).unwrap();
+        raw_round_trip(&mut tx, &mut rx, 10);
+        drop((tx, rx));
+        child.kill().unwrap();
+        child.wait().unwrap();
+    }
+    let fds = common::open_fd_count();
+    let maps = memfd_mappings();
+    for i in 0..12 {
+        // The parent opens (over the inherited socket, or the listener
+        // behind a descriptor-closing wrapper), the child opens, or no
+        // run-time call is made at all.
+        let role = ["acceptor", "opener", "closer", "idle"][i as usize % 4];
+        let mut child = spawn(role);
+        match role {
+            "acceptor" | "closer" => {
+                let (mut tx, mut rx) = child.open_channel::<u64, u64>(config("t")).unwrap();
+                typed_round_trip(&mut tx, &mut rx, i);
+                let (mut rtx, mut rrx) = child.open_raw_channel(config("r")).unwrap();
+                raw_round_trip(&mut rtx, &mut rrx, 100);
+            }
+            "opener" => {
+                let opened = child.accept_channel().unwrap();
+                let (mut tx, mut rx) = opened.channel::<u64, u64>().unwrap();
+                typed_round_trip(&mut tx, &mut rx, i);
+            }
+            _ => first_channel_works(&child),
+        }
+        if i % 3 == 0 {
+            child.kill().unwrap();
+        }
+        drop(child);
+    }
+    assert_eq!(control_listeners(), 0, "a listener outlived its Child");
+    assert_eq!(common::open_fd_count(), fds);
+    assert_eq!(memfd_mappings(), maps);
+    assert!(common::remora_segments().is_empty());
+    assert!(common::remora_tmp_entries().is_empty());
+}
+
+// ---------------------------------------------------------------------------
+// Raw control-socket helpers (what a hostile process could do).
+// ---------------------------------------------------------------------------
+
+/// A hello as the wire format has it, with `token`.
+fn hello(token: [u8; 16]) -> [u8; 32] {
+    let mut m = [0u8; 32];
+    m[0..4].copy_from_slice(b"RMSV");
+    m[4..8].copy_from_slice(&1u32.to_le_bytes());
+    m[8..12].copy_from_slice(&8u32.to_le_bytes());
+    m[16..32].copy_from_slice(&token);
+    m
+}
+
+fn send_raw(sock: &std::os::fd::OwnedFd, data: &[u8]) {
+    use std::os::fd::AsRawFd;
+    // SAFETY: `data` is readable for its length.
+    let n = unsafe {
+        libc::send(
+            sock.as_raw_fd(),
+            data.as_ptr().cast(),
+            data.len(),
+            libc::MSG_NOSIGNAL,
+        )
+    };
+    assert_eq!(
+        n,
+        data.len() as isize,
+        "{}",
+        std::io::Error::last_os_error()
+    );
+}
+
+/// The `REMORA_CONTROL` fields of this process.
+fn control_var() -> (i32, String, [u8; 16]) {
+    let v = std::env::var("REMORA_CONTROL").unwrap();
+    let parts: Vec<&str> = v.split(':').collect();
+    assert_eq!(parts.len(), 5, "{v}");
+    let mut token = [0u8; 16];
+    for (i, b) in token.iter_mut().enumerate() {
+        *b = u8::from_str_radix(&parts[4][2 * i..2 * i + 2], 16).unwrap();
+    }
+    (parts[0].parse().unwrap(), parts[3].to_owned(), token)
+}
+
+/// The listener name in child `pid`'s `REMORA_CONTROL` (read from its
+/// environment, as any process of our uid could).
+fn control_listener(pid: u32) -> String {
+    let mut environ = Vec::new();
+    std::fs::File::open(format!("/proc/{pid}/environ"))
+        .unwrap()
+        .read_to_end(&mut environ)
+        .unwrap();
+    let var = environ
+        .split(|&b| b == 0)
+        .find_map(|kv| kv.strip_prefix(b"REMORA_CONTROL="))
+        .expect("REMORA_CONTROL in the child's environment");
+    let var = String::from_utf8(var.to_vec()).unwrap();
+    let name = var.split(':').nth(3).unwrap().to_owned();
+    assert!(!name.is_empty(), "{var}");
+    name
+}
+
+/// Abstract control listeners of this process still bound (from
+/// `/proc/net/unix`: listening sockets carry `__SO_ACCEPTCON`, 0x10000, in
+/// their flags; connections accepted from them show the same name).
+fn control_listeners() -> usize {
+    let prefix = format!("@remora-ctl.{}.", std::process::id());
+    std::fs::read_to_string("/proc/net/unix")
+        .unwrap()
+        .lines()
+        .map(|l| l.split_whitespace().collect::<Vec<_>>())
+        .filter(|f| f.len() > 7 && f[3] == "00010000" && f[7].starts_with(&prefix))
+        .count()
+}
+
+/// A `SOCK_SEQPACKET` connection to abstract name `name`.
+fn connect_abstract(name: &str) -> std::io::Result<std::os::fd::OwnedFd> {
+    use std::os::fd::FromRawFd;
+    // SAFETY: plain syscall; no pointers.
+    let fd = unsafe { libc::socket(libc::AF_UNIX, libc::SOCK_SEQPACKET | libc::SOCK_CLOEXEC, 0) };
+    if fd < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: a fresh descriptor nothing else owns.
+    let sock = unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) };
+    // SAFETY: an all-zero sockaddr_un is a valid value.
+    let mut addr: libc::sockaddr_un = unsafe { std::mem::zeroed() };
+    addr.sun_family = libc::AF_UNIX as libc::sa_family_t;
+    for (dst, &src) in addr.sun_path[1..].iter_mut().zip(name.as_bytes()) {
+        *dst = src as libc::c_char;
+    }
+    let len = std::mem::size_of::<libc::sa_family_t>() + 1 + name.len();
+    // SAFETY: `addr` is a valid sockaddr_un of `len` bytes.
+    let r = unsafe { libc::connect(fd, (&raw const addr).cast(), len as libc::socklen_t) };
+    if r < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(sock)
+}
+
+// ---------------------------------------------------------------------------
+// The child side.
+// ---------------------------------------------------------------------------
+
+#[test]
+fn child_entry() {
+    let Some(role) = common::role() else { return };
+    let _w = Watchdog::new("spawn channels child", Duration::from_secs(60));
+    match role.as_str() {
+        "acceptor" => acceptor(None),
+        "limited" => acceptor(Some(1)),
+        "opener" => opener(),
+        "idle" => {
+            let conn = remora::connect().unwrap();
+            serve_first(&conn);
+            std::thread::sleep(Duration::from_secs(60));
+        }
+        "never" => std::thread::sleep(Duration::from_secs(60)),
+        "closer" | "closer_slow" => {
+            if role == "closer_slow" {
+                std::thread::sleep(Duration::from_millis(500));
+            }
+            // SAFETY: close_range has no memory preconditions; nothing in
+            // this process uses a descriptor above 2 across the exec below.
+            unsafe { libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, 0u32) };
+            let err = Command::new(std::env::current_exe().unwrap())
+                .args(ENTRY)
+                .env(common::ROLE, "closed_acceptor")
+                .exec();
+            panic!("exec failed: {err}");
+        }
+        "closed_acceptor" => {
+            // The inherited control socket is gone (the wrapper closed it).
+            let (fd, _, _) = control_var();
+            // SAFETY: F_GETFD on any number is harmless.
+            assert_eq!(unsafe { libc::fcntl(fd, libc::F_GETFD) }, -1);
+            acceptor(None);
+        }
+        "garbage_hello" => {
+            let (fd, _, _) = control_var();
+            // SAFETY: the inherited socket, borrowed for the send only.
+            let sock = unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) };
+            send_raw(
+                &sock.try_clone_to_owned().unwrap(),
+                b"garbage where a hello belongs!!",
+            );
+            let conn = remora::connect().unwrap();
+            serve_first(&conn);
+            std::thread::sleep(Duration::from_secs(60));
+        }
+        "garbage_after_hello" => {
+            let (fd, _, token) = control_var();
+            // SAFETY: the inherited socket, borrowed for the sends only.
+            let sock = unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) };
+            let sock = sock.try_clone_to_owned().unwrap();
+            send_raw(&sock, &hello(token));
+            send_raw(&sock, &[0xff; 32]);
+            let conn = remora::connect().unwrap();
+            serve_first(&conn);
+            std::thread::sleep(Duration::from_secs(60));
+        }
+        "bad_segment" => {
+            let conn = remora::connect().unwrap();
+            let first = serve_first(&conn);
+            // A bogus open, sent raw on a duplicate of the control socket
+            // connect() took (no run-time call here pumps it meanwhile).
+            let (fd, _, _) = control_var();
+            // SAFETY: connect() owns `fd` (the inherited socket) for the
+            // process's life; borrowed for the dup only.
+            let sock = unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) }
+                .try_clone_to_owned()
+                .unwrap();
+            send_open_with_pipe(&sock);
+            // The parent refuses it as an invalid segment (reason 3).
+            let answer = recv_raw(&sock, Duration::from_secs(20));
+            assert_eq!(&answer[8..16], &[6, 0, 0, 0, 0xe8, 0x03, 0, 0]);
+            assert_eq!(answer[16], 3);
+            first.join().unwrap();
+        }
+        "middle" | "middle_waiting" => {
+            let child = spawner("report_acceptor")
+                .stdout(Stdio::inherit())
+                .spawn()
+                .unwrap();
+            if role == "middle_waiting" {
+                // The child's hello is read within the first slices of
+                // this wait; the test kills us in it.
+                assert!(matches!(
+                    child.accept_channel_timeout(Duration::from_millis(300)),
+                    Err(ServiceError::Timeout)
+                ));
+                println!("MIDDLE_LINKED");
+                let _ = child.accept_channel_timeout(Duration::from_secs(60));
+            }
+            std::thread::sleep(Duration::from_secs(60));
+        }
+        "report_acceptor" => {
+            let conn = remora::connect().unwrap();
+            println!("ACCEPTING");
+            match conn.accept_channel_timeout(Duration::from_secs(30)) {
+                Err(ServiceError::Disconnected) => println!("ACCEPT_DISCONNECTED"),
+                other => println!("ACCEPT_OTHER {other:?}"),
+            }
+        }
+        other => panic!("unknown role {other}"),
+    }
+}
+
+/// Echoes the first channel "c" on a thread of its own.
+fn serve_first(conn: &remora::Connection) -> std::thread::JoinHandle<()> {
+    let (tx, rx) = conn.raw_channel("c").unwrap();
+    std::thread::spawn(move || raw_echo(tx, rx))
+}
+
+/// One message from `sock`, waiting at most `limit`.
+fn recv_raw(sock: &std::os::fd::OwnedFd, limit: Duration) -> Vec<u8> {
+    use std::os::fd::AsRawFd;
+    let mut pfd = libc::pollfd {
+        fd: sock.as_raw_fd(),
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    // SAFETY: one valid pollfd.
+    let n = unsafe { libc::poll(&mut pfd, 1, limit.as_millis() as i32) };
+    assert_eq!(n, 1, "no message within {limit:?}");
+    let mut buf = vec![0u8; 64];
+    // SAFETY: `buf` is writable for its length.
+    let n = unsafe { libc::recv(sock.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), 0) };
+    assert!(n >= 0, "{}", std::io::Error::last_os_error());
+    buf.truncate(n as usize);
+    buf
+}
+
+fn raw_echo(mut tx: remora::RawSender, mut rx: remora::RawReceiver) {
+    while let Ok(msg) = rx.recv() {
+        let reply = msg.to_vec();
+        drop(msg);
+        if tx.send(&reply).is_err() {
+            break;
+        }
+    }
+}
+
+fn typed_echo(mut tx: remora::Sender<u64>, mut rx: remora::Receiver<u64>) {
+    while let Ok(n) = rx.recv() {
+        let n = n.to_native();
+        if tx.send(&(n + 1)).is_err() {
+            break;
+        }
+    }
+}
+
+/// Accepts run-time channels until the parent goes, echoing each on a
+/// thread (typed `n + 1` for names starting with "t", raw otherwise); exits
+/// once every echo ended.
+fn acceptor(limit: Option<usize>) {
+    let conn = remora::connect().unwrap();
+    serve_first(&conn);
+    if let Some(limit) = limit {
+        conn.set_channel_limit(limit);
+    }
+    let mut echoes = Vec::new();
+    loop {
+        let opened: OpenedChannel = match conn.accept_channel() {
+            Ok(opened) => opened,
+            Err(ServiceError::Disconnected) => break,
+            Err(e) => panic!("accept: {e:?}"),
+        };
+        if opened.name().starts_with('t') {
+            let (tx, rx) = opened.channel::<u64, u64>().unwrap();
+            assert_eq!(rx.receive_mode(), ReceiveMode::InPlace);
+            echoes.push(std::thread::spawn(move || typed_echo(tx, rx)));
+        } else {
+            let (tx, rx) = opened.raw_channel().unwrap();
+            assert_eq!(rx.receive_mode(), ReceiveMode::InPlace);
+            echoes.push(std::thread::spawn(move || raw_echo(tx, rx)));
+        }
+    }
+    for echo in echoes {
+        echo.join().unwrap();
+    }
+}
+
+/// Opens "up" (typed) and "raw-up" (raw) and echoes both; exits 3 if the
+/// second is refused for the parent's limit.
+fn opener() {
+    let conn = remora::connect().unwrap();
+    serve_first(&conn);
+    let (tx, rx) = conn.open_channel::<u64, u64>(config("up")).unwrap();
+    assert_eq!(rx.receive_mode(), ReceiveMode::InPlace);
+    let up = std::thread::spawn(move || typed_echo(tx, rx));
+    match conn.open_raw_channel(config("raw-up").capacity(1 << 20)) {
+        Ok((tx, rx)) => {
+            assert_eq!(rx.receive_mode(), ReceiveMode::InPlace);
+            raw_echo(tx, rx);
+        }
+        Err(ServiceError::ChannelRefused { reason: "limit" }) => {
+            up.join().unwrap();
+            std::process::exit(3);
+        }
+        Err(e) => panic!("open raw-up: {e:?}"),
+    }
+    up.join().unwrap();
+}
+
+/// Sends an `open` (id 1000) carrying a pipe instead of a sealed memfd.
+fn send_open_with_pipe(sock: &std::os::fd::OwnedFd) {
+    use std::os::fd::AsRawFd;
+    let mut pipe = [0; 2];
+    // SAFETY: `pipe` has room for two descriptors.
+    assert_eq!(unsafe { libc::pipe(pipe.as_mut_ptr()) }, 0);
+    let mut msg = [0u8; 32];
+    msg[0..4].copy_from_slice(b"RMSV");
+    msg[4..8].copy_from_slice(&1u32.to_le_bytes());
+    msg[8..12].copy_from_slice(&4u32.to_le_bytes());
+    msg[12..16].copy_from_slice(&1000u32.to_le_bytes());
+    msg[16..24].copy_from_slice(&8192u64.to_le_bytes());
+    let mut iov = libc::iovec {
+        iov_base: msg.as_mut_ptr().cast(),
+        iov_len: msg.len(),
+    };
+    let mut control = [0u64; 4];
+    // SAFETY: an all-zero msghdr is valid.
+    let mut hdr: libc::msghdr = unsafe { std::mem::zeroed() };
+    hdr.msg_iov = &mut iov;
+    hdr.msg_iovlen = 1;
+    hdr.msg_control = control.as_mut_ptr().cast();
+    // SAFETY: CMSG_SPACE is arithmetic.
+    hdr.msg_controllen = unsafe { libc::CMSG_SPACE(4) } as _;
+    // SAFETY: `control` holds one header with 4 bytes of data (CMSG_SPACE).
+    unsafe {
+        let cmsg = libc::CMSG_FIRSTHDR(&hdr);
+        (*cmsg).cmsg_level = libc::SOL_SOCKET;
+        (*cmsg).cmsg_type = libc::SCM_RIGHTS;
+        (*cmsg).cmsg_len = libc::CMSG_LEN(4) as _;
+        std::ptr::copy_nonoverlapping(pipe.as_ptr().cast::<u8>(), libc::CMSG_DATA(cmsg), 4);
+    }
+    // SAFETY: `hdr` points at live `iov` and `control`.
+    let n = unsafe { libc::sendmsg(sock.as_raw_fd(), &hdr, libc::MSG_NOSIGNAL) };
+    assert_eq!(n, 32, "{}", std::io::Error::last_os_error());
+}
