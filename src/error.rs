@@ -225,6 +225,18 @@ pub enum OpenError {
         /// The seals remora requires.
         required: u32,
     },
+    /// A spawned child found neither a descriptor its parent handed down
+    /// (the sealed segment, a pipe of the FIFO transport) nor, in its
+    /// place, the parent's `/proc/<pid>/fd/<n>`: a wrapper closed the
+    /// inherited descriptor (`sudo` closes all above 2), and the parent's
+    /// `/proc` entry is out of reach (another PID namespace, another user)
+    /// or the parent gave it up (it saw the child attach or die).
+    HandOverLost {
+        /// Where the descriptor was looked for last.
+        path: String,
+        /// Why that failed.
+        source: io::Error,
+    },
 }
 
 /// Why a channel could not be taken from a segment.
@@ -335,6 +347,10 @@ impl fmt::Display for OpenError {
             OpenError::MissingSeals { found, required } => write!(
                 f,
                 "the segment memfd is not sealed against resizing (seals {found:#x}, need {required:#x}); refusing to map it"
+            ),
+            OpenError::HandOverLost { path, source } => write!(
+                f,
+                "the descriptor the parent handed down is not inherited (did a wrapper such as sudo close it?) and {path} failed ({source}): let the wrapper keep descriptors (sudo -C / closefrom_override), or run the child as the parent's user in its PID namespace"
             ),
         }
     }
@@ -465,12 +481,22 @@ impl std::error::Error for ChannelError {}
 impl std::error::Error for OpenError {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match self {
-            OpenError::Io { source, .. } => Some(source),
+            OpenError::Io { source, .. } | OpenError::HandOverLost { source, .. } => Some(source),
             _ => None,
         }
     }
 }
 impl std::error::Error for RingFault {}
+
+impl From<crate::sys::inherit::TakeError> for OpenError {
+    fn from(e: crate::sys::inherit::TakeError) -> OpenError {
+        use crate::sys::inherit::TakeError;
+        match e {
+            TakeError::Taken => OpenError::AlreadyClaimed,
+            TakeError::Lost { path, source } => OpenError::HandOverLost { path, source },
+        }
+    }
+}
 
 impl ChannelError {
     /// The index of channel `name` among `declared`, or [`ChannelError::Unknown`]

@@ -1,8 +1,8 @@
-//! Plain descriptor calls: non-blocking `read`/`write`, `poll`/`ppoll`,
-//! `fstat` identity checks, pipe buffer sizes.
+//! Plain descriptor calls: pipes, non-blocking `read`/`write`,
+//! `poll`/`ppoll`, `fstat` identity checks, pipe buffer sizes.
 
 use std::io;
-use std::os::fd::{AsRawFd, BorrowedFd};
+use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 
 use super::clock::MonoTime;
 use super::cvt;
@@ -118,10 +118,25 @@ pub(crate) fn stat(fd: BorrowedFd<'_>) -> io::Result<FileId> {
     })
 }
 
-/// `fchmod(2)`.
-pub(crate) fn chmod(fd: BorrowedFd<'_>, mode: u32) -> io::Result<()> {
-    // SAFETY: plain syscall on a descriptor we own.
-    cvt(unsafe { libc::fchmod(fd.as_raw_fd(), mode as libc::mode_t) }).map(drop)
+/// Sets close-on-exec and `O_NONBLOCK` on `fd` (the latter on its open
+/// file description, shared with every copy of it).
+pub(crate) fn set_cloexec_nonblock(fd: BorrowedFd<'_>) -> io::Result<()> {
+    let fd = fd.as_raw_fd();
+    // SAFETY: fcntl on an open descriptor; no pointers.
+    let flags = cvt(unsafe { libc::fcntl(fd, libc::F_GETFL) })?;
+    // SAFETY: as above.
+    cvt(unsafe { libc::fcntl(fd, libc::F_SETFL, flags | libc::O_NONBLOCK) })?;
+    // SAFETY: as above.
+    cvt(unsafe { libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC) }).map(drop)
+}
+
+/// `pipe2(O_CLOEXEC | O_NONBLOCK)`: `(read end, write end)`.
+pub(crate) fn pipe() -> io::Result<(OwnedFd, OwnedFd)> {
+    let mut fds = [-1; 2];
+    // SAFETY: `fds` has room for the two descriptors pipe2 writes.
+    cvt(unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC | libc::O_NONBLOCK) })?;
+    // SAFETY: pipe2 returned two fresh descriptors that nothing else owns.
+    Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
 }
 
 /// Asks for a pipe buffer of `bytes` (`F_SETPIPE_SZ`); best effort:

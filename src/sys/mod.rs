@@ -6,7 +6,6 @@
 
 pub(crate) mod clock;
 pub(crate) mod fd;
-pub(crate) mod fifo;
 pub(crate) mod futex;
 pub(crate) mod inherit;
 pub(crate) mod lock;

@@ -218,7 +218,7 @@ impl FifoReceiver {
 
     /// Whether nothing more will arrive (bytes sent before may still wait):
     /// end of stream, poisoned, the peer's death seen, no writer left
-    /// (`POLLHUP`; the parent's placeholder is one until settled), or the
+    /// (`POLLHUP`; the parent's kept copy is one until settled), or the
     /// child found dead.
     pub(crate) fn is_disconnected(&self) -> bool {
         let Some(fd) = self.pipe.fd() else {
@@ -280,7 +280,7 @@ impl FifoReceiver {
         if let Some(fault) = self.fault {
             return Err(fault);
         }
-        self.pipe.drop_placeholder_once_settled();
+        self.pipe.link.settle();
         let mut peer_gone = self.pipe.link.peer_known_dead();
         let mut waiter: Option<Waiter> = None;
         loop {

@@ -77,7 +77,7 @@ impl FifoSender {
     }
 
     /// `EPIPE` or the peer's death seen before, no reader left (`POLLERR`;
-    /// the parent's placeholder is one until settled), or the child dead.
+    /// the parent's kept copy is one until settled), or the child dead.
     pub(crate) fn is_disconnected(&self) -> bool {
         let Some(fd) = self.pipe.fd() else {
             return true;
@@ -137,7 +137,7 @@ impl FifoSender {
         if min > self.max {
             return too_large;
         }
-        self.pipe.drop_placeholder_once_settled();
+        self.pipe.link.settle();
         if !self.pending.is_empty() && !sized {
             let dangling = std::ptr::NonNull::<u128>::dangling().as_ptr().cast();
             match write(dangling, 0) {
