@@ -15,7 +15,8 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use super::link::{FifoEnd, FifoLink, Outcome, Waiter};
-use super::wire::{self, AlignedBuf, HEADER, HELLO, HELLO_FRAME, HELLO_LEN, MSG};
+use super::wire::{self, HEADER, HELLO, HELLO_FRAME, HELLO_LEN, MSG};
+use crate::aligned::AlignedBuf;
 use crate::codec::ANY_FINGERPRINT;
 use crate::error::{RecvError, StreamFault};
 use crate::side::Direction;

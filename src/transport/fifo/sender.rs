@@ -16,7 +16,8 @@ use std::ops::Range;
 use std::time::Duration;
 
 use super::link::{FifoEnd, Outcome, Waiter};
-use super::wire::{self, AlignedBuf, HEADER, HELLO, HELLO_FRAME, MSG};
+use super::wire::{self, HEADER, HELLO, HELLO_FRAME, MSG};
+use crate::aligned::AlignedBuf;
 use crate::codec::EncodeError;
 use crate::error::SendError;
 use crate::sys::fd;
