@@ -136,7 +136,8 @@ impl ChannelSet {
         match self {
             ChannelSet::Shm(segment) => segment.take(name, out_fp, in_fp, mode),
             ChannelSet::Fifo(set) => {
-                let (tx, rx, wait) = set.take(name, out_fp, in_fp)?;
+                let (tx, rx, wait) = set.take(name, Some(out_fp), Some(in_fp))?;
+                let (tx, rx) = (tx.expect("asked for"), rx.expect("asked for"));
                 Ok((
                     RawSender::new(SendEnd::Fifo(tx), wait),
                     RawReceiver::new(RecvEnd::Fifo(rx), wait, mode),
@@ -178,8 +179,8 @@ impl ChannelSet {
         match self {
             ChannelSet::Shm(segment) => segment.take_sender(name, fp),
             ChannelSet::Fifo(set) => {
-                let (tx, wait) = set.take_sender(name, fp)?;
-                Ok(RawSender::new(SendEnd::Fifo(tx), wait))
+                let (tx, _, wait) = set.take(name, Some(fp), None)?;
+                Ok(RawSender::new(SendEnd::Fifo(tx.expect("asked for")), wait))
             }
         }
     }
@@ -193,8 +194,12 @@ impl ChannelSet {
         match self {
             ChannelSet::Shm(segment) => segment.take_receiver(name, fp, mode),
             ChannelSet::Fifo(set) => {
-                let (rx, wait) = set.take_receiver(name, fp)?;
-                Ok(RawReceiver::new(RecvEnd::Fifo(rx), wait, mode))
+                let (_, rx, wait) = set.take(name, None, Some(fp))?;
+                Ok(RawReceiver::new(
+                    RecvEnd::Fifo(rx.expect("asked for")),
+                    wait,
+                    mode,
+                ))
             }
         }
     }

@@ -138,6 +138,32 @@ impl FifoEnd {
     pub(super) fn close(&mut self) {
         self.fd = None;
     }
+
+    /// Bytes in the pipe (`FIONREAD`; the reader may hold more in its own
+    /// buffer).
+    pub(super) fn queued(&self) -> usize {
+        self.fd().map_or(0, fd::queued)
+    }
+
+    /// Whether the pipe holds at least its buffer size. (`POLLOUT` would
+    /// call a pipe with no free page full while its last page still takes
+    /// small writes; partly used pages can refuse a write earlier.)
+    pub(super) fn is_full(&self) -> bool {
+        (self.fd()).is_some_and(|fd| fd::queued(fd) >= fd::pipe_size(fd))
+    }
+
+    /// Whether the other side is gone: this end closed, the peer's death
+    /// seen, `events` reporting `hang_up` (`POLLHUP` for a reader: no
+    /// writer left; `POLLERR` for a writer: no reader; the parent's kept
+    /// copy counts as one until settled), or the child found dead.
+    pub(super) fn hung_up(&self, events: i16, hang_up: i16) -> bool {
+        let Some(fd) = self.fd() else {
+            return true;
+        };
+        self.link.peer_known_dead()
+            || fd::revents(fd, events) & hang_up != 0
+            || self.link.poll_peer_gone()
+    }
 }
 
 /// How a blocked call goes on after [`Waiter::wait`].

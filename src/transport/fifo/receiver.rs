@@ -77,12 +77,11 @@ impl FifoWatch {
         let queued = fd::queued(fd.as_ref()?.as_fd());
         // Relaxed: see `FifoState`.
         let buffered = state.buffered.load(Ordering::Relaxed);
-        let hello = if state.hello.load(Ordering::Relaxed) {
-            HELLO_FRAME
-        } else {
-            0
-        };
-        Some((queued + buffered).saturating_sub(hello))
+        Some(unread(
+            queued,
+            buffered,
+            state.hello.load(Ordering::Relaxed),
+        ))
     }
 
     /// Whether no writer is left on the pipe (`POLLHUP`); true once the
@@ -107,6 +106,12 @@ impl FifoWatch {
     pub(crate) fn peer_gone(&self, thorough: bool) -> bool {
         self.link.peer_known_dead() || (thorough && self.link.poll_peer_gone())
     }
+}
+
+/// Message bytes among `queued` (in the pipe) and `buffered`, less the
+/// peer's HELLO if it is still unread.
+fn unread(queued: usize, buffered: usize, hello: bool) -> usize {
+    (queued + buffered).saturating_sub(if hello { HELLO_FRAME } else { 0 })
 }
 
 /// The receiving end of one FIFO.
@@ -201,35 +206,23 @@ impl FifoReceiver {
         2 * (self.max + HEADER)
     }
 
-    /// Bytes in the pipe (`FIONREAD`) and in our buffer, less the peer's
-    /// unread HELLO.
+    /// Bytes in the pipe and in our buffer, less the peer's unread HELLO.
     pub(crate) fn in_flight(&self) -> usize {
-        let total = self.pipe.fd().map_or(0, fd::queued) + (self.end - self.start);
-        total.saturating_sub(if self.expect.is_some() {
-            HELLO_FRAME
-        } else {
-            0
-        })
+        unread(
+            self.pipe.queued(),
+            self.end - self.start,
+            self.expect.is_some(),
+        )
     }
 
-    /// Whether the pipe holds at least its buffer size (see the sender's).
     pub(crate) fn is_full(&self) -> bool {
-        (self.pipe.fd()).is_some_and(|fd| fd::queued(fd) >= fd::pipe_size(fd))
+        self.pipe.is_full()
     }
 
     /// Whether nothing more will arrive (bytes sent before may still wait):
-    /// end of stream, poisoned, the peer's death seen, no writer left
-    /// (`POLLHUP`; the parent's kept copy is one until settled), or the
-    /// child found dead.
+    /// end of stream, poisoned, or no writer left.
     pub(crate) fn is_disconnected(&self) -> bool {
-        let Some(fd) = self.pipe.fd() else {
-            return true;
-        };
-        self.fault.is_some()
-            || self.eof
-            || self.pipe.link.peer_known_dead()
-            || fd::revents(fd, libc::POLLIN) & libc::POLLHUP != 0
-            || self.pipe.link.poll_peer_gone()
+        self.fault.is_some() || self.eof || self.pipe.hung_up(libc::POLLIN, libc::POLLHUP)
     }
 
     /// Arms the handshake check and, if the peer's HELLO is already there,

@@ -191,55 +191,24 @@ impl FifoSet {
         self.channels.iter().map(|c| c.name())
     }
 
-    /// This side's ends of channel `name`, checking the type fingerprints,
-    /// with the channel's wait strategy. (The channel-set layer wraps them in
-    /// public channel ends: this transport knows nothing of those.)
+    /// This side's ends of channel `name`, after checking the peer's
+    /// handshake, if already there, against our fingerprints, with the
+    /// channel's wait strategy. (The channel-set layer wraps them in public
+    /// channel ends: this transport knows nothing of those.)
+    ///
+    /// A direction this side does not use (`None`; a one-way take) is
+    /// neither checked nor announced ([`ANY_FINGERPRINT`]), and its end
+    /// closes now: an unused receiver's read end, so the peer's sends
+    /// there get `EPIPE`; an unused sender's write end, without a
+    /// handshake, so the peer's receiver sees the end of the stream (both
+    /// `Disconnected`). On a mismatch the channel stays as it was (the
+    /// peer's HELLO still buffered).
     pub(crate) fn take(
         &self,
         name: &str,
-        out_fp: u64,
-        in_fp: u64,
-    ) -> Result<(FifoSender, FifoReceiver, WaitStrategy), ChannelError> {
-        let (wait, mut ends) = self.take_ends(name, in_fp, out_fp)?;
-        ends.tx.send_hello(out_fp, in_fp);
-        Ok((ends.tx, ends.rx, wait))
-    }
-
-    /// This side's sender alone: announces [`ANY_FINGERPRINT`] for the
-    /// other direction and closes our read end of it, so the peer's sends
-    /// there get `EPIPE` (`Disconnected`).
-    pub(crate) fn take_sender(
-        &self,
-        name: &str,
-        out_fp: u64,
-    ) -> Result<(FifoSender, WaitStrategy), ChannelError> {
-        let (wait, mut ends) = self.take_ends(name, ANY_FINGERPRINT, out_fp)?;
-        ends.tx.send_hello(out_fp, ANY_FINGERPRINT);
-        Ok((ends.tx, wait))
-    }
-
-    /// This side's receiver alone: our write end of the other direction
-    /// closes without a handshake, so the peer's receiver there sees the
-    /// end of the stream (`Disconnected`).
-    pub(crate) fn take_receiver(
-        &self,
-        name: &str,
-        in_fp: u64,
-    ) -> Result<(FifoReceiver, WaitStrategy), ChannelError> {
-        let (wait, ends) = self.take_ends(name, in_fp, ANY_FINGERPRINT)?;
-        Ok((ends.rx, wait))
-    }
-
-    /// Takes channel `name`'s ends out of the set after checking the
-    /// peer's handshake, if already there, against `in_fp`/`out_fp`
-    /// (either may be [`ANY_FINGERPRINT`]); on a mismatch the channel stays
-    /// as it was (the peer's HELLO still buffered).
-    fn take_ends(
-        &self,
-        name: &str,
-        in_fp: u64,
-        out_fp: u64,
-    ) -> Result<(WaitStrategy, Ends), ChannelError> {
+        out_fp: Option<u64>,
+        in_fp: Option<u64>,
+    ) -> Result<(Option<FifoSender>, Option<FifoReceiver>, WaitStrategy), ChannelError> {
         let index = ChannelError::position(self.channel_names(), name)?;
         let mut ends = self.ends.lock().unwrap_or_else(|p| p.into_inner());
         let Some(mut taken) = ends[index].take() else {
@@ -248,8 +217,8 @@ impl FifoSet {
             });
         };
         let expect = Expect {
-            in_fp,
-            out_fp,
+            in_fp: in_fp.unwrap_or(ANY_FINGERPRINT),
+            out_fp: out_fp.unwrap_or(ANY_FINGERPRINT),
             direction: self.incoming,
         };
         if let Err(direction) = taken.rx.expect_hello(expect) {
@@ -259,7 +228,12 @@ impl FifoSet {
                 direction: direction.describe(),
             });
         }
-        Ok((self.channels[index].wait, taken))
+        let Ends { mut tx, rx } = taken;
+        let tx = out_fp.map(|fp| {
+            tx.send_hello(fp, expect.in_fp);
+            tx
+        });
+        Ok((tx, in_fp.and(Some(rx)), self.channels[index].wait))
     }
 }
 
