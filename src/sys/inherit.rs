@@ -162,6 +162,11 @@ pub(crate) fn take_handed(
     pid: u32,
     ends: &[(Handed, libc::c_int)],
 ) -> Result<Vec<OwnedFd>, TakeError> {
+    // Acquire: pairs with the claim's swap below. Only an early answer: the
+    // swap alone decides between racing callers.
+    if TAKEN.load(Ordering::Acquire) {
+        return Err(TakeError::Taken);
+    }
     let numbers = ends.iter().map(|(h, _)| h.fd);
     if numbers
         .clone()
