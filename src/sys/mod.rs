@@ -11,6 +11,7 @@ pub(crate) mod inherit;
 pub(crate) mod lock;
 pub(crate) mod mapping;
 pub(crate) mod memfd;
+pub(crate) mod pipe;
 pub(crate) mod process;
 pub(crate) mod random;
 pub(crate) mod robust;

@@ -17,7 +17,7 @@ use std::sync::{Arc, Mutex};
 
 use crate::peer::{Peer, PeerWatch};
 use crate::sys::clock::MonoTime;
-use crate::sys::fd;
+use crate::sys::pipe;
 use crate::wait::{ADAPTIVE_SPIN, SLICE, WaitStrategy};
 
 /// The parent's side of the hand-over, until settled.
@@ -73,7 +73,7 @@ impl FifoLink {
         let Some(h) = handover.as_ref() else {
             return;
         };
-        if fd::revents(h.attach.as_fd(), libc::POLLIN) & libc::POLLIN != 0 {
+        if pipe::revents(h.attach.as_fd(), libc::POLLIN) & libc::POLLIN != 0 {
             self.attached.store(true, Ordering::Relaxed);
         } else if !give_up {
             return;
@@ -142,14 +142,14 @@ impl FifoEnd {
     /// Bytes in the pipe (`FIONREAD`; the reader may hold more in its own
     /// buffer).
     pub(super) fn queued(&self) -> usize {
-        self.fd().map_or(0, fd::queued)
+        self.fd().map_or(0, pipe::queued)
     }
 
     /// Whether the pipe holds at least its buffer size. (`POLLOUT` would
     /// call a pipe with no free page full while its last page still takes
     /// small writes; partly used pages can refuse a write earlier.)
     pub(super) fn is_full(&self) -> bool {
-        (self.fd()).is_some_and(|fd| fd::queued(fd) >= fd::pipe_size(fd))
+        (self.fd()).is_some_and(|fd| pipe::queued(fd) >= pipe::pipe_size(fd))
     }
 
     /// Whether the other side is gone: this end closed, the peer's death
@@ -161,7 +161,7 @@ impl FifoEnd {
             return true;
         };
         self.link.peer_known_dead()
-            || fd::revents(fd, events) & hang_up != 0
+            || pipe::revents(fd, events) & hang_up != 0
             || self.link.poll_peer_gone()
     }
 }
@@ -205,7 +205,7 @@ impl Waiter {
     }
 
     /// Waits for `events` (`POLLIN`/`POLLOUT`) on `pipe` as the strategy says.
-    pub(super) fn wait(&mut self, pipe: &mut FifoEnd, events: i16) -> Outcome {
+    pub(super) fn wait(&mut self, end: &mut FifoEnd, events: i16) -> Outcome {
         loop {
             let now = MonoTime::now();
             if now >= self.deadline {
@@ -213,24 +213,24 @@ impl Waiter {
             }
             if now >= self.next_check {
                 self.next_check = MonoTime::after(SLICE);
-                pipe.link.settle();
-                if pipe.link.check_peer_gone() {
+                end.link.settle();
+                if end.link.check_peer_gone() {
                     return Outcome::PeerGone;
                 }
             }
             // A closed end has nothing to wait for: the retry reports it.
-            let Some(own) = pipe.fd() else {
+            let Some(own) = end.fd() else {
                 return Outcome::Retry;
             };
             if now >= self.spin_until {
                 let until = self.deadline.min(self.next_check);
-                let peer_fd_ready = fd::poll(own, events, pipe.link.peer_fd(), until);
-                if peer_fd_ready && pipe.link.check_peer_gone() {
+                let peer_fd_ready = pipe::poll(own, events, end.link.peer_fd(), until);
+                if peer_fd_ready && end.link.check_peer_gone() {
                     return Outcome::PeerGone;
                 }
                 return Outcome::Retry;
             }
-            if fd::revents(own, events) != 0 {
+            if pipe::revents(own, events) != 0 {
                 return Outcome::Retry;
             }
             if self.yield_between {

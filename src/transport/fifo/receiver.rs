@@ -20,7 +20,7 @@ use crate::aligned::AlignedBuf;
 use crate::codec::ANY_FINGERPRINT;
 use crate::error::{RecvError, StreamFault};
 use crate::side::Direction;
-use crate::sys::fd;
+use crate::sys::pipe;
 use crate::transport::{Incoming, ReleaseToken};
 use crate::wait::{Deadline, WaitStrategy};
 
@@ -74,7 +74,7 @@ impl FifoWatch {
     pub(crate) fn pending(&self) -> Option<usize> {
         let state = &self.state;
         let fd = state.fd.lock().unwrap_or_else(|p| p.into_inner());
-        let queued = fd::queued(fd.as_ref()?.as_fd());
+        let queued = pipe::queued(fd.as_ref()?.as_fd());
         // Relaxed: see `FifoState`.
         let buffered = state.buffered.load(Ordering::Relaxed);
         Some(unread(
@@ -89,7 +89,7 @@ impl FifoWatch {
     pub(crate) fn hung_up(&self) -> bool {
         let fd = self.state.fd.lock().unwrap_or_else(|p| p.into_inner());
         fd.as_ref()
-            .is_none_or(|fd| fd::revents(fd.as_fd(), libc::POLLIN) & libc::POLLHUP != 0)
+            .is_none_or(|fd| pipe::revents(fd.as_fd(), libc::POLLIN) & libc::POLLHUP != 0)
     }
 
     /// The read end's number, to poll. The receiver may close it meanwhile
@@ -412,7 +412,7 @@ impl FifoReceiver {
         let to = self.buf.len().min(self.end.saturating_add(limit));
         debug_assert!(to > self.end, "callers make room first");
         while let Some(fd) = self.pipe.fd() {
-            match fd::read(fd, self.buf.bytes_mut(self.end..to)) {
+            match pipe::read(fd, self.buf.bytes_mut(self.end..to)) {
                 Ok(0) => break,
                 Ok(n) => {
                     self.end += n;

@@ -30,9 +30,9 @@ use crate::config::{self, ChannelConfig};
 use crate::error::{ChannelError, OpenError};
 use crate::peer::PeerWatch;
 use crate::side::Direction;
-use crate::sys::fd;
 use crate::sys::inherit::{Handed, take_handed};
 use crate::sys::signal::SigpipeBlock;
+use crate::sys::{fd, pipe};
 use crate::wait::WaitStrategy;
 
 /// One channel's two ends, until taken.
@@ -70,15 +70,15 @@ impl FifoSet {
     /// child's ends.
     pub(crate) fn create(configs: &[ChannelConfig]) -> Result<FifoSet, OpenError> {
         config::validate(configs)?;
-        let pipe = || fd::pipe().map_err(OpenError::io("pipe2"));
-        let (attach, attach_end) = pipe()?;
+        let new_pipe = || pipe::pipe().map_err(OpenError::io("pipe2"));
+        let (attach, attach_end) = new_pipe()?;
         let mut kept = vec![attach_end];
         let mut pipes = Vec::with_capacity(configs.len());
         for c in configs {
-            let ((p2c_r, p2c_w), (c2p_r, c2p_w)) = (pipe()?, pipe()?);
+            let ((p2c_r, p2c_w), (c2p_r, c2p_w)) = (new_pipe()?, new_pipe()?);
             for end in [&p2c_w, &c2p_w] {
                 // 1 MiB is Linux's default `pipe-max-size` for unprivileged users.
-                fd::set_pipe_size(end.as_fd(), c.capacity.clamp(4096, 1 << 20));
+                pipe::set_pipe_size(end.as_fd(), c.capacity.clamp(4096, 1 << 20));
             }
             pipes.push([p2c_w, c2p_r]);
             kept.extend([c2p_w, p2c_r]);
