@@ -626,7 +626,7 @@ impl Child {
     }
 
     /// Whether the child has attached to its channels: claimed the segment,
-    /// or (FIFO transport) taken every pipe end it inherited.
+    /// or (FIFO transport) taken its pipe ends (or given up on them).
     pub fn is_attached(&self) -> bool {
         self.channels.is_attached()
     }

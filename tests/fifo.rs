@@ -385,25 +385,51 @@ fn another_file_at_an_inherited_number_is_not_taken() {
 /// A hand-over whose identity is wrong (the inode of one end altered in
 /// the variable, or an end named as the parent's stdin) is refused with
 /// `HandOverLost`: neither the inherited number nor the parent's `/proc`
-/// entry is that pipe. The parent sees the child go in bounded time.
+/// entry is that pipe. The child still ends the hand-over, so the parent
+/// sees it hang up the direction whose end it took (and closed) while it
+/// lives on, not only once it is dead. (The tampered end's inherited
+/// number stays open in the child, unused: that direction hangs up at
+/// its exit.)
 #[test]
 fn a_wrong_identity_is_refused() {
     let _s = serial();
     let _w = Watchdog::new("fifo spawn, wrong identity", Duration::from_secs(90));
+    // The inode of the child-to-parent end; the number of the other.
     for case in ["inode", "stdin"] {
         let mut child = KillOnDrop(
             fifo_spawner("tamper")
                 .env("REMORA_TEST_CASE", case)
+                .stdin(Stdio::piped())
                 .spawn()
                 .unwrap(),
         );
         let (mut tx, mut rx) = child.raw_channel("c").unwrap();
         let start = Instant::now();
-        let r = rx.recv_timeout(Duration::from_secs(30)).map(|m| m.to_vec());
-        assert_eq!(r, Err(RecvError::Disconnected), "{case}");
-        assert_eq!(tx.send(b"x"), Err(SendError::Disconnected), "{case}");
+        let mut sent = 0;
+        let mut send_until_disconnected = || loop {
+            match tx.send_timeout(&[7; 1000], Duration::from_secs(30)) {
+                Ok(()) => sent += 1,
+                Err(e) => break e,
+            }
+            assert!(sent < 10_000, "{case}: the pipe never filled");
+        };
+        let recv = |rx: &mut remora::RawReceiver| {
+            rx.recv_timeout(Duration::from_secs(30)).map(|m| m.to_vec())
+        };
+        if case == "inode" {
+            assert_eq!(send_until_disconnected(), SendError::Disconnected);
+        } else {
+            assert_eq!(recv(&mut rx), Err(RecvError::Disconnected));
+        }
         assert!(start.elapsed() < Duration::from_secs(10), "{case}");
-        assert!(!child.is_attached(), "{case}");
+        assert!(child.try_wait().unwrap().is_none(), "{case}: seen by death");
+        assert!(child.is_attached(), "{case}: the hand-over is over");
+        drop(child.process_mut().stdin.take()); // lets the child exit
+        if case == "inode" {
+            assert_eq!(recv(&mut rx), Err(RecvError::Disconnected));
+        } else {
+            assert_eq!(send_until_disconnected(), SendError::Disconnected);
+        }
         let status = child.wait().unwrap();
         assert!(status.success(), "{case}: the child saw another error");
     }
@@ -645,12 +671,16 @@ fn child_entry() {
             parts[3] = fields.join(".");
             exec_as("refused", &parts.join(":"));
         }
-        "refused" => match remora::connect() {
-            Err(ConnectError::Open(e @ OpenError::HandOverLost { .. })) => {
-                eprintln!("refused as expected: {e}");
+        "refused" => {
+            match remora::connect() {
+                Err(ConnectError::Open(e @ OpenError::HandOverLost { .. })) => {
+                    eprintln!("refused as expected: {e}");
+                }
+                other => panic!("a wrong identity was accepted: {:?}", other.map(|_| ())),
             }
-            other => panic!("a wrong identity was accepted: {:?}", other.map(|_| ())),
-        },
+            // Live on until the parent closes our stdin.
+            wait_gate();
+        }
         "twice" => {
             let conn = remora::connect().unwrap();
             let again = remora::connect().map(|_| ());

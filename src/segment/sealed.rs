@@ -192,7 +192,7 @@ impl Segment {
             ino: id.ino,
         };
         let mut fds = take_handed(parent_pid, &[(handed, libc::O_RDWR)])?;
-        let fd = fds.pop().expect("one descriptor asked for");
+        let fd = fds.pop().expect("one descriptor asked for")?;
         Segment::open_sealed(fd, Some(id.size), None)
     }
 

@@ -155,13 +155,15 @@ pub(crate) fn reset_taken() {
 /// back as a pipe end without readers, which is what the inherited one
 /// would have been (writes fail with `EPIPE`).
 ///
-/// One call per process succeeds ([`TakeError::Taken`] after): numbers it
-/// owns must be closed once only, and a second `connect` must not find a
-/// hand-over the parent still keeps for the first.
+/// Returns each end's outcome, so that a caller can still use the ends it
+/// got (to tell the parent it gave up). One call per process takes
+/// ([`TakeError::Taken`] after): numbers it owns must be closed once only,
+/// and a second `connect` must not find a hand-over the parent still
+/// keeps for the first.
 pub(crate) fn take_handed(
     pid: u32,
     ends: &[(Handed, libc::c_int)],
-) -> Result<Vec<OwnedFd>, TakeError> {
+) -> Result<Vec<Result<OwnedFd, TakeError>>, TakeError> {
     // Acquire: pairs with the claim's swap below. Only an early answer: the
     // swap alone decides between racing callers.
     if TAKEN.load(Ordering::Acquire) {
@@ -195,8 +197,8 @@ pub(crate) fn take_handed(
         #[cfg(test)]
         INHERITED_TAKES.fetch_add(1, Ordering::Relaxed);
     }
-    // Every number we may own is owned first, so that any early return
-    // below closes each of them, once.
+    // Every number we may own is owned first, so that whatever happens
+    // below closes each of them once.
     let owned: Vec<Option<OwnedFd>> = (ends.iter().zip(&found))
         // SAFETY: the number is open and is the handed file (checked
         // above), inherited for us alone (no other owner in this process
@@ -204,23 +206,24 @@ pub(crate) fn take_handed(
         // ever take it.
         .map(|((h, _), &f)| f.then(|| unsafe { OwnedFd::from_raw_fd(h.fd) }))
         .collect();
-    let mut out = Vec::with_capacity(ends.len());
-    for (&(h, access), fd) in ends.iter().zip(owned) {
-        out.push(match fd {
-            Some(fd) => {
-                fd::set_cloexec_nonblock(fd.as_fd()).map_err(|source| TakeError::Lost {
+    let taken: Vec<_> = (ends.iter().zip(owned))
+        .map(|(&(h, access), fd)| match fd {
+            Some(fd) => match fd::set_cloexec_nonblock(fd.as_fd()) {
+                Ok(()) => Ok(fd),
+                Err(source) => Err(TakeError::Lost {
                     path: format!("inherited descriptor {}", h.fd),
                     source,
-                })?;
-                fd
-            }
-            None => open_in_proc(pid, h, access)?,
-        });
-    }
-    if !any_inherited {
+                }),
+            },
+            None => open_in_proc(pid, h, access),
+        })
+        .collect();
+    // Nothing inherited: only a complete take claims, so that a failed one
+    // (the parent's /proc out of reach) can be tried again.
+    if !any_inherited && taken.iter().all(Result::is_ok) {
         claim()?;
     }
-    Ok(out)
+    Ok(taken)
 }
 
 /// Opens `/proc/<pid>/fd/<n>` if it is the handed file (see

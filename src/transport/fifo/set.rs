@@ -105,23 +105,24 @@ impl FifoSet {
     /// Child side: takes the ends `hand_over` describes and tells the
     /// parent so.
     pub(crate) fn open(hand_over: HandOver) -> Result<FifoSet, OpenError> {
-        let access = [libc::O_WRONLY, libc::O_RDONLY];
-        let ends: Vec<_> = (hand_over.ends.iter().copied())
-            .zip(
-                [libc::O_WRONLY]
-                    .into_iter()
-                    .chain(access.into_iter().cycle()),
-            )
-            .collect();
+        // The attach end, then per channel our write and our read end.
+        let access = [libc::O_WRONLY, libc::O_WRONLY, libc::O_RDONLY];
+        let access = access
+            .into_iter()
+            .chain(access[1..].iter().copied().cycle());
+        let ends: Vec<_> = hand_over.ends.iter().copied().zip(access).collect();
         let mut fds = take_handed(hand_over.pid, &ends)?.into_iter();
-        let attach = fds.next().expect("the attach end is always listed");
-        let mut sigpipe = SigpipeBlock::new();
-        // A parent already gone has no reader left: EPIPE, ignored (the
-        // pipes report its death).
-        if fd::write(attach.as_fd(), &[1]).is_err() {
-            sigpipe.discard();
+        // Tell the parent we are done with the hand-over, whether we got
+        // every end or not: it drops its copies, so it sees us hang up at
+        // once if we gave up. (No reader left: the parent is gone, and the
+        // pipes report it. EPIPE is ignored.)
+        if let Some(Ok(attach)) = fds.next() {
+            let mut sigpipe = SigpipeBlock::new();
+            if fd::write(attach.as_fd(), &[1]).is_err() {
+                sigpipe.discard();
+            }
         }
-        drop((sigpipe, attach));
+        let mut fds = fds.collect::<Result<Vec<_>, _>>()?.into_iter();
         let mut pipes = Vec::with_capacity(hand_over.channels.len());
         while let (Some(tx), Some(rx)) = (fds.next(), fds.next()) {
             pipes.push([tx, rx]);
