@@ -435,6 +435,33 @@ fn a_wrong_identity_is_refused() {
     }
 }
 
+/// A wait set alone (no receive call) sees an attached child hang up
+/// while it lives: its thorough check settles the hand-over, so the
+/// parent's kept copy of the child's write end no longer hides the
+/// hang-up.
+#[test]
+fn a_wait_set_sees_an_attached_child_hang_up() {
+    let _s = serial();
+    let _w = Watchdog::new("fifo wait set, hang-up", Duration::from_secs(60));
+    let mut child = KillOnDrop(
+        fifo_spawner("hang_up")
+            .stdin(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    let (_tx, rx) = child.raw_channel("c").unwrap();
+    let mut set = remora::WaitSet::new();
+    let key = set.add(&rx).unwrap();
+    let event = set.wait_timeout(Duration::from_secs(20)).unwrap();
+    assert_eq!(
+        (event.key(), event.kind()),
+        (key, remora::EventKind::Disconnected)
+    );
+    assert!(child.try_wait().unwrap().is_none(), "seen by death");
+    drop(child.process_mut().stdin.take());
+    assert!(child.wait().unwrap().success());
+}
+
 /// Only one `connect` per process: a second one, and one after the first
 /// connection is dropped, get `AlreadyClaimed` (the parent may still keep
 /// the `/proc` copies the first did not need).
@@ -623,6 +650,12 @@ fn child_entry() {
             assert_eq!(tx.send(b"x"), Err(SendError::Disconnected));
         }
         "exit_unattached" => {}
+        "hang_up" => {
+            let conn = remora::connect().unwrap();
+            let (tx, _rx) = conn.raw_channel("c").unwrap();
+            drop(tx);
+            wait_gate();
+        }
         "closer" => {
             // SAFETY: close_range has no memory preconditions; nothing in
             // this process uses a descriptor above 2 across the exec below.

@@ -84,9 +84,11 @@ impl FifoWatch {
         ))
     }
 
-    /// Whether no writer is left on the pipe (`POLLHUP`); true once the
+    /// Whether no writer is left on the pipe (`POLLHUP`; the parent's kept
+    /// copy counts as one until settled, settled here too); true once the
     /// receiver closed.
     pub(crate) fn hung_up(&self) -> bool {
+        self.link.settle();
         let fd = self.state.fd.lock().unwrap_or_else(|p| p.into_inner());
         fd.as_ref()
             .is_none_or(|fd| pipe::revents(fd.as_fd(), libc::POLLIN) & libc::POLLHUP != 0)
