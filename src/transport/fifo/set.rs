@@ -164,7 +164,8 @@ impl FifoSet {
         }
     }
 
-    /// The `REMORA_CHANNEL` value that describes this set to the child.
+    /// What follows `pipes:` in the `REMORA_CHANNEL` value that describes
+    /// this set to the child.
     pub(crate) fn env_value(&self) -> &str {
         &self.env
     }
