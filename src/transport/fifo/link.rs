@@ -34,10 +34,11 @@ pub(super) struct Handover {
 #[derive(Debug)]
 pub(crate) struct FifoLink {
     handover: Mutex<Option<Handover>>,
-    /// The hand-over is over (attached, or can no longer attach).
-    /// Relaxed, as `attached`: it only saves taking the lock, which orders
-    /// the hand-over itself.
+    /// The hand-over is over (attached, or can no longer attach). It only
+    /// saves taking the lock, which orders the hand-over itself; Release /
+    /// Acquire so that a thread that sees it also sees `attached`.
     settled: AtomicBool,
+    /// Written (Relaxed) before `settled` is released, never after.
     attached: AtomicBool,
     peer: Peer,
 }
@@ -61,7 +62,8 @@ impl FifoLink {
     /// Drops the kept copies if the child has attached. Free once settled.
     #[inline]
     pub(super) fn settle(&self) {
-        if !self.settled.load(Ordering::Relaxed) {
+        // Acquire: pairs with the Release store in `settle_slow`.
+        if !self.settled.load(Ordering::Acquire) {
             self.settle_slow(false);
         }
     }
@@ -74,12 +76,14 @@ impl FifoLink {
             return;
         };
         if pipe::revents(h.attach.as_fd(), libc::POLLIN) & libc::POLLIN != 0 {
+            // Relaxed: published by the Release store of `settled` below.
             self.attached.store(true, Ordering::Relaxed);
         } else if !give_up {
             return;
         }
         *handover = None;
-        self.settled.store(true, Ordering::Relaxed);
+        // Release: publishes `attached` to `settle`'s Acquire.
+        self.settled.store(true, Ordering::Release);
     }
 
     /// Parent side, once the child is gone: no child can attach any more.
@@ -89,6 +93,7 @@ impl FifoLink {
 
     pub(super) fn is_attached(&self) -> bool {
         self.settle();
+        // Relaxed: `settle` acquired `settled`, stored after this.
         self.attached.load(Ordering::Relaxed)
     }
 
