@@ -65,7 +65,6 @@
 #![deny(clippy::undocumented_unsafe_blocks)]
 #![warn(missing_docs)]
 
-mod aligned;
 mod attachment;
 mod call;
 mod channel;

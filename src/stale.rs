@@ -1,6 +1,5 @@
-//! Creator locks and the stale sweep of named objects (the named
-//! shared-memory segments; the FIFO transport has none since it hands over
-//! inherited pipes).
+//! Creator locks and the stale sweep, shared by both transports' named
+//! objects (shared-memory segments, FIFO directories).
 //!
 //! A creator holds an exclusive `flock` on its object for as long as it owns
 //! it; the kernel drops the lock when the creator's last descriptor closes,
