@@ -15,6 +15,7 @@ use std::time::Instant;
 
 use super::control::{Control, SLICE};
 use super::error::ServiceError;
+use super::peer_process::PeerProcess;
 use super::spawned::{Rendezvous, Step};
 use super::wire::ChannelRefusal;
 use crate::channel::{RawReceiver, RawSender, ReceiveMode, Receiver, Sender};
@@ -26,19 +27,6 @@ use crate::sys::shm;
 
 /// Run-time channels a side accepts from its peer by default.
 pub(crate) const DEFAULT_CHANNEL_LIMIT: usize = 32;
-
-/// How the new segments watch the peer process (a fallback behind its
-/// liveness word: a peer that claimed with a word the kernel never marks
-/// is still seen dead).
-#[derive(Debug)]
-pub(crate) enum PeerProcess {
-    /// A pidfd on the peer (a copy goes to each new segment).
-    Pidfd(OwnedFd),
-    /// A spawned child on a kernel without pidfds (`waitid(WNOWAIT)`).
-    Child(u32),
-    /// Nothing to watch (the liveness words remain).
-    Unknown,
-}
 
 /// The control socket, once known.
 #[derive(Debug)]
@@ -109,9 +97,10 @@ impl RuntimeChannels {
         mode: ReceiveMode,
     ) -> RuntimeChannels {
         let runtime = RuntimeChannels::with(first, peer, mode, None);
-        let linked = sock
-            .map(Control::new)
-            .map(|control| Linked { control, peer_uid });
+        let linked = sock.map(|sock| Linked {
+            control: Control::watching(sock, runtime.peer.try_clone()),
+            peer_uid,
+        });
         let _ = runtime.linked.set(linked.ok_or(None));
         runtime
     }
@@ -160,7 +149,7 @@ impl RuntimeChannels {
             };
             let found = match rendezvous.step() {
                 Step::Linked { sock, peer_uid } => Ok(Linked {
-                    control: Control::new(sock),
+                    control: Control::watching(sock, self.peer.try_clone()),
                     peer_uid,
                 }),
                 Step::Gone(why) => Err(why),
