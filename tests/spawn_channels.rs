@@ -385,6 +385,29 @@ fn a_wrapper_that_closes_descriptors_falls_back_to_the_listener() {
     assert_eq!(control_listeners(), 0);
 }
 
+/// The child (behind a descriptor-closing wrapper) said hello on the
+/// listener, then more silent connections of our uid than the parent keeps
+/// waiting came in behind it, all before the parent's first run-time call:
+/// the child's connection is not pushed out.
+#[test]
+fn a_flood_behind_the_childs_hello_does_not_push_it_out() {
+    let _s = serial();
+    let _w = Watchdog::new("flood", Duration::from_secs(60));
+    let child = spawn("closer_announcer");
+    let name = control_listener(child.id());
+    let (_tx, mut rx) = child.raw_channel("c").unwrap();
+    // The child has connected and said hello (in `connect()`).
+    rx.recv_timeout(Duration::from_secs(20)).unwrap();
+    let strangers: Vec<_> = (0..12)
+        .map(|_| connect_abstract(&name).expect("the listener is there"))
+        .collect();
+    let (mut tx, mut rx) = child
+        .open_channel_timeout::<u64, u64>(config("typed"), Duration::from_secs(10))
+        .unwrap();
+    typed_round_trip(&mut tx, &mut rx, 4);
+    drop(strangers);
+}
+
 /// Garbage from the child where its hello belongs: the parent's call is a
 /// protocol error (no panic), and the first channels keep working.
 #[test]
@@ -975,6 +998,21 @@ fn child_entry() {
             let r = child.accept_channel_timeout(Duration::from_secs(10));
             assert!(disconnected(r.map(drop)));
         }
+        "closer_announcer" => {
+            // SAFETY: as for "closer".
+            unsafe { libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, 0u32) };
+            let err = Command::new(std::env::current_exe().unwrap())
+                .args(ENTRY)
+                .env(common::ROLE, "announcer")
+                .exec();
+            panic!("exec failed: {err}");
+        }
+        "announcer" => {
+            let conn = remora::connect().unwrap();
+            let (mut tx, _rx) = conn.raw_channel("c").unwrap();
+            tx.send(b"connected").unwrap();
+            accept_on(&conn);
+        }
         other => panic!("unknown role {other}"),
     }
 }
@@ -1032,6 +1070,11 @@ fn acceptor(limit: Option<usize>) {
     if let Some(limit) = limit {
         conn.set_channel_limit(limit);
     }
+    accept_on(&conn);
+}
+
+/// [`acceptor`]'s loop, on `conn`.
+fn accept_on(conn: &remora::Connection) {
     let mut echoes = Vec::new();
     loop {
         let opened: OpenedChannel = match conn.accept_channel() {

@@ -168,24 +168,11 @@ impl Rendezvous {
                 }
             }
         }
-        self.accept_some();
-        let now = Instant::now();
-        let mut i = 0;
-        while i < self.ungreeted.len() {
-            let (sock, uid, since) = &self.ungreeted[i];
-            match read_hello(sock.as_fd()) {
-                Hello::Token(t) if t == self.token => {
-                    let uid = *uid;
-                    let (sock, _, _) = self.ungreeted.remove(i).expect("in range");
-                    return Step::Linked {
-                        sock,
-                        peer_uid: Some(uid),
-                    };
-                }
-                Hello::Nothing if now.duration_since(*since) < HELLO_TIMEOUT => i += 1,
-                // A stranger (wrong token, garbage), a quitter, or too slow.
-                _ => drop(self.ungreeted.remove(i)),
-            }
+        if let Some((sock, uid)) = self.accept_some().or_else(|| self.greet()) {
+            return Step::Linked {
+                sock,
+                peer_uid: Some(uid),
+            };
         }
         let dead = self.death.exited();
         if dead || (self.pair.is_none() && self.listener.is_none()) {
@@ -194,28 +181,61 @@ impl Rendezvous {
         Step::Pending
     }
 
+    /// Reads the hellos of the connections waiting for theirs: the
+    /// child's socket and uid if one said hello with the token; strangers
+    /// (a wrong token, garbage), quitters and the too slow are dropped.
+    fn greet(&mut self) -> Option<(OwnedFd, u32)> {
+        let now = Instant::now();
+        let mut i = 0;
+        while i < self.ungreeted.len() {
+            let (sock, uid, since) = &self.ungreeted[i];
+            match read_hello(sock.as_fd()) {
+                Hello::Token(t) if t == self.token => {
+                    let uid = *uid;
+                    let (sock, _, _) = self.ungreeted.remove(i).expect("in range");
+                    return Some((sock, uid));
+                }
+                Hello::Nothing if now.duration_since(*since) < HELLO_TIMEOUT => i += 1,
+                _ => drop(self.ungreeted.remove(i)),
+            }
+        }
+        None
+    }
+
     /// Accepts what waits on the listener, keeping connections of our uid
-    /// (or root) only, and at most [`MAX_UNGREETED`] of them.
-    fn accept_some(&mut self) {
-        let Some(listener) = &self.listener else {
-            return;
-        };
+    /// (or root) only, and at most [`MAX_UNGREETED`] of them awaiting
+    /// their hello. Each one's first message is read as it is accepted,
+    /// and the waiting ones' again before the oldest is dropped for a new
+    /// one: a flood of silent connections behind the child's cannot push
+    /// it out once it has said hello. Returns the child's socket and uid
+    /// when found.
+    fn accept_some(&mut self) -> Option<(OwnedFd, u32)> {
         let ours = shm::current_uid();
         for _ in 0..MAX_ACCEPTS_PER_STEP {
-            let Ok(sock) = socket::accept(listener.as_fd()) else {
-                return;
-            };
+            let sock = socket::accept(self.listener.as_ref()?.as_fd()).ok()?;
             let Ok(cred) = socket::peer_cred(sock.as_fd()) else {
                 continue;
             };
             if cred.uid != ours && cred.uid != 0 {
                 continue;
             }
+            match read_hello(sock.as_fd()) {
+                Hello::Token(t) if t == self.token => return Some((sock, cred.uid)),
+                Hello::Nothing => {}
+                // A stranger or a quitter.
+                _ => continue,
+            }
             if self.ungreeted.len() == MAX_UNGREETED {
-                self.ungreeted.pop_front();
+                if let Some(found) = self.greet() {
+                    return Some(found);
+                }
+                if self.ungreeted.len() == MAX_UNGREETED {
+                    self.ungreeted.pop_front();
+                }
             }
             self.ungreeted.push_back((sock, cred.uid, Instant::now()));
         }
+        None
     }
 
     /// Sleeps until something may have arrived, or `timeout` passes.
