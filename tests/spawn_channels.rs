@@ -786,10 +786,8 @@ fn deny_pidfd_open() {
         filter: filter.as_mut_ptr(),
     };
     // SAFETY: prctl with plain integers.
-    assert_eq!(
-        unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) },
-        0
-    );
+    let r = unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) };
+    assert_eq!(r, 0);
     // SAFETY: `prog` points at `filter`, both live for the call (the kernel
     // copies the program).
     let r = unsafe { libc::prctl(libc::PR_SET_SECCOMP, 2, &raw const prog, 0, 0) };
@@ -945,6 +943,8 @@ fn child_entry() {
             let conn = remora::connect().unwrap();
             let (mut tx, _rx) = conn.raw_channel("c").unwrap();
             tx.send(&holder.id().to_le_bytes()).unwrap();
+            // Not waited for: the test kills it (it outlives us on purpose).
+            std::mem::forget(holder);
         }
         "middle_forked" => {
             let child = spawner("report_acceptor")

@@ -10,7 +10,7 @@
 //! receive mode its receivers start in).
 
 use std::os::fd::OwnedFd;
-use std::sync::{Mutex, MutexGuard, OnceLock};
+use std::sync::{Mutex, MutexGuard, OnceLock, TryLockError};
 use std::time::Instant;
 
 use super::control::{Control, SLICE};
@@ -143,7 +143,19 @@ impl RuntimeChannels {
                     None => ServiceError::Disconnected,
                 });
             }
-            let mut pending = self.pending.lock().unwrap_or_else(|p| p.into_inner());
+            // A deadline already past (a `try_` form) never waits on the
+            // lock, held for up to a poll slice by another waiter: nothing
+            // found yet is the answer.
+            let expired = deadline.is_some_and(|d| Instant::now() >= d);
+            let mut pending = if expired {
+                match self.pending.try_lock() {
+                    Ok(guard) => guard,
+                    Err(TryLockError::Poisoned(p)) => p.into_inner(),
+                    Err(TryLockError::WouldBlock) => return Err(ServiceError::Timeout),
+                }
+            } else {
+                self.pending.lock().unwrap_or_else(|p| p.into_inner())
+            };
             let Some(rendezvous) = pending.as_mut() else {
                 continue; // another thread just set `linked`
             };
@@ -397,5 +409,37 @@ impl OpenedChannel {
             codec::RAW_FINGERPRINT,
             self.mode,
         )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    /// A `try_` form (deadline already past) returns `Timeout` at once
+    /// while another caller holds the rendezvous lock (as a waiter does
+    /// for a poll slice), instead of waiting for it.
+    #[test]
+    fn an_expired_deadline_never_waits_on_the_rendezvous_lock() {
+        let (rendezvous, _child_end) = Rendezvous::create().unwrap();
+        let runtime = RuntimeChannels::pending(
+            rendezvous,
+            Vec::new(),
+            PeerProcess::Unknown,
+            ReceiveMode::Copy,
+        );
+        let held = runtime.pending.lock().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::scope(|scope| {
+            scope.spawn(|| {
+                let r = runtime.link(Some(Instant::now())).map(drop);
+                tx.send(r).unwrap();
+            });
+            let got = rx.recv_timeout(Duration::from_secs(10));
+            drop(held);
+            let got = got.expect("the try_ call waited on the lock");
+            assert!(matches!(got, Err(ServiceError::Timeout)), "{got:?}");
+        });
     }
 }
