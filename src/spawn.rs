@@ -40,7 +40,8 @@ mod runtime_channels;
 /// inherited pipes: see [`Transport::Fifo`]).
 ///
 /// A second variable, `REMORA_CONTROL`
-/// (`<fd>:<dev>:<ino>:<listener name>:<token>`), tells the child where its
+/// (`<fd>:<dev>:<ino>:<listener name>:<token>:<parent pid>:<parent euid>`),
+/// tells the child where its
 /// control socket for channels opened at run time is: an inherited
 /// `SOCK_SEQPACKET` socket, or, when a wrapper closed it, an abstract
 /// socket the parent listens on (see [`Child::open_channel`]).

@@ -5,22 +5,27 @@
 //! socket cannot be reopened through `/proc` when a wrapper closed the
 //! inherited descriptor (`sudo` closes all above 2), the parent also
 //! listens on an abstract socket with a random name. [`CONTROL_ENV`]
-//! tells the child both, plus a random 16-byte token:
-//! `<fd>:<dev>:<ino>:<name>:<token hex>` (name empty when the listener
-//! could not be bound).
+//! tells the child both, plus a random 16-byte token and who the parent
+//! is: `<fd>:<dev>:<ino>:<name>:<token hex>:<pid>:<euid>` (name empty
+//! when the listener could not be bound).
 //!
-//! The child ([`child_control`], from `connect()`) takes the inherited
-//! number if it is open and is that very socket (device and inode), once
-//! per process; else it connects to the name. Either way it speaks first:
-//! a `hello` carrying the token.
+//! The child ([`take_control`], first thing in `connect()`) takes the
+//! inherited number if it is open and is that very socket (device and
+//! inode), and makes it close-on-exec at once; else it connects to the
+//! name and checks the listener's `SO_PEERCRED` against the parent's pid
+//! and uid before it sends anything (abstract names carry no permissions:
+//! once the parent's listener is gone, anyone may bind the name). Once
+//! per process, whichever way. Once its first channels are attached
+//! ([`child_control`]) it speaks first: a `hello` carrying the token.
 //!
 //! The parent resolves lazily, at its first run-time channel call
 //! ([`Rendezvous::step`]): a hello on its socketpair end, or an accepted
 //! connection from our uid (or root) whose first message is a hello with
 //! the token. The listener is non-blocking and bounded (a few connections
-//! awaiting their hello, each for [`HELLO_TIMEOUT`] at most), so a hostile
-//! same-uid process connecting to the name cannot stall the parent; a
-//! connection with a wrong token is dropped and the wait goes on. Once one
+//! awaiting their hello, each for [`HELLO_TIMEOUT`] at most; each one's
+//! hello is read as it is accepted), so a hostile process connecting to
+//! the name cannot stall the parent; a connection with a wrong token is
+//! dropped and the wait goes on. Once one
 //! socket is chosen the listener and the other socket are closed. The
 //! token is no secret from our own uid (it can read our environment, and
 //! could ptrace us anyway): it keeps a process that merely finds the name
@@ -50,10 +55,13 @@ pub(crate) const HELLO_TIMEOUT: Duration = Duration::from_secs(2);
 const MAX_UNGREETED: usize = 8;
 
 /// The listener's backlog: connections the kernel queues until the
-/// parent's first run-time call accepts them. A process of our uid that
-/// fills it before the child connects makes the child's fallback fail
-/// (its run-time calls are then `Disconnected`); such a process could
-/// ptrace either of us anyway.
+/// parent's first run-time call accepts them. Any local process can fill
+/// it (an abstract name carries no permissions, and `/proc/net/unix` lists
+/// it): one that keeps it full before the child connects makes the
+/// child's fallback fail after its short retry ([`CONNECT_RETRY`]), and
+/// the child's run-time calls are then `Disconnected` (a denial of the
+/// fallback only: the first channels and the inherited socket are
+/// unaffected, and the parent keeps only connections of our uid or root).
 const LISTEN_BACKLOG: i32 = 64;
 
 /// Connections accepted by one step, at most.
