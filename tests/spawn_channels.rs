@@ -408,6 +408,22 @@ fn a_flood_behind_the_childs_hello_does_not_push_it_out() {
     drop(strangers);
 }
 
+/// The control socket is best effort: a spawn whose socketpair fails (a
+/// seccomp filter makes remora's `EMFILE`, in a middle process) still starts
+/// the child, and run-time calls on both sides are `Disconnected`.
+#[test]
+fn a_spawn_without_a_control_socket_still_works() {
+    let _s = serial();
+    let _w = Watchdog::new("no socketpair", Duration::from_secs(60));
+    let middle = Command::new(std::env::current_exe().unwrap())
+        .args(ENTRY)
+        .env(common::ROLE, "no_socketpair_parent")
+        .stdin(Stdio::null())
+        .spawn()
+        .unwrap();
+    common::guard(middle).wait_success(Duration::from_secs(40));
+}
+
 /// Garbage from the child where its hello belongs: the parent's call is a
 /// protocol error (no panic), and the first channels keep working.
 #[test]
@@ -764,21 +780,27 @@ fn accept_nonblocking(listener: &std::os::fd::OwnedFd) -> Option<std::os::fd::Ow
     (fd >= 0).then(|| unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) })
 }
 
-/// Makes `pidfd_open` fail with `ENOSYS` in this thread and the processes
-/// it starts (a seccomp filter; no architecture check: a test on the
-/// native ABI only).
-fn deny_pidfd_open() {
+/// Makes system call `nr` fail with `errno` in this thread and the
+/// processes it starts, when its second argument has every bit of
+/// `arg1_bits` set (0: always). A seccomp filter; no architecture check: a
+/// test on the native ABI only.
+fn deny_syscall(nr: libc::c_long, arg1_bits: u32, errno: i32) {
     const LD_W_ABS: u16 = 0x20; // BPF_LD | BPF_W | BPF_ABS
+    const AND_K: u16 = 0x54; // BPF_ALU | BPF_AND | BPF_K
     const JEQ_K: u16 = 0x15; // BPF_JMP | BPF_JEQ | BPF_K
     const RET_K: u16 = 0x06; // BPF_RET | BPF_K
     const RET_ERRNO: u32 = 0x0005_0000;
     const RET_ALLOW: u32 = 0x7fff_0000;
     let insn = |code, jt, jf, k| libc::sock_filter { code, jt, jf, k };
     let mut filter = [
-        // seccomp_data.nr is at offset 0.
+        // seccomp_data.nr is at offset 0 ...
         insn(LD_W_ABS, 0, 0, 0),
-        insn(JEQ_K, 0, 1, libc::SYS_pidfd_open as u32),
-        insn(RET_K, 0, 0, RET_ERRNO | libc::ENOSYS as u32),
+        insn(JEQ_K, 0, 4, nr as u32),
+        // ... the low half of args[1] at 24 (little-endian).
+        insn(LD_W_ABS, 0, 0, 24),
+        insn(AND_K, 0, 0, arg1_bits),
+        insn(JEQ_K, 0, 1, arg1_bits),
+        insn(RET_K, 0, 0, RET_ERRNO | errno as u32),
         insn(RET_K, 0, 0, RET_ALLOW),
     ];
     let prog = libc::sock_fprog {
@@ -984,7 +1006,7 @@ fn child_entry() {
             assert!(after == -1 || after & libc::FD_CLOEXEC != 0, "{after}");
         }
         "no_pidfd_parent" => {
-            deny_pidfd_open();
+            deny_syscall(libc::SYS_pidfd_open, 0, libc::ENOSYS);
             // SAFETY: plain syscall; no pointers.
             let r = unsafe { libc::syscall(libc::SYS_pidfd_open, std::process::id(), 0) };
             assert_eq!(r, -1);
@@ -1012,6 +1034,22 @@ fn child_entry() {
             let (mut tx, _rx) = conn.raw_channel("c").unwrap();
             tx.send(b"connected").unwrap();
             accept_on(&conn);
+        }
+        "no_socketpair_parent" => {
+            // Ours only (non-blocking); std's spawn makes one of its own.
+            deny_syscall(
+                libc::SYS_socketpair,
+                libc::SOCK_NONBLOCK as u32,
+                libc::EMFILE,
+            );
+            // The spawn works without a control socket ...
+            let mut child = spawner("acceptor").spawn().unwrap();
+            // ... and run-time calls say so.
+            let r = child.open_channel_timeout::<u64, u64>(config("x"), Duration::from_secs(10));
+            assert!(disconnected(r.map(drop)));
+            // The child's too (its acceptor ends on `Disconnected`).
+            let status = child.wait_timeout(Duration::from_secs(20)).unwrap();
+            assert!(status.expect("the child exits").success());
         }
         other => panic!("unknown role {other}"),
     }
