@@ -465,6 +465,45 @@ pub(crate) fn child_control(taken: ChildControl, first: Vec<String>) -> RuntimeC
 mod tests {
     use super::*;
 
+    fn spec(name: &str, pid: i32, uid: u32) -> Spec<'_> {
+        Spec {
+            fd: -1,
+            dev: 0,
+            ino: 0,
+            name,
+            token: [0; TOKEN_LEN],
+            pid,
+            uid,
+        }
+    }
+
+    #[test]
+    fn only_the_parents_listener_is_trusted() {
+        let cred = |pid, uid| socket::PeerCred { pid, uid, gid: 0 };
+        let parent = spec("n", 42, 1000);
+        assert!(is_parents(&cred(42, 1000), &parent));
+        // Not visible from our PID namespace: the uid alone.
+        assert!(is_parents(&cred(0, 1000), &parent));
+        // Another process of the parent's uid, or another uid.
+        assert!(!is_parents(&cred(43, 1000), &parent));
+        assert!(!is_parents(&cred(42, 65534), &parent));
+        assert!(!is_parents(&cred(0, 65534), &parent));
+    }
+
+    /// The listener path is taken once per process too: a second
+    /// `connect()` does not reconnect to the name (the only test in this
+    /// binary that takes the control socket).
+    #[test]
+    fn the_listener_is_connected_to_once_per_process() {
+        let name = format!("remora-ctl-test.{}", std::process::id());
+        let listener = socket::listen(name.as_bytes(), 4).unwrap();
+        let ours = spec(&name, std::process::id() as i32, shm::current_uid());
+        let (sock, cred) = find_socket(&ours).expect("our own listener");
+        assert_eq!(cred.map(|c| c.pid), Some(std::process::id() as i32));
+        assert!(find_socket(&ours).is_none());
+        drop((sock, listener));
+    }
+
     #[test]
     fn the_variable_round_trips() {
         let token = [0x5a; TOKEN_LEN];
