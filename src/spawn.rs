@@ -24,7 +24,9 @@ use crate::channel::{RawReceiver, RawSender, ReceiveMode, Receiver, RecvEnd, Sen
 use crate::codec::{self, Decode, Encode};
 use crate::config::ChannelConfig;
 use crate::error::{ChannelError, ConnectError, OpenError, SpawnError};
-use crate::runtime::{CONTROL_ENV, PeerProcess, Rendezvous, RuntimeChannels, child_control};
+use crate::runtime::{
+    CONTROL_ENV, PeerProcess, Rendezvous, RuntimeChannels, child_control, take_control,
+};
 use crate::segment::{SealedId, Segment};
 use crate::sys::inherit::InheritList;
 use crate::sys::process;
@@ -39,7 +41,8 @@ mod runtime_channels;
 /// transport's directory).
 ///
 /// A second variable, `REMORA_CONTROL`
-/// (`<fd>:<dev>:<ino>:<listener name>:<token>`), tells the child where its
+/// (`<fd>:<dev>:<ino>:<listener name>:<token>:<parent pid>:<parent euid>`),
+/// tells the child where its
 /// control socket for channels opened at run time is: an inherited
 /// `SOCK_SEQPACKET` socket, or, when a wrapper closed it, an abstract
 /// socket the parent listens on (see [`Child::open_channel`]).
@@ -505,16 +508,19 @@ impl Spawner {
     /// chosen transport cannot be set up, [`SpawnError::NoTransport`] when
     /// `Auto` found neither usable, [`SpawnError::InvalidTransport`] for a
     /// bad `REMORA_TRANSPORT`, [`SpawnError::Spawn`] when the program cannot
-    /// start.
+    /// start. The control socket for run-time channels is best effort:
+    /// if it cannot be made (no socketpair, out of descriptors, no
+    /// randomness), the child starts without it and run-time channel calls
+    /// on either side return `Disconnected`.
     pub fn spawn(&mut self) -> Result<Child, SpawnError> {
         let choice = self
             .transport
             .resolve()
             .map_err(SpawnError::InvalidTransport)?;
         let (set, sealed) = ChannelSet::create(choice, &self.channels, self.sealed)?;
-        let (mut rendezvous, control) = Rendezvous::create().map_err(SpawnError::Spawn)?;
+        let (rendezvous, control) = Rendezvous::create().ok().unzip();
         // Every descriptor the child inherits, in one list.
-        let mut inherit = vec![control.sock.as_raw_fd()];
+        let mut inherit: Vec<RawFd> = control.iter().map(|c| c.sock.as_raw_fd()).collect();
         let env = match sealed {
             Some(id) => {
                 inherit.push(id.fd);
@@ -532,7 +538,12 @@ impl Spawner {
         };
         self.inherit_in_child(&inherit)?;
         self.command.env(CHANNEL_ENV, env);
-        self.command.env(CONTROL_ENV, &control.env);
+        match &control {
+            Some(control) => self.command.env(CONTROL_ENV, &control.env),
+            // Never our own parent's variable: the child would find that
+            // listener.
+            None => self.command.env_remove(CONTROL_ENV),
+        };
         let spawned = self.command.spawn();
         // Do not leak this set's name (or descriptor) into later
         // spawns of this Spawner.
@@ -546,11 +557,22 @@ impl Spawner {
         let process = spawned.map_err(SpawnError::Spawn)?; // drops (removes) the set
         set.watch_child(process.id());
         let pidfd = process::pidfd_open(process.id()).ok();
-        let copy = || pidfd.as_ref().and_then(|fd| fd.try_clone().ok());
-        rendezvous.watch_child(copy());
-        let peer = copy().map_or(PeerProcess::Child(process.id()), PeerProcess::Pidfd);
+        // Without pidfds (or a copy), `waitid(WNOWAIT)` on the child.
+        let watch = || {
+            pidfd
+                .as_ref()
+                .and_then(|fd| fd.try_clone().ok())
+                .map_or(PeerProcess::Child(process.id()), PeerProcess::Pidfd)
+        };
+        let peer = watch();
         let first = set.channel_names().map(str::to_owned).collect();
-        let runtime = RuntimeChannels::pending(rendezvous, first, peer, ReceiveMode::Copy);
+        let runtime = match rendezvous {
+            Some(mut rendezvous) => {
+                rendezvous.watch_child(watch());
+                RuntimeChannels::pending(rendezvous, first, peer, ReceiveMode::Copy)
+            }
+            None => RuntimeChannels::connected(None, None, first, peer, ReceiveMode::Copy),
+        };
         Ok(Child {
             process,
             channels: set,
@@ -849,10 +871,15 @@ pub struct Connection {
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
 pub fn connect() -> Result<Connection, ConnectError> {
+    // Run-time channels: take the control socket first (once per process),
+    // so the inherited number is close-on-exec even if attaching fails; say
+    // hello once attached, so the parent's first run-time call finds it.
+    let control = take_control();
     let channels = connect_channels()?;
-    // Run-time channels: take the control socket (once per process) and
-    // say hello, so the parent's first run-time call finds it.
-    let runtime = child_control(channels.channel_names().map(str::to_owned).collect());
+    let runtime = child_control(
+        control,
+        channels.channel_names().map(str::to_owned).collect(),
+    );
     Ok(Connection { channels, runtime })
 }
 

@@ -385,6 +385,45 @@ fn a_wrapper_that_closes_descriptors_falls_back_to_the_listener() {
     assert_eq!(control_listeners(), 0);
 }
 
+/// The child (behind a descriptor-closing wrapper) said hello on the
+/// listener, then more silent connections of our uid than the parent keeps
+/// waiting came in behind it, all before the parent's first run-time call:
+/// the child's connection is not pushed out.
+#[test]
+fn a_flood_behind_the_childs_hello_does_not_push_it_out() {
+    let _s = serial();
+    let _w = Watchdog::new("flood", Duration::from_secs(60));
+    let child = spawn("closer_announcer");
+    let name = control_listener(child.id());
+    let (_tx, mut rx) = child.raw_channel("c").unwrap();
+    // The child has connected and said hello (in `connect()`).
+    rx.recv_timeout(Duration::from_secs(20)).unwrap();
+    let strangers: Vec<_> = (0..12)
+        .map(|_| connect_abstract(&name).expect("the listener is there"))
+        .collect();
+    let (mut tx, mut rx) = child
+        .open_channel_timeout::<u64, u64>(config("typed"), Duration::from_secs(10))
+        .unwrap();
+    typed_round_trip(&mut tx, &mut rx, 4);
+    drop(strangers);
+}
+
+/// The control socket is best effort: a spawn whose socketpair fails (a
+/// seccomp filter makes remora's `EMFILE`, in a middle process) still starts
+/// the child, and run-time calls on both sides are `Disconnected`.
+#[test]
+fn a_spawn_without_a_control_socket_still_works() {
+    let _s = serial();
+    let _w = Watchdog::new("no socketpair", Duration::from_secs(60));
+    let middle = Command::new(std::env::current_exe().unwrap())
+        .args(ENTRY)
+        .env(common::ROLE, "no_socketpair_parent")
+        .stdin(Stdio::null())
+        .spawn()
+        .unwrap();
+    common::guard(middle).wait_success(Duration::from_secs(40));
+}
+
 /// Garbage from the child where its hello belongs: the parent's call is a
 /// protocol error (no panic), and the first channels keep working.
 #[test]
@@ -460,6 +499,142 @@ fn nothing_leaks() {
     assert!(common::remora_tmp_entries().is_empty());
 }
 
+/// Kills process `pid` (not our child: a grandchild) on drop.
+struct KillPid(i32);
+
+impl Drop for KillPid {
+    fn drop(&mut self) {
+        // SAFETY: kill(2) has no memory preconditions. The process was
+        // alive a moment ago (a recycled pid is the small risk any
+        // cleanup of a grandchild takes).
+        unsafe { libc::kill(self.0, libc::SIGKILL) };
+    }
+}
+
+/// The parent's listener is gone (its `Child` dropped, its process
+/// alive), the child's inherited socket was closed by a wrapper, and a
+/// process of the same uid but another pid has bound the freed abstract
+/// name: the child sends it nothing (no hello, no token) and its run-time
+/// calls are `Disconnected`.
+#[test]
+fn a_squatter_on_the_freed_listener_name_gets_nothing() {
+    use std::io::Write;
+    let _s = serial();
+    let _w = Watchdog::new("squatter", Duration::from_secs(60));
+    let mut middle = Command::new(std::env::current_exe().unwrap())
+        .args(ENTRY)
+        .env(common::ROLE, "squat_middle")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut go = middle.stdin.take().unwrap();
+    let lines = common::StdoutLines::new(middle.stdout.take().unwrap());
+    let middle = common::guard(middle);
+    let line = lines.wait_for("GATED_CHILD", Duration::from_secs(20));
+    let fields: Vec<&str> = line.split_whitespace().collect();
+    let _gated = KillPid(fields[1].parse().unwrap());
+    let name = fields[2].to_owned();
+    lines.wait_for("DROPPED", Duration::from_secs(20));
+    // The parent's listener is closed: the name is free for anyone.
+    let squatter = listen_abstract(&name).expect("the freed name binds");
+    // The wrapped child (stdin inherited through the middle) connects now.
+    writeln!(go, "GO").unwrap();
+    let said = lines.wait_for("GATED_", Duration::from_secs(20));
+    // At most a connection that hung up without a word reached us.
+    while let Some(conn) = accept_nonblocking(&squatter) {
+        let mut buf = [0u8; 64];
+        // SAFETY: `buf` is writable for its length.
+        let n = unsafe {
+            libc::recv(
+                std::os::fd::AsRawFd::as_raw_fd(&conn),
+                buf.as_mut_ptr().cast(),
+                buf.len(),
+                libc::MSG_DONTWAIT,
+            )
+        };
+        assert!(
+            n <= 0,
+            "the squatter received {n} bytes: {:?}",
+            &buf[..n as usize]
+        );
+    }
+    assert_eq!(said, "GATED_DISCONNECTED");
+    middle.kill();
+}
+
+/// The child started a process (inheriting its control socket, not yet
+/// close-on-exec) before it called `connect()`, then exited: that process
+/// keeps the socket from hanging up, and the parent sees the death through
+/// the child's pidfd.
+#[test]
+fn the_childs_death_is_seen_while_another_process_holds_its_socket() {
+    let _s = serial();
+    let _w = Watchdog::new("held socket", Duration::from_secs(60));
+    let mut child = spawn("forker");
+    let (_tx, mut rx) = child.raw_channel("c").unwrap();
+    let holder = rx.recv_timeout(Duration::from_secs(10)).unwrap();
+    let _holder = KillPid(i32::from_le_bytes(holder[..4].try_into().unwrap()));
+    // The child exits now; the holder lives 60 s: only the pidfd can tell.
+    let r = child.accept_channel_timeout(Duration::from_secs(10));
+    assert!(disconnected(r.map(drop)));
+    let r = child.open_channel_timeout::<u64, u64>(config("x"), Duration::from_secs(10));
+    assert!(disconnected(r.map(drop)));
+    let status = child.wait_timeout(Duration::from_secs(20)).unwrap();
+    assert!(status.expect("the child exits").success());
+}
+
+/// The same the other way round: the parent (a middle process) dies while
+/// a process it forked holds a copy of its end of the child's socket; the
+/// child's `accept_channel` sees the death through the parent's pidfd.
+#[test]
+fn the_parents_death_is_seen_while_another_process_holds_its_socket() {
+    let _s = serial();
+    let _w = Watchdog::new("held parent socket", Duration::from_secs(60));
+    let mut middle = Command::new(std::env::current_exe().unwrap())
+        .args(ENTRY)
+        .env(common::ROLE, "middle_forked")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let lines = common::StdoutLines::new(middle.stdout.take().unwrap());
+    let middle = common::guard(middle);
+    let line = lines.wait_for("HOLDER", Duration::from_secs(20));
+    let _holder = KillPid(line.split_whitespace().nth(1).unwrap().parse().unwrap());
+    lines.wait_for("ACCEPTING", Duration::from_secs(20));
+    middle.kill();
+    // The child waits up to 30 s; its parent's death must end it first.
+    lines.wait_for("ACCEPT_DISCONNECTED", Duration::from_secs(20));
+}
+
+/// A child whose `connect()` fails (a bad `REMORA_CHANNEL`) still took
+/// its control socket: no grandchild can inherit it.
+#[test]
+fn a_failed_connect_leaves_no_inheritable_control_socket() {
+    let _s = serial();
+    let _w = Watchdog::new("failed connect", Duration::from_secs(60));
+    let mut child = spawn("wrap_bad_channel");
+    let status = child.wait_timeout(Duration::from_secs(20)).unwrap();
+    assert!(status.expect("the child exits").success());
+}
+
+/// Without `pidfd_open` (a seccomp filter makes it `ENOSYS`, in a middle
+/// process), a child that exits before it connects is seen gone through
+/// `waitid`: the rendezvous returns `Disconnected`, not `Timeout`.
+#[test]
+fn without_pidfds_a_child_that_never_connects_is_seen_gone() {
+    let _s = serial();
+    let _w = Watchdog::new("no pidfd", Duration::from_secs(60));
+    let middle = Command::new(std::env::current_exe().unwrap())
+        .args(ENTRY)
+        .env(common::ROLE, "no_pidfd_parent")
+        .stdin(Stdio::null())
+        .spawn()
+        .unwrap();
+    common::guard(middle).wait_success(Duration::from_secs(40));
+}
+
 // ---------------------------------------------------------------------------
 // Raw control-socket helpers (what a hostile process could do).
 // ---------------------------------------------------------------------------
@@ -497,7 +672,7 @@ fn send_raw(sock: &std::os::fd::OwnedFd, data: &[u8]) {
 fn control_var() -> (i32, String, [u8; 16]) {
     let v = std::env::var("REMORA_CONTROL").unwrap();
     let parts: Vec<&str> = v.split(':').collect();
-    assert_eq!(parts.len(), 5, "{v}");
+    assert_eq!(parts.len(), 7, "{v}");
     let mut token = [0u8; 16];
     for (i, b) in token.iter_mut().enumerate() {
         *b = u8::from_str_radix(&parts[4][2 * i..2 * i + 2], 16).unwrap();
@@ -559,6 +734,86 @@ fn connect_abstract(name: &str) -> std::io::Result<std::os::fd::OwnedFd> {
         return Err(std::io::Error::last_os_error());
     }
     Ok(sock)
+}
+
+/// A `SOCK_SEQPACKET` listener (non-blocking) on abstract name `name`.
+fn listen_abstract(name: &str) -> std::io::Result<std::os::fd::OwnedFd> {
+    use std::os::fd::FromRawFd;
+    let kind = libc::SOCK_SEQPACKET | libc::SOCK_CLOEXEC | libc::SOCK_NONBLOCK;
+    // SAFETY: plain syscall; no pointers.
+    let fd = unsafe { libc::socket(libc::AF_UNIX, kind, 0) };
+    if fd < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: a fresh descriptor nothing else owns.
+    let sock = unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) };
+    // SAFETY: an all-zero sockaddr_un is a valid value.
+    let mut addr: libc::sockaddr_un = unsafe { std::mem::zeroed() };
+    addr.sun_family = libc::AF_UNIX as libc::sa_family_t;
+    for (dst, &src) in addr.sun_path[1..].iter_mut().zip(name.as_bytes()) {
+        *dst = src as libc::c_char;
+    }
+    let len = std::mem::size_of::<libc::sa_family_t>() + 1 + name.len();
+    // SAFETY: `addr` is a valid sockaddr_un of `len` bytes.
+    let r = unsafe { libc::bind(fd, (&raw const addr).cast(), len as libc::socklen_t) };
+    // SAFETY: plain syscall on our descriptor.
+    if r < 0 || unsafe { libc::listen(fd, 16) } < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(sock)
+}
+
+/// One pending connection on `listener`, if any.
+fn accept_nonblocking(listener: &std::os::fd::OwnedFd) -> Option<std::os::fd::OwnedFd> {
+    use std::os::fd::{AsRawFd, FromRawFd};
+    let flags = libc::SOCK_CLOEXEC | libc::SOCK_NONBLOCK;
+    // SAFETY: null address pointers are allowed.
+    let fd = unsafe {
+        libc::accept4(
+            listener.as_raw_fd(),
+            std::ptr::null_mut(),
+            std::ptr::null_mut(),
+            flags,
+        )
+    };
+    // SAFETY: a fresh descriptor nothing else owns.
+    (fd >= 0).then(|| unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) })
+}
+
+/// Makes system call `nr` fail with `errno` in this thread and the
+/// processes it starts, when its second argument has every bit of
+/// `arg1_bits` set (0: always). A seccomp filter; no architecture check: a
+/// test on the native ABI only.
+fn deny_syscall(nr: libc::c_long, arg1_bits: u32, errno: i32) {
+    const LD_W_ABS: u16 = 0x20; // BPF_LD | BPF_W | BPF_ABS
+    const AND_K: u16 = 0x54; // BPF_ALU | BPF_AND | BPF_K
+    const JEQ_K: u16 = 0x15; // BPF_JMP | BPF_JEQ | BPF_K
+    const RET_K: u16 = 0x06; // BPF_RET | BPF_K
+    const RET_ERRNO: u32 = 0x0005_0000;
+    const RET_ALLOW: u32 = 0x7fff_0000;
+    let insn = |code, jt, jf, k| libc::sock_filter { code, jt, jf, k };
+    let mut filter = [
+        // seccomp_data.nr is at offset 0 ...
+        insn(LD_W_ABS, 0, 0, 0),
+        insn(JEQ_K, 0, 4, nr as u32),
+        // ... the low half of args[1] at 24 (little-endian).
+        insn(LD_W_ABS, 0, 0, 24),
+        insn(AND_K, 0, 0, arg1_bits),
+        insn(JEQ_K, 0, 1, arg1_bits),
+        insn(RET_K, 0, 0, RET_ERRNO | errno as u32),
+        insn(RET_K, 0, 0, RET_ALLOW),
+    ];
+    let prog = libc::sock_fprog {
+        len: filter.len() as u16,
+        filter: filter.as_mut_ptr(),
+    };
+    // SAFETY: prctl with plain integers.
+    let r = unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) };
+    assert_eq!(r, 0);
+    // SAFETY: `prog` points at `filter`, both live for the call (the kernel
+    // copies the program).
+    let r = unsafe { libc::prctl(libc::PR_SET_SECCOMP, 2, &raw const prog, 0, 0) };
+    assert_eq!(r, 0, "{}", std::io::Error::last_os_error());
 }
 
 // ---------------------------------------------------------------------------
@@ -665,6 +920,137 @@ fn child_entry() {
                 other => println!("ACCEPT_OTHER {other:?}"),
             }
         }
+        "squat_middle" => {
+            let child = spawner("gated")
+                .stdin(Stdio::inherit())
+                .stdout(Stdio::inherit())
+                .spawn()
+                .unwrap();
+            // Ends taken keep the first channels attachable.
+            let ends = child.raw_channel("c").unwrap();
+            let pid = child.id();
+            println!("GATED_CHILD {pid} {}", control_listener(pid));
+            drop(child);
+            println!("DROPPED");
+            std::thread::sleep(Duration::from_secs(60));
+            drop(ends);
+        }
+        "gated" => {
+            // SAFETY: close_range has no memory preconditions; nothing in
+            // this process uses a descriptor above 2 across the exec below.
+            unsafe { libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, 0u32) };
+            let err = Command::new(std::env::current_exe().unwrap())
+                .args(ENTRY)
+                .env(common::ROLE, "gated_child")
+                .exec();
+            panic!("exec failed: {err}");
+        }
+        "gated_child" => {
+            let mut line = String::new();
+            std::io::stdin().read_line(&mut line).unwrap();
+            let conn = remora::connect().unwrap();
+            match conn.accept_channel_timeout(Duration::from_secs(2)) {
+                Err(ServiceError::Disconnected) => println!("GATED_DISCONNECTED"),
+                other => println!("GATED_OTHER {other:?}"),
+            }
+        }
+        "forker" => {
+            // Before `connect()`: the holder inherits the control socket.
+            let holder = Command::new(std::env::current_exe().unwrap())
+                .args(ENTRY)
+                .env(common::ROLE, "never")
+                .stdin(Stdio::null())
+                .spawn()
+                .unwrap();
+            let conn = remora::connect().unwrap();
+            let (mut tx, _rx) = conn.raw_channel("c").unwrap();
+            tx.send(&holder.id().to_le_bytes()).unwrap();
+            // Not waited for: the test kills it (it outlives us on purpose).
+            std::mem::forget(holder);
+        }
+        "middle_forked" => {
+            let child = spawner("report_acceptor")
+                .stdout(Stdio::inherit())
+                .spawn()
+                .unwrap();
+            // SAFETY: the forked copy only calls async-signal-safe
+            // functions (sleep, _exit) before it ends.
+            let holder = unsafe { libc::fork() };
+            if holder == 0 {
+                // SAFETY: as above.
+                unsafe {
+                    libc::sleep(30);
+                    libc::_exit(0);
+                }
+            }
+            println!("HOLDER {holder}");
+            std::thread::sleep(Duration::from_secs(60));
+            drop(child);
+        }
+        "wrap_bad_channel" => {
+            let err = Command::new(std::env::current_exe().unwrap())
+                .args(ENTRY)
+                .env(common::ROLE, "bad_channel")
+                .env("REMORA_CHANNEL", "garbage")
+                .exec();
+            panic!("exec failed: {err}");
+        }
+        "bad_channel" => {
+            let (fd, _, _) = control_var();
+            // SAFETY: F_GETFD on any number is harmless.
+            let before = unsafe { libc::fcntl(fd, libc::F_GETFD) };
+            assert!(before >= 0 && before & libc::FD_CLOEXEC == 0, "{before}");
+            assert!(remora::connect().is_err());
+            // SAFETY: as above.
+            let after = unsafe { libc::fcntl(fd, libc::F_GETFD) };
+            assert!(after == -1 || after & libc::FD_CLOEXEC != 0, "{after}");
+        }
+        "no_pidfd_parent" => {
+            deny_syscall(libc::SYS_pidfd_open, 0, libc::ENOSYS);
+            // SAFETY: plain syscall; no pointers.
+            let r = unsafe { libc::syscall(libc::SYS_pidfd_open, std::process::id(), 0) };
+            assert_eq!(r, -1);
+            assert_eq!(
+                std::io::Error::last_os_error().raw_os_error(),
+                Some(libc::ENOSYS)
+            );
+            let child = Spawner::new("true").channel("c").spawn().unwrap();
+            let r = child.open_channel_timeout::<u64, u64>(config("x"), Duration::from_secs(10));
+            assert!(disconnected(r.map(drop)));
+            let r = child.accept_channel_timeout(Duration::from_secs(10));
+            assert!(disconnected(r.map(drop)));
+        }
+        "closer_announcer" => {
+            // SAFETY: as for "closer".
+            unsafe { libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, 0u32) };
+            let err = Command::new(std::env::current_exe().unwrap())
+                .args(ENTRY)
+                .env(common::ROLE, "announcer")
+                .exec();
+            panic!("exec failed: {err}");
+        }
+        "announcer" => {
+            let conn = remora::connect().unwrap();
+            let (mut tx, _rx) = conn.raw_channel("c").unwrap();
+            tx.send(b"connected").unwrap();
+            accept_on(&conn);
+        }
+        "no_socketpair_parent" => {
+            // Ours only (non-blocking); std's spawn makes one of its own.
+            deny_syscall(
+                libc::SYS_socketpair,
+                libc::SOCK_NONBLOCK as u32,
+                libc::EMFILE,
+            );
+            // The spawn works without a control socket ...
+            let mut child = spawner("acceptor").spawn().unwrap();
+            // ... and run-time calls say so.
+            let r = child.open_channel_timeout::<u64, u64>(config("x"), Duration::from_secs(10));
+            assert!(disconnected(r.map(drop)));
+            // The child's too (its acceptor ends on `Disconnected`).
+            let status = child.wait_timeout(Duration::from_secs(20)).unwrap();
+            assert!(status.expect("the child exits").success());
+        }
         other => panic!("unknown role {other}"),
     }
 }
@@ -722,6 +1108,11 @@ fn acceptor(limit: Option<usize>) {
     if let Some(limit) = limit {
         conn.set_channel_limit(limit);
     }
+    accept_on(&conn);
+}
+
+/// [`acceptor`]'s loop, on `conn`.
+fn accept_on(conn: &remora::Connection) {
     let mut echoes = Vec::new();
     loop {
         let opened: OpenedChannel = match conn.accept_channel() {

@@ -10,11 +10,12 @@
 //! receive mode its receivers start in).
 
 use std::os::fd::OwnedFd;
-use std::sync::{Mutex, MutexGuard, OnceLock};
+use std::sync::{Mutex, MutexGuard, OnceLock, TryLockError};
 use std::time::Instant;
 
 use super::control::{Control, SLICE};
 use super::error::ServiceError;
+use super::peer_process::PeerProcess;
 use super::spawned::{Rendezvous, Step};
 use super::wire::ChannelRefusal;
 use crate::channel::{RawReceiver, RawSender, ReceiveMode, Receiver, Sender};
@@ -26,19 +27,6 @@ use crate::sys::shm;
 
 /// Run-time channels a side accepts from its peer by default.
 pub(crate) const DEFAULT_CHANNEL_LIMIT: usize = 32;
-
-/// How the new segments watch the peer process (a fallback behind its
-/// liveness word: a peer that claimed with a word the kernel never marks
-/// is still seen dead).
-#[derive(Debug)]
-pub(crate) enum PeerProcess {
-    /// A pidfd on the peer (a copy goes to each new segment).
-    Pidfd(OwnedFd),
-    /// A spawned child on a kernel without pidfds (`waitid(WNOWAIT)`).
-    Child(u32),
-    /// Nothing to watch (the liveness words remain).
-    Unknown,
-}
 
 /// The control socket, once known.
 #[derive(Debug)]
@@ -109,9 +97,10 @@ impl RuntimeChannels {
         mode: ReceiveMode,
     ) -> RuntimeChannels {
         let runtime = RuntimeChannels::with(first, peer, mode, None);
-        let linked = sock
-            .map(Control::new)
-            .map(|control| Linked { control, peer_uid });
+        let linked = sock.map(|sock| Linked {
+            control: Control::watching(sock, runtime.peer.try_clone()),
+            peer_uid,
+        });
         let _ = runtime.linked.set(linked.ok_or(None));
         runtime
     }
@@ -154,13 +143,25 @@ impl RuntimeChannels {
                     None => ServiceError::Disconnected,
                 });
             }
-            let mut pending = self.pending.lock().unwrap_or_else(|p| p.into_inner());
+            // A deadline already past (a `try_` form) never waits on the
+            // lock, held for up to a poll slice by another waiter: nothing
+            // found yet is the answer.
+            let expired = deadline.is_some_and(|d| Instant::now() >= d);
+            let mut pending = if expired {
+                match self.pending.try_lock() {
+                    Ok(guard) => guard,
+                    Err(TryLockError::Poisoned(p)) => p.into_inner(),
+                    Err(TryLockError::WouldBlock) => return Err(ServiceError::Timeout),
+                }
+            } else {
+                self.pending.lock().unwrap_or_else(|p| p.into_inner())
+            };
             let Some(rendezvous) = pending.as_mut() else {
                 continue; // another thread just set `linked`
             };
             let found = match rendezvous.step() {
                 Step::Linked { sock, peer_uid } => Ok(Linked {
-                    control: Control::new(sock),
+                    control: Control::watching(sock, self.peer.try_clone()),
                     peer_uid,
                 }),
                 Step::Gone(why) => Err(why),
@@ -408,5 +409,37 @@ impl OpenedChannel {
             codec::RAW_FINGERPRINT,
             self.mode,
         )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    /// A `try_` form (deadline already past) returns `Timeout` at once
+    /// while another caller holds the rendezvous lock (as a waiter does
+    /// for a poll slice), instead of waiting for it.
+    #[test]
+    fn an_expired_deadline_never_waits_on_the_rendezvous_lock() {
+        let (rendezvous, _child_end) = Rendezvous::create().unwrap();
+        let runtime = RuntimeChannels::pending(
+            rendezvous,
+            Vec::new(),
+            PeerProcess::Unknown,
+            ReceiveMode::Copy,
+        );
+        let held = runtime.pending.lock().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::scope(|scope| {
+            scope.spawn(|| {
+                let r = runtime.link(Some(Instant::now())).map(drop);
+                tx.send(r).unwrap();
+            });
+            let got = rx.recv_timeout(Duration::from_secs(10));
+            drop(held);
+            let got = got.expect("the try_ call waited on the lock");
+            assert!(matches!(got, Err(ServiceError::Timeout)), "{got:?}");
+        });
     }
 }

@@ -11,7 +11,10 @@
 //! read by another thread is seen within the slice.
 //!
 //! A peer that sends garbage, too many descriptors, or hangs up closes the
-//! control channel for good: later calls return `Disconnected`. Requests
+//! control channel for good: later calls return `Disconnected`. So does a
+//! peer process that exited (its pidfd, polled beside the socket), once
+//! what it queued has been read: another process may hold a copy of its
+//! end, so the socket alone need not hang up. Requests
 //! waiting for `accept_channel` are bounded ([`MAX_WAITING`]): more are
 //! refused on arrival (their descriptors closed at once).
 //!
@@ -29,6 +32,7 @@ use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use super::error::ServiceError;
+use super::peer_process::PeerProcess;
 use super::wire::{ChannelRefusal, MESSAGE_LEN, Message};
 use crate::sys::socket;
 
@@ -45,6 +49,9 @@ pub(crate) const SLICE: Duration = Duration::from_millis(5);
 #[derive(Debug)]
 pub(crate) struct Control {
     sock: OwnedFd,
+    /// The peer process: polled beside the socket, since another process
+    /// holding a copy of the peer's end keeps the socket from hanging up.
+    peer: PeerProcess,
     state: Mutex<State>,
 }
 
@@ -95,9 +102,19 @@ impl State {
 }
 
 impl Control {
+    /// Over `sock`, with no watch on the peer process (its hang-up ends
+    /// the control channel).
+    #[cfg(test)]
     pub(crate) fn new(sock: OwnedFd) -> Control {
+        Control::watching(sock, PeerProcess::Unknown)
+    }
+
+    /// Over `sock`, whose peer is `peer`: once it has exited, what it
+    /// queued is still read, then the control channel closes.
+    pub(crate) fn watching(sock: OwnedFd, peer: PeerProcess) -> Control {
         Control {
             sock,
+            peer,
             state: Mutex::new(State::default()),
         }
     }
@@ -157,11 +174,17 @@ impl Control {
         mut ready: impl FnMut(&mut State) -> Option<T>,
     ) -> Result<T, ServiceError> {
         loop {
+            // Asked before the pump: whatever the peer sent before it died
+            // is queued by now, so a drained socket holds all it said.
+            let peer_gone = self.peer.exited();
             {
                 let mut state = self.lock();
-                self.pump(&mut state);
+                let drained = self.pump(&mut state);
                 if let Some(found) = ready(&mut state) {
                     return Ok(found);
+                }
+                if peer_gone && drained {
+                    state.closed = true;
                 }
                 if state.closed {
                     return Err(ServiceError::Disconnected);
@@ -172,35 +195,42 @@ impl Control {
             if deadline.is_some_and(|d| now >= d) {
                 return Err(ServiceError::Timeout);
             }
-            let mut pfd = [libc::pollfd {
-                fd: self.sock.as_raw_fd(),
+            let pollfd = |fd| libc::pollfd {
+                fd,
                 events: libc::POLLIN,
                 revents: 0,
-            }];
+            };
+            // Without a pidfd (`PeerProcess::Child`), the slice bounds how
+            // late the death is seen.
+            let mut pfd = [
+                pollfd(self.sock.as_raw_fd()),
+                pollfd(self.peer.poll_fd().unwrap_or(-1)),
+            ];
             socket::poll(&mut pfd, Some(left)).map_err(ServiceError::io("poll"))?;
         }
     }
 
     /// Reads the messages waiting (at most [`MAX_PER_PUMP`]), filing each
-    /// in `state`.
-    fn pump(&self, state: &mut State) {
+    /// in `state`. Returns whether the socket was drained (nothing left
+    /// to read, or closed).
+    fn pump(&self, state: &mut State) -> bool {
         for _ in 0..MAX_PER_PUMP {
             if state.closed {
-                return;
+                return true;
             }
             let mut buf = [0u8; MESSAGE_LEN + 1];
             let got = match socket::recv(self.sock.as_fd(), &mut buf, true) {
                 Ok(got) => got,
-                Err(e) if e.raw_os_error() == Some(libc::EAGAIN) => return,
+                Err(e) if e.raw_os_error() == Some(libc::EAGAIN) => return true,
                 Err(_) => {
                     state.closed = true;
-                    return;
+                    return true;
                 }
             };
             let end_of_stream = got.len == 0 && !got.truncated && got.fds.is_empty();
             if end_of_stream || got.truncated || got.control_truncated {
                 state.closed = true;
-                return;
+                return true;
             }
             let mut fds = got.fds;
             match Message::decode(&buf[..got.len]) {
@@ -226,5 +256,6 @@ impl Control {
                 _ => state.closed = true,
             }
         }
+        state.closed
     }
 }

@@ -5,22 +5,27 @@
 //! socket cannot be reopened through `/proc` when a wrapper closed the
 //! inherited descriptor (`sudo` closes all above 2), the parent also
 //! listens on an abstract socket with a random name. [`CONTROL_ENV`]
-//! tells the child both, plus a random 16-byte token:
-//! `<fd>:<dev>:<ino>:<name>:<token hex>` (name empty when the listener
-//! could not be bound).
+//! tells the child both, plus a random 16-byte token and who the parent
+//! is: `<fd>:<dev>:<ino>:<name>:<token hex>:<pid>:<euid>` (name empty
+//! when the listener could not be bound).
 //!
-//! The child ([`child_control`], from `connect()`) takes the inherited
-//! number if it is open and is that very socket (device and inode), once
-//! per process; else it connects to the name. Either way it speaks first:
-//! a `hello` carrying the token.
+//! The child ([`take_control`], first thing in `connect()`) takes the
+//! inherited number if it is open and is that very socket (device and
+//! inode), and makes it close-on-exec at once; else it connects to the
+//! name and checks the listener's `SO_PEERCRED` against the parent's pid
+//! and uid before it sends anything (abstract names carry no permissions:
+//! once the parent's listener is gone, anyone may bind the name). Once
+//! per process, whichever way. Once its first channels are attached
+//! ([`child_control`]) it speaks first: a `hello` carrying the token.
 //!
 //! The parent resolves lazily, at its first run-time channel call
 //! ([`Rendezvous::step`]): a hello on its socketpair end, or an accepted
 //! connection from our uid (or root) whose first message is a hello with
 //! the token. The listener is non-blocking and bounded (a few connections
-//! awaiting their hello, each for [`HELLO_TIMEOUT`] at most), so a hostile
-//! same-uid process connecting to the name cannot stall the parent; a
-//! connection with a wrong token is dropped and the wait goes on. Once one
+//! awaiting their hello, each for [`HELLO_TIMEOUT`] at most; each one's
+//! hello is read as it is accepted), so a hostile process connecting to
+//! the name cannot stall the parent; a connection with a wrong token is
+//! dropped and the wait goes on. Once one
 //! socket is chosen the listener and the other socket are closed. The
 //! token is no secret from our own uid (it can read our environment, and
 //! could ptrace us anyway): it keeps a process that merely finds the name
@@ -32,10 +37,11 @@ use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use super::channels::{PeerProcess, RuntimeChannels};
+use super::channels::RuntimeChannels;
+use super::peer_process::PeerProcess;
 use super::wire::{MESSAGE_LEN, Message, TOKEN_LEN};
 use crate::channel::ReceiveMode;
-use crate::sys::{fd, process, random, shm, socket};
+use crate::sys::{fd, random, shm, socket};
 
 /// The environment variable that tells a spawned child where its control
 /// socket is: `<fd>:<dev>:<ino>:<name>:<token hex>`.
@@ -49,10 +55,13 @@ pub(crate) const HELLO_TIMEOUT: Duration = Duration::from_secs(2);
 const MAX_UNGREETED: usize = 8;
 
 /// The listener's backlog: connections the kernel queues until the
-/// parent's first run-time call accepts them. A process of our uid that
-/// fills it before the child connects makes the child's fallback fail
-/// (its run-time calls are then `Disconnected`); such a process could
-/// ptrace either of us anyway.
+/// parent's first run-time call accepts them. Any local process can fill
+/// it (an abstract name carries no permissions, and `/proc/net/unix` lists
+/// it): one that keeps it full before the child connects makes the
+/// child's fallback fail after its short retry ([`CONNECT_RETRY`]), and
+/// the child's run-time calls are then `Disconnected` (a denial of the
+/// fallback only: the first channels and the inherited socket are
+/// unaffected, and the parent keeps only connections of our uid or root).
 const LISTEN_BACKLOG: i32 = 64;
 
 /// Connections accepted by one step, at most.
@@ -70,8 +79,8 @@ pub(crate) struct Rendezvous {
     /// The abstract listener (`None`: it could not be bound).
     listener: Option<OwnedFd>,
     token: [u8; TOKEN_LEN],
-    /// Readable once the child exited (a copy of its pidfd).
-    death: Option<OwnedFd>,
+    /// The child process (a copy of its pidfd, or its pid for `waitid`).
+    death: PeerProcess,
     /// Accepted connections awaiting their hello: socket, peer uid, when.
     ungreeted: VecDeque<(OwnedFd, u32, Instant)>,
 }
@@ -116,7 +125,7 @@ impl Rendezvous {
         // inherited socket alone.
         let listener = socket::listen(name.as_bytes(), LISTEN_BACKLOG).ok();
         let env = format!(
-            "{}:{}:{}:{}:{}",
+            "{}:{}:{}:{}:{}:{}:{}",
             theirs.as_raw_fd(),
             id.dev,
             id.ino,
@@ -125,21 +134,25 @@ impl Rendezvous {
             } else {
                 ""
             },
-            hex(&token)
+            hex(&token),
+            std::process::id(),
+            // The effective uid: what SO_PEERCRED records for the listener.
+            shm::current_uid(),
         );
         let rendezvous = Rendezvous {
             pair: Some(ours),
             listener,
             token,
-            death: None,
+            death: PeerProcess::Unknown,
             ungreeted: VecDeque::new(),
         };
         Ok((rendezvous, ChildEnd { sock: theirs, env }))
     }
 
-    /// Once the child runs: its pidfd, readable when it exits.
-    pub(crate) fn watch_child(&mut self, pidfd: Option<OwnedFd>) {
-        self.death = pidfd;
+    /// Once the child runs: how to see it exit (a pidfd, or, without
+    /// `pidfd_open`, its pid: `waitid(WNOWAIT)`).
+    pub(crate) fn watch_child(&mut self, child: PeerProcess) {
+        self.death = child;
     }
 
     /// Looks, without blocking, for the child's hello.
@@ -163,7 +176,23 @@ impl Rendezvous {
                 }
             }
         }
-        self.accept_some();
+        if let Some((sock, uid)) = self.accept_some().or_else(|| self.greet()) {
+            return Step::Linked {
+                sock,
+                peer_uid: Some(uid),
+            };
+        }
+        let dead = self.death.exited();
+        if dead || (self.pair.is_none() && self.listener.is_none()) {
+            return Step::Gone(None);
+        }
+        Step::Pending
+    }
+
+    /// Reads the hellos of the connections waiting for theirs: the
+    /// child's socket and uid if one said hello with the token; strangers
+    /// (a wrong token, garbage), quitters and the too slow are dropped.
+    fn greet(&mut self) -> Option<(OwnedFd, u32)> {
         let now = Instant::now();
         let mut i = 0;
         while i < self.ungreeted.len() {
@@ -172,57 +201,64 @@ impl Rendezvous {
                 Hello::Token(t) if t == self.token => {
                     let uid = *uid;
                     let (sock, _, _) = self.ungreeted.remove(i).expect("in range");
-                    return Step::Linked {
-                        sock,
-                        peer_uid: Some(uid),
-                    };
+                    return Some((sock, uid));
                 }
                 Hello::Nothing if now.duration_since(*since) < HELLO_TIMEOUT => i += 1,
-                // A stranger (wrong token, garbage), a quitter, or too slow.
                 _ => drop(self.ungreeted.remove(i)),
             }
         }
-        let dead = self.death.as_ref().is_some_and(process::pidfd_exited);
-        if dead || (self.pair.is_none() && self.listener.is_none()) {
-            return Step::Gone(None);
-        }
-        Step::Pending
+        None
     }
 
     /// Accepts what waits on the listener, keeping connections of our uid
-    /// (or root) only, and at most [`MAX_UNGREETED`] of them.
-    fn accept_some(&mut self) {
-        let Some(listener) = &self.listener else {
-            return;
-        };
+    /// (or root) only, and at most [`MAX_UNGREETED`] of them awaiting
+    /// their hello. Each one's first message is read as it is accepted,
+    /// and the waiting ones' again before the oldest is dropped for a new
+    /// one: a flood of silent connections behind the child's cannot push
+    /// it out once it has said hello. Returns the child's socket and uid
+    /// when found.
+    fn accept_some(&mut self) -> Option<(OwnedFd, u32)> {
         let ours = shm::current_uid();
         for _ in 0..MAX_ACCEPTS_PER_STEP {
-            let Ok(sock) = socket::accept(listener.as_fd()) else {
-                return;
-            };
+            let sock = socket::accept(self.listener.as_ref()?.as_fd()).ok()?;
             let Ok(cred) = socket::peer_cred(sock.as_fd()) else {
                 continue;
             };
             if cred.uid != ours && cred.uid != 0 {
                 continue;
             }
+            match read_hello(sock.as_fd()) {
+                Hello::Token(t) if t == self.token => return Some((sock, cred.uid)),
+                Hello::Nothing => {}
+                // A stranger or a quitter.
+                _ => continue,
+            }
             if self.ungreeted.len() == MAX_UNGREETED {
-                self.ungreeted.pop_front();
+                if let Some(found) = self.greet() {
+                    return Some(found);
+                }
+                if self.ungreeted.len() == MAX_UNGREETED {
+                    self.ungreeted.pop_front();
+                }
             }
             self.ungreeted.push_back((sock, cred.uid, Instant::now()));
         }
+        None
     }
 
     /// Sleeps until something may have arrived, or `timeout` passes.
     pub(crate) fn wait(&self, timeout: Duration) -> io::Result<()> {
+        // Without a pidfd the caller's slice (5 ms at most) bounds how late
+        // the child's death is seen.
         let mut fds: Vec<libc::pollfd> = self
             .pair
             .iter()
             .chain(&self.listener)
             .chain(self.ungreeted.iter().map(|(s, _, _)| s))
-            .chain(&self.death)
-            .map(|f| libc::pollfd {
-                fd: f.as_raw_fd(),
+            .map(AsRawFd::as_raw_fd)
+            .chain(self.death.poll_fd())
+            .map(|fd| libc::pollfd {
+                fd,
                 events: libc::POLLIN,
                 revents: 0,
             })
@@ -283,6 +319,10 @@ struct Spec<'a> {
     ino: u64,
     name: &'a str,
     token: [u8; TOKEN_LEN],
+    /// The parent's pid (in its own PID namespace) and effective uid: who
+    /// must own the listener the child connects to.
+    pid: i32,
+    uid: u32,
 }
 
 fn parse(value: &str) -> Option<Spec<'_>> {
@@ -293,15 +333,56 @@ fn parse(value: &str) -> Option<Spec<'_>> {
         ino: parts.next()?.parse().ok()?,
         name: parts.next()?,
         token: unhex(parts.next()?)?,
+        pid: parts.next()?.parse().ok()?,
+        uid: parts.next()?.parse().ok()?,
     };
     parts.next().is_none().then_some(spec)
 }
 
+/// Whether the listener at the other end of a connection, credentials
+/// `cred`, is the parent's. Abstract names carry no permissions: once the
+/// parent's listener is gone (its `Child` dropped), any local user may
+/// bind the freed name, so the owner is checked before anything is sent.
+/// The pid is as the kernel shows it in our PID namespace: 0 when the
+/// parent's is not visible from ours (a child in a nested namespace), and
+/// then only the uid can be checked (a squatter of the parent's uid could
+/// ptrace the parent anyway). A child in a user namespace where the
+/// parent's uid is not mapped sees the overflow uid: refused.
+fn is_parents(cred: &socket::PeerCred, spec: &Spec<'_>) -> bool {
+    cred.uid == spec.uid && (cred.pid == spec.pid || cred.pid == 0)
+}
+
+/// Longest the child retries connecting to a listener whose backlog is
+/// full (`EAGAIN`).
+const CONNECT_RETRY: Duration = Duration::from_millis(100);
+
+/// Connects to the parent's listener `name`, retrying a full backlog for
+/// [`CONNECT_RETRY`] (the parent drains it at its run-time calls).
+fn connect_listener(name: &str) -> Option<OwnedFd> {
+    let give_up = Instant::now() + CONNECT_RETRY;
+    loop {
+        match socket::connect(name.as_bytes()) {
+            Ok(sock) => return Some(sock),
+            Err(e) if e.raw_os_error() == Some(libc::EAGAIN) && Instant::now() < give_up => {
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            Err(_) => return None,
+        }
+    }
+}
+
 /// The child's control socket: the inherited one if it is still open here
-/// and is that very socket, else a connection to the parent's listener;
-/// `None` when there is neither (no [`CONTROL_ENV`], a malformed one, a
-/// second `connect()` in this process, the parent gone).
-fn find_socket(spec: &Spec<'_>) -> Option<OwnedFd> {
+/// and is that very socket, else a connection to the parent's listener
+/// (checked to be the parent's); `None` when there is neither (a second
+/// `connect()` in this process, the parent gone, a listener of another
+/// process). With the socket, the peer's credentials.
+fn find_socket(spec: &Spec<'_>) -> Option<(OwnedFd, Option<socket::PeerCred>)> {
+    // AcqRel: exactly one caller in the process sees `false` and goes on
+    // (taking the inherited number, or connecting to the listener); the
+    // others see its take. A second `connect()` never reconnects.
+    if CONTROL_TAKEN.swap(true, Ordering::AcqRel) {
+        return None;
+    }
     if spec.fd > 2 {
         // SAFETY: only borrowed for the `fstat` below, while the number is
         // open (fstat fails harmlessly with EBADF otherwise).
@@ -310,47 +391,67 @@ fn find_socket(spec: &Spec<'_>) -> Option<OwnedFd> {
             s.dev == spec.dev && s.ino == spec.ino && s.mode & libc::S_IFMT == libc::S_IFSOCK
         });
         if ours {
-            // AcqRel: exactly one caller in the process sees `false` and
-            // owns the number; the others see its take.
-            if CONTROL_TAKEN.swap(true, Ordering::AcqRel) {
-                return None;
-            }
             // SAFETY: the descriptor is open and is the parent's socket
             // (device and inode checked), inherited for us alone: no other
             // owner in this process knows of it, and the swap above lets
             // only one caller ever take it.
             let sock = unsafe { OwnedFd::from_raw_fd(spec.fd) };
-            // Ours now: our own children must not inherit it (the spawn
-            // cleared close-on-exec to hand it down).
+            // Ours now, at once (before the first channels are attached,
+            // whether or not that works): our own children must not
+            // inherit it (the spawn cleared close-on-exec to hand it down).
             // SAFETY: fcntl on a descriptor we own; no pointers.
             unsafe { libc::fcntl(sock.as_raw_fd(), libc::F_SETFD, libc::FD_CLOEXEC) };
-            return Some(sock);
+            // A socketpair records its creator: the parent.
+            let cred = socket::peer_cred(sock.as_fd()).ok();
+            return Some((sock, cred));
         }
     }
     if spec.name.is_empty() {
         return None;
     }
-    socket::connect(spec.name.as_bytes()).ok()
+    let sock = connect_listener(spec.name)?;
+    // A connection records the listener's owner; nothing is sent to a
+    // stranger (dropping the socket tells it nothing but a hang-up).
+    let cred = socket::peer_cred(sock.as_fd()).ok()?;
+    is_parents(&cred, spec).then_some((sock, Some(cred)))
 }
 
-/// A spawned child's run-time channels (from `connect()`): finds the
-/// control socket, says hello, and watches the parent through it. Without
-/// a socket every run-time call is `Disconnected`; the first channels work
-/// regardless.
-pub(crate) fn child_control(first: Vec<String>) -> RuntimeChannels {
+/// A spawned child's control socket, taken by `connect()` before it
+/// attaches its first channels (so the inherited number is close-on-exec
+/// as early as can be), and the hello it owes the parent.
+#[derive(Debug)]
+pub(crate) struct ChildControl {
+    found: Option<(OwnedFd, Option<socket::PeerCred>)>,
+    token: [u8; TOKEN_LEN],
+}
+
+/// Takes the control socket [`CONTROL_ENV`] names (once per process).
+pub(crate) fn take_control() -> ChildControl {
     let value = std::env::var(CONTROL_ENV).ok();
     let spec = value.as_deref().and_then(parse);
-    let sock = spec.as_ref().and_then(|spec| {
-        let sock = find_socket(spec)?;
-        let hello = Message::Hello { token: spec.token }.encode();
+    ChildControl {
+        found: spec.as_ref().and_then(find_socket),
+        token: spec.map_or([0; TOKEN_LEN], |s| s.token),
+    }
+}
+
+/// A spawned child's run-time channels (from `connect()`, once its first
+/// channels are attached): says hello on the socket `taken` found, and
+/// watches the parent through it. Without a socket every run-time call is
+/// `Disconnected`; the first channels work regardless.
+pub(crate) fn child_control(taken: ChildControl, first: Vec<String>) -> RuntimeChannels {
+    let ChildControl { found, token } = taken;
+    let found = found.and_then(|(sock, cred)| {
+        let hello = Message::Hello { token }.encode();
         socket::send(sock.as_fd(), &hello, &[]).ok()?;
-        Some(sock)
+        Some((sock, cred))
     });
+    let (sock, cred) = match found {
+        Some((sock, cred)) => (Some(sock), cred),
+        None => (None, None),
+    };
     // The socket's peer credentials are the parent's: a socketpair records
-    // its creator, a connection the listener's owner.
-    let cred = sock
-        .as_ref()
-        .and_then(|s| socket::peer_cred(s.as_fd()).ok());
+    // its creator, a connection the listener's owner (checked above).
     let peer = match (&sock, &cred) {
         (Some(s), Some(c)) => {
             socket::peer_pidfd(s.as_fd(), c).map_or(PeerProcess::Unknown, PeerProcess::Pidfd)
@@ -364,14 +465,53 @@ pub(crate) fn child_control(first: Vec<String>) -> RuntimeChannels {
 mod tests {
     use super::*;
 
+    fn spec(name: &str, pid: i32, uid: u32) -> Spec<'_> {
+        Spec {
+            fd: -1,
+            dev: 0,
+            ino: 0,
+            name,
+            token: [0; TOKEN_LEN],
+            pid,
+            uid,
+        }
+    }
+
+    #[test]
+    fn only_the_parents_listener_is_trusted() {
+        let cred = |pid, uid| socket::PeerCred { pid, uid, gid: 0 };
+        let parent = spec("n", 42, 1000);
+        assert!(is_parents(&cred(42, 1000), &parent));
+        // Not visible from our PID namespace: the uid alone.
+        assert!(is_parents(&cred(0, 1000), &parent));
+        // Another process of the parent's uid, or another uid.
+        assert!(!is_parents(&cred(43, 1000), &parent));
+        assert!(!is_parents(&cred(42, 65534), &parent));
+        assert!(!is_parents(&cred(0, 65534), &parent));
+    }
+
+    /// The listener path is taken once per process too: a second
+    /// `connect()` does not reconnect to the name (the only test in this
+    /// binary that takes the control socket).
+    #[test]
+    fn the_listener_is_connected_to_once_per_process() {
+        let name = format!("remora-ctl-test.{}", std::process::id());
+        let listener = socket::listen(name.as_bytes(), 4).unwrap();
+        let ours = spec(&name, std::process::id() as i32, shm::current_uid());
+        let (sock, cred) = find_socket(&ours).expect("our own listener");
+        assert_eq!(cred.map(|c| c.pid), Some(std::process::id() as i32));
+        assert!(find_socket(&ours).is_none());
+        drop((sock, listener));
+    }
+
     #[test]
     fn the_variable_round_trips() {
         let token = [0x5a; TOKEN_LEN];
-        let value = format!("7:8:9:remora-ctl.1.ab:{}", hex(&token));
+        let value = format!("7:8:9:remora-ctl.1.ab:{}:42:1000", hex(&token));
         let spec = parse(&value).unwrap();
         assert_eq!(
-            (spec.fd, spec.dev, spec.ino, spec.name),
-            (7, 8, 9, "remora-ctl.1.ab")
+            (spec.fd, spec.dev, spec.ino, spec.name, spec.pid, spec.uid),
+            (7, 8, 9, "remora-ctl.1.ab", 42, 1000)
         );
         assert_eq!(spec.token, token);
         for bad in [
@@ -379,6 +519,8 @@ mod tests {
             "7:8:9:n",
             "x:8:9:n:00",
             "7:8:9:n:zz",
+            &format!("7:8:9:n:{}", hex(&token)),
+            &format!("7:8:9:n:{}:x:1", hex(&token)),
             &format!("{value}:extra"),
         ] {
             assert!(parse(bad).is_none(), "{bad}");

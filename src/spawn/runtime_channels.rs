@@ -11,7 +11,9 @@
 //! ([`ReceiveMode::Copy`](crate::ReceiveMode::Copy)), the child's read in
 //! place ([`ReceiveMode::InPlace`](crate::ReceiveMode::InPlace)).
 //! Liveness too: either process's death reaches the new channels' ends
-//! (the claim words, plus the parent's pidfd on the child).
+//! (the claim words, plus the parent's pidfd on the child), and the
+//! calls here (the control socket's waiters poll the peer process, not
+//! only its socket, which another process may hold a copy of).
 
 use std::time::{Duration, Instant};
 
@@ -37,7 +39,8 @@ fn none_on_timeout(
 /// The child's control socket is found at the first of these calls (the
 /// child says hello from [`connect`](crate::connect)); until the child has
 /// connected, they wait (or time out), and a child that exits first makes
-/// them [`ServiceError::Disconnected`]. Ends taken stay usable after the
+/// them [`ServiceError::Disconnected`] (so does a control socket the spawn
+/// could not make: it is best effort). Ends taken stay usable after the
 /// `Child` is dropped.
 impl Child {
     /// Opens a new channel to the child and waits until it accepts it
@@ -161,9 +164,11 @@ impl Child {
 }
 
 /// Channels opened at run time, child side. Without a control socket (the
-/// parent is gone, or this is a second [`connect`](crate::connect) in the
-/// process) every call is [`ServiceError::Disconnected`]; the first
-/// channels work regardless.
+/// parent is gone, this is a second [`connect`](crate::connect) in the
+/// process, the parent could not make one at spawn, or the parent's
+/// listener name is now held by another process: the child checks its
+/// owner's pid and uid before it says anything) every call is
+/// [`ServiceError::Disconnected`]; the first channels work regardless.
 impl Connection {
     /// Opens a new channel to the parent and waits until it accepts it
     /// ([`Child::accept_channel`]); returns the child's ends (the receiver
