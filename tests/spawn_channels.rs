@@ -584,6 +584,48 @@ fn the_childs_death_is_seen_while_another_process_holds_its_socket() {
     assert!(status.expect("the child exits").success());
 }
 
+/// A wrapper that outlives the child (`sh -c 'app; ...'`) holds a copy of
+/// the child's control socket and is the process the pidfd watches: the
+/// child's death is seen through the liveness word of the segment it
+/// attached to.
+#[test]
+fn a_wrapper_that_outlives_the_child_does_not_hide_its_death() {
+    let _s = serial();
+    let _w = Watchdog::new("outliving wrapper", Duration::from_secs(60));
+    let exe = std::env::current_exe().unwrap();
+    let mut spawner = Spawner::new("sh");
+    // After the app exits, the wrapper becomes `sleep` (same pid), so the
+    // guard below kills it.
+    spawner
+        .args(["-c", "\"$0\" \"$@\"; exec sleep 30"])
+        .arg(&exe)
+        .args(ENTRY)
+        .env(common::ROLE, "brief")
+        .stdin(Stdio::null())
+        .channel_with(
+            ChannelConfig::new("c")
+                .capacity(4096)
+                .wait_strategy(WaitStrategy::Block),
+        );
+    let child = KillOnDrop(spawner.spawn().unwrap());
+    let (mut tx, mut rx) = child.raw_channel("c").unwrap();
+    tx.send(b"ping").unwrap();
+    assert_eq!(&*rx.recv_timeout(Duration::from_secs(10)).unwrap(), b"ping");
+    // The app exits after its echo; the first channel sees it at once.
+    assert!(matches!(
+        rx.recv_timeout(Duration::from_secs(10)),
+        Err(RecvError::Disconnected)
+    ));
+    let start = Instant::now();
+    let r = child.accept_channel_timeout(Duration::from_secs(10));
+    assert!(
+        matches!(r, Err(ServiceError::Disconnected)),
+        "the wrapper hid the child's death: {:?}",
+        r.map(drop)
+    );
+    assert!(start.elapsed() < Duration::from_secs(5));
+}
+
 /// The same the other way round: the parent (a middle process) dies while
 /// a process it forked holds a copy of its end of the child's socket; the
 /// child's `accept_channel` sees the death through the parent's pidfd.
@@ -881,10 +923,30 @@ fn child_entry() {
             let conn = remora::connect().unwrap();
             let first = serve_first(&conn);
             // A bogus open, sent raw on a duplicate of the control socket
-            // connect() took (no run-time call here pumps it meanwhile).
-            let (fd, _, _) = control_var();
-            // SAFETY: connect() owns `fd` (the inherited socket) for the
-            // process's life; borrowed for the dup only.
+            // connect() moved to (no run-time call here pumps it
+            // meanwhile). connect() closed the inherited number and holds
+            // the fresh socket its hello handed the parent: the one
+            // SOCK_SEQPACKET socket in this process.
+            let fd = (3..1024)
+                .find(|&fd| {
+                    let mut kind: libc::c_int = 0;
+                    let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+                    // SAFETY: `kind` is writable for `len` bytes; on a
+                    // number that is not a socket getsockopt just fails.
+                    let ok = unsafe {
+                        libc::getsockopt(
+                            fd,
+                            libc::SOL_SOCKET,
+                            libc::SO_TYPE,
+                            (&raw mut kind).cast(),
+                            &mut len,
+                        )
+                    } == 0;
+                    ok && kind == libc::SOCK_SEQPACKET
+                })
+                .expect("connect() holds a control socket");
+            // SAFETY: connect() owns `fd` for the process's life; borrowed
+            // for the dup only.
             let sock = unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) }
                 .try_clone_to_owned()
                 .unwrap();
@@ -953,6 +1015,13 @@ fn child_entry() {
                 Err(ServiceError::Disconnected) => println!("GATED_DISCONNECTED"),
                 other => println!("GATED_OTHER {other:?}"),
             }
+        }
+        "brief" => {
+            // Connects (says hello), echoes one message, exits.
+            let conn = remora::connect().unwrap();
+            let (mut tx, mut rx) = conn.raw_channel("c").unwrap();
+            let msg = rx.recv().unwrap().to_vec();
+            tx.send(&msg).unwrap();
         }
         "forker" => {
             // Before `connect()`: the holder inherits the control socket.

@@ -16,7 +16,13 @@
 //! and uid before it sends anything (abstract names carry no permissions:
 //! once the parent's listener is gone, anyone may bind the name). Once
 //! per process, whichever way. Once its first channels are attached
-//! ([`child_control`]) it speaks first: a `hello` carrying the token.
+//! ([`child_control`]) it speaks first: a `hello` carrying the token and
+//! a fresh socketpair end that only the child holds; both sides move the
+//! control channel to it. Every process between parent and child (a
+//! wrapper like `sh -c 'app; cleanup'`, a helper the child started before
+//! `connect()`) inherited a copy of the first socket, which would keep it
+//! from hanging up when the child dies or drops it; nobody else has the
+//! fresh one.
 //!
 //! The parent resolves lazily, at its first run-time channel call
 //! ([`Rendezvous::step`]): a hello on its socketpair end, or an accepted
@@ -161,16 +167,16 @@ impl Rendezvous {
             match read_hello(pair.as_fd()) {
                 Hello::Nothing => {}
                 Hello::Closed => self.pair = None,
-                Hello::Token(t) if t == self.token => {
-                    let sock = self.pair.take().expect("checked above");
+                Hello::Token(t, fresh) if t == self.token => {
+                    let pair = self.pair.take().expect("checked above");
                     return Step::Linked {
-                        sock,
+                        sock: fresh.unwrap_or(pair),
                         peer_uid: None,
                     };
                 }
                 // The socketpair is the child's alone: what comes on it
                 // is the child's word.
-                Hello::Token(_) => return Step::Gone(Some("the child's hello had a wrong token")),
+                Hello::Token(..) => return Step::Gone(Some("the child's hello had a wrong token")),
                 Hello::Garbage => {
                     return Step::Gone(Some("the child sent garbage on its control socket"));
                 }
@@ -198,10 +204,10 @@ impl Rendezvous {
         while i < self.ungreeted.len() {
             let (sock, uid, since) = &self.ungreeted[i];
             match read_hello(sock.as_fd()) {
-                Hello::Token(t) if t == self.token => {
+                Hello::Token(t, fresh) if t == self.token => {
                     let uid = *uid;
                     let (sock, _, _) = self.ungreeted.remove(i).expect("in range");
-                    return Some((sock, uid));
+                    return Some((fresh.unwrap_or(sock), uid));
                 }
                 Hello::Nothing if now.duration_since(*since) < HELLO_TIMEOUT => i += 1,
                 _ => drop(self.ungreeted.remove(i)),
@@ -228,7 +234,9 @@ impl Rendezvous {
                 continue;
             }
             match read_hello(sock.as_fd()) {
-                Hello::Token(t) if t == self.token => return Some((sock, cred.uid)),
+                Hello::Token(t, fresh) if t == self.token => {
+                    return Some((fresh.unwrap_or(sock), cred.uid));
+                }
                 Hello::Nothing => {}
                 // A stranger or a quitter.
                 _ => continue,
@@ -271,15 +279,18 @@ impl Rendezvous {
 enum Hello {
     Nothing,
     Closed,
-    Token([u8; TOKEN_LEN]),
+    /// A hello: its token, and the fresh control socket it carried (a
+    /// child made by this crate always sends one; see [`child_control`]).
+    Token([u8; TOKEN_LEN], Option<OwnedFd>),
     Garbage,
 }
 
-/// Reads one message without blocking (descriptors refused: the kernel
-/// closes any attached, and a message with them is garbage).
+/// Reads one message without blocking. A hello may carry one descriptor,
+/// a `SOCK_SEQPACKET` socket; anything else attached makes it garbage
+/// (and is closed with it).
 fn read_hello(sock: BorrowedFd<'_>) -> Hello {
     let mut buf = [0u8; MESSAGE_LEN + 1];
-    let got = match socket::recv(sock, &mut buf, false) {
+    let got = match socket::recv(sock, &mut buf, true) {
         Ok(got) => got,
         Err(e) if e.raw_os_error() == Some(libc::EAGAIN) => return Hello::Nothing,
         Err(_) => return Hello::Closed,
@@ -290,8 +301,20 @@ fn read_hello(sock: BorrowedFd<'_>) -> Hello {
     if got.truncated || got.control_truncated {
         return Hello::Garbage;
     }
+    let mut fds = got.fds;
+    let fresh = match fds.len() {
+        0 => None,
+        1 => fds.pop(),
+        _ => return Hello::Garbage,
+    };
+    if fresh
+        .as_ref()
+        .is_some_and(|f| !socket::is_seqpacket(f.as_fd()))
+    {
+        return Hello::Garbage;
+    }
     match Message::decode(&buf[..got.len]) {
-        Ok(Message::Hello { token }) => Hello::Token(token),
+        Ok(Message::Hello { token }) => Hello::Token(token, fresh),
         _ => Hello::Garbage,
     }
 }
@@ -441,24 +464,44 @@ pub(crate) fn take_control() -> ChildControl {
 /// `Disconnected`; the first channels work regardless.
 pub(crate) fn child_control(taken: ChildControl, first: Vec<String>) -> RuntimeChannels {
     let ChildControl { found, token } = taken;
-    let found = found.and_then(|(sock, cred)| {
-        let hello = Message::Hello { token }.encode();
-        socket::send(sock.as_fd(), &hello, &[]).ok()?;
-        Some((sock, cred))
-    });
-    let (sock, cred) = match found {
-        Some((sock, cred)) => (Some(sock), cred),
-        None => (None, None),
-    };
-    // The socket's peer credentials are the parent's: a socketpair records
-    // its creator, a connection the listener's owner (checked above).
-    let peer = match (&sock, &cred) {
-        (Some(s), Some(c)) => {
-            socket::peer_pidfd(s.as_fd(), c).map_or(PeerProcess::Unknown, PeerProcess::Pidfd)
+    // The found socket's peer credentials are the parent's: a socketpair
+    // records its creator, a connection the listener's owner (checked
+    // above).
+    let peer = |sock: &OwnedFd, cred: &Option<socket::PeerCred>| match cred {
+        Some(c) => {
+            socket::peer_pidfd(sock.as_fd(), c).map_or(PeerProcess::Unknown, PeerProcess::Pidfd)
         }
-        _ => PeerProcess::Unknown,
+        None => PeerProcess::Unknown,
     };
-    RuntimeChannels::connected(sock, cred.map(|c| c.uid), first, peer, ReceiveMode::InPlace)
+    // The hello hands the parent a fresh socket that only this process
+    // holds (close-on-exec), and the control channel moves to it: every
+    // process between parent and child (a wrapper such as `sh -c 'app;
+    // cleanup'`, a helper started before `connect()`) inherited a copy of
+    // the found socket, which would keep it from ever hanging up when we
+    // die or drop it.
+    let found = found.and_then(|(sock, cred)| {
+        let watch = peer(&sock, &cred);
+        let (mine, theirs) = socket::seqpacket_pair().ok()?;
+        let hello = Message::Hello { token }.encode();
+        socket::send(sock.as_fd(), &hello, &[theirs.as_fd()]).ok()?;
+        Some((mine, cred, watch))
+    });
+    match found {
+        Some((sock, cred, watch)) => RuntimeChannels::connected(
+            Some(sock),
+            cred.map(|c| c.uid),
+            first,
+            watch,
+            ReceiveMode::InPlace,
+        ),
+        None => RuntimeChannels::connected(
+            None,
+            None,
+            first,
+            PeerProcess::Unknown,
+            ReceiveMode::InPlace,
+        ),
+    }
 }
 
 #[cfg(test)]

@@ -338,3 +338,22 @@ pub(crate) fn seqpacket_pair() -> io::Result<(OwnedFd, OwnedFd)> {
     // SAFETY: socketpair returned two fresh descriptors nothing else owns.
     Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
 }
+
+/// Whether `fd` is a `SOCK_SEQPACKET` socket (`SO_TYPE`): what a peer
+/// hands over as a control socket must be one.
+pub(crate) fn is_seqpacket(fd: BorrowedFd<'_>) -> bool {
+    let mut kind: libc::c_int = 0;
+    let mut len = size_of::<libc::c_int>() as libc::socklen_t;
+    // SAFETY: `kind` is writable for `len` bytes; the kernel writes at most
+    // that (and fails with ENOTSOCK on anything but a socket).
+    let ok = unsafe {
+        libc::getsockopt(
+            fd.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_TYPE,
+            (&raw mut kind).cast(),
+            &mut len,
+        )
+    } == 0;
+    ok && kind == libc::SOCK_SEQPACKET
+}
