@@ -588,6 +588,10 @@ impl Deref for RawMessage<'_> {
 }
 
 impl Drop for RawMessage<'_> {
+    // Inline: the release (a store of `head`, the doorbell fence) is on the
+    // round trip's critical path; a call here cost ~1.5 ns of ~22 per
+    // in-process send + receive.
+    #[inline]
     fn drop(&mut self) {
         self.rx.release_held(&mut self.msg);
     }

@@ -332,12 +332,19 @@ impl Producer {
     fn write_header(&self, pos: u64, len: u32, kind: u32) {
         let idx = self.region.index(pos);
         self.region.track_write(idx, FRAME_HEADER as u64);
-        let dst = self.region.at(idx).cast::<[u32; 2]>();
+        let dst = self.region.at(idx).cast::<u64>();
+        // One 8-byte store of both words (as `[len, kind]` in memory, the
+        // consumer's view), not two 4-byte stores through a stack copy.
+        let words = if cfg!(target_endian = "little") {
+            u64::from(len) | (u64::from(kind) << 32)
+        } else {
+            (u64::from(len) << 32) | u64::from(kind)
+        };
         // SAFETY: `pos` is a 16-aligned position inside space we own (granted
         // and not yet published), so the first 8 header bytes are in bounds,
-        // aligned, and not read by the consumer until the Release store of
+        // 8-aligned, and not read by the consumer until the Release store of
         // the stamp in `commit`.
-        unsafe { dst.write_volatile([len, kind]) };
+        unsafe { dst.write_volatile(words) };
     }
 
     /// Whether a frame needing `min` payload bytes could be reserved now,
