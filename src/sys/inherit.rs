@@ -6,11 +6,17 @@
 //! descriptors the next child must keep in an [`InheritList`]; a
 //! `pre_exec` hook clears their close-on-exec flag in the forked child
 //! only, between `fork` and `exec`.
+//!
+//! The child finds each descriptor with [`take_handed`]: the inherited
+//! number if it survived, else the parent's `/proc/<pid>/fd/<n>`, checked
+//! to be that very file either way.
 
 use std::io;
-use std::os::fd::RawFd;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicI32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
+
+use super::fd;
 
 /// The most descriptors one child inherits: a segment or control socket,
 /// plus two pipes for each of 32 FIFO channels, with room to spare.
@@ -77,6 +83,180 @@ impl InheritList {
             }
             Ok(())
         }
+    }
+}
+
+/// A descriptor a parent hands to the child it spawns: its number in the
+/// parent (and in the child, if inherited) and the file's identity.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Handed {
+    pub(crate) fd: RawFd,
+    pub(crate) dev: u64,
+    pub(crate) ino: u64,
+}
+
+impl Handed {
+    /// Describes `fd`, open in this process, for a child.
+    pub(crate) fn of(fd: BorrowedFd<'_>) -> io::Result<Handed> {
+        let id = fd::stat(fd)?;
+        Ok(Handed {
+            fd: fd.as_raw_fd(),
+            dev: id.dev,
+            ino: id.ino,
+        })
+    }
+
+    fn is(&self, fd: BorrowedFd<'_>) -> bool {
+        fd::stat(fd).is_ok_and(|s| s.dev == self.dev && s.ino == self.ino)
+    }
+}
+
+/// Why [`take_handed`] failed.
+#[derive(Debug)]
+pub(crate) enum TakeError {
+    /// This process already took its hand-over (an earlier or racing
+    /// `connect`): the numbers are owned elsewhere, or the peer's claim
+    /// would refuse us anyway.
+    Taken,
+    /// Not inherited (closed, or another file at that number), and the
+    /// parent's `/proc/<pid>/fd/<n>` could not be opened or is another file.
+    Lost { path: String, source: io::Error },
+}
+
+/// Set by the first [`take_handed`] that takes its descriptors: inherited
+/// numbers are closed once only, whichever threads race to `connect()`.
+static TAKEN: AtomicBool = AtomicBool::new(false);
+
+/// Test hook: counts the calls that took ownership of inherited numbers.
+#[cfg(test)]
+pub(crate) static INHERITED_TAKES: std::sync::atomic::AtomicUsize =
+    std::sync::atomic::AtomicUsize::new(0);
+
+/// Test hook: a fresh "process", in which nothing was taken yet.
+#[cfg(test)]
+pub(crate) fn reset_taken() {
+    TAKEN.store(false, Ordering::SeqCst);
+    INHERITED_TAKES.store(0, Ordering::SeqCst);
+}
+
+/// Child side: takes the descriptors `ends` (each with its access mode,
+/// `O_RDONLY`, `O_WRONLY` or `O_RDWR`) that parent `pid` handed down, all
+/// close-on-exec and non-blocking.
+///
+/// Each is the inherited number if it is open here and is that very file
+/// (a wrapper may have closed it and something else taken the number).
+/// Else the parent's `/proc/<pid>/fd/<n>`, for wrappers that close
+/// inherited descriptors (`sudo` closes all above 2): the kernel lets only
+/// the parent's own user (or root) open it; its identity is checked with
+/// `stat` before the open (never open, with whatever side effects opening
+/// a device has, a file that is not the one handed over) and again on the
+/// descriptor (the number may be reused in between). A write-only pipe
+/// end whose readers are all gone cannot be opened (`ENXIO`): it comes
+/// back as a pipe end without readers, which is what the inherited one
+/// would have been (writes fail with `EPIPE`).
+///
+/// Returns each end's outcome, so that a caller can still use the ends it
+/// got (to tell the parent it gave up). One call per process takes
+/// ([`TakeError::Taken`] after): numbers it owns must be closed once only,
+/// and a second `connect` must not find a hand-over the parent still
+/// keeps for the first.
+pub(crate) fn take_handed(
+    pid: u32,
+    ends: &[(Handed, libc::c_int)],
+) -> Result<Vec<Result<OwnedFd, TakeError>>, TakeError> {
+    // Acquire: pairs with the claim's swap below. Only an early answer: the
+    // swap alone decides between racing callers.
+    if TAKEN.load(Ordering::Acquire) {
+        return Err(TakeError::Taken);
+    }
+    let numbers = ends.iter().map(|(h, _)| h.fd);
+    if numbers
+        .clone()
+        .enumerate()
+        .any(|(i, n)| numbers.clone().skip(i + 1).any(|m| m == n))
+    {
+        // Owning one number twice would close it twice.
+        return Err(TakeError::Lost {
+            path: "the hand-over".to_owned(),
+            source: io::Error::other("a descriptor number is listed twice"),
+        });
+    }
+    // SAFETY: only borrowed for the `fstat`, while the number is open
+    // (fstat fails harmlessly with EBADF otherwise).
+    let inherited = |h: &Handed| h.fd > 2 && h.is(unsafe { BorrowedFd::borrow_raw(h.fd) });
+    let found: Vec<bool> = ends.iter().map(|(h, _)| inherited(h)).collect();
+    // AcqRel: exactly one caller in the process sees `false` and owns the
+    // numbers; the others see its take.
+    let claim = || match TAKEN.swap(true, Ordering::AcqRel) {
+        true => Err(TakeError::Taken),
+        false => Ok(()),
+    };
+    let any_inherited = found.contains(&true);
+    if any_inherited {
+        claim()?;
+        #[cfg(test)]
+        INHERITED_TAKES.fetch_add(1, Ordering::Relaxed);
+    }
+    // Every number we may own is owned first, so that whatever happens
+    // below closes each of them once.
+    let owned: Vec<Option<OwnedFd>> = (ends.iter().zip(&found))
+        // SAFETY: the number is open and is the handed file (checked
+        // above), inherited for us alone (no other owner in this process
+        // knows of it), listed once, and the claim lets only one caller
+        // ever take it.
+        .map(|((h, _), &f)| f.then(|| unsafe { OwnedFd::from_raw_fd(h.fd) }))
+        .collect();
+    let taken: Vec<_> = (ends.iter().zip(owned))
+        .map(|(&(h, access), fd)| match fd {
+            Some(fd) => match fd::set_cloexec_nonblock(fd.as_fd()) {
+                Ok(()) => Ok(fd),
+                Err(source) => Err(TakeError::Lost {
+                    path: format!("inherited descriptor {}", h.fd),
+                    source,
+                }),
+            },
+            None => open_in_proc(pid, h, access),
+        })
+        .collect();
+    // Nothing inherited: only a complete take claims, so that a failed one
+    // (the parent's /proc out of reach) can be tried again.
+    if !any_inherited && taken.iter().all(Result::is_ok) {
+        claim()?;
+    }
+    Ok(taken)
+}
+
+/// Opens `/proc/<pid>/fd/<n>` if it is the handed file (see
+/// [`take_handed`]).
+fn open_in_proc(pid: u32, h: Handed, access: libc::c_int) -> Result<OwnedFd, TakeError> {
+    use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+    let path = format!("/proc/{pid}/fd/{}", h.fd);
+    let lost = |source| TakeError::Lost {
+        path: path.clone(),
+        source,
+    };
+    let other = || lost(io::Error::other("another file has that number now"));
+    let meta = std::fs::metadata(&path).map_err(lost)?;
+    if meta.dev() != h.dev || meta.ino() != h.ino {
+        return Err(other());
+    }
+    let opened = std::fs::OpenOptions::new()
+        .read(access != libc::O_WRONLY)
+        .write(access != libc::O_RDONLY)
+        // std adds O_CLOEXEC.
+        .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY)
+        .open(&path);
+    let fd = match opened {
+        Ok(file) => OwnedFd::from(file),
+        Err(e) if e.raw_os_error() == Some(libc::ENXIO) && access == libc::O_WRONLY => {
+            let (_, write) = io::pipe().map_err(lost)?;
+            return Ok(write.into());
+        }
+        Err(e) => return Err(lost(e)),
+    };
+    match h.is(fd.as_fd()) {
+        true => Ok(fd),
+        false => Err(other()),
     }
 }
 

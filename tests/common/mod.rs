@@ -288,9 +288,29 @@ pub fn fifo_dirs_of(pid: u32) -> Vec<std::path::PathBuf> {
         .collect()
 }
 
-/// FIFO-transport directories made by this process that still exist.
+/// FIFO-transport directories made by this process that still exist. The
+/// transport hands over inherited pipes now and makes none: this checks
+/// that nothing named like them appears in the temp dir or XDG_RUNTIME_DIR.
 pub fn remora_fifo_dirs() -> Vec<std::path::PathBuf> {
     fifo_dirs_of(std::process::id())
+}
+
+/// In a FIFO-transport child: the descriptor numbers it inherits, from
+/// `REMORA_CHANNEL=pipes:<pid>:<attach end>:<channel>...` (see
+/// src/transport/fifo/set.rs): the attach pipe's write end, then per
+/// channel (child-to-parent write end, parent-to-child read end).
+pub fn fifo_child_fds() -> (i32, Vec<(i32, i32)>) {
+    let v = std::env::var(remora::CHANNEL_ENV).unwrap();
+    let mut parts = v.strip_prefix("pipes:").expect("a pipes: value").split(':');
+    let fd = |end: &str| end.split('.').next().unwrap().parse::<i32>().unwrap();
+    let attach = fd(parts.nth(1).unwrap());
+    let channels = parts
+        .map(|c| {
+            let f: Vec<&str> = c.split('.').collect();
+            (f[3].parse().unwrap(), f[6].parse().unwrap())
+        })
+        .collect();
+    (attach, channels)
 }
 
 /// Takes charge of a process started some other way: killed and reaped on
