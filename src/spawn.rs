@@ -523,7 +523,19 @@ impl Spawner {
             .resolve()
             .map_err(SpawnError::InvalidTransport)?;
         let (set, sealed) = ChannelSet::create(choice, &self.channels, self.sealed)?;
-        let (rendezvous, control) = Rendezvous::create().ok().unzip();
+        let (mut rendezvous, mut control) = Rendezvous::create().ok().unzip();
+        // A FIFO set's pipe ends go over the control socketpair, queued
+        // before the child runs (never inherited: a wrapper or helper
+        // between us and the child would hold them too, and hide the
+        // child's hang-up). Without the socket the child takes them
+        // through our /proc.
+        if let (ChannelSet::Fifo(fifo), Some(r)) = (&set, &rendezvous)
+            && r.queue_with(|sock| fifo.queue(sock)).is_err()
+        {
+            // Not queued: no control socket at all, rather than one the
+            // child would read an empty queue on (AlreadyClaimed).
+            (rendezvous, control) = (None, None);
+        }
         // Every descriptor the child inherits, in one list.
         let mut inherit: Vec<RawFd> = control.iter().map(|c| c.sock.as_raw_fd()).collect();
         let env = match sealed {
@@ -539,12 +551,7 @@ impl Spawner {
                 )
                 .into()
             }
-            None => {
-                if let ChannelSet::Fifo(fifo) = &set {
-                    inherit.extend_from_slice(fifo.handed_fds());
-                }
-                set.env_value()
-            }
+            None => set.env_value(),
         };
         self.inherit_in_child(&inherit)?;
         self.command.env(CHANNEL_ENV, env);
@@ -884,7 +891,7 @@ pub fn connect() -> Result<Connection, ConnectError> {
     // so the inherited number is close-on-exec even if attaching fails; say
     // hello once attached, so the parent's first run-time call finds it.
     let control = take_control();
-    let channels = connect_channels()?;
+    let channels = connect_channels(control.inherited_socket())?;
     let runtime = child_control(
         control,
         channels.channel_names().map(str::to_owned).collect(),
@@ -892,15 +899,17 @@ pub fn connect() -> Result<Connection, ConnectError> {
     Ok(Connection { channels, runtime })
 }
 
-/// [`connect`]'s first channels, over whichever transport the parent chose.
-fn connect_channels() -> Result<ChannelSet, ConnectError> {
+/// [`connect`]'s first channels, over whichever transport the parent
+/// chose; `sock` is the inherited control socketpair (a FIFO set's ends
+/// are queued there), if found.
+fn connect_channels(sock: Option<BorrowedFd<'_>>) -> Result<ChannelSet, ConnectError> {
     let value = std::env::var_os(CHANNEL_ENV).ok_or(ConnectError::NotSpawned)?;
     let bad = || ConnectError::BadVariable {
         value: value.to_string_lossy().into_owned(),
     };
     if let Some(spec) = value.to_str().and_then(|v| v.strip_prefix("pipes:")) {
         let hand_over = HandOver::decode(spec).ok_or_else(bad)?;
-        let set = FifoSet::open(hand_over).map_err(ConnectError::Open)?;
+        let set = FifoSet::open(hand_over, sock).map_err(ConnectError::Open)?;
         return Ok(ChannelSet::Fifo(set));
     }
     if let Some(spec) = value.to_str().and_then(|v| v.strip_prefix("memfd:")) {

@@ -196,13 +196,10 @@ fn a_malformed_fifo_receiver_closes_its_end() {
 /// behind remora's back first, connects, writes a bad frame header through
 /// the back door, then sends until the pipe would be full.
 fn garbage_then_fill() {
-    let (_, channels) = common::fifo_child_fds();
-    // SAFETY: F_DUPFD_CLOEXEC on the inherited child-to-parent end; the
-    // copy is a fresh descriptor that only `back_door` owns.
-    let copy = unsafe { libc::fcntl(channels[0].0, libc::F_DUPFD_CLOEXEC, 3) };
-    assert!(copy >= 0);
-    // SAFETY: as above.
-    let mut back_door = unsafe { <std::fs::File as std::os::fd::FromRawFd>::from_raw_fd(copy) };
+    // The child-to-parent end, opened through the parent's /proc before
+    // `connect` (while the parent keeps its copy).
+    let (_, mut channels) = common::fifo_child_ends();
+    let (mut back_door, _) = channels.remove(0);
     let conn = remora::connect().unwrap();
     let (mut tx, _rx) = conn.raw_channel("c").unwrap();
     let mut bad = [0u8; 16];

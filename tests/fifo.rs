@@ -10,7 +10,7 @@ mod common;
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::io::{BufRead, Write};
-use std::os::fd::{AsRawFd, FromRawFd};
+use std::os::fd::AsRawFd;
 use std::os::unix::fs::MetadataExt;
 use std::os::unix::process::CommandExt;
 use std::process::{Command, Stdio};
@@ -317,24 +317,13 @@ fn malformed_frames_are_errors_not_panics_or_huge_allocations() {
     }
 }
 
-/// The scribbler: takes its inherited pipe ends by hand (no `connect`),
+/// The scribbler: opens its pipe ends by hand (no `connect`, through the
+/// parent's `/proc`),
 /// waits for the parent's HELLO, writes `scribble(case)`, and exits.
 fn scribbler() {
     let case = std::env::var("REMORA_TEST_CASE").unwrap();
-    let (attach, channels) = common::fifo_child_fds();
-    let (c2p, p2c) = channels[0];
-    // SAFETY: the numbers are the pipe ends this process inherited for
-    // this purpose; nothing else here owns them.
-    let (mut attach, mut c2p, mut p2c) = unsafe {
-        (
-            std::fs::File::from_raw_fd(attach),
-            std::fs::File::from_raw_fd(c2p),
-            std::fs::File::from_raw_fd(p2c),
-        )
-    };
-    // The pipes are non-blocking; this peer reads the plain way.
-    // SAFETY: fcntl on an open descriptor; no pointers.
-    unsafe { libc::fcntl(p2c.as_raw_fd(), libc::F_SETFL, 0) };
+    let (mut attach, mut channels) = common::fifo_child_ends();
+    let (mut c2p, mut p2c) = channels.remove(0);
     let mut hello = [0u8; 32];
     std::io::Read::read_exact(&mut p2c, &mut hello).unwrap();
     if case != "truncated_dead" {
@@ -357,7 +346,8 @@ fn fifo_spawner(role: &str) -> Spawner {
 }
 
 /// A wrapper that closes every inherited descriptor above 2 (as `sudo`
-/// does) before it runs the child: the child finds its pipe ends through
+/// does, the control socket that carries the pipe ends among them) before
+/// it runs the child: the child finds its pipe ends through
 /// `/proc/<parent>/fd/<n>`, as a sealed segment's child does.
 #[test]
 fn pipes_survive_a_wrapper_that_closes_descriptors() {
@@ -369,27 +359,113 @@ fn pipes_survive_a_wrapper_that_closes_descriptors() {
     assert!(child.wait().unwrap().success());
 }
 
-/// Another file at an inherited number (here /dev/null, dup2'ed over both
-/// of a channel's numbers before `connect`) is never taken for the pipe:
-/// its identity differs, so the child finds the real pipe ends through
-/// `/proc`, and leaves the other file alone.
+/// A `REMORA_CHANNEL` naming a file that is not what it is said to be is
+/// refused with `HandOverLost`, never taken: (1) a `memfd:` value naming
+/// the inherited control socket's number and identity (the control socket
+/// took that number first: no second owner, and it is no regular file);
+/// (2) a `pipes:` value whose claim end names a regular file of the
+/// parent's (this test binary, open here) with its true identity, taken
+/// through `/proc` (the wrapper closed the control socket): not a FIFO.
 #[test]
-fn another_file_at_an_inherited_number_is_not_taken() {
+fn a_hand_over_naming_a_non_fifo_is_refused() {
     let _s = serial();
-    let _w = Watchdog::new("fifo spawn, numbers reused", Duration::from_secs(60));
-    let mut child = KillOnDrop(fifo_spawner("dup_over").spawn().unwrap());
-    echo_round_trips(&child, 100);
-    assert!(child.wait().unwrap().success());
+    let _w = Watchdog::new("fifo spawn, not a fifo", Duration::from_secs(60));
+    let exe = std::fs::File::open(std::env::current_exe().unwrap()).unwrap();
+    let meta = exe.metadata().unwrap();
+    let file = format!("{}.{}.{}", exe.as_raw_fd(), meta.dev(), meta.ino());
+    for case in ["memfd_names_control", "claim_names_file"] {
+        let mut child = KillOnDrop(
+            fifo_spawner("non_fifo")
+                .env("REMORA_TEST_CASE", case)
+                .env("REMORA_TEST_FILE", &file)
+                .spawn()
+                .unwrap(),
+        );
+        let status = child.wait().unwrap();
+        assert!(status.success(), "{case}: the child saw another outcome");
+    }
+    drop(exe);
+}
+
+/// A wrapper that outlives the child (`sh -c 'app; sleep'`) does not hide
+/// its death: the pipe ends came over the control socket, so the wrapper
+/// never held them. The parent's receiver sees `Disconnected` once the
+/// app exits, while the wrapper lives. (With the ends inherited, the
+/// wrapper kept the child's write end open: `Timeout`.)
+#[test]
+fn a_wrapper_that_outlives_the_child_does_not_hide_its_hang_up() {
+    let _s = serial();
+    let _w = Watchdog::new("fifo spawn, wrapper outlives", Duration::from_secs(60));
+    let mut s = Spawner::new("sh");
+    s.arg("-c")
+        .arg("\"$0\" \"$@\"; exec sleep 30")
+        .arg(std::env::current_exe().unwrap())
+        .args(ENTRY)
+        .env(common::ROLE, "echo_once")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .channel("c")
+        .transport(Transport::Fifo);
+    let mut child = KillOnDrop(s.spawn().unwrap());
+    hang_up_seen(&mut child);
+}
+
+/// A helper the child starts before `connect()` (here `cat`, reading the
+/// child's stdin) does not hide the child's hang-up: it inherited the
+/// control socket, not the pipe ends.
+#[test]
+fn a_helper_started_before_connect_does_not_hide_the_hang_up() {
+    let _s = serial();
+    let _w = Watchdog::new("fifo spawn, helper", Duration::from_secs(60));
+    let mut child = KillOnDrop(
+        fifo_spawner("helper_then_echo")
+            .stdin(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    hang_up_seen(&mut child);
+    // Lets the helper go (end of its stdin).
+    drop(child.process_mut().stdin.take());
+}
+
+/// One echo, then the child exits while something of its (a wrapper, a
+/// helper) lives on: the receiver must see `Disconnected` well within its
+/// 10 s timeout.
+fn hang_up_seen(child: &mut KillOnDrop) {
+    let (mut tx, mut rx) = child.channel::<u64, u64>("c").unwrap();
+    tx.send(&1).unwrap();
+    assert_eq!(*rx.recv_timeout(Duration::from_secs(20)).unwrap(), 2);
+    let start = Instant::now();
+    let r = rx.recv_timeout(Duration::from_secs(10)).map(|m| *m);
+    assert_eq!(r, Err(RecvError::Disconnected));
+    assert!(
+        start.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        start.elapsed()
+    );
+}
+
+/// The claim holds across processes: after the child attached, a copy of
+/// it re-spawned with its environment (it takes the `/proc` path: the
+/// control socket is close-on-exec in the child by then) and a helper it
+/// started before `connect()` (it inherited the control socket, whose
+/// message the child already received) both get `AlreadyClaimed`, while
+/// the parent still keeps its copies (no call here settles them).
+#[test]
+fn a_second_process_cannot_claim_the_pipes() {
+    let _s = serial();
+    let _w = Watchdog::new("fifo spawn, second process", Duration::from_secs(60));
+    let mut child = KillOnDrop(fifo_spawner("reclaim").spawn().unwrap());
+    let status = child.wait().unwrap();
+    assert!(status.success(), "a second process claimed the pipes");
 }
 
 /// A hand-over whose identity is wrong (the inode of one end altered in
-/// the variable, or an end named as the parent's stdin) is refused with
-/// `HandOverLost`: neither the inherited number nor the parent's `/proc`
-/// entry is that pipe. The child still ends the hand-over, so the parent
-/// sees it hang up the direction whose end it took (and closed) while it
-/// lives on, not only once it is dead. (The tampered end's inherited
-/// number stays open in the child, unused: that direction hangs up at
-/// its exit.)
+/// the variable: the received end is not that pipe; or, the control
+/// socket closed, an end named as the parent's stdin: its `/proc` entry is
+/// not that pipe) is refused with `HandOverLost`. The child still ends the
+/// hand-over, so the parent sees it hang up while it lives on, not only
+/// once it is dead.
 #[test]
 fn a_wrong_identity_is_refused() {
     let _s = serial();
@@ -578,6 +654,13 @@ fn nothing_left_when_the_child_dies_or_never_attaches() {
     assert!(common::remora_tmp_entries().is_empty());
 }
 
+/// Closes every descriptor above 2 (as `sudo` does).
+fn close_above_stdio() {
+    // SAFETY: close_range has no memory preconditions; nothing in this
+    // process uses a descriptor above 2 across the exec that follows.
+    unsafe { libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, 0u32) };
+}
+
 /// Reaps child `pid`; returns its exit code (-1 if killed by a signal).
 fn reap(pid: u32) -> i32 {
     let mut status = 0;
@@ -657,51 +740,92 @@ fn child_entry() {
             wait_gate();
         }
         "closer" => {
-            // SAFETY: close_range has no memory preconditions; nothing in
-            // this process uses a descriptor above 2 across the exec below.
-            unsafe { libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, 0u32) };
+            close_above_stdio();
             exec_as("echo_proc", &std::env::var(CHANNEL_ENV).unwrap());
         }
         "echo_proc" => {
-            // The inherited numbers are closed here (the wrapper closed them).
-            let (attach, channels) = common::fifo_child_fds();
-            for fd in [attach, channels[0].0, channels[0].1] {
-                // SAFETY: F_GETFD on any number is harmless.
-                assert_eq!(unsafe { libc::fcntl(fd, libc::F_GETFD) }, -1);
-            }
+            // The control socket (and with it the pipe ends it carries) is
+            // closed here: the wrapper closed it.
+            let control = std::env::var("REMORA_CONTROL").unwrap();
+            let fd: i32 = control.split(':').next().unwrap().parse().unwrap();
+            // SAFETY: F_GETFD on any number is harmless.
+            assert_eq!(unsafe { libc::fcntl(fd, libc::F_GETFD) }, -1);
             let conn = remora::connect().unwrap();
             serve_echo(&conn);
         }
-        "dup_over" => {
-            let (_, channels) = common::fifo_child_fds();
-            let null = std::fs::File::open("/dev/null").unwrap();
-            let (c2p, p2c) = channels[0];
-            for fd in [c2p, p2c] {
-                // SAFETY: dup2 onto numbers this process inherited and
-                // nothing here owns; no memory is involved.
-                assert_eq!(unsafe { libc::dup2(null.as_raw_fd(), fd) }, fd);
-            }
+        "echo_once" => {
             let conn = remora::connect().unwrap();
-            let null_id = std::fs::metadata("/dev/null").unwrap().rdev();
-            for fd in [c2p, p2c] {
-                let path = format!("/proc/self/fd/{fd}");
-                let meta = std::fs::metadata(&path).unwrap();
-                assert_eq!(meta.rdev(), null_id, "fd {fd} was taken or closed");
-            }
-            serve_echo(&conn);
+            let (mut tx, mut rx) = conn.channel::<u64, u64>("c").unwrap();
+            let n = *rx.recv().unwrap();
+            tx.send(&(n + 1)).unwrap();
         }
+        "helper_then_echo" => {
+            // Started before `connect()`: inherits what this process
+            // inherited and has not made close-on-exec yet.
+            let _helper = Command::new("cat").stdout(Stdio::null()).spawn().unwrap();
+            let conn = remora::connect().unwrap();
+            let (mut tx, mut rx) = conn.channel::<u64, u64>("c").unwrap();
+            let n = *rx.recv().unwrap();
+            tx.send(&(n + 1)).unwrap();
+            // Exits without waiting for the helper.
+        }
+        "reclaim" => {
+            let mut helper = command("late_connect")
+                .stdin(Stdio::piped())
+                .spawn()
+                .unwrap();
+            let conn = remora::connect().unwrap();
+            // The helper connects now, after us.
+            drop(helper.stdin.take());
+            let copy = command("late_connect").spawn().unwrap();
+            wait_success(copy, Duration::from_secs(30));
+            wait_success(helper, Duration::from_secs(30));
+            drop(conn);
+        }
+        "late_connect" => {
+            wait_gate();
+            let r = remora::connect().map(|_| ());
+            assert!(
+                matches!(r, Err(ConnectError::Open(OpenError::AlreadyClaimed))),
+                "a second process: {r:?}"
+            );
+        }
+        "non_fifo" => {
+            let case = std::env::var("REMORA_TEST_CASE").unwrap();
+            let value = std::env::var(CHANNEL_ENV).unwrap();
+            let mut parts: Vec<String> = value.split(':').map(str::to_owned).collect();
+            let value = if case == "memfd_names_control" {
+                let control = std::env::var("REMORA_CONTROL").unwrap();
+                let c: Vec<&str> = control.split(':').collect();
+                format!("memfd:{}:{}:4096:{}:{}", parts[1], c[0], c[1], c[2])
+            } else {
+                parts[2] = std::env::var("REMORA_TEST_FILE").unwrap();
+                close_above_stdio();
+                parts.join(":")
+            };
+            exec_as("refused_at_once", &value);
+        }
+        "refused_at_once" => match remora::connect() {
+            Err(ConnectError::Open(e @ OpenError::HandOverLost { .. })) => {
+                eprintln!("refused as expected: {e}");
+            }
+            other => panic!("a non-FIFO was accepted: {:?}", other.map(|_| ())),
+        },
         "tamper" => {
             let case = std::env::var("REMORA_TEST_CASE").unwrap();
             let value = std::env::var(CHANNEL_ENV).unwrap();
             let mut parts: Vec<String> = value.split(':').map(str::to_owned).collect();
-            let mut fields: Vec<String> = parts[3].split('.').map(str::to_owned).collect();
+            let mut fields: Vec<String> = parts[4].split('.').map(str::to_owned).collect();
             match case.as_str() {
                 // The child-to-parent end's inode.
                 "inode" => fields[5] = (fields[5].parse::<u64>().unwrap() ^ 1).to_string(),
                 // The parent-to-child end's number: the parent's stdin.
                 _ => fields[6] = "0".to_owned(),
             }
-            parts[3] = fields.join(".");
+            parts[4] = fields.join(".");
+            if case == "stdin" {
+                close_above_stdio();
+            }
             exec_as("refused", &parts.join(":"));
         }
         "refused" => {

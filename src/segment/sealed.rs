@@ -190,9 +190,9 @@ impl Segment {
             fd: id.fd,
             dev: id.dev,
             ino: id.ino,
+            kind: libc::S_IFREG,
         };
-        let mut fds = take_handed(parent_pid, &[(handed, libc::O_RDWR)])?;
-        let fd = fds.pop().expect("one descriptor asked for")?;
+        let fd = take_handed(parent_pid, handed, libc::O_RDWR)?;
         Segment::open_sealed(fd, Some(id.size), None)
     }
 

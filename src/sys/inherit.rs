@@ -7,20 +7,23 @@
 //! `pre_exec` hook clears their close-on-exec flag in the forked child
 //! only, between `fork` and `exec`.
 //!
-//! The child finds each descriptor with [`take_handed`]: the inherited
+//! The child finds a descriptor with [`take_handed`]: the inherited
 //! number if it survived, else the parent's `/proc/<pid>/fd/<n>`, checked
-//! to be that very file either way.
+//! to be that very file, of the right type, either way. Every inherited
+//! number taken (the control socket's too) is recorded once per process
+//! ([`own_inherited`]).
 
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
+use std::sync::{Arc, Mutex};
 
 use super::fd;
 
-/// The most descriptors one child inherits: a segment or control socket,
-/// plus two pipes for each of 32 FIFO channels, with room to spare.
-pub(crate) const MAX_INHERITED: usize = 80;
+/// The most descriptors one child inherits: a sealed segment and the
+/// control socket (FIFO pipe ends come over the control socket), with
+/// room to spare.
+pub(crate) const MAX_INHERITED: usize = 4;
 
 /// The descriptors the next spawned child inherits (-1: an empty slot).
 ///
@@ -87,12 +90,17 @@ impl InheritList {
 }
 
 /// A descriptor a parent hands to the child it spawns: its number in the
-/// parent (and in the child, if inherited) and the file's identity.
+/// parent (and in the child, if inherited), the file's identity, and the
+/// type it must have (`S_IFIFO` for a pipe end, `S_IFREG` for a memfd), so
+/// that no other kind of file with a known identity (the control socket)
+/// is ever taken for it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) struct Handed {
     pub(crate) fd: RawFd,
     pub(crate) dev: u64,
     pub(crate) ino: u64,
+    /// `st_mode & S_IFMT`.
+    pub(crate) kind: u32,
 }
 
 impl Handed {
@@ -103,11 +111,15 @@ impl Handed {
             fd: fd.as_raw_fd(),
             dev: id.dev,
             ino: id.ino,
+            kind: id.mode & libc::S_IFMT,
         })
     }
 
-    fn is(&self, fd: BorrowedFd<'_>) -> bool {
-        fd::stat(fd).is_ok_and(|s| s.dev == self.dev && s.ino == self.ino)
+    /// Whether `fd` is this very file, of this type.
+    pub(crate) fn is(&self, fd: BorrowedFd<'_>) -> bool {
+        fd::stat(fd).is_ok_and(|s| {
+            s.dev == self.dev && s.ino == self.ino && s.mode & libc::S_IFMT == self.kind
+        })
     }
 }
 
@@ -123,9 +135,36 @@ pub(crate) enum TakeError {
     Lost { path: String, source: io::Error },
 }
 
-/// Set by the first [`take_handed`] that takes its descriptors: inherited
-/// numbers are closed once only, whichever threads race to `connect()`.
+/// Set by the first [`take_handed`] that takes its descriptor: one take
+/// per process, whichever threads race to `connect()`.
 static TAKEN: AtomicBool = AtomicBool::new(false);
+
+/// Every inherited number this process took ownership of (the control
+/// socket's, the memfd's), whoever took it: one record, so that no
+/// variable can make two owners of one descriptor (a `REMORA_CHANNEL`
+/// naming the control socket's number and identity).
+static OWNED: Mutex<Vec<RawFd>> = Mutex::new(Vec::new());
+
+/// Takes ownership of inherited number `h.fd` if it is open here, is that
+/// very file of that type ([`Handed::is`]), is above 2, and no one in
+/// this process took it before (the record above). `None` otherwise.
+pub(crate) fn own_inherited(h: &Handed) -> Option<OwnedFd> {
+    if h.fd <= 2 {
+        return None;
+    }
+    let mut owned = OWNED.lock().unwrap_or_else(|p| p.into_inner());
+    // SAFETY: only borrowed for the `fstat`, while the number is open
+    // (fstat fails harmlessly with EBADF otherwise).
+    if owned.contains(&h.fd) || !h.is(unsafe { BorrowedFd::borrow_raw(h.fd) }) {
+        return None;
+    }
+    owned.push(h.fd);
+    // SAFETY: the number is open and is the handed file (checked above),
+    // inherited for us alone (no other owner in this process knows of it),
+    // and the record (checked and updated under its lock) lets only one
+    // caller ever take it.
+    Some(unsafe { OwnedFd::from_raw_fd(h.fd) })
+}
 
 /// Test hook: counts the calls that took ownership of inherited numbers.
 #[cfg(test)]
@@ -137,98 +176,55 @@ pub(crate) static INHERITED_TAKES: std::sync::atomic::AtomicUsize =
 pub(crate) fn reset_taken() {
     TAKEN.store(false, Ordering::SeqCst);
     INHERITED_TAKES.store(0, Ordering::SeqCst);
+    OWNED.lock().unwrap_or_else(|p| p.into_inner()).clear();
 }
 
-/// Child side: takes the descriptors `ends` (each with its access mode,
-/// `O_RDONLY`, `O_WRONLY` or `O_RDWR`) that parent `pid` handed down, all
-/// close-on-exec and non-blocking.
+/// Child side: takes the descriptor `h` that parent `pid` handed down
+/// (with access mode `O_RDONLY`, `O_WRONLY` or `O_RDWR`), close-on-exec
+/// and non-blocking.
 ///
-/// Each is the inherited number if it is open here and is that very file
-/// (a wrapper may have closed it and something else taken the number).
-/// Else the parent's `/proc/<pid>/fd/<n>`, for wrappers that close
-/// inherited descriptors (`sudo` closes all above 2): the kernel lets only
+/// It is the inherited number if [`own_inherited`] takes it. Else the
+/// parent's `/proc/<pid>/fd/<n>` ([`open_in_proc`]), for wrappers that
+/// close inherited descriptors (`sudo` closes all above 2).
+///
+/// One call per process takes ([`TakeError::Taken`] after); a failed one
+/// (the parent's `/proc` out of reach) can be tried again.
+pub(crate) fn take_handed(pid: u32, h: Handed, access: libc::c_int) -> Result<OwnedFd, TakeError> {
+    // AcqRel: exactly one caller in the process sees `false` and goes on;
+    // the others see its take.
+    if TAKEN.swap(true, Ordering::AcqRel) {
+        return Err(TakeError::Taken);
+    }
+    let taken = match own_inherited(&h) {
+        Some(fd) => {
+            #[cfg(test)]
+            INHERITED_TAKES.fetch_add(1, Ordering::Relaxed);
+            fd::set_cloexec_nonblock(fd.as_fd())
+                .map(|()| fd)
+                .map_err(|source| TakeError::Lost {
+                    path: format!("inherited descriptor {}", h.fd),
+                    source,
+                })
+        }
+        None => open_in_proc(pid, h, access),
+    };
+    if taken.is_err() {
+        // Release: a later caller may try again.
+        TAKEN.store(false, Ordering::Release);
+    }
+    taken
+}
+
+/// Opens the parent's `/proc/<pid>/fd/<n>` if it is the handed file, of
+/// the handed type, close-on-exec and non-blocking: the kernel lets only
 /// the parent's own user (or root) open it; its identity is checked with
 /// `stat` before the open (never open, with whatever side effects opening
 /// a device has, a file that is not the one handed over) and again on the
 /// descriptor (the number may be reused in between). A write-only pipe
 /// end whose readers are all gone cannot be opened (`ENXIO`): it comes
-/// back as a pipe end without readers, which is what the inherited one
+/// back as a pipe end without readers, which is what the handed one
 /// would have been (writes fail with `EPIPE`).
-///
-/// Returns each end's outcome, so that a caller can still use the ends it
-/// got (to tell the parent it gave up). One call per process takes
-/// ([`TakeError::Taken`] after): numbers it owns must be closed once only,
-/// and a second `connect` must not find a hand-over the parent still
-/// keeps for the first.
-pub(crate) fn take_handed(
-    pid: u32,
-    ends: &[(Handed, libc::c_int)],
-) -> Result<Vec<Result<OwnedFd, TakeError>>, TakeError> {
-    // Acquire: pairs with the claim's swap below. Only an early answer: the
-    // swap alone decides between racing callers.
-    if TAKEN.load(Ordering::Acquire) {
-        return Err(TakeError::Taken);
-    }
-    let numbers = ends.iter().map(|(h, _)| h.fd);
-    if numbers
-        .clone()
-        .enumerate()
-        .any(|(i, n)| numbers.clone().skip(i + 1).any(|m| m == n))
-    {
-        // Owning one number twice would close it twice.
-        return Err(TakeError::Lost {
-            path: "the hand-over".to_owned(),
-            source: io::Error::other("a descriptor number is listed twice"),
-        });
-    }
-    // SAFETY: only borrowed for the `fstat`, while the number is open
-    // (fstat fails harmlessly with EBADF otherwise).
-    let inherited = |h: &Handed| h.fd > 2 && h.is(unsafe { BorrowedFd::borrow_raw(h.fd) });
-    let found: Vec<bool> = ends.iter().map(|(h, _)| inherited(h)).collect();
-    // AcqRel: exactly one caller in the process sees `false` and owns the
-    // numbers; the others see its take.
-    let claim = || match TAKEN.swap(true, Ordering::AcqRel) {
-        true => Err(TakeError::Taken),
-        false => Ok(()),
-    };
-    let any_inherited = found.contains(&true);
-    if any_inherited {
-        claim()?;
-        #[cfg(test)]
-        INHERITED_TAKES.fetch_add(1, Ordering::Relaxed);
-    }
-    // Every number we may own is owned first, so that whatever happens
-    // below closes each of them once.
-    let owned: Vec<Option<OwnedFd>> = (ends.iter().zip(&found))
-        // SAFETY: the number is open and is the handed file (checked
-        // above), inherited for us alone (no other owner in this process
-        // knows of it), listed once, and the claim lets only one caller
-        // ever take it.
-        .map(|((h, _), &f)| f.then(|| unsafe { OwnedFd::from_raw_fd(h.fd) }))
-        .collect();
-    let taken: Vec<_> = (ends.iter().zip(owned))
-        .map(|(&(h, access), fd)| match fd {
-            Some(fd) => match fd::set_cloexec_nonblock(fd.as_fd()) {
-                Ok(()) => Ok(fd),
-                Err(source) => Err(TakeError::Lost {
-                    path: format!("inherited descriptor {}", h.fd),
-                    source,
-                }),
-            },
-            None => open_in_proc(pid, h, access),
-        })
-        .collect();
-    // Nothing inherited: only a complete take claims, so that a failed one
-    // (the parent's /proc out of reach) can be tried again.
-    if !any_inherited && taken.iter().all(Result::is_ok) {
-        claim()?;
-    }
-    Ok(taken)
-}
-
-/// Opens `/proc/<pid>/fd/<n>` if it is the handed file (see
-/// [`take_handed`]).
-fn open_in_proc(pid: u32, h: Handed, access: libc::c_int) -> Result<OwnedFd, TakeError> {
+pub(crate) fn open_in_proc(pid: u32, h: Handed, access: libc::c_int) -> Result<OwnedFd, TakeError> {
     use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
     let path = format!("/proc/{pid}/fd/{}", h.fd);
     let lost = |source| TakeError::Lost {
@@ -237,7 +233,7 @@ fn open_in_proc(pid: u32, h: Handed, access: libc::c_int) -> Result<OwnedFd, Tak
     };
     let other = || lost(io::Error::other("another file has that number now"));
     let meta = std::fs::metadata(&path).map_err(lost)?;
-    if meta.dev() != h.dev || meta.ino() != h.ino {
+    if meta.dev() != h.dev || meta.ino() != h.ino || meta.mode() & libc::S_IFMT != h.kind {
         return Err(other());
     }
     let opened = std::fs::OpenOptions::new()

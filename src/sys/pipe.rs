@@ -8,13 +8,30 @@ use super::clock::MonoTime;
 use super::cvt;
 use super::fd::sized;
 
-/// `pipe2(O_CLOEXEC | O_NONBLOCK)`: `(read end, write end)`.
+/// `pipe2(O_CLOEXEC | O_NONBLOCK)`: `(read end, write end)`, both at
+/// numbers above 2 ([`above_stdio`]).
 pub(crate) fn pipe() -> io::Result<(OwnedFd, OwnedFd)> {
     let mut fds = [-1; 2];
     // SAFETY: `fds` has room for the two descriptors pipe2 writes.
     cvt(unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC | libc::O_NONBLOCK) })?;
     // SAFETY: pipe2 returned two fresh descriptors that nothing else owns.
-    Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
+    let (r, w) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
+    Ok((above_stdio(r)?, above_stdio(w)?))
+}
+
+/// `fd` itself if its number is above 2, else a close-on-exec copy at 3
+/// or above (`F_DUPFD_CLOEXEC`; the low number is closed). In a process
+/// started with stdin, stdout or stderr closed, a new descriptor takes the
+/// free low number, and the next `println!` (or a child that inherits its
+/// stdio) would write into a channel's pipe.
+pub(crate) fn above_stdio(fd: OwnedFd) -> io::Result<OwnedFd> {
+    if fd.as_raw_fd() > 2 {
+        return Ok(fd);
+    }
+    // SAFETY: fcntl on a descriptor we own; no pointers.
+    let n = cvt(unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_DUPFD_CLOEXEC, 3) })?;
+    // SAFETY: F_DUPFD_CLOEXEC returned a fresh descriptor nothing else owns.
+    Ok(unsafe { OwnedFd::from_raw_fd(n) })
 }
 
 /// `read(2)`: `Ok(0)` is end of file; `EAGAIN`/`EINTR` are errors.

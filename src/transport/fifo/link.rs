@@ -4,7 +4,8 @@
 //!
 //! The parent keeps a copy of each of the child's pipe ends until the child
 //! has taken its own, so that a child whose wrapper closed the inherited
-//! descriptors can still open them as `/proc/<parent>/fd/<n>`. While kept,
+//! control socket (which carries them) can still open them as
+//! `/proc/<parent>/fd/<n>`. While kept,
 //! they hide the child's hang-up (a receiver sees no end of file, a sender
 //! no `EPIPE`): until then only the watch on the child (its pidfd) reports
 //! its death. They go once the child has written its byte to the attach
@@ -26,8 +27,10 @@ pub(super) struct Handover {
     /// The attach pipe's read end: readable once the child has taken its
     /// ends.
     pub(super) attach: OwnedFd,
-    /// Our copies of every descriptor the child inherits.
-    pub(super) _kept: Vec<OwnedFd>,
+    /// Our copies of every end handed to the child (the claim pipe's
+    /// read end, the attach pipe's write end, per channel the child's two
+    /// ends), in hand-over order.
+    pub(super) kept: Vec<OwnedFd>,
 }
 
 /// Shared state behind a FIFO set's channel ends (an `Arc` in each).
@@ -84,6 +87,12 @@ impl FifoLink {
         *handover = None;
         // Release: publishes `attached` to `settle`'s Acquire.
         self.settled.store(true, Ordering::Release);
+    }
+
+    /// Parent side: `f` over our copies of the child's ends, while kept.
+    pub(super) fn with_kept<R>(&self, f: impl FnOnce(&[OwnedFd]) -> R) -> Option<R> {
+        let handover = self.handover.lock().unwrap_or_else(|p| p.into_inner());
+        handover.as_ref().map(|h| f(&h.kept))
     }
 
     /// Parent side, once the child is gone: no child can attach any more.

@@ -2,24 +2,36 @@
 //! creates it before spawning and the child takes it in `connect`, and the
 //! hand-over between them.
 //!
-//! Per channel, two `pipe2` pipes (parent to child, child to parent), and
-//! one attach pipe per set. The child inherits its ends (close-on-exec
-//! cleared in it alone, by the spawner) and finds them from
-//! `REMORA_CHANNEL`:
+//! Per channel, two `pipe2` pipes (parent to child, child to parent); per
+//! set, one attach pipe and one claim pipe (holding one byte). Before the
+//! child runs, the parent queues ONE message on the spawned child's
+//! control socketpair (`runtime::spawned`) carrying the child's ends with
+//! `SCM_RIGHTS`: the claim pipe's read end, the attach pipe's write end,
+//! per channel the child's write and read end. Nothing is inherited: no
+//! wrapper or helper between parent and child holds a pipe end, so the
+//! child's death or hang-up is seen at once. `REMORA_CHANNEL` describes
+//! the same ends:
 //!
 //! ```text
-//! pipes:<parent pid>:<attach end>:<channel>:<channel>...
+//! pipes:<parent pid>:<claim end>:<attach end>:<channel>:<channel>...
 //! channel = <capacity>.<wait hint>.<hex name>.<c2p write end>.<p2c read end>
-//! end     = <fd>.<dev>.<ino>   (the child's number, the pipe's identity)
+//! end     = <fd>.<dev>.<ino>   (the parent's number, the pipe's identity)
 //! ```
 //!
 //! Every number is plain decimal; the whole value is parsed strictly and
 //! the channels checked with the parent's own `config::validate`. The
-//! child takes its ends (`sys::inherit::take_handed`: inherited, else
-//! `/proc/<parent>/fd/<n>`, identity-checked), then writes one byte to the
-//! attach pipe (see `link`).
+//! child reads the message from the inherited socketpair (received once,
+//! by one process: the claim), checks every end against the variable
+//! (device, inode, a FIFO), and reads the claim byte. Without the
+//! socketpair (a wrapper closed it) it opens the parent's kept copies as
+//! `/proc/<parent>/fd/<n>` (`sys::inherit::open_in_proc`), the claim
+//! pipe first: whoever reads its one byte owns the set, so a second
+//! process (through `/proc` or after the message) gets `AlreadyClaimed`.
+//! Then the child writes one byte to the attach pipe (see `link`).
 
-use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
+use std::io;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use super::link::{FifoEnd, FifoLink, Handover};
@@ -30,9 +42,9 @@ use crate::config::{self, ChannelConfig};
 use crate::error::{ChannelError, OpenError};
 use crate::peer::PeerWatch;
 use crate::side::Direction;
-use crate::sys::inherit::{Handed, take_handed};
+use crate::sys::inherit::{Handed, open_in_proc};
 use crate::sys::signal::SigpipeBlock;
-use crate::sys::{fd, pipe};
+use crate::sys::{fd, pipe, socket};
 use crate::wait::WaitStrategy;
 
 /// One channel's two ends, until taken.
@@ -48,10 +60,8 @@ pub(crate) struct FifoSet {
     link: Arc<FifoLink>,
     /// The direction this side receives on.
     incoming: Direction,
-    /// Parent side: the `REMORA_CHANNEL` value and the descriptors the
-    /// child inherits.
+    /// Parent side: the `REMORA_CHANNEL` value.
     env: String,
-    handed: Vec<RawFd>,
     channels: Vec<ChannelConfig>,
     ends: Mutex<Vec<Option<Ends>>>,
 }
@@ -61,18 +71,24 @@ pub(crate) struct FifoSet {
 pub(crate) struct HandOver {
     pid: u32,
     channels: Vec<ChannelConfig>,
-    /// The attach pipe's end, then per channel its c2p and p2c ends.
+    /// The claim pipe's and the attach pipe's end, then per channel its
+    /// c2p and p2c ends.
     ends: Vec<Handed>,
 }
 
 impl FifoSet {
     /// Parent side: makes the pipes, and the variable that describes the
-    /// child's ends.
+    /// child's ends ([`FifoSet::queue`] hands them over).
     pub(crate) fn create(configs: &[ChannelConfig]) -> Result<FifoSet, OpenError> {
         config::validate(configs)?;
         let new_pipe = || pipe::pipe().map_err(OpenError::io("pipe2"));
+        let (claim, claim_w) = new_pipe()?;
+        // The one byte whoever claims the set reads. Our write end goes
+        // now: a drained claim pipe reads as end of file.
+        fd::write(claim_w.as_fd(), &[1]).map_err(OpenError::io("write"))?;
+        drop(claim_w);
         let (attach, attach_end) = new_pipe()?;
-        let mut kept = vec![attach_end];
+        let mut kept = vec![claim, attach_end];
         let mut pipes = Vec::with_capacity(configs.len());
         for c in configs {
             let ((p2c_r, p2c_w), (c2p_r, c2p_w)) = (new_pipe()?, new_pipe()?);
@@ -92,43 +108,50 @@ impl FifoSet {
             ends,
         }
         .encode();
-        let handed = kept.iter().map(AsRawFd::as_raw_fd).collect();
-        let link = Arc::new(FifoLink::new(Some(Handover {
-            attach,
-            _kept: kept,
-        })));
+        let link = Arc::new(FifoLink::new(Some(Handover { attach, kept })));
         let mut set = FifoSet::new(link, Direction::ToCreator, configs.to_vec(), pipes);
-        (set.env, set.handed) = (env, handed);
+        set.env = env;
         Ok(set)
     }
 
-    /// Child side: takes the ends `hand_over` describes and tells the
-    /// parent so.
-    pub(crate) fn open(hand_over: HandOver) -> Result<FifoSet, OpenError> {
-        // The attach end, then per channel our write and our read end.
-        let access = [libc::O_WRONLY, libc::O_WRONLY, libc::O_RDONLY];
-        let access = access
-            .into_iter()
-            .chain(access[1..].iter().copied().cycle());
-        let ends: Vec<_> = hand_over.ends.iter().copied().zip(access).collect();
-        let mut fds = take_handed(hand_over.pid, &ends)?.into_iter();
-        // Tell the parent we are done with the hand-over, whether we got
-        // every end or not: it drops its copies, so it sees us hang up at
-        // once if we gave up. (No reader left: the parent is gone, and the
-        // pipes report it. EPIPE is ignored.)
-        if let Some(Ok(attach)) = fds.next() {
-            let mut sigpipe = SigpipeBlock::new();
-            if fd::write(attach.as_fd(), &[1]).is_err() {
-                sigpipe.discard();
-            }
+    /// Parent side, before the spawn: queues the child's ends on the
+    /// control socketpair end `sock` (one message, [`HAND_OVER_TAG`]).
+    pub(crate) fn queue(&self, sock: BorrowedFd<'_>) -> io::Result<()> {
+        self.link
+            .with_kept(|kept| {
+                let fds: Vec<BorrowedFd<'_>> = kept.iter().map(AsFd::as_fd).collect();
+                socket::send(sock, HAND_OVER_TAG, &fds)
+            })
+            .unwrap_or_else(|| Err(io::ErrorKind::NotConnected.into()))
+    }
+
+    /// Child side: takes the ends `hand_over` describes, from the message
+    /// queued on `sock` (the inherited control socketpair) if given, else
+    /// through the parent's `/proc`, and tells the parent so.
+    pub(crate) fn open(
+        hand_over: HandOver,
+        sock: Option<BorrowedFd<'_>>,
+    ) -> Result<FifoSet, OpenError> {
+        // AcqRel: exactly one caller in the process sees `false` and
+        // tries; the others (a second or racing `connect`) see its try.
+        // One try per process, whatever its outcome: the parent drops its
+        // copies once the first is over.
+        if TRIED.swap(true, Ordering::AcqRel) {
+            return Err(OpenError::AlreadyClaimed);
         }
-        let mut fds = fds.collect::<Result<Vec<_>, _>>()?.into_iter();
+        let fds = match sock {
+            Some(sock) => receive(sock, &hand_over)?,
+            None => take_in_proc(&hand_over)?,
+        };
+        let mut fds = fds.into_iter().skip(1); // the claim end has done its job
+        let attach = fds.next().expect("counted");
         let mut pipes = Vec::with_capacity(hand_over.channels.len());
         while let (Some(tx), Some(rx)) = (fds.next(), fds.next()) {
             pipes.push([tx, rx]);
         }
+        attached(&attach);
         // No watch on the parent: its death closes its ends of every pipe
-        // (they are close-on-exec: no wrapper keeps them open).
+        // (no other process holds them).
         let link = Arc::new(FifoLink::new(None));
         Ok(FifoSet::new(
             link,
@@ -158,7 +181,6 @@ impl FifoSet {
             link,
             incoming,
             env: String::new(),
-            handed: Vec::new(),
             channels,
             ends,
         }
@@ -168,11 +190,6 @@ impl FifoSet {
     /// this set to the child.
     pub(crate) fn env_value(&self) -> &str {
         &self.env
-    }
-
-    /// The descriptors the child must inherit.
-    pub(crate) fn handed_fds(&self) -> &[RawFd] {
-        &self.handed
     }
 
     /// Parent side: treat the death of child `pid` as the peer hanging up.
@@ -247,8 +264,9 @@ impl HandOver {
     /// The variable's value (see the module docs).
     fn encode(&self) -> String {
         let end = |h: &Handed| format!("{}.{}.{}", h.fd, h.dev, h.ino);
-        let mut out = format!("{}:{}", self.pid, end(&self.ends[0]));
-        for (c, pair) in self.channels.iter().zip(self.ends[1..].chunks(2)) {
+        let (claim, attach) = (end(&self.ends[0]), end(&self.ends[1]));
+        let mut out = format!("{}:{claim}:{attach}", self.pid);
+        for (c, pair) in self.channels.iter().zip(self.ends[2..].chunks(2)) {
             let name: String = c.name().bytes().map(|b| format!("{b:02x}")).collect();
             let hint = c.wait.to_hint();
             let (tx, rx) = (end(&pair[0]), end(&pair[1]));
@@ -261,8 +279,9 @@ impl HandOver {
     pub(crate) fn decode(spec: &str) -> Option<HandOver> {
         let mut parts = spec.split(':');
         let pid = number(parts.next()?)?;
+        let claim: Vec<&str> = parts.next()?.split('.').collect();
         let attach: Vec<&str> = parts.next()?.split('.').collect();
-        let mut ends = vec![handed(&attach)?];
+        let mut ends = vec![handed(&claim)?, handed(&attach)?];
         let mut channels = Vec::new();
         for part in parts {
             let fields: Vec<&str> = part.split('.').collect();
@@ -313,7 +332,102 @@ fn handed(fields: &[&str]) -> Option<Handed> {
         fd: number(fd)?,
         dev: number(dev)?,
         ino: number(ino)?,
+        kind: libc::S_IFIFO,
     })
+}
+
+/// Set by the first [`FifoSet::open`] in this process.
+static TRIED: AtomicBool = AtomicBool::new(false);
+
+/// The data of the hand-over message (its descriptors are the ends).
+pub(crate) const HAND_OVER_TAG: &[u8] = b"remora-pipes-1";
+
+/// Child side: the ends from the message the parent queued on `sock`
+/// before the spawn. Received once, by one process: nothing queued (or
+/// the claim byte gone: a process took the set through `/proc`) is
+/// `AlreadyClaimed`. Every end must be the one the variable names (device,
+/// inode, a FIFO); if not, `HandOverLost`, after telling the parent the
+/// hand-over is over (it then drops its copies, and sees us hang up).
+fn receive(sock: BorrowedFd<'_>, hand_over: &HandOver) -> Result<Vec<OwnedFd>, OpenError> {
+    let mut buf = [0u8; 32];
+    let lost = |why: &str| OpenError::HandOverLost {
+        path: "the control socket".to_owned(),
+        source: io::Error::other(why.to_owned()),
+    };
+    let got = match socket::recv_fds(sock, &mut buf, socket::MAX_HANDED_FDS) {
+        Ok(got) if got.len == 0 && got.fds.is_empty() => return Err(OpenError::AlreadyClaimed),
+        Ok(got) => got,
+        Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Err(OpenError::AlreadyClaimed),
+        Err(e) => return Err(OpenError::io("recvmsg")(e)),
+    };
+    let fds = (got.fds.into_iter().map(pipe::above_stdio))
+        .collect::<io::Result<Vec<_>>>()
+        .map_err(OpenError::io("fcntl"))?;
+    let whole = !got.truncated && !got.control_truncated && &buf[..got.len] == HAND_OVER_TAG;
+    if !whole || fds.len() != hand_over.ends.len() {
+        return Err(lost("the hand-over message is not the one described"));
+    }
+    if !fds
+        .iter()
+        .zip(&hand_over.ends)
+        .all(|(fd, h)| h.is(fd.as_fd()))
+    {
+        if hand_over.ends[1].is(fds[1].as_fd()) {
+            attached(&fds[1]);
+        }
+        return Err(lost(
+            "a received pipe end is not the one the variable names",
+        ));
+    }
+    claim(&fds[0])?;
+    Ok(fds)
+}
+
+/// Child side, without the socketpair: the parent's kept copies through
+/// `/proc/<parent>/fd/<n>`, the claim pipe first.
+fn take_in_proc(hand_over: &HandOver) -> Result<Vec<OwnedFd>, OpenError> {
+    let take = |h: &Handed, access| open_in_proc(hand_over.pid, *h, access);
+    let first = take(&hand_over.ends[0], libc::O_RDONLY)?;
+    claim(&first)?;
+    let mut fds = vec![first];
+    // The attach end, then per channel our write and our read end.
+    let access = [libc::O_WRONLY, libc::O_WRONLY, libc::O_RDONLY];
+    let access = access
+        .into_iter()
+        .chain(access[1..].iter().copied().cycle());
+    for (h, access) in hand_over.ends[1..].iter().zip(access) {
+        match take(h, access) {
+            Ok(fd) => fds.push(fd),
+            Err(e) => {
+                // Tell the parent we gave up: it drops its copies, so it
+                // sees us hang up at once.
+                if let Some(attach) = fds.get(1) {
+                    attached(attach);
+                }
+                return Err(e.into());
+            }
+        }
+    }
+    Ok(fds)
+}
+
+/// Reads the claim pipe's one byte: whoever does owns the set.
+fn claim(fd: &OwnedFd) -> Result<(), OpenError> {
+    match pipe::read(fd.as_fd(), &mut [0]) {
+        Ok(1) => Ok(()),
+        // Drained (end of file), or another reader is mid-read.
+        _ => Err(OpenError::AlreadyClaimed),
+    }
+}
+
+/// Tells the parent the hand-over is over (one byte on the attach pipe).
+/// No reader left: the parent is gone, and the pipes report it (EPIPE is
+/// ignored).
+fn attached(attach: &OwnedFd) {
+    let mut sigpipe = SigpipeBlock::new();
+    if fd::write(attach.as_fd(), &[1]).is_err() {
+        sigpipe.discard();
+    }
 }
 
 #[cfg(test)]
@@ -327,11 +441,12 @@ mod tests {
                 ChannelConfig::new(name).wait_strategy(WaitStrategy::Spin)
             })
             .collect();
-        let ends = (0..1 + 2 * channels.len())
+        let ends = (0..2 + 2 * channels.len())
             .map(|i| Handed {
                 fd: 1000 + i as RawFd,
                 dev: 15,
                 ino: 4_000_000_000 + i as u64,
+                kind: libc::S_IFIFO,
             })
             .collect();
         HandOver {
@@ -362,7 +477,7 @@ mod tests {
             good.replace("303030", "30303"),
             format!("{good}:"),
             // The same descriptor number twice.
-            good.replace(".1002.", ".1001."),
+            good.replace(".1003.", ".1001."),
             // A capacity that is not a power of two.
             good.replacen(":1048576.", ":1000.", 1),
             String::new(),
