@@ -411,8 +411,9 @@ fn a_wrapper_that_outlives_the_child_does_not_hide_its_hang_up() {
 }
 
 /// A helper the child starts before `connect()` (here `cat`, reading the
-/// child's stdin) does not hide the child's hang-up: it inherited the
-/// control socket, not the pipe ends.
+/// child's stdin) does not hide the child's hang-up (its channel ends
+/// dropped while it lives on, so the watch on its death cannot see it):
+/// the helper inherited the control socket, not the pipe ends.
 #[test]
 fn a_helper_started_before_connect_does_not_hide_the_hang_up() {
     let _s = serial();
@@ -424,13 +425,15 @@ fn a_helper_started_before_connect_does_not_hide_the_hang_up() {
             .unwrap(),
     );
     hang_up_seen(&mut child);
-    // Lets the helper go (end of its stdin).
+    assert!(child.try_wait().unwrap().is_none(), "seen by death");
+    // Lets the child and the helper go (end of their stdin).
     drop(child.process_mut().stdin.take());
+    assert!(child.wait().unwrap().success());
 }
 
-/// One echo, then the child exits while something of its (a wrapper, a
-/// helper) lives on: the receiver must see `Disconnected` well within its
-/// 10 s timeout.
+/// One echo, then the child hangs up (exits, or drops its ends) while
+/// something of its (a wrapper, a helper) lives on: the receiver must see
+/// `Disconnected` well within its 10 s timeout.
 fn hang_up_seen(child: &mut KillOnDrop) {
     let (mut tx, mut rx) = child.channel::<u64, u64>("c").unwrap();
     tx.send(&1).unwrap();
@@ -767,7 +770,9 @@ fn child_entry() {
             let (mut tx, mut rx) = conn.channel::<u64, u64>("c").unwrap();
             let n = *rx.recv().unwrap();
             tx.send(&(n + 1)).unwrap();
-            // Exits without waiting for the helper.
+            drop((tx, rx, conn));
+            // Lives on, hung up, until the parent closes our stdin.
+            wait_gate();
         }
         "reclaim" => {
             let mut helper = command("late_connect")
