@@ -765,14 +765,16 @@ fn child_entry() {
         "helper_then_echo" => {
             // Started before `connect()`: inherits what this process
             // inherited and has not made close-on-exec yet.
-            let _helper = Command::new("cat").stdout(Stdio::null()).spawn().unwrap();
+            let mut helper = Command::new("cat").stdout(Stdio::null()).spawn().unwrap();
             let conn = remora::connect().unwrap();
             let (mut tx, mut rx) = conn.channel::<u64, u64>("c").unwrap();
             let n = *rx.recv().unwrap();
             tx.send(&(n + 1)).unwrap();
             drop((tx, rx, conn));
-            // Lives on, hung up, until the parent closes our stdin.
+            // Lives on, hung up, until the parent closes our stdin (the
+            // helper's too).
             wait_gate();
+            helper.wait().unwrap();
         }
         "reclaim" => {
             let mut helper = command("late_connect")

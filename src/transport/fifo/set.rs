@@ -443,7 +443,7 @@ mod tests {
             .collect();
         let ends = (0..2 + 2 * channels.len())
             .map(|i| Handed {
-                fd: 1000 + i as RawFd,
+                fd: 1000 + i as std::os::fd::RawFd,
                 dev: 15,
                 ino: 4_000_000_000 + i as u64,
                 kind: libc::S_IFIFO,
