@@ -11,7 +11,7 @@ mod common;
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::io::{BufRead, Write};
 use std::os::fd::AsRawFd;
-use std::os::unix::fs::MetadataExt;
+use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::os::unix::process::CommandExt;
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -387,6 +387,19 @@ fn a_hand_over_naming_a_non_fifo_is_refused() {
     drop(exe);
 }
 
+/// A parent running with stdin, stdout and stderr closed never puts a pipe
+/// end at 0-2 (where its next `println!`, or a child inheriting its
+/// stdio, would write into a channel): the pipes are moved above 2.
+#[test]
+fn pipe_ends_stay_above_stdio_in_a_parent_without_stdio() {
+    let _s = serial();
+    let _w = Watchdog::new("fifo spawn, no stdio", Duration::from_secs(60));
+    wait_success(
+        command("stdio_less_parent").spawn().unwrap(),
+        Duration::from_secs(30),
+    );
+}
+
 /// A wrapper that outlives the child (`sh -c 'app; sleep'`) does not hide
 /// its death: the pipe ends came over the control socket, so the wrapper
 /// never held them. The parent's receiver sees `Disconnected` once the
@@ -755,6 +768,24 @@ fn child_entry() {
             assert_eq!(unsafe { libc::fcntl(fd, libc::F_GETFD) }, -1);
             let conn = remora::connect().unwrap();
             serve_echo(&conn);
+        }
+        "stdio_less_parent" => {
+            for fd in 0..3 {
+                // SAFETY: closes this process's stdio numbers; nothing here
+                // owns them as Rust objects (std's stdio tolerates EBADF).
+                unsafe { libc::close(fd) };
+            }
+            let mut s = fifo_spawner("echo");
+            s.stdin(Stdio::inherit()).stdout(Stdio::inherit());
+            let mut child = KillOnDrop(s.spawn().unwrap());
+            for fd in 0..3 {
+                let path = format!("/proc/self/fd/{fd}");
+                if let Ok(meta) = std::fs::metadata(&path) {
+                    assert!(!meta.file_type().is_fifo(), "a pipe end at fd {fd}");
+                }
+            }
+            echo_round_trips(&child, 3);
+            child.wait().unwrap();
         }
         "echo_once" => {
             let conn = remora::connect().unwrap();
