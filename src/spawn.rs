@@ -37,7 +37,7 @@ mod runtime_channels;
 /// channels: `memfd:<pid>:<fd>:<size>:<dev>:<ino>` (a sealed segment the
 /// child inherits, the default), `shm:/remora-<pid>-<random>` (a named
 /// shared-memory segment) or `pipes:<pid>:...` (the FIFO transport's
-/// inherited pipes: see [`Transport::Fifo`]).
+/// pipes, sent on the control socket: see [`Transport::Fifo`]).
 ///
 /// A second variable, `REMORA_CONTROL`
 /// (`<fd>:<dev>:<ino>:<listener name>:<token>:<parent pid>:<parent euid>`),

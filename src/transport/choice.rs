@@ -1,5 +1,5 @@
 //! Which transport a spawner uses, the `REMORA_TRANSPORT` override, and when
-//! `Auto` falls back from shared memory to FIFOs (inherited pipes).
+//! `Auto` falls back from shared memory to FIFOs (anonymous pipes).
 
 use std::fmt;
 use std::str::FromStr;
@@ -24,7 +24,7 @@ pub const TRANSPORT_ENV: &str = "REMORA_TRANSPORT";
 /// * [`Shm`](Transport::Shm): rings in a POSIX shared-memory segment,
 ///   zero-copy both ways, futex wake-ups. Needs a usable `/dev/shm`.
 /// * [`Fifo`](Transport::Fifo): the same frames over two anonymous pipes
-///   per channel, inherited by the child. Each message is copied through
+///   per channel, handed to the child alone. Each message is copied through
 ///   the kernel once each way (then read in place from a private buffer);
 ///   works wherever pipes do, with no file system at all.
 /// * [`Auto`](Transport::Auto) (default): [`TRANSPORT_ENV`] if set, else
@@ -60,11 +60,14 @@ pub enum Transport {
     /// Shared memory only: spawning fails if the segment cannot be made.
     Shm,
     /// Pipes only: two `pipe2` pipes per channel, whose child ends the
-    /// child inherits (and only that child).
+    /// parent sends on the child's control socket before it runs (never
+    /// inherited: a wrapper or helper between them never holds a pipe end,
+    /// so none hides the child's hang-up; the message is received once,
+    /// by one process).
     ///
     /// The trade-off of that hand-over: nothing on any file system (no
     /// directory, no writable temp dir needed, nothing left behind if
-    /// either side is killed), but a descriptor can be lost on the way. A
+    /// either side is killed), but the socket can be lost on the way. A
     /// wrapper that closes inherited descriptors (`sudo` closes all above
     /// 2) is covered: the child then opens each end as
     /// `/proc/<parent pid>/fd/<n>`, after checking it is that very pipe,
@@ -80,7 +83,7 @@ pub enum Transport {
     ///     .channel("c")
     ///     .transport(remora::Transport::Fifo)
     ///     .spawn()?;
-    /// // The child: remora::connect() takes the inherited pipes.
+    /// // The child: remora::connect() takes its pipe ends.
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     Fifo,
