@@ -529,8 +529,9 @@ impl Spawner {
         // between us and the child would hold them too, and hide the
         // child's hang-up). Without the socket the child takes them
         // through our /proc.
-        if let (ChannelSet::Fifo(fifo), Some(r)) = (&set, &rendezvous)
-            && r.queue_with(|sock| fifo.queue(sock)).is_err()
+        if let (ChannelSet::Fifo(fifo), Some(r), Some(c)) = (&set, &rendezvous, &control)
+            && r.queue_with(|sock| fifo.queue(sock, c.sock.as_fd()))
+                .is_err()
         {
             // Not queued: no control socket at all, rather than one the
             // child would read an empty queue on (AlreadyClaimed).

@@ -423,6 +423,36 @@ fn a_wrapper_that_outlives_the_child_does_not_hide_its_hang_up() {
     hang_up_seen(&mut child);
 }
 
+/// A wrapper that keeps the control socket but closes it for the child
+/// alone (as Python's `subprocess` does with `close_fds`), then outlives
+/// it: the child takes its ends through `/proc`, and the hand-over
+/// message, never read, must not keep the pipes open (its descriptors
+/// would stay in flight in the wrapper's copy of the socket). The parent
+/// drains it once the child has attached.
+#[test]
+fn a_wrapper_that_closes_the_socket_for_the_child_alone_does_not_hide_its_hang_up() {
+    let _s = serial();
+    let _w = Watchdog::new(
+        "fifo spawn, socket closed for the child",
+        Duration::from_secs(60),
+    );
+    let mut s = Spawner::new("bash");
+    s.arg("-c")
+        // Runs the child with the control socket's number closed (bash:
+        // dash takes no descriptor numbers above 9), then becomes `sleep`
+        // holding its own copy.
+        .arg(r#"fd=${REMORA_CONTROL%%:*}; eval "\"\$0\" \"\$@\" $fd>&-"; exec sleep 30"#)
+        .arg(std::env::current_exe().unwrap())
+        .args(ENTRY)
+        .env(common::ROLE, "echo_once")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .channel("c")
+        .transport(Transport::Fifo);
+    let mut child = KillOnDrop(s.spawn().unwrap());
+    hang_up_seen(&mut child);
+}
+
 /// A helper the child starts before `connect()` (here `cat`, reading the
 /// child's stdin) does not hide the child's hang-up (its channel ends
 /// dropped while it lives on, so the watch on its death cannot see it):

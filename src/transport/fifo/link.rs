@@ -18,7 +18,7 @@ use std::sync::{Arc, Mutex};
 
 use crate::peer::{Peer, PeerWatch};
 use crate::sys::clock::MonoTime;
-use crate::sys::pipe;
+use crate::sys::{pipe, socket};
 use crate::wait::{ADAPTIVE_SPIN, SLICE, WaitStrategy};
 
 /// The parent's side of the hand-over, until settled.
@@ -31,6 +31,14 @@ pub(super) struct Handover {
     /// read end, the attach pipe's write end, per channel the child's two
     /// ends), in hand-over order.
     pub(super) kept: Vec<OwnedFd>,
+    /// A copy of the child's end of the control socketpair, whose receive
+    /// queue holds the hand-over message until the child reads it. A child
+    /// that took its ends through `/proc` never does (a wrapper closed the
+    /// socket for it alone, like Python's `subprocess` with `close_fds`,
+    /// while keeping its own copy): the message's descriptors would stay in
+    /// flight for as long as that copy lives and keep the pipes open, so
+    /// the child's hang-up would never show. Drained once settled.
+    pub(super) queue: Option<OwnedFd>,
 }
 
 /// Shared state behind a FIFO set's channel ends (an `Arc` in each).
@@ -44,6 +52,22 @@ pub(crate) struct FifoLink {
     /// Written (Relaxed) before `settled` is released, never after.
     attached: AtomicBool,
     peer: Peer,
+}
+
+/// Reads and drops what waits on the child's socketpair end `queue`: the
+/// hand-over message, if the child never read it (it attached through
+/// `/proc`, or can no longer attach). Nothing else is sent there before
+/// the child's hello moves the control channel to a socket of its own.
+fn drain(queue: BorrowedFd<'_>) {
+    let mut buf = [0u8; 64];
+    // Bounded: one message is queued; a few reads are plenty.
+    for _ in 0..4 {
+        match socket::recv_fds(queue, &mut buf, socket::MAX_HANDED_FDS) {
+            // Dropping `got` closes the descriptors it carried.
+            Ok(got) if got.len > 0 || !got.fds.is_empty() => {}
+            _ => return,
+        }
+    }
 }
 
 impl FifoLink {
@@ -84,6 +108,9 @@ impl FifoLink {
         } else if !give_up {
             return;
         }
+        if let Some(queue) = &h.queue {
+            drain(queue.as_fd());
+        }
         *handover = None;
         // Release: publishes `attached` to `settle`'s Acquire.
         self.settled.store(true, Ordering::Release);
@@ -93,6 +120,14 @@ impl FifoLink {
     pub(super) fn with_kept<R>(&self, f: impl FnOnce(&[OwnedFd]) -> R) -> Option<R> {
         let handover = self.handover.lock().unwrap_or_else(|p| p.into_inner());
         handover.as_ref().map(|h| f(&h.kept))
+    }
+
+    /// Parent side: keeps `queue` (see `Handover::queue`) until settled.
+    pub(super) fn keep_queue(&self, queue: OwnedFd) {
+        let mut handover = self.handover.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(h) = handover.as_mut() {
+            h.queue = Some(queue);
+        }
     }
 
     /// Parent side, once the child is gone: no child can attach any more.

@@ -108,15 +108,24 @@ impl FifoSet {
             ends,
         }
         .encode();
-        let link = Arc::new(FifoLink::new(Some(Handover { attach, kept })));
+        let link = Arc::new(FifoLink::new(Some(Handover {
+            attach,
+            kept,
+            queue: None,
+        })));
         let mut set = FifoSet::new(link, Direction::ToCreator, configs.to_vec(), pipes);
         set.env = env;
         Ok(set)
     }
 
     /// Parent side, before the spawn: queues the child's ends on the
-    /// control socketpair end `sock` (one message, [`HAND_OVER_TAG`]).
-    pub(crate) fn queue(&self, sock: BorrowedFd<'_>) -> io::Result<()> {
+    /// control socketpair end `sock` (one message, [`HAND_OVER_TAG`]);
+    /// `theirs` is the child's end, a copy of which we keep until settled
+    /// to drain the message if the child never reads it (see
+    /// `Handover::queue`).
+    pub(crate) fn queue(&self, sock: BorrowedFd<'_>, theirs: BorrowedFd<'_>) -> io::Result<()> {
+        let copy = theirs.try_clone_to_owned()?;
+        self.link.keep_queue(copy);
         self.link
             .with_kept(|kept| {
                 let fds: Vec<BorrowedFd<'_>> = kept.iter().map(AsFd::as_fd).collect();
@@ -386,7 +395,12 @@ fn receive(sock: BorrowedFd<'_>, hand_over: &HandOver) -> Result<Vec<OwnedFd>, O
 /// Child side, without the socketpair: the parent's kept copies through
 /// `/proc/<parent>/fd/<n>`, the claim pipe first.
 fn take_in_proc(hand_over: &HandOver) -> Result<Vec<OwnedFd>, OpenError> {
-    let take = |h: &Handed, access| open_in_proc(hand_over.pid, *h, access);
+    // Above 0-2 like every other end (a process that closed its stdio
+    // would otherwise get a pipe end as its stdout).
+    let take = |h: &Handed, access| -> Result<OwnedFd, OpenError> {
+        let fd = open_in_proc(hand_over.pid, *h, access)?;
+        pipe::above_stdio(fd).map_err(OpenError::io("F_DUPFD_CLOEXEC"))
+    };
     let first = take(&hand_over.ends[0], libc::O_RDONLY)?;
     claim(&first)?;
     let mut fds = vec![first];
@@ -404,7 +418,7 @@ fn take_in_proc(hand_over: &HandOver) -> Result<Vec<OwnedFd>, OpenError> {
                 if let Some(attach) = fds.get(1) {
                     attached(attach);
                 }
-                return Err(e.into());
+                return Err(e);
             }
         }
     }
