@@ -140,13 +140,13 @@ impl fmt::Display for StreamFault {
 
 impl std::error::Error for StreamFault {}
 
-/// Why creating or opening a segment, or the FIFO transport's directory,
+/// Why creating or opening a segment, or the FIFO transport's pipes,
 /// failed.
 #[derive(Debug)]
 #[non_exhaustive]
 pub enum OpenError {
     /// A system call failed; `op` names it (e.g. `"shm_open"`,
-    /// `"posix_fallocate"`, `"mkfifo"`). `ENOSPC` from `posix_fallocate`
+    /// `"posix_fallocate"`, `"pipe2"`). `ENOSPC` from `posix_fallocate`
     /// means /dev/shm is full; `EACCES`/`EPERM` usually mean shared memory
     /// is forbidden here (try [`Transport::Fifo`](crate::Transport::Fifo)).
     Io {
@@ -155,13 +155,13 @@ pub enum OpenError {
         /// The OS error.
         source: io::Error,
     },
-    /// No segment (or FIFO directory) of that name exists: it was never
+    /// No segment of that name exists: it was never
     /// created, or was already removed after another process attached.
     NotFound {
         /// The name looked up.
         name: String,
     },
-    /// The object (segment, or FIFO manifest) does not start with remora's
+    /// The segment does not start with remora's
     /// magic number: not remora's.
     BadMagic {
         /// The first 8 bytes found.
@@ -182,7 +182,7 @@ pub enum OpenError {
         /// Size the header claims (0 if the object is too small for one).
         recorded: u64,
     },
-    /// The object (segment, FIFO directory or one of its files) belongs to
+    /// The segment belongs to
     /// another user: refusing to trust it.
     WrongOwner {
         /// Owner of the object.
@@ -193,8 +193,7 @@ pub enum OpenError {
     /// The creator had not finished initialising the segment.
     NotReady,
     /// The channel directory is inconsistent (overlapping or out-of-bounds
-    /// rings, bad capacity or name), or a FIFO-transport file is not what it
-    /// must be (not a FIFO, accessible to others, bad manifest).
+    /// rings, bad capacity or name), or a memfd handed over is write-sealed.
     BadLayout {
         /// What is wrong.
         reason: &'static str,
@@ -224,6 +223,18 @@ pub enum OpenError {
         found: u32,
         /// The seals remora requires.
         required: u32,
+    },
+    /// A spawned child found neither a descriptor its parent handed down
+    /// (the sealed segment, a pipe of the FIFO transport) nor, in its
+    /// place, the parent's `/proc/<pid>/fd/<n>`: a wrapper closed the
+    /// inherited descriptor (`sudo` closes all above 2), and the parent's
+    /// `/proc` entry is out of reach (another PID namespace, another user)
+    /// or the parent gave it up (it saw the child attach or die).
+    HandOverLost {
+        /// Where the descriptor was looked for last.
+        path: String,
+        /// Why that failed.
+        source: io::Error,
     },
 }
 
@@ -305,21 +316,21 @@ impl fmt::Display for OpenError {
             OpenError::Io { op, source } => write!(f, "{op} failed: {source}"),
             OpenError::NotFound { name } => write!(
                 f,
-                "no remora segment or FIFO directory named {name:?} (never created, or already attached and removed)"
+                "no remora segment named {name:?} (never created, or already attached and removed)"
             ),
             OpenError::BadMagic { found } => write!(
                 f,
-                "not a remora segment or FIFO manifest (magic {found:#018x})"
+                "not a remora segment (magic {found:#018x})"
             ),
             OpenError::VersionMismatch { found, expected } => write!(
                 f,
-                "channel layout version {found} (segment or FIFO manifest), this remora speaks {expected}: build both sides with the same remora"
+                "channel layout version {found}, this remora speaks {expected}: build both sides with the same remora"
             ),
             OpenError::BadSize { actual, recorded } => {
                 write!(f, "segment is {actual} bytes but its header records {recorded}")
             }
             OpenError::WrongOwner { owner, expected } => {
-                write!(f, "the segment or FIFO file is owned by uid {owner}, not by us (uid {expected}); refusing it")
+                write!(f, "the segment is owned by uid {owner}, not by us (uid {expected}); refusing it")
             }
             OpenError::NotReady => f.write_str("segment is not initialised yet"),
             OpenError::BadLayout { reason } => {
@@ -335,6 +346,10 @@ impl fmt::Display for OpenError {
             OpenError::MissingSeals { found, required } => write!(
                 f,
                 "the segment memfd is not sealed against resizing (seals {found:#x}, need {required:#x}); refusing to map it"
+            ),
+            OpenError::HandOverLost { path, source } => write!(
+                f,
+                "the descriptor the parent handed down is not inherited (did a wrapper such as sudo close it?) and {path} failed ({source}): let the wrapper keep descriptors (sudo -C / closefrom_override), or run the child as the parent's user in its PID namespace"
             ),
         }
     }
@@ -396,7 +411,7 @@ pub enum ConnectError {
     /// remora `Spawner`.
     NotSpawned,
     /// `REMORA_CHANNEL` is set but names neither a remora segment
-    /// (`shm:/remora-...`) nor a FIFO directory (`fifo:/.../remora-...`).
+    /// (`shm:/remora-...`) nor FIFO pipes (`pipes:<pid>:...`), or is malformed.
     BadVariable {
         /// The variable's value.
         value: String,
@@ -431,7 +446,7 @@ impl fmt::Display for ConnectError {
             ConnectError::BadVariable { value } => {
                 write!(
                     f,
-                    "REMORA_CHANNEL={value:?} names no remora channels: expected an inherited sealed segment (memfd:<pid>:<fd>:<size>:<dev>:<ino>), a named segment (shm:/remora-...) or a FIFO directory (fifo:/.../remora-...)"
+                    "REMORA_CHANNEL={value:?} names no remora channels: expected an inherited sealed segment (memfd:<pid>:<fd>:<size>:<dev>:<ino>), a named segment (shm:/remora-...) or inherited FIFO pipes (pipes:<pid>:...)"
                 )
             }
             ConnectError::Open(e) => write!(f, "cannot attach to the parent's channels: {e}"),
@@ -465,12 +480,22 @@ impl std::error::Error for ChannelError {}
 impl std::error::Error for OpenError {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match self {
-            OpenError::Io { source, .. } => Some(source),
+            OpenError::Io { source, .. } | OpenError::HandOverLost { source, .. } => Some(source),
             _ => None,
         }
     }
 }
 impl std::error::Error for RingFault {}
+
+impl From<crate::sys::inherit::TakeError> for OpenError {
+    fn from(e: crate::sys::inherit::TakeError) -> OpenError {
+        use crate::sys::inherit::TakeError;
+        match e {
+            TakeError::Taken => OpenError::AlreadyClaimed,
+            TakeError::Lost { path, source } => OpenError::HandOverLost { path, source },
+        }
+    }
+}
 
 impl ChannelError {
     /// The index of channel `name` among `declared`, or [`ChannelError::Unknown`]

@@ -65,6 +65,7 @@
 #![deny(clippy::undocumented_unsafe_blocks)]
 #![warn(missing_docs)]
 
+mod aligned;
 mod attachment;
 mod call;
 mod channel;

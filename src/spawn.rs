@@ -1,10 +1,10 @@
 //! The process spawner (parent side) and `connect` (child side).
 //!
 //! The parent declares channels on a [`Spawner`], which sets up the
-//! transport (a segment, or a FIFO directory: see [`Transport`]) and starts
+//! transport (a segment, or FIFO pipes: see [`Transport`]) and starts
 //! the child with one environment variable, [`CHANNEL_ENV`], naming it. The
 //! child calls [`connect`], which opens, validates and claims it and removes
-//! its name (from `/dev/shm`, or the FIFO directory) at once, so nothing is
+//! its name (from `/dev/shm`; pipes have none) at once, so nothing is
 //! left behind once the child is attached. The kernel reports either
 //! side's death to the other (robust-futex liveness words over shared
 //! memory, pipe hang-up over FIFOs, a pidfd for a child that never
@@ -14,7 +14,6 @@
 use std::ffi::{OsStr, OsString};
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
-use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 use std::process::{Command, ExitStatus, Stdio};
 use std::sync::Arc;
@@ -30,15 +29,15 @@ use crate::runtime::{
 use crate::segment::{SealedId, Segment};
 use crate::sys::inherit::InheritList;
 use crate::sys::process;
-use crate::transport::{FifoSet, Transport, shm_unusable};
+use crate::transport::{FifoSet, HandOver, Transport, shm_unusable};
 
 mod runtime_channels;
 
 /// The environment variable through which a spawned child finds its
 /// channels: `memfd:<pid>:<fd>:<size>:<dev>:<ino>` (a sealed segment the
 /// child inherits, the default), `shm:/remora-<pid>-<random>` (a named
-/// shared-memory segment) or `fifo:<dir>/remora-<pid>-<random>` (the FIFO
-/// transport's directory).
+/// shared-memory segment) or `pipes:<pid>:...` (the FIFO transport's
+/// pipes, sent on the control socket: see [`Transport::Fifo`]).
 ///
 /// A second variable, `REMORA_CONTROL`
 /// (`<fd>:<dev>:<ino>:<listener name>:<token>:<parent pid>:<parent euid>`),
@@ -103,7 +102,7 @@ impl ChannelSet {
     fn env_value(&self) -> OsString {
         match self {
             ChannelSet::Shm(segment) => format!("shm:{}", segment.name()).into(),
-            ChannelSet::Fifo(set) => set.env_value(),
+            ChannelSet::Fifo(set) => format!("pipes:{}", set.env_value()).into(),
         }
     }
 
@@ -149,7 +148,8 @@ impl ChannelSet {
         match self {
             ChannelSet::Shm(segment) => segment.take(name, out_fp, in_fp, mode),
             ChannelSet::Fifo(set) => {
-                let (tx, rx, wait) = set.take(name, out_fp, in_fp)?;
+                let (tx, rx, wait) = set.take(name, Some(out_fp), Some(in_fp))?;
+                let (tx, rx) = (tx.expect("asked for"), rx.expect("asked for"));
                 Ok((
                     RawSender::new(SendEnd::Fifo(tx), wait),
                     RawReceiver::new(RecvEnd::Fifo(rx), wait, mode),
@@ -173,13 +173,14 @@ impl ChannelSet {
     }
 
     /// Parent side, once the child is gone: remove the name (segment) or
-    /// directory (FIFOs) if the child never did.
+    /// drop the copies of the child's pipe ends (FIFOs) if it never
+    /// attached.
     fn release_name(&self) {
         match self {
             ChannelSet::Shm(segment) => {
                 let _ = segment.unlink();
             }
-            ChannelSet::Fifo(set) => set.remove_dir(),
+            ChannelSet::Fifo(set) => set.give_up(),
         }
     }
 }
@@ -190,8 +191,8 @@ impl ChannelSet {
         match self {
             ChannelSet::Shm(segment) => segment.take_sender(name, fp),
             ChannelSet::Fifo(set) => {
-                let (tx, wait) = set.take_sender(name, fp)?;
-                Ok(RawSender::new(SendEnd::Fifo(tx), wait))
+                let (tx, _, wait) = set.take(name, Some(fp), None)?;
+                Ok(RawSender::new(SendEnd::Fifo(tx.expect("asked for")), wait))
             }
         }
     }
@@ -205,8 +206,12 @@ impl ChannelSet {
         match self {
             ChannelSet::Shm(segment) => segment.take_receiver(name, fp, mode),
             ChannelSet::Fifo(set) => {
-                let (rx, wait) = set.take_receiver(name, fp)?;
-                Ok(RawReceiver::new(RecvEnd::Fifo(rx), wait, mode))
+                let (_, rx, wait) = set.take(name, None, Some(fp))?;
+                Ok(RawReceiver::new(
+                    RecvEnd::Fifo(rx.expect("asked for")),
+                    wait,
+                    mode,
+                ))
             }
         }
     }
@@ -518,7 +523,20 @@ impl Spawner {
             .resolve()
             .map_err(SpawnError::InvalidTransport)?;
         let (set, sealed) = ChannelSet::create(choice, &self.channels, self.sealed)?;
-        let (rendezvous, control) = Rendezvous::create().ok().unzip();
+        let (mut rendezvous, mut control) = Rendezvous::create().ok().unzip();
+        // A FIFO set's pipe ends go over the control socketpair, queued
+        // before the child runs (never inherited: a wrapper or helper
+        // between us and the child would hold them too, and hide the
+        // child's hang-up). Without the socket the child takes them
+        // through our /proc.
+        if let (ChannelSet::Fifo(fifo), Some(r), Some(c)) = (&set, &rendezvous, &control)
+            && r.queue_with(|sock| fifo.queue(sock, c.sock.as_fd()))
+                .is_err()
+        {
+            // Not queued: no control socket at all, rather than one the
+            // child would read an empty queue on (AlreadyClaimed).
+            (rendezvous, control) = (None, None);
+        }
         // Every descriptor the child inherits, in one list.
         let mut inherit: Vec<RawFd> = control.iter().map(|c| c.sock.as_raw_fd()).collect();
         let env = match sealed {
@@ -587,7 +605,8 @@ impl Spawner {
 /// Like [`std::process::Child`], dropping it neither kills nor reaps the
 /// process. Channel ends taken from it stay usable after it is dropped, and
 /// a child that has not attached yet can still attach while any of them
-/// lives: the segment's name (or the FIFO directory) goes when the child
+/// lives: the segment's name (or the parent's copies of the child's pipe
+/// ends) goes when the child
 /// attaches, when it is seen dead, or when this `Child` and every end taken
 /// from it are gone. Channels never taken hang up when it is dropped.
 ///
@@ -662,9 +681,7 @@ impl Child {
     }
 
     /// Whether the child has attached to its channels: claimed the segment,
-    /// or (FIFO transport) finished with the FIFO directory, which it
-    /// removes once its FIFOs are open (or once it gave up on a directory
-    /// that failed validation).
+    /// or (FIFO transport) taken its pipe ends (or given up on them).
     pub fn is_attached(&self) -> bool {
         self.channels.is_attached()
     }
@@ -854,8 +871,8 @@ pub struct Connection {
 /// Child side: attaches to the channels named by [`CHANNEL_ENV`], over
 /// whichever transport the parent chose.
 ///
-/// Opens, validates and claims the segment (or the FIFO directory), then
-/// removes its name so that nothing is left in `/dev/shm` or the temp dir
+/// Opens, validates and claims the segment (or takes the FIFO pipes), then
+/// removes its name so that nothing is left in `/dev/shm`
 /// and no other process can attach (a grandchild that inherited the
 /// variable gets an error). From then on the channels report
 /// `Disconnected` if the parent dies.
@@ -875,7 +892,7 @@ pub fn connect() -> Result<Connection, ConnectError> {
     // so the inherited number is close-on-exec even if attaching fails; say
     // hello once attached, so the parent's first run-time call finds it.
     let control = take_control();
-    let channels = connect_channels()?;
+    let channels = connect_channels(control.inherited_socket())?;
     let runtime = child_control(
         control,
         channels.channel_names().map(str::to_owned).collect(),
@@ -883,25 +900,17 @@ pub fn connect() -> Result<Connection, ConnectError> {
     Ok(Connection { channels, runtime })
 }
 
-/// [`connect`]'s first channels, over whichever transport the parent chose.
-fn connect_channels() -> Result<ChannelSet, ConnectError> {
+/// [`connect`]'s first channels, over whichever transport the parent
+/// chose; `sock` is the inherited control socketpair (a FIFO set's ends
+/// are queued there), if found.
+fn connect_channels(sock: Option<BorrowedFd<'_>>) -> Result<ChannelSet, ConnectError> {
     let value = std::env::var_os(CHANNEL_ENV).ok_or(ConnectError::NotSpawned)?;
     let bad = || ConnectError::BadVariable {
         value: value.to_string_lossy().into_owned(),
     };
-    // A FIFO directory lives wherever the parent's temp dir is, so its path
-    // need not be UTF-8.
-    if let Some(dir) = value.as_bytes().strip_prefix(b"fifo:") {
-        let dir = Path::new(OsStr::from_bytes(dir));
-        let ours = dir.is_absolute()
-            && dir
-                .file_name()
-                .is_some_and(|n| n.as_bytes().starts_with(b"remora-"));
-        if !ours {
-            return Err(bad());
-        }
-        // `open` removes the directory once attached.
-        let set = FifoSet::open(dir).map_err(ConnectError::Open)?;
+    if let Some(spec) = value.to_str().and_then(|v| v.strip_prefix("pipes:")) {
+        let hand_over = HandOver::decode(spec).ok_or_else(bad)?;
+        let set = FifoSet::open(hand_over, sock).map_err(ConnectError::Open)?;
         return Ok(ChannelSet::Fifo(set));
     }
     if let Some(spec) = value.to_str().and_then(|v| v.strip_prefix("memfd:")) {

@@ -1,5 +1,6 @@
-//! Creator locks and the stale sweep, shared by both transports' named
-//! objects (shared-memory segments, FIFO directories).
+//! Creator locks and the stale sweep of named objects (the named
+//! shared-memory segments; the FIFO transport has none since it hands over
+//! inherited pipes).
 //!
 //! A creator holds an exclusive `flock` on its object for as long as it owns
 //! it; the kernel drops the lock when the creator's last descriptor closes,

@@ -17,8 +17,8 @@ use std::time::{Duration, Instant};
 
 use common::{KillOnDrop, Watchdog, remora_fifo_dirs, role};
 use remora::{
-    CHANNEL_ENV, ChannelConfig, ChannelError, RecvError, RingFault, Segment, SendError, Spawner,
-    StreamFault, Transport,
+    ChannelConfig, ChannelError, RecvError, RingFault, Segment, SendError, Spawner, StreamFault,
+    Transport,
 };
 
 /// Offset of the first ring block (parent-to-child of channel 0).
@@ -192,16 +192,14 @@ fn a_malformed_fifo_receiver_closes_its_end() {
     assert!(remora_fifo_dirs().is_empty());
 }
 
-/// Child of `a_malformed_fifo_receiver_closes_its_end`: opens the FIFO
+/// Child of `a_malformed_fifo_receiver_closes_its_end`: copies its pipe end
 /// behind remora's back first, connects, writes a bad frame header through
 /// the back door, then sends until the pipe would be full.
 fn garbage_then_fill() {
-    let dir = std::env::var(CHANNEL_ENV).unwrap();
-    let dir = std::path::PathBuf::from(dir.strip_prefix("fifo:").unwrap());
-    let mut back_door = std::fs::OpenOptions::new()
-        .write(true)
-        .open(dir.join("0.c2p"))
-        .unwrap();
+    // The child-to-parent end, opened through the parent's /proc before
+    // `connect` (while the parent keeps its copy).
+    let (_, mut channels) = common::fifo_child_ends();
+    let (mut back_door, _) = channels.remove(0);
     let conn = remora::connect().unwrap();
     let (mut tx, _rx) = conn.raw_channel("c").unwrap();
     let mut bad = [0u8; 16];

@@ -1,7 +1,8 @@
 //! FIFO-transport specifics: the real fallback (in a mount namespace where
 //! /dev/shm is unusable), `REMORA_TRANSPORT`, malformed frames from a peer
-//! that bypasses remora, the directory's layout and permissions, tampering,
-//! and cleanup whatever happens to either process.
+//! that bypasses remora, the hand-over of inherited pipes (a wrapper that
+//! closes them, numbers that are not those pipes, a second connect), death
+//! before attach, and no descriptor left behind.
 //!
 //! The behaviour both transports share is in `conformance.rs`.
 
@@ -9,8 +10,9 @@ mod common;
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::io::{BufRead, Write};
-use std::os::unix::fs::{FileTypeExt, PermissionsExt};
-use std::path::{Path, PathBuf};
+use std::os::fd::AsRawFd;
+use std::os::unix::fs::{FileTypeExt, MetadataExt};
+use std::os::unix::process::CommandExt;
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Mutex, MutexGuard};
@@ -18,8 +20,8 @@ use std::time::{Duration, Instant};
 
 use common::{KillOnDrop, Watchdog, remora_fifo_dirs, role};
 use remora::{
-    CHANNEL_ENV, ChannelConfig, OpenError, RecvError, SpawnError, Spawner, StreamFault,
-    TRANSPORT_ENV, Transport,
+    CHANNEL_ENV, ChannelConfig, ConnectError, OpenError, RecvError, SendError, SpawnError, Spawner,
+    StreamFault, TRANSPORT_ENV, Transport,
 };
 
 /// Records the largest single allocation, to prove that a frame header
@@ -79,12 +81,6 @@ fn command(role: &str) -> Command {
 
 fn wait_success(child: std::process::Child, limit: Duration) {
     common::guard(child).wait_success(limit);
-}
-
-/// The FIFO directory named by a child's `REMORA_CHANNEL`.
-fn fifo_dir_from_env() -> PathBuf {
-    let v = std::env::var(CHANNEL_ENV).unwrap();
-    PathBuf::from(v.strip_prefix("fifo:").expect("a fifo: channel"))
 }
 
 fn echo_round_trips(child: &remora::Child, n: u64) {
@@ -199,51 +195,8 @@ fn env_probe() {
     assert!(remora_fifo_dirs().is_empty());
 }
 
-#[test]
-fn fifo_directory_goes_under_xdg_runtime_dir_when_usable() {
-    let _s = serial();
-    let _w = Watchdog::new("XDG_RUNTIME_DIR", Duration::from_secs(60));
-    let xdg = std::env::temp_dir().join(format!("remora-test-xdg-{}", std::process::id()));
-    std::fs::create_dir(&xdg).unwrap();
-    std::fs::set_permissions(&xdg, PermissionsExt::from_mode(0o700)).unwrap();
-    for (dir, expect_xdg) in [(xdg.clone(), true), (xdg.join("missing"), false)] {
-        let probe = command("xdg_probe")
-            .env("XDG_RUNTIME_DIR", &dir)
-            .env("REMORA_TEST_EXPECT_XDG", if expect_xdg { "1" } else { "0" })
-            .spawn()
-            .unwrap();
-        wait_success(probe, Duration::from_secs(30));
-    }
-    std::fs::remove_dir(&xdg).expect("nothing left in the XDG directory");
-}
-
-/// Spawns over FIFOs and checks where the directory went.
-fn xdg_probe() {
-    let xdg = PathBuf::from(std::env::var_os("XDG_RUNTIME_DIR").unwrap());
-    let expect_xdg = std::env::var("REMORA_TEST_EXPECT_XDG").unwrap() == "1";
-    let mut child = Spawner::new("sleep")
-        .arg("60")
-        .channel("c")
-        .transport(Transport::Fifo)
-        .spawn()
-        .unwrap();
-    let dirs = remora_fifo_dirs();
-    assert_eq!(dirs.len(), 1, "{dirs:?}");
-    assert_eq!(
-        dirs[0].parent() == Some(xdg.as_path()),
-        expect_xdg,
-        "{dirs:?}"
-    );
-    if !expect_xdg {
-        assert_eq!(dirs[0].parent(), Some(std::env::temp_dir().as_path()));
-    }
-    child.kill().unwrap();
-    child.wait().unwrap();
-    assert!(remora_fifo_dirs().is_empty());
-}
-
 // ---------------------------------------------------------------------------
-// Malformed frames from a peer that writes the FIFO directly.
+// Malformed frames from a peer that writes the pipes directly.
 // ---------------------------------------------------------------------------
 
 /// The wire format, as documented in `src/transport/fifo/wire.rs`.
@@ -364,197 +317,371 @@ fn malformed_frames_are_errors_not_panics_or_huge_allocations() {
     }
 }
 
-/// The scribbler: opens the FIFOs by hand (no `connect`), waits for the
-/// parent's HELLO, writes `scribble(case)`, and exits.
+/// The scribbler: opens its pipe ends by hand (no `connect`, through the
+/// parent's `/proc`),
+/// waits for the parent's HELLO, writes `scribble(case)`, and exits.
 fn scribbler() {
     let case = std::env::var("REMORA_TEST_CASE").unwrap();
-    let dir = fifo_dir_from_env();
-    let mut p2c = std::fs::OpenOptions::new()
-        .read(true)
-        .open(dir.join("0.p2c"))
-        .unwrap();
-    let mut c2p = std::fs::OpenOptions::new()
-        .write(true)
-        .open(dir.join("0.c2p"))
-        .unwrap();
+    let (mut attach, mut channels) = common::fifo_child_ends();
+    let (mut c2p, mut p2c) = channels.remove(0);
     let mut hello = [0u8; 32];
     std::io::Read::read_exact(&mut p2c, &mut hello).unwrap();
     if case != "truncated_dead" {
-        // Like `connect`: gone from the file system once attached, so the
-        // parent sees EOF when we exit. `truncated_dead` leaves it, so the
-        // parent must notice our death through the pidfd instead.
-        std::fs::remove_dir_all(&dir).unwrap();
+        // Like `connect`: tell the parent every end is taken, so it drops
+        // its copies and sees EOF when we exit. `truncated_dead` does not,
+        // so the parent must notice our death through the pidfd instead.
+        attach.write_all(&[1]).unwrap();
     }
     c2p.write_all(&scribble(&case)).unwrap();
 }
 
 // ---------------------------------------------------------------------------
-// The directory.
+// The hand-over.
 // ---------------------------------------------------------------------------
 
-/// Spawns `role` over FIFOs with its stdin piped: roles wait for a line on
-/// stdin before they connect, so the test can look at (or tamper with) the
-/// directory first.
-fn spawn_gated(role: &str, channel: &str) -> (remora::Child, PathBuf) {
-    let child = spawner(role)
-        .stdin(Stdio::piped())
-        .channel(channel)
-        .transport(Transport::Fifo)
-        .spawn()
-        .unwrap();
-    assert!(!child.is_attached());
-    let dirs = common::fifo_dirs_of(std::process::id());
-    assert_eq!(dirs.len(), 1, "{dirs:?}");
-    (child, dirs.into_iter().next().unwrap())
+fn fifo_spawner(role: &str) -> Spawner {
+    let mut s = spawner(role);
+    s.channel("c").transport(Transport::Fifo);
+    s
 }
 
-fn release_gate(child: &mut remora::Child) {
-    let stdin = child.process_mut().stdin.as_mut().unwrap();
-    stdin.write_all(b"go\n").unwrap();
-    stdin.flush().unwrap();
-}
-
-fn wait_gate() {
-    let mut line = String::new();
-    std::io::stdin().lock().read_line(&mut line).unwrap();
-}
-
-fn mode(path: &Path) -> u32 {
-    std::fs::symlink_metadata(path)
-        .unwrap()
-        .permissions()
-        .mode()
-        & 0o7777
-}
-
+/// A wrapper that closes every inherited descriptor above 2 (as `sudo`
+/// does, the control socket that carries the pipe ends among them) before
+/// it runs the child: the child finds its pipe ends through
+/// `/proc/<parent>/fd/<n>`, as a sealed segment's child does.
 #[test]
-fn directory_is_private_holds_no_channel_names_and_goes_at_attach() {
+fn pipes_survive_a_wrapper_that_closes_descriptors() {
     let _s = serial();
-    let _w = Watchdog::new("directory layout", Duration::from_secs(60));
-    let (child, dir) = spawn_gated("gated_echo", "../not a path/ä");
-    let mut child = KillOnDrop(child);
-    assert_eq!(mode(&dir), 0o700);
-    let mut names: Vec<String> = std::fs::read_dir(&dir)
-        .unwrap()
-        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-        .collect();
-    names.sort();
-    assert_eq!(names, ["0.c2p", "0.p2c", "manifest"]);
-    for fifo in ["0.c2p", "0.p2c"] {
-        let meta = std::fs::symlink_metadata(dir.join(fifo)).unwrap();
-        assert!(meta.file_type().is_fifo());
-        assert_eq!(mode(&dir.join(fifo)), 0o600);
-    }
-    assert_eq!(mode(&dir.join("manifest")), 0o600);
-    // Messages sent before the child attaches wait in the pipe.
-    let (mut tx, mut rx) = child.channel::<u64, u64>("../not a path/ä").unwrap();
-    tx.send(&1).unwrap();
-    release_gate(&mut child);
-    assert_eq!(*rx.recv_timeout(Duration::from_secs(30)).unwrap(), 2);
+    let _w = Watchdog::new("fifo spawn, closed fds", Duration::from_secs(60));
+    let mut child = KillOnDrop(fifo_spawner("closer").spawn().unwrap());
+    echo_round_trips(&child, 100);
     assert!(child.is_attached());
-    assert!(
-        !dir.exists(),
-        "the child removes the directory when it attaches"
-    );
-    drop((tx, rx));
     assert!(child.wait().unwrap().success());
 }
 
+/// A `REMORA_CHANNEL` naming a file that is not what it is said to be is
+/// refused with `HandOverLost`, never taken: (1) a `memfd:` value naming
+/// the inherited control socket's number and identity (the control socket
+/// took that number first: no second owner, and it is no regular file);
+/// (2) a `pipes:` value whose claim end names a regular file of the
+/// parent's (this test binary, open here) with its true identity, taken
+/// through `/proc` (the wrapper closed the control socket): not a FIFO.
 #[test]
-fn tampered_directory_is_refused_by_the_child() {
+fn a_hand_over_naming_a_non_fifo_is_refused() {
     let _s = serial();
-    let _w = Watchdog::new("tampering", Duration::from_secs(60));
-    type Tamper = fn(&Path);
-    let cases: [(&str, Tamper); 6] = [
-        // The claim is the manifest's unlink: none left means claimed.
-        ("manifest already claimed", |d| {
-            std::fs::remove_file(d.join("manifest")).unwrap();
-        }),
-        ("manifest magic", |d| {
-            let p = d.join("manifest");
-            let mut bytes = std::fs::read(&p).unwrap();
-            bytes[0] ^= 0xff;
-            std::fs::write(&p, bytes).unwrap();
-        }),
-        ("manifest truncated", |d| {
-            let p = d.join("manifest");
-            let bytes = std::fs::read(&p).unwrap();
-            std::fs::write(&p, &bytes[..bytes.len() - 1]).unwrap();
-        }),
-        ("manifest lists a channel twice", |d| {
-            let p = d.join("manifest");
-            let text = std::fs::read_to_string(&p).unwrap();
-            let line = text.lines().nth(1).unwrap().to_owned();
-            std::fs::write(&p, format!("REMFIFO 3 2\n{line}\n{line}\n")).unwrap();
-        }),
-        ("fifo readable by others", |d| {
-            std::fs::set_permissions(d.join("0.p2c"), PermissionsExt::from_mode(0o644)).unwrap();
-        }),
-        ("fifo replaced by a file", |d| {
-            std::fs::remove_file(d.join("0.c2p")).unwrap();
-            std::fs::write(d.join("0.c2p"), b"not a fifo").unwrap();
-            std::fs::set_permissions(d.join("0.c2p"), PermissionsExt::from_mode(0o600)).unwrap();
-        }),
-    ];
-    for (what, tamper) in cases {
-        let (child, dir) = spawn_gated("gated_refused", "c");
-        let mut child = KillOnDrop(child);
-        let (_tx, mut rx) = child.raw_channel("c").unwrap();
-        tamper(&dir);
-        release_gate(&mut child);
-        // The child fails to connect (and says so in its exit status); it
-        // removes the claimed directory, so we see the end of the stream.
-        let start = Instant::now();
-        let r = rx.recv_timeout(Duration::from_secs(30)).map(|m| m.to_vec());
-        assert_eq!(r, Err(RecvError::Disconnected), "{what}");
-        assert!(start.elapsed() < Duration::from_secs(10));
-        let status = child.wait().unwrap();
-        assert!(
-            status.success(),
-            "{what}: child did not see the expected error"
+    let _w = Watchdog::new("fifo spawn, not a fifo", Duration::from_secs(60));
+    let exe = std::fs::File::open(std::env::current_exe().unwrap()).unwrap();
+    let meta = exe.metadata().unwrap();
+    let file = format!("{}.{}.{}", exe.as_raw_fd(), meta.dev(), meta.ino());
+    for case in ["memfd_names_control", "claim_names_file"] {
+        let mut child = KillOnDrop(
+            fifo_spawner("non_fifo")
+                .env("REMORA_TEST_CASE", case)
+                .env("REMORA_TEST_FILE", &file)
+                .spawn()
+                .unwrap(),
         );
-        assert!(remora_fifo_dirs().is_empty(), "{what}: directory left");
+        let status = child.wait().unwrap();
+        assert!(status.success(), "{case}: the child saw another outcome");
+    }
+    drop(exe);
+}
+
+/// A parent running with stdin, stdout and stderr closed never puts a pipe
+/// end at 0-2 (where its next `println!`, or a child inheriting its
+/// stdio, would write into a channel): the pipes are moved above 2.
+#[test]
+fn pipe_ends_stay_above_stdio_in_a_parent_without_stdio() {
+    let _s = serial();
+    let _w = Watchdog::new("fifo spawn, no stdio", Duration::from_secs(60));
+    wait_success(
+        command("stdio_less_parent").spawn().unwrap(),
+        Duration::from_secs(30),
+    );
+}
+
+/// A wrapper that outlives the child (`sh -c 'app; sleep'`) does not hide
+/// its death: the pipe ends came over the control socket, so the wrapper
+/// never held them. The parent's receiver sees `Disconnected` once the
+/// app exits, while the wrapper lives. (With the ends inherited, the
+/// wrapper kept the child's write end open: `Timeout`.)
+#[test]
+fn a_wrapper_that_outlives_the_child_does_not_hide_its_hang_up() {
+    let _s = serial();
+    let _w = Watchdog::new("fifo spawn, wrapper outlives", Duration::from_secs(60));
+    let mut s = Spawner::new("sh");
+    s.arg("-c")
+        .arg("\"$0\" \"$@\"; exec sleep 30")
+        .arg(std::env::current_exe().unwrap())
+        .args(ENTRY)
+        .env(common::ROLE, "echo_once")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .channel("c")
+        .transport(Transport::Fifo);
+    let mut child = KillOnDrop(s.spawn().unwrap());
+    hang_up_seen(&mut child);
+}
+
+/// A wrapper that keeps the control socket but closes it for the child
+/// alone (as Python's `subprocess` does with `close_fds`), then outlives
+/// it: the child takes its ends through `/proc`, and the hand-over
+/// message, never read, must not keep the pipes open (its descriptors
+/// would stay in flight in the wrapper's copy of the socket). The parent
+/// drains it once the child has attached.
+#[test]
+fn a_wrapper_that_closes_the_socket_for_the_child_alone_does_not_hide_its_hang_up() {
+    let _s = serial();
+    let _w = Watchdog::new(
+        "fifo spawn, socket closed for the child",
+        Duration::from_secs(60),
+    );
+    let mut s = Spawner::new("bash");
+    s.arg("-c")
+        // Runs the child with the control socket's number closed (bash:
+        // dash takes no descriptor numbers above 9), then becomes `sleep`
+        // holding its own copy.
+        .arg(r#"fd=${REMORA_CONTROL%%:*}; eval "\"\$0\" \"\$@\" $fd>&-"; exec sleep 30"#)
+        .arg(std::env::current_exe().unwrap())
+        .args(ENTRY)
+        .env(common::ROLE, "echo_once")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .channel("c")
+        .transport(Transport::Fifo);
+    let mut child = KillOnDrop(s.spawn().unwrap());
+    hang_up_seen(&mut child);
+}
+
+/// A helper the child starts before `connect()` (here `cat`, reading the
+/// child's stdin) does not hide the child's hang-up (its channel ends
+/// dropped while it lives on, so the watch on its death cannot see it):
+/// the helper inherited the control socket, not the pipe ends.
+#[test]
+fn a_helper_started_before_connect_does_not_hide_the_hang_up() {
+    let _s = serial();
+    let _w = Watchdog::new("fifo spawn, helper", Duration::from_secs(60));
+    let mut child = KillOnDrop(
+        fifo_spawner("helper_then_echo")
+            .stdin(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    hang_up_seen(&mut child);
+    assert!(child.try_wait().unwrap().is_none(), "seen by death");
+    // Lets the child and the helper go (end of their stdin).
+    drop(child.process_mut().stdin.take());
+    assert!(child.wait().unwrap().success());
+}
+
+/// One echo, then the child hangs up (exits, or drops its ends) while
+/// something of its (a wrapper, a helper) lives on: the receiver must see
+/// `Disconnected` well within its 10 s timeout.
+fn hang_up_seen(child: &mut KillOnDrop) {
+    let (mut tx, mut rx) = child.channel::<u64, u64>("c").unwrap();
+    tx.send(&1).unwrap();
+    assert_eq!(*rx.recv_timeout(Duration::from_secs(20)).unwrap(), 2);
+    let start = Instant::now();
+    let r = rx.recv_timeout(Duration::from_secs(10)).map(|m| *m);
+    assert_eq!(r, Err(RecvError::Disconnected));
+    assert!(
+        start.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        start.elapsed()
+    );
+}
+
+/// The claim holds across processes: after the child attached, a copy of
+/// it re-spawned with its environment (it takes the `/proc` path: the
+/// control socket is close-on-exec in the child by then) and a helper it
+/// started before `connect()` (it inherited the control socket, whose
+/// message the child already received) both get `AlreadyClaimed`, while
+/// the parent still keeps its copies (no call here settles them).
+#[test]
+fn a_second_process_cannot_claim_the_pipes() {
+    let _s = serial();
+    let _w = Watchdog::new("fifo spawn, second process", Duration::from_secs(60));
+    let mut child = KillOnDrop(fifo_spawner("reclaim").spawn().unwrap());
+    let status = child.wait().unwrap();
+    assert!(status.success(), "a second process claimed the pipes");
+}
+
+/// A hand-over whose identity is wrong (the inode of one end altered in
+/// the variable: the received end is not that pipe; or, the control
+/// socket closed, an end named as the parent's stdin: its `/proc` entry is
+/// not that pipe) is refused with `HandOverLost`. The child still ends the
+/// hand-over, so the parent sees it hang up while it lives on, not only
+/// once it is dead.
+#[test]
+fn a_wrong_identity_is_refused() {
+    let _s = serial();
+    let _w = Watchdog::new("fifo spawn, wrong identity", Duration::from_secs(90));
+    // The inode of the child-to-parent end; the number of the other.
+    for case in ["inode", "stdin"] {
+        let mut child = KillOnDrop(
+            fifo_spawner("tamper")
+                .env("REMORA_TEST_CASE", case)
+                .stdin(Stdio::piped())
+                .spawn()
+                .unwrap(),
+        );
+        let (mut tx, mut rx) = child.raw_channel("c").unwrap();
+        let start = Instant::now();
+        let mut sent = 0;
+        let mut send_until_disconnected = || loop {
+            match tx.send_timeout(&[7; 1000], Duration::from_secs(30)) {
+                Ok(()) => sent += 1,
+                Err(e) => break e,
+            }
+            assert!(sent < 10_000, "{case}: the pipe never filled");
+        };
+        let recv = |rx: &mut remora::RawReceiver| {
+            rx.recv_timeout(Duration::from_secs(30)).map(|m| m.to_vec())
+        };
+        if case == "inode" {
+            assert_eq!(send_until_disconnected(), SendError::Disconnected);
+        } else {
+            assert_eq!(recv(&mut rx), Err(RecvError::Disconnected));
+        }
+        assert!(start.elapsed() < Duration::from_secs(10), "{case}");
+        assert!(child.try_wait().unwrap().is_none(), "{case}: seen by death");
+        assert!(child.is_attached(), "{case}: the hand-over is over");
+        drop(child.process_mut().stdin.take()); // lets the child exit
+        if case == "inode" {
+            assert_eq!(recv(&mut rx), Err(RecvError::Disconnected));
+        } else {
+            assert_eq!(send_until_disconnected(), SendError::Disconnected);
+        }
+        let status = child.wait().unwrap();
+        assert!(status.success(), "{case}: the child saw another error");
     }
 }
 
-// ---------------------------------------------------------------------------
-// Nothing left behind.
-// ---------------------------------------------------------------------------
+/// A wait set alone (no receive call) sees an attached child hang up
+/// while it lives: its thorough check settles the hand-over, so the
+/// parent's kept copy of the child's write end no longer hides the
+/// hang-up.
+#[test]
+fn a_wait_set_sees_an_attached_child_hang_up() {
+    let _s = serial();
+    let _w = Watchdog::new("fifo wait set, hang-up", Duration::from_secs(60));
+    let mut child = KillOnDrop(
+        fifo_spawner("hang_up")
+            .stdin(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    let (_tx, rx) = child.raw_channel("c").unwrap();
+    let mut set = remora::WaitSet::new();
+    let key = set.add(&rx).unwrap();
+    let event = set.wait_timeout(Duration::from_secs(20)).unwrap();
+    assert_eq!(
+        (event.key(), event.kind()),
+        (key, remora::EventKind::Disconnected)
+    );
+    assert!(child.try_wait().unwrap().is_none(), "seen by death");
+    drop(child.process_mut().stdin.take());
+    assert!(child.wait().unwrap().success());
+}
 
+/// Only one `connect` per process: a second one, and one after the first
+/// connection is dropped, get `AlreadyClaimed` (the parent may still keep
+/// the `/proc` copies the first did not need).
+#[test]
+fn a_second_connect_is_refused() {
+    let _s = serial();
+    let _w = Watchdog::new("fifo spawn, second connect", Duration::from_secs(60));
+    let mut child = KillOnDrop(fifo_spawner("twice").spawn().unwrap());
+    echo_round_trips(&child, 10);
+    assert!(child.wait().unwrap().success());
+}
+
+/// A child that dies before it attaches (killed, or exits without
+/// `connect`) is seen by both of the parent's ends: while the parent keeps
+/// its copies of the child's ends no pipe reports the hang-up, so the
+/// watch on the child must.
+#[test]
+fn death_before_attach_disconnects_both_directions() {
+    let _s = serial();
+    let _w = Watchdog::new("fifo death before attach", Duration::from_secs(90));
+    for (role, kill) in [("gated_echo", true), ("exit_unattached", false)] {
+        let mut child = KillOnDrop(fifo_spawner(role).stdin(Stdio::piped()).spawn().unwrap());
+        let (mut tx, mut rx) = child.raw_channel("c").unwrap();
+        tx.send(b"early").unwrap();
+        if kill {
+            child.kill().unwrap();
+        }
+        let start = Instant::now();
+        // The sender first here (it never reaches a wait while the pipe has
+        // room, so it is bounded by the pipe's size), the receiver first
+        // in the other case.
+        let mut sent = 0;
+        let sender = |tx: &mut remora::RawSender, sent: &mut usize| loop {
+            match tx.send_timeout(&[7; 1000], Duration::from_secs(30)) {
+                Ok(()) => *sent += 1,
+                Err(e) => break e,
+            }
+            assert!(*sent < 10_000, "the pipe never filled");
+        };
+        if kill {
+            assert_eq!(sender(&mut tx, &mut sent), SendError::Disconnected);
+            let r = rx.recv_timeout(Duration::from_secs(30)).map(|m| m.to_vec());
+            assert_eq!(r, Err(RecvError::Disconnected));
+        } else {
+            let r = rx.recv_timeout(Duration::from_secs(30)).map(|m| m.to_vec());
+            assert_eq!(r, Err(RecvError::Disconnected));
+            assert_eq!(sender(&mut tx, &mut sent), SendError::Disconnected);
+        }
+        eprintln!("{role}: both ends disconnected after {:?}", start.elapsed());
+        assert!(start.elapsed() < Duration::from_secs(10), "{role}");
+        assert!(!child.is_attached());
+        child.wait().unwrap();
+    }
+}
+
+/// Nothing is left whatever happens: no descriptor of the parent (the
+/// kept copies, pidfds, pipe ends), nothing in the temp dir or
+/// XDG_RUNTIME_DIR (the transport has no directory any more).
 #[test]
 fn nothing_left_when_the_child_dies_or_never_attaches() {
     let _s = serial();
-    let _w = Watchdog::new("leftovers", Duration::from_secs(60));
-    // kill -9 before the child attached, then wait.
-    let (child, dir) = spawn_gated("gated_echo", "c");
-    let mut child = KillOnDrop(child);
-    child.kill().unwrap();
+    let _w = Watchdog::new("leftovers", Duration::from_secs(90));
+    let before = common::open_fd_count();
+
+    // Attached, echoed, waited for.
+    let mut child = KillOnDrop(fifo_spawner("echo").spawn().unwrap());
+    echo_round_trips(&child, 5);
     child.wait().unwrap();
-    assert!(!dir.exists(), "wait removes the directory of a dead child");
+    drop(child);
+    assert_eq!(common::open_fd_count(), before, "after an attached child");
 
     // kill -9 before attaching, and the Child dropped without a wait.
-    let (mut child, dir) = spawn_gated("gated_echo", "c");
+    let mut child = fifo_spawner("gated_echo")
+        .stdin(Stdio::piped())
+        .spawn()
+        .unwrap();
     let pid = child.id();
     child.kill().unwrap();
     drop(child);
-    assert!(!dir.exists(), "dropping the Child removes the directory");
     assert_eq!(reap(pid), -1);
+    assert_eq!(common::open_fd_count(), before, "after a killed child");
 
-    // The Child dropped while the child still runs: it can no longer attach.
-    let (mut child, dir) = spawn_gated("gated_late", "c");
-    release_gate(&mut child);
+    // The Child dropped, no end taken, while the child still runs: it can
+    // still attach (it holds its ends), and finds every channel hung up.
+    let mut child = fifo_spawner("gated_late")
+        .stdin(Stdio::piped())
+        .spawn()
+        .unwrap();
     let pid = child.id();
     let stdin = child.process_mut().stdin.take();
     drop(child);
-    assert!(!dir.exists());
-    drop(stdin); // lets the child go on and try to connect
-    assert_eq!(reap(pid), 0, "the late child must see NotFound");
+    drop(stdin); // lets the child go on and connect
+    assert_eq!(reap(pid), 0, "the late child must find its channel hung up");
+    assert_eq!(common::open_fd_count(), before, "after a late child");
 
     // kill -9 after attaching (a channel taken, mid-exchange).
-    let (child, dir) = spawn_gated("gated_echo", "c");
-    let mut child = KillOnDrop(child);
+    let mut child = KillOnDrop(fifo_spawner("echo").spawn().unwrap());
     let (mut tx, mut rx) = child.channel::<u64, u64>("c").unwrap();
-    release_gate(&mut child);
     tx.send(&5).unwrap();
     assert_eq!(*rx.recv().unwrap(), 6);
     child.kill().unwrap();
@@ -563,8 +690,21 @@ fn nothing_left_when_the_child_dies_or_never_attaches() {
         Err(RecvError::Disconnected)
     ));
     child.wait().unwrap();
-    assert!(!dir.exists());
+    drop((tx, rx, child));
+    assert_eq!(
+        common::open_fd_count(),
+        before,
+        "after a killed attached child"
+    );
     assert!(remora_fifo_dirs().is_empty());
+    assert!(common::remora_tmp_entries().is_empty());
+}
+
+/// Closes every descriptor above 2 (as `sudo` does).
+fn close_above_stdio() {
+    // SAFETY: close_range has no memory preconditions; nothing in this
+    // process uses a descriptor above 2 across the exec that follows.
+    unsafe { libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, 0u32) };
 }
 
 /// Reaps child `pid`; returns its exit code (-1 if killed by a signal).
@@ -580,32 +720,20 @@ fn reap(pid: u32) -> i32 {
     }
 }
 
-#[test]
-fn a_dead_parents_directory_is_swept() {
-    let _s = serial();
-    let _w = Watchdog::new("stale sweep", Duration::from_secs(60));
-    // A middle process sets up FIFOs for a child that never attaches, then
-    // is killed: nobody removes its directory...
-    let mut middle = command("stale_middle")
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let middle_pid = middle.id();
-    let out = middle.stdout.take().unwrap();
-    let middle = common::guard(middle);
-    common::StdoutLines::new(out).wait_for("READY", Duration::from_secs(30));
-    middle.kill();
-    let stale = common::fifo_dirs_of(middle_pid);
-    assert_eq!(stale.len(), 1, "the killed parent leaves its directory");
-    // ... until the next FIFO set of the same user sweeps it.
-    let mut child = Spawner::new("true")
-        .channel("c")
-        .transport(Transport::Fifo)
-        .spawn()
-        .unwrap();
-    assert!(child.wait().unwrap().success());
-    assert!(!stale[0].exists(), "stale directory not swept");
-    assert!(remora_fifo_dirs().is_empty());
+fn wait_gate() {
+    let mut line = String::new();
+    std::io::stdin().lock().read_line(&mut line).unwrap();
+}
+
+/// Re-executes this test binary in `role` with `REMORA_CHANNEL` set to
+/// `value`, keeping the inherited descriptors (as a wrapper would).
+fn exec_as(role: &str, value: &str) -> ! {
+    let err = Command::new(std::env::current_exe().unwrap())
+        .args(ENTRY)
+        .env(common::ROLE, role)
+        .env(CHANNEL_ENV, value)
+        .exec();
+    panic!("exec failed: {err}");
 }
 
 #[test]
@@ -632,17 +760,7 @@ fn child_entry() {
     match role.as_str() {
         "fallback_inner" => fallback_inner(),
         "env_probe" => env_probe(),
-        "xdg_probe" => xdg_probe(),
         "scribbler" => scribbler(),
-        "stale_middle" => {
-            let _child = Spawner::new("true")
-                .channel("c")
-                .transport(Transport::Fifo)
-                .spawn()
-                .unwrap();
-            println!("READY");
-            std::thread::sleep(Duration::from_secs(60));
-        }
         "echo" => {
             let conn = remora::connect().unwrap();
             serve_echo(&conn);
@@ -652,22 +770,156 @@ fn child_entry() {
             let conn = remora::connect().unwrap();
             serve_echo(&conn);
         }
-        "gated_refused" => {
-            wait_gate();
-            match remora::connect() {
-                Err(remora::ConnectError::Open(e)) => eprintln!("refused as expected: {e}"),
-                Err(e) => panic!("unexpected error: {e}"),
-                Ok(_) => panic!("a tampered directory was accepted"),
-            }
-        }
         "gated_late" => {
-            wait_gate();
             // Wait for the parent to drop its Child (it closes our stdin).
             wait_gate();
-            match remora::connect() {
-                Err(remora::ConnectError::Open(OpenError::NotFound { .. })) => {}
-                other => panic!("late connect: {:?}", other.map(|_| ())),
+            let conn = remora::connect().unwrap();
+            let (mut tx, mut rx) = conn.raw_channel("c").unwrap();
+            assert_eq!(rx.recv().map(|m| m.to_vec()), Err(RecvError::Disconnected));
+            assert_eq!(tx.send(b"x"), Err(SendError::Disconnected));
+        }
+        "exit_unattached" => {}
+        "hang_up" => {
+            let conn = remora::connect().unwrap();
+            let (tx, _rx) = conn.raw_channel("c").unwrap();
+            drop(tx);
+            wait_gate();
+        }
+        "closer" => {
+            close_above_stdio();
+            exec_as("echo_proc", &std::env::var(CHANNEL_ENV).unwrap());
+        }
+        "echo_proc" => {
+            // The control socket (and with it the pipe ends it carries) is
+            // closed here: the wrapper closed it.
+            let control = std::env::var("REMORA_CONTROL").unwrap();
+            let fd: i32 = control.split(':').next().unwrap().parse().unwrap();
+            // SAFETY: F_GETFD on any number is harmless.
+            assert_eq!(unsafe { libc::fcntl(fd, libc::F_GETFD) }, -1);
+            let conn = remora::connect().unwrap();
+            serve_echo(&conn);
+        }
+        "stdio_less_parent" => {
+            for fd in 0..3 {
+                // SAFETY: closes this process's stdio numbers; nothing here
+                // owns them as Rust objects (std's stdio tolerates EBADF).
+                unsafe { libc::close(fd) };
             }
+            let mut s = fifo_spawner("echo");
+            s.stdin(Stdio::inherit()).stdout(Stdio::inherit());
+            let mut child = KillOnDrop(s.spawn().unwrap());
+            for fd in 0..3 {
+                let path = format!("/proc/self/fd/{fd}");
+                if let Ok(meta) = std::fs::metadata(&path) {
+                    assert!(!meta.file_type().is_fifo(), "a pipe end at fd {fd}");
+                }
+            }
+            echo_round_trips(&child, 3);
+            child.wait().unwrap();
+        }
+        "echo_once" => {
+            let conn = remora::connect().unwrap();
+            let (mut tx, mut rx) = conn.channel::<u64, u64>("c").unwrap();
+            let n = *rx.recv().unwrap();
+            tx.send(&(n + 1)).unwrap();
+        }
+        "helper_then_echo" => {
+            // Started before `connect()`: inherits what this process
+            // inherited and has not made close-on-exec yet.
+            let mut helper = Command::new("cat").stdout(Stdio::null()).spawn().unwrap();
+            let conn = remora::connect().unwrap();
+            let (mut tx, mut rx) = conn.channel::<u64, u64>("c").unwrap();
+            let n = *rx.recv().unwrap();
+            tx.send(&(n + 1)).unwrap();
+            drop((tx, rx, conn));
+            // Lives on, hung up, until the parent closes our stdin (the
+            // helper's too).
+            wait_gate();
+            helper.wait().unwrap();
+        }
+        "reclaim" => {
+            let mut helper = command("late_connect")
+                .stdin(Stdio::piped())
+                .spawn()
+                .unwrap();
+            let conn = remora::connect().unwrap();
+            // The helper connects now, after us.
+            drop(helper.stdin.take());
+            let copy = command("late_connect").spawn().unwrap();
+            wait_success(copy, Duration::from_secs(30));
+            wait_success(helper, Duration::from_secs(30));
+            drop(conn);
+        }
+        "late_connect" => {
+            wait_gate();
+            let r = remora::connect().map(|_| ());
+            assert!(
+                matches!(r, Err(ConnectError::Open(OpenError::AlreadyClaimed))),
+                "a second process: {r:?}"
+            );
+        }
+        "non_fifo" => {
+            let case = std::env::var("REMORA_TEST_CASE").unwrap();
+            let value = std::env::var(CHANNEL_ENV).unwrap();
+            let mut parts: Vec<String> = value.split(':').map(str::to_owned).collect();
+            let value = if case == "memfd_names_control" {
+                let control = std::env::var("REMORA_CONTROL").unwrap();
+                let c: Vec<&str> = control.split(':').collect();
+                format!("memfd:{}:{}:4096:{}:{}", parts[1], c[0], c[1], c[2])
+            } else {
+                parts[2] = std::env::var("REMORA_TEST_FILE").unwrap();
+                close_above_stdio();
+                parts.join(":")
+            };
+            exec_as("refused_at_once", &value);
+        }
+        "refused_at_once" => match remora::connect() {
+            Err(ConnectError::Open(e @ OpenError::HandOverLost { .. })) => {
+                eprintln!("refused as expected: {e}");
+            }
+            other => panic!("a non-FIFO was accepted: {:?}", other.map(|_| ())),
+        },
+        "tamper" => {
+            let case = std::env::var("REMORA_TEST_CASE").unwrap();
+            let value = std::env::var(CHANNEL_ENV).unwrap();
+            let mut parts: Vec<String> = value.split(':').map(str::to_owned).collect();
+            let mut fields: Vec<String> = parts[4].split('.').map(str::to_owned).collect();
+            match case.as_str() {
+                // The child-to-parent end's inode.
+                "inode" => fields[5] = (fields[5].parse::<u64>().unwrap() ^ 1).to_string(),
+                // The parent-to-child end's number: the parent's stdin.
+                _ => fields[6] = "0".to_owned(),
+            }
+            parts[4] = fields.join(".");
+            if case == "stdin" {
+                close_above_stdio();
+            }
+            exec_as("refused", &parts.join(":"));
+        }
+        "refused" => {
+            match remora::connect() {
+                Err(ConnectError::Open(e @ OpenError::HandOverLost { .. })) => {
+                    eprintln!("refused as expected: {e}");
+                }
+                other => panic!("a wrong identity was accepted: {:?}", other.map(|_| ())),
+            }
+            // Live on until the parent closes our stdin.
+            wait_gate();
+        }
+        "twice" => {
+            let conn = remora::connect().unwrap();
+            let again = remora::connect().map(|_| ());
+            assert!(
+                matches!(again, Err(ConnectError::Open(OpenError::AlreadyClaimed))),
+                "{again:?}"
+            );
+            serve_echo(&conn);
+            drop(conn);
+            let late = remora::connect().map(|_| ());
+            assert!(
+                matches!(late, Err(ConnectError::Open(OpenError::AlreadyClaimed))),
+                "{late:?}"
+            );
         }
         other => panic!("unknown role {other}"),
     }

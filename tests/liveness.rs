@@ -804,8 +804,8 @@ fn segment_peer_death_is_seen_at_once_both_ways() {
 // ---------------------------------------------------------------------------
 
 /// A sweep run inside another PID namespace, where our pid means nothing
-/// (`kill(pid, 0)` says "no such process"), must leave our live segment and
-/// FIFO directory alone.
+/// (`kill(pid, 0)` says "no such process"), must leave our live segment
+/// alone.
 #[test]
 #[ignore = "needs root: as root, cargo test --release -- --ignored root_"]
 fn root_a_sweep_in_another_pid_namespace_spares_live_objects() {
@@ -814,15 +814,6 @@ fn root_a_sweep_in_another_pid_namespace_spares_live_objects() {
     let _w = Watchdog::new("namespace-proof sweep", Duration::from_secs(120));
     let seg = Segment::create(&[ChannelConfig::new("c")]).unwrap();
     let seg_file = format!("/dev/shm{}", seg.name());
-    // A FIFO set whose child never attaches keeps its directory.
-    let mut fifo_child = Spawner::new("sleep")
-        .arg("60")
-        .channel("c")
-        .transport(Transport::Fifo)
-        .spawn()
-        .unwrap();
-    let dirs = common::remora_fifo_dirs();
-    assert_eq!(dirs.len(), 1);
     let me = self_args();
     let status = Command::new("unshare")
         .args(["--pid", "--fork"])
@@ -837,115 +828,42 @@ fn root_a_sweep_in_another_pid_namespace_spares_live_objects() {
         std::path::Path::new(&seg_file).exists(),
         "a live segment was swept from another PID namespace"
     );
-    assert!(
-        dirs[0].exists(),
-        "a live FIFO directory was swept from another PID namespace"
-    );
     // And a real leftover is still swept: our segment, once we are "dead"
     // to it (the lock is gone with the last descriptor).
-    let _ = fifo_child.kill();
-    let _ = fifo_child.wait();
     drop(seg);
     assert!(!std::path::Path::new(&seg_file).exists());
 }
 
-/// Six characters like mkdtemp's, unique enough for a test.
-fn mkdtemp_suffix() -> String {
-    let mut n = mono_ns();
-    (0..6)
-        .map(|_| {
-            let c = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789"
-                [(n % 62) as usize];
-            n /= 62;
-            c as char
-        })
-        .collect()
-}
-
-/// The sweep takes only objects whose creators promise a lock, and only
-/// what it recognises: a live segment or FIFO directory of an older remora
-/// (no lock) is left alone; an unrelated directory that merely has a
-/// remora-like name is left alone whatever it holds (regression: it was
-/// removed whole); an unlocked current one is swept, and even then only
-/// the files remora puts there are removed.
+/// The sweep takes only segments whose creators promise a lock: a live
+/// segment of an older remora (no lock) is left alone; an unlocked current
+/// one is swept.
 #[test]
-fn the_sweep_leaves_older_versions_and_strangers_alone() {
-    use std::os::unix::fs::PermissionsExt;
+fn the_sweep_leaves_older_versions_alone() {
     let _s = serial();
-    // Names in our pattern, with a pid nobody has.
+    // A name in our pattern, with a pid nobody has.
     let shm_file = format!("/dev/shm/remora-999999999-{:032x}", mono_ns());
     let mut header = Vec::new();
     header.extend_from_slice(b"REMORA\x00\x01");
     header.extend_from_slice(&1u32.to_le_bytes()); // layout version 1
     header.resize(4096, 0);
     std::fs::write(&shm_file, &header).unwrap();
-    let tmp = std::env::temp_dir();
-    let fifo_dir = tmp.join(format!("remora-999999999-{}", mkdtemp_suffix()));
-    std::fs::create_dir(&fifo_dir).unwrap();
-    std::fs::set_permissions(&fifo_dir, PermissionsExt::from_mode(0o700)).unwrap();
-    let mut manifest = b"REMFIFO\x01".to_vec();
-    manifest.extend_from_slice(&1u32.to_le_bytes()); // binary manifest version 1
-    std::fs::write(fifo_dir.join("manifest"), &manifest).unwrap();
-    // A stranger's directory with a remora-like name and no manifest.
-    let notes = tmp.join(format!("remora-1-{}", mkdtemp_suffix()));
-    std::fs::create_dir_all(notes.join("sub")).unwrap();
-    std::fs::set_permissions(&notes, PermissionsExt::from_mode(0o700)).unwrap();
-    std::fs::write(notes.join("sub/important.txt"), b"keep me").unwrap();
-
-    let sweep = || {
-        drop(Segment::create(&[ChannelConfig::new("c")]).unwrap());
-        let mut child = Spawner::new("true")
-            .channel("c")
-            .transport(Transport::Fifo)
-            .spawn()
-            .unwrap();
-        let _ = child.wait();
-    };
+    let sweep = || drop(Segment::create(&[ChannelConfig::new("c")]).unwrap());
     sweep();
-    let survived = (
-        std::path::Path::new(&shm_file).exists(),
-        fifo_dir.exists(),
-        notes.join("sub/important.txt").exists(),
-    );
-    // Now make the first two look current: unlocked, hence abandoned. The
-    // FIFO directory also holds a file remora never makes: it must stay.
+    let survived = std::path::Path::new(&shm_file).exists();
+    // Now make it look current: unlocked, hence abandoned.
     header[8..12].copy_from_slice(&3u32.to_le_bytes()); // the current layout version
     std::fs::write(&shm_file, &header).unwrap();
-    std::fs::write(fifo_dir.join("manifest"), b"REMFIFO 3 1\n4096 0 63\n").unwrap();
-    std::fs::write(fifo_dir.join("0.p2c"), b"").unwrap();
-    std::fs::write(fifo_dir.join("user-file"), b"not remora's").unwrap();
     sweep();
-    let swept = (
-        !std::path::Path::new(&shm_file).exists(),
-        !fifo_dir.join("manifest").exists() && !fifo_dir.join("0.p2c").exists(),
-        fifo_dir.join("user-file").exists(),
-        notes.join("sub/important.txt").exists(),
-    );
+    let swept = !std::path::Path::new(&shm_file).exists();
     let _ = std::fs::remove_file(&shm_file);
-    let _ = std::fs::remove_dir_all(&fifo_dir);
-    let _ = std::fs::remove_dir_all(&notes);
-    assert_eq!(
-        survived,
-        (true, true, true),
-        "an older version's objects or a stranger's directory were swept"
-    );
-    assert_eq!(
-        swept,
-        (true, true, true, true),
-        "(segment swept, remora's FIFO files swept, other file kept, stranger kept)"
-    );
+    assert!(survived, "an older version's segment was swept");
+    assert!(swept, "an abandoned current segment was not swept");
 }
 
-/// Creates a segment and a FIFO set (each sweeps first), then exits.
+/// Creates a segment (which sweeps first), then exits.
 fn sweeper_role() {
     let seg = Segment::create(&[ChannelConfig::new("c")]).unwrap();
     drop(seg);
-    let mut child = Spawner::new("true")
-        .channel("c")
-        .transport(Transport::Fifo)
-        .spawn()
-        .unwrap();
-    let _ = child.wait();
 }
 
 // ---------------------------------------------------------------------------

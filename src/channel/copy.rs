@@ -4,40 +4,19 @@
 //!
 //! [`ReceiveMode::Copy`]: crate::ReceiveMode::Copy
 
-use std::alloc::{Layout, alloc_zeroed, dealloc, handle_alloc_error};
-use std::ptr::NonNull;
+use crate::aligned::AlignedBuf;
 
 /// Alignment of the buffer: rkyv's, and the ring's frame alignment.
 const ALIGN: usize = 16;
 
-/// A fixed, 16-aligned, zero-initialised buffer for one frame.
-///
-/// A raw allocation rather than a `Box<[u8]>`: received messages point into
-/// it with raw pointers (borrowing the receiver), so no unique borrow of the
-/// whole buffer is ever asserted while one is outstanding.
+/// The buffer for one frame (see [`AlignedBuf`]).
 #[derive(Debug)]
-pub(crate) struct PrivateBuf {
-    ptr: NonNull<u8>,
-    /// Size in bytes: a multiple of 16, at least the largest payload.
-    len: usize,
-}
-
-// SAFETY: the buffer is plain memory owned by this value; it is written only
-// through `&mut self` and read through pointers that borrow its owner.
-unsafe impl Send for PrivateBuf {}
+pub(crate) struct PrivateBuf(AlignedBuf);
 
 impl PrivateBuf {
-    /// A buffer for payloads of up to `max` bytes. Allocated (zeroed, so
-    /// large buffers are lazily backed by the kernel) once, here.
+    /// A buffer for payloads of up to `max` bytes, allocated once, here.
     pub(crate) fn new(max: usize) -> PrivateBuf {
-        let len = max.max(1).next_multiple_of(ALIGN);
-        let layout = Layout::from_size_align(len, ALIGN).expect("buffer size fits in isize");
-        // SAFETY: `layout` has a non-zero size.
-        let ptr = unsafe { alloc_zeroed(layout) };
-        let Some(ptr) = NonNull::new(ptr) else {
-            handle_alloc_error(layout)
-        };
-        PrivateBuf { ptr, len }
+        PrivateBuf(AlignedBuf::new(max.max(1).next_multiple_of(ALIGN)))
     }
 
     /// Copies the `len`-byte payload at `src` into the buffer, reading each
@@ -57,25 +36,13 @@ impl PrivateBuf {
     #[inline]
     pub(crate) unsafe fn copy_from_shared(&mut self, src: *const u8, len: usize) -> *const u8 {
         let words = len.div_ceil(ALIGN);
-        debug_assert!(words * ALIGN <= self.len);
+        debug_assert!(words * ALIGN <= self.0.len());
         debug_assert!((src as usize).is_multiple_of(ALIGN));
         // SAFETY: per the contract, `words` 16-byte words are readable at
         // `src` and aligned; the buffer holds at least `words` words
-        // (`len <= max <= self.len`) and is ours (`&mut self`).
-        unsafe { copy_words_volatile(src, self.ptr.as_ptr(), words) };
-        self.ptr.as_ptr()
-    }
-}
-
-impl Drop for PrivateBuf {
-    fn drop(&mut self) {
-        // SAFETY: allocated in `new` with exactly this layout.
-        unsafe {
-            dealloc(
-                self.ptr.as_ptr(),
-                Layout::from_size_align_unchecked(self.len, ALIGN),
-            )
-        };
+        // (`len <= max <= its length`) and is ours (`&mut self`).
+        unsafe { copy_words_volatile(src, self.0.at(0), words) };
+        self.0.at(0)
     }
 }
 

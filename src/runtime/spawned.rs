@@ -39,7 +39,7 @@
 
 use std::collections::VecDeque;
 use std::io;
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
@@ -47,6 +47,7 @@ use super::channels::RuntimeChannels;
 use super::peer_process::PeerProcess;
 use super::wire::{MESSAGE_LEN, Message, TOKEN_LEN};
 use crate::channel::ReceiveMode;
+use crate::sys::inherit::{self, Handed};
 use crate::sys::{fd, random, shm, socket};
 
 /// The environment variable that tells a spawned child where its control
@@ -153,6 +154,17 @@ impl Rendezvous {
             ungreeted: VecDeque::new(),
         };
         Ok((rendezvous, ChildEnd { sock: theirs, env }))
+    }
+
+    /// Lets `send` queue one message for the child on our socketpair end
+    /// before it runs (a FIFO set's pipe ends, `SCM_RIGHTS`): the child
+    /// reads it first thing in `connect()`, before its hello.
+    pub(crate) fn queue_with(
+        &self,
+        send: impl FnOnce(BorrowedFd<'_>) -> io::Result<()>,
+    ) -> io::Result<()> {
+        let pair = self.pair.as_ref().ok_or(io::ErrorKind::NotConnected)?;
+        send(pair.as_fd())
     }
 
     /// Once the child runs: how to see it exit (a pidfd, or, without
@@ -399,35 +411,32 @@ fn connect_listener(name: &str) -> Option<OwnedFd> {
 /// (checked to be the parent's); `None` when there is neither (a second
 /// `connect()` in this process, the parent gone, a listener of another
 /// process). With the socket, the peer's credentials.
-fn find_socket(spec: &Spec<'_>) -> Option<(OwnedFd, Option<socket::PeerCred>)> {
+/// The flag: the socket is the inherited socketpair end (where the
+/// parent may have queued a message before the spawn).
+fn find_socket(spec: &Spec<'_>) -> Option<(OwnedFd, Option<socket::PeerCred>, bool)> {
     // AcqRel: exactly one caller in the process sees `false` and goes on
     // (taking the inherited number, or connecting to the listener); the
     // others see its take. A second `connect()` never reconnects.
     if CONTROL_TAKEN.swap(true, Ordering::AcqRel) {
         return None;
     }
-    if spec.fd > 2 {
-        // SAFETY: only borrowed for the `fstat` below, while the number is
-        // open (fstat fails harmlessly with EBADF otherwise).
-        let borrowed = unsafe { BorrowedFd::borrow_raw(spec.fd) };
-        let ours = fd::stat(borrowed).is_ok_and(|s| {
-            s.dev == spec.dev && s.ino == spec.ino && s.mode & libc::S_IFMT == libc::S_IFSOCK
-        });
-        if ours {
-            // SAFETY: the descriptor is open and is the parent's socket
-            // (device and inode checked), inherited for us alone: no other
-            // owner in this process knows of it, and the swap above lets
-            // only one caller ever take it.
-            let sock = unsafe { OwnedFd::from_raw_fd(spec.fd) };
-            // Ours now, at once (before the first channels are attached,
-            // whether or not that works): our own children must not
-            // inherit it (the spawn cleared close-on-exec to hand it down).
-            // SAFETY: fcntl on a descriptor we own; no pointers.
-            unsafe { libc::fcntl(sock.as_raw_fd(), libc::F_SETFD, libc::FD_CLOEXEC) };
-            // A socketpair records its creator: the parent.
-            let cred = socket::peer_cred(sock.as_fd()).ok();
-            return Some((sock, cred));
-        }
+    let inherited = Handed {
+        fd: spec.fd,
+        dev: spec.dev,
+        ino: spec.ino,
+        kind: libc::S_IFSOCK,
+    };
+    // The one record of inherited numbers taken in this process: a
+    // `REMORA_CHANNEL` cannot name this socket too.
+    if let Some(sock) = inherit::own_inherited(&inherited) {
+        // Ours now, at once (before the first channels are attached,
+        // whether or not that works): our own children must not
+        // inherit it (the spawn cleared close-on-exec to hand it down).
+        // SAFETY: fcntl on a descriptor we own; no pointers.
+        unsafe { libc::fcntl(sock.as_raw_fd(), libc::F_SETFD, libc::FD_CLOEXEC) };
+        // A socketpair records its creator: the parent.
+        let cred = socket::peer_cred(sock.as_fd()).ok();
+        return Some((sock, cred, true));
     }
     if spec.name.is_empty() {
         return None;
@@ -436,7 +445,7 @@ fn find_socket(spec: &Spec<'_>) -> Option<(OwnedFd, Option<socket::PeerCred>)> {
     // A connection records the listener's owner; nothing is sent to a
     // stranger (dropping the socket tells it nothing but a hang-up).
     let cred = socket::peer_cred(sock.as_fd()).ok()?;
-    is_parents(&cred, spec).then_some((sock, Some(cred)))
+    is_parents(&cred, spec).then_some((sock, Some(cred), false))
 }
 
 /// A spawned child's control socket, taken by `connect()` before it
@@ -444,8 +453,20 @@ fn find_socket(spec: &Spec<'_>) -> Option<(OwnedFd, Option<socket::PeerCred>)> {
 /// as early as can be), and the hello it owes the parent.
 #[derive(Debug)]
 pub(crate) struct ChildControl {
-    found: Option<(OwnedFd, Option<socket::PeerCred>)>,
+    found: Option<(OwnedFd, Option<socket::PeerCred>, bool)>,
     token: [u8; TOKEN_LEN],
+}
+
+impl ChildControl {
+    /// The inherited socketpair end, if that is what was found (not a
+    /// connection to the listener): where the parent queued a FIFO set's
+    /// pipe ends before the spawn.
+    pub(crate) fn inherited_socket(&self) -> Option<BorrowedFd<'_>> {
+        match &self.found {
+            Some((sock, _, true)) => Some(sock.as_fd()),
+            _ => None,
+        }
+    }
 }
 
 /// Takes the control socket [`CONTROL_ENV`] names (once per process).
@@ -479,7 +500,7 @@ pub(crate) fn child_control(taken: ChildControl, first: Vec<String>) -> RuntimeC
     // cleanup'`, a helper started before `connect()`) inherited a copy of
     // the found socket, which would keep it from ever hanging up when we
     // die or drop it.
-    let found = found.and_then(|(sock, cred)| {
+    let found = found.and_then(|(sock, cred, _)| {
         let watch = peer(&sock, &cred);
         let (mine, theirs) = socket::seqpacket_pair().ok()?;
         let hello = Message::Hello { token }.encode();
@@ -541,7 +562,7 @@ mod tests {
         let name = format!("remora-ctl-test.{}", std::process::id());
         let listener = socket::listen(name.as_bytes(), 4).unwrap();
         let ours = spec(&name, std::process::id() as i32, shm::current_uid());
-        let (sock, cred) = find_socket(&ours).expect("our own listener");
+        let (sock, cred, _) = find_socket(&ours).expect("our own listener");
         assert_eq!(cred.map(|c| c.pid), Some(std::process::id() as i32));
         assert!(find_socket(&ours).is_none());
         drop((sock, listener));

@@ -15,8 +15,6 @@
 //! [`SlotWatch`] lets a service count the clients still holding a slot.
 
 use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
-use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
-use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex, Weak};
 
 use super::Segment;
@@ -28,20 +26,11 @@ use crate::layout::*;
 use crate::peer::PeerWatch;
 use crate::side::Side;
 use crate::sync::Ordering;
+use crate::sys::inherit::{Handed, take_handed};
 use crate::sys::{fd, mapping::Mapping, memfd, shm};
 
 /// What `Segment::name` reports for a segment that has no name.
 const NO_NAME: &str = "(sealed memfd)";
-
-/// Set by the first [`Segment::open_inherited`] that takes ownership of
-/// the inherited descriptor number: it is closed once only, whichever
-/// threads race to `connect()`.
-static INHERITED_TAKEN: AtomicBool = AtomicBool::new(false);
-
-/// Takes ownership of the inherited descriptor (test hook: counts takes).
-#[cfg(test)]
-pub(crate) static INHERITED_TAKES: std::sync::atomic::AtomicUsize =
-    std::sync::atomic::AtomicUsize::new(0);
 
 impl Segment {
     /// Creates a segment declaring `channels` in a new sealed memfd and
@@ -190,65 +179,20 @@ impl Segment {
     /// `parent_pid` described, then checks and claims it as
     /// [`Segment::open_sealed`] does.
     ///
-    /// First the inherited descriptor `id.fd`, if it is still open here and
-    /// is that very file (same device and inode: a wrapper may have closed
-    /// it and something else taken the number). Else the parent's
-    /// `/proc/<pid>/fd/<n>`, for wrappers that close inherited descriptors
-    /// (`sudo` closes all above 2): the kernel lets only the parent's own
-    /// user (or root) open it, and it must be the same file too (checked
-    /// with `stat` before the open, and again on the descriptor). Either
-    /// way the descriptor is closed once the segment is mapped. Only the
-    /// first call in the process may take the inherited number (it must be
-    /// closed once only); a later call that finds it open gets
-    /// [`OpenError::AlreadyClaimed`] (the segment can be claimed once
-    /// anyway).
+    /// The descriptor is the inherited one, or the parent's
+    /// `/proc/<pid>/fd/<n>`, checked to be that very file either way (see
+    /// [`take_handed`]; [`OpenError::HandOverLost`] if neither). It is
+    /// closed once the segment is mapped. Only the first call in the
+    /// process may take it; a later one gets [`OpenError::AlreadyClaimed`]
+    /// (the segment can be claimed once anyway).
     pub(crate) fn open_inherited(parent_pid: u32, id: SealedId) -> Result<Segment, OpenError> {
-        let same =
-            |f: &OwnedFd| fd::stat(f.as_fd()).is_ok_and(|s| s.dev == id.dev && s.ino == id.ino);
-        if id.fd > 2 {
-            // SAFETY: only borrowed for the `fstat` below, while the number
-            // is open (fstat fails harmlessly with EBADF otherwise).
-            let borrowed = unsafe { std::os::fd::BorrowedFd::borrow_raw(id.fd) };
-            let ours = fd::stat(borrowed).is_ok_and(|s| s.dev == id.dev && s.ino == id.ino);
-            if ours {
-                // AcqRel: exactly one caller in the process sees `false`
-                // and owns the number; the others see its take.
-                if INHERITED_TAKEN.swap(true, Ordering::AcqRel) {
-                    return Err(OpenError::AlreadyClaimed);
-                }
-                #[cfg(test)]
-                INHERITED_TAKES.fetch_add(1, Ordering::Relaxed);
-                // SAFETY: the descriptor is open and is the parent's memfd
-                // (device and inode checked), inherited for us alone: no
-                // other owner in this process knows of it, and the swap
-                // above lets only one caller ever take it.
-                let fd = unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(id.fd) };
-                return Segment::open_sealed(fd, Some(id.size), None);
-            }
-        }
-        let path = format!("/proc/{parent_pid}/fd/{}", id.fd);
-        let not_found = |e: std::io::Error| match e.raw_os_error() {
-            Some(libc::ENOENT) => OpenError::NotFound { name: path.clone() },
-            _ => OpenError::io("open /proc/<parent>/fd")(e),
+        let handed = Handed {
+            fd: id.fd,
+            dev: id.dev,
+            ino: id.ino,
+            kind: libc::S_IFREG,
         };
-        // Identity first: never open (with whatever side effects opening
-        // a device or FIFO has) a file that is not the memfd. Checked again
-        // on the descriptor: the number may be reused in between.
-        let meta = std::fs::metadata(&path).map_err(not_found)?;
-        if meta.dev() != id.dev || meta.ino() != id.ino {
-            return Err(OpenError::NotFound { name: path.clone() });
-        }
-        let file = std::fs::OpenOptions::new()
-            .read(true)
-            .write(true)
-            // std adds O_CLOEXEC.
-            .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY)
-            .open(&path)
-            .map_err(not_found)?;
-        let fd = OwnedFd::from(file);
-        if !same(&fd) {
-            return Err(OpenError::NotFound { name: path });
-        }
+        let fd = take_handed(parent_pid, handed, libc::O_RDWR)?;
         Segment::open_sealed(fd, Some(id.size), None)
     }
 
@@ -351,6 +295,8 @@ impl SlotWatch {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::sys::inherit::{INHERITED_TAKES, reset_taken};
+    use std::os::unix::fs::OpenOptionsExt;
     use std::sync::Barrier;
 
     fn config() -> [ChannelConfig; 1] {
@@ -372,8 +318,7 @@ mod tests {
             assert!(n >= 0);
             let id = SealedId { fd: n, ..id };
             // A fresh "process": nobody has taken an inherited number yet.
-            INHERITED_TAKEN.store(false, Ordering::SeqCst);
-            INHERITED_TAKES.store(0, Ordering::SeqCst);
+            reset_taken();
             let barrier = Arc::new(Barrier::new(2));
             let threads: Vec<_> = (0..2)
                 .map(|_| {

@@ -1,7 +1,7 @@
 //! Creator locks: how a stale-object sweep tells a live creator from a dead
 //! one without trusting pids.
 //!
-//! The creator of a segment or FIFO directory holds an exclusive `flock` on
+//! The creator of a named segment holds an exclusive `flock` on
 //! it for as long as it owns it; the kernel drops the lock when the last
 //! descriptor closes, i.e. when the creator dies. A sweep that *gets* the lock
 //! knows the creator is gone. Unlike `kill(pid, 0)`, this cannot be fooled by

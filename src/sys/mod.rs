@@ -6,12 +6,12 @@
 
 pub(crate) mod clock;
 pub(crate) mod fd;
-pub(crate) mod fifo;
 pub(crate) mod futex;
 pub(crate) mod inherit;
 pub(crate) mod lock;
 pub(crate) mod mapping;
 pub(crate) mod memfd;
+pub(crate) mod pipe;
 pub(crate) mod process;
 pub(crate) mod random;
 pub(crate) mod robust;

@@ -244,15 +244,33 @@ pub(crate) struct Received {
 /// discards any the peer attached (a descriptor flood costs us nothing)
 /// and reports them as `control_truncated`.
 pub(crate) fn recv(sock: BorrowedFd<'_>, buf: &mut [u8], accept_fds: bool) -> io::Result<Received> {
+    recv_fds(sock, buf, if accept_fds { MAX_RECEIVED_FDS } else { 0 })
+}
+
+/// The most descriptors [`recv_fds`] makes room for: a FIFO set's
+/// hand-over (claim and attach ends, two per channel for 32 channels).
+pub(crate) const MAX_HANDED_FDS: usize = 2 + 2 * 32;
+
+/// [`recv`] with room for up to `max_fds` descriptors (at most
+/// [`MAX_HANDED_FDS`]); more is `control_truncated`, the rest closed by
+/// the kernel.
+pub(crate) fn recv_fds(
+    sock: BorrowedFd<'_>,
+    buf: &mut [u8],
+    max_fds: usize,
+) -> io::Result<Received> {
+    let accept_fds = max_fds > 0;
+    let max_fds = max_fds.min(MAX_HANDED_FDS);
     let mut iov = libc::iovec {
         iov_base: buf.as_mut_ptr().cast(),
         iov_len: buf.len(),
     };
-    let payload = (MAX_RECEIVED_FDS * size_of::<RawFd>()) as libc::c_uint;
+    let payload = (max_fds * size_of::<RawFd>()) as libc::c_uint;
     // SAFETY: CMSG_SPACE is arithmetic on its argument.
     let space = unsafe { libc::CMSG_SPACE(payload) } as usize;
-    let mut control = [0u64; 8];
-    debug_assert!(space <= size_of::<[u64; 8]>());
+    // Room for MAX_HANDED_FDS: CMSG_SPACE(264) is 280 bytes.
+    let mut control = [0u64; 40];
+    assert!(space <= size_of::<[u64; 40]>());
     // SAFETY: an all-zero msghdr is a valid value of this C struct.
     let mut msg: libc::msghdr = unsafe { zeroed() };
     msg.msg_iov = &mut iov;

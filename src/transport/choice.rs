@@ -1,5 +1,5 @@
 //! Which transport a spawner uses, the `REMORA_TRANSPORT` override, and when
-//! `Auto` falls back from shared memory to FIFOs.
+//! `Auto` falls back from shared memory to FIFOs (anonymous pipes).
 
 use std::fmt;
 use std::str::FromStr;
@@ -23,10 +23,10 @@ pub const TRANSPORT_ENV: &str = "REMORA_TRANSPORT";
 ///
 /// * [`Shm`](Transport::Shm): rings in a POSIX shared-memory segment,
 ///   zero-copy both ways, futex wake-ups. Needs a usable `/dev/shm`.
-/// * [`Fifo`](Transport::Fifo): the same frames over two named pipes per
-///   channel in a private directory. Each message is copied through the
-///   kernel once each way (then read in place from a private buffer); works
-///   wherever named pipes do.
+/// * [`Fifo`](Transport::Fifo): the same frames over two anonymous pipes
+///   per channel, handed to the child alone. Each message is copied through
+///   the kernel once each way (then read in place from a private buffer);
+///   works wherever pipes do, with no file system at all.
 /// * [`Auto`](Transport::Auto) (default): [`TRANSPORT_ENV`] if set, else
 ///   shared memory, falling back to FIFOs when the segment cannot be
 ///   created, reserved or mapped (`EACCES`, `EPERM`, `EROFS`, `ENOENT`,
@@ -59,7 +59,33 @@ pub enum Transport {
     Auto,
     /// Shared memory only: spawning fails if the segment cannot be made.
     Shm,
-    /// Named pipes only.
+    /// Pipes only: two `pipe2` pipes per channel, whose child ends the
+    /// parent sends on the child's control socket before it runs (never
+    /// inherited: a wrapper or helper between them never holds a pipe end,
+    /// so none hides the child's hang-up; the message is received once,
+    /// by one process).
+    ///
+    /// The trade-off of that hand-over: nothing on any file system (no
+    /// directory, no writable temp dir needed, nothing left behind if
+    /// either side is killed), but the socket can be lost on the way. A
+    /// wrapper that closes inherited descriptors (`sudo` closes all above
+    /// 2) is covered: the child then opens each end as
+    /// `/proc/<parent pid>/fd/<n>`, after checking it is that very pipe,
+    /// as it does for a sealed segment. A child that can reach neither
+    /// (such a wrapper plus another PID namespace with its own `/proc`, or
+    /// another user) fails to connect with
+    /// [`OpenError::HandOverLost`](crate::OpenError::HandOverLost). Until
+    /// the child has taken its ends the parent keeps copies of them, and
+    /// reports the child's death through a pidfd rather than the pipes.
+    ///
+    /// ```no_run
+    /// let child = remora::Spawner::new("path/to/app")
+    ///     .channel("c")
+    ///     .transport(remora::Transport::Fifo)
+    ///     .spawn()?;
+    /// // The child: remora::connect() takes its pipe ends.
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     Fifo,
 }
 

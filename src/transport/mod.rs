@@ -3,7 +3,7 @@
 //! * [`shm`]: the shared-memory rings (default): zero-copy both ways, futex
 //!   wake-ups, no system call on a busy channel.
 //! * [`fifo`]: the fallback where shared memory is unusable: the same frames
-//!   over two named pipes per channel.
+//!   over two inherited pipes per channel.
 //!
 //! [`Transport`] picks one at spawn. Channel ends
 //! ([`RawSender`](crate::RawSender), [`RawReceiver`](crate::RawReceiver))
@@ -15,7 +15,7 @@ pub(crate) mod shm;
 
 pub(crate) use choice::shm_unusable;
 pub use choice::{TRANSPORT_ENV, Transport};
-pub(crate) use fifo::{FifoReceiver, FifoSender, FifoSet};
+pub(crate) use fifo::{FifoReceiver, FifoSender, FifoSet, HandOver};
 pub(crate) use shm::{ShmReceiver, ShmSender};
 
 use crate::ring::RingFrame;

@@ -1,52 +1,83 @@
-//! What the channel ends of one FIFO set share (the parent's directory and
-//! the watch on the child), and one FIFO end as a channel end holds it.
+//! What the channel ends of one FIFO set share (the parent's hand-over
+//! and the watch on the child), one pipe end as a channel end holds it,
+//! and how a blocked call waits on it.
 //!
-//! The parent opens each FIFO `O_RDWR` before the child exists (a
-//! *placeholder*, reader and writer at once, so no open blocks and its
-//! writes are buffered). It must go once the child has opened its ends, or
-//! EOF and `EPIPE` would never come: the child removes the directory only
-//! after opening every FIFO, so "directory gone" is the signal. If the
-//! parent removed it (child dead, `Child` dropped), no child can attach any
-//! more and the placeholders go as well.
+//! The parent keeps a copy of each of the child's pipe ends until the child
+//! has taken its own, so that a child whose wrapper closed the inherited
+//! control socket (which carries them) can still open them as
+//! `/proc/<parent>/fd/<n>`. While kept,
+//! they hide the child's hang-up (a receiver sees no end of file, a sender
+//! no `EPIPE`): until then only the watch on the child (its pidfd) reports
+//! its death. They go once the child has written its byte to the attach
+//! pipe (it has taken every end), once it is seen dead or reaped, or with
+//! the `Child` and the last end.
 
-use std::ffi::CString;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
-use std::os::unix::ffi::OsStrExt;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use crate::peer::{Peer, PeerWatch};
 use crate::sys::clock::MonoTime;
-use crate::sys::{fd, fifo};
+use crate::sys::{pipe, socket};
 use crate::wait::{ADAPTIVE_SPIN, SLICE, WaitStrategy};
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum DirState {
-    Present,
-    /// We removed it: no child can attach.
-    Removed,
-    /// The child removed it after opening its ends.
-    Attached,
+/// The parent's side of the hand-over, until settled.
+#[derive(Debug)]
+pub(super) struct Handover {
+    /// The attach pipe's read end: readable once the child has taken its
+    /// ends.
+    pub(super) attach: OwnedFd,
+    /// Our copies of every end handed to the child (the claim pipe's
+    /// read end, the attach pipe's write end, per channel the child's two
+    /// ends), in hand-over order.
+    pub(super) kept: Vec<OwnedFd>,
+    /// A copy of the child's end of the control socketpair, whose receive
+    /// queue holds the hand-over message until the child reads it. A child
+    /// that took its ends through `/proc` never does (a wrapper closed the
+    /// socket for it alone, like Python's `subprocess` with `close_fds`,
+    /// while keeping its own copy): the message's descriptors would stay in
+    /// flight for as long as that copy lives and keep the pipes open, so
+    /// the child's hang-up would never show. Drained once settled.
+    pub(super) queue: Option<OwnedFd>,
 }
 
 /// Shared state behind a FIFO set's channel ends (an `Arc` in each).
 #[derive(Debug)]
 pub(crate) struct FifoLink {
-    /// Parent side: the directory's path and locked descriptor (the lock
-    /// keeps the stale sweep away while we live).
-    dir: Option<(CString, OwnedFd)>,
-    state: Mutex<DirState>,
+    handover: Mutex<Option<Handover>>,
+    /// The hand-over is over (attached, or can no longer attach). It only
+    /// saves taking the lock, which orders the hand-over itself; Release /
+    /// Acquire so that a thread that sees it also sees `attached`.
+    settled: AtomicBool,
+    /// Written (Relaxed) before `settled` is released, never after.
+    attached: AtomicBool,
     peer: Peer,
 }
 
+/// Reads and drops what waits on the child's socketpair end `queue`: the
+/// hand-over message, if the child never read it (it attached through
+/// `/proc`, or can no longer attach). Nothing else is sent there before
+/// the child's hello moves the control channel to a socket of its own.
+fn drain(queue: BorrowedFd<'_>) {
+    let mut buf = [0u8; 64];
+    // Bounded: one message is queued; a few reads are plenty.
+    for _ in 0..4 {
+        match socket::recv_fds(queue, &mut buf, socket::MAX_HANDED_FDS) {
+            // Dropping `got` closes the descriptors it carried.
+            Ok(got) if got.len > 0 || !got.fds.is_empty() => {}
+            _ => return,
+        }
+    }
+}
+
 impl FifoLink {
-    pub(super) fn new(dir: Option<(CString, OwnedFd)>) -> FifoLink {
-        let state = match dir {
-            Some(_) => DirState::Present,
-            None => DirState::Attached,
-        };
+    /// `None`: the child's side, attached by construction.
+    pub(super) fn new(handover: Option<Handover>) -> FifoLink {
+        let child = handover.is_none();
         FifoLink {
-            dir,
-            state: Mutex::new(state),
+            handover: Mutex::new(handover),
+            settled: AtomicBool::new(child),
+            attached: AtomicBool::new(child),
             peer: Peer::default(),
         }
     }
@@ -55,40 +86,59 @@ impl FifoLink {
         self.peer.watch(watch);
     }
 
-    /// Updates and returns the state: one `access` call while the
-    /// directory is there. Gone while `Present` means the child removed it
-    /// (we mark our own removal first).
-    fn state(&self, remove: bool) -> DirState {
-        let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
-        if let (DirState::Present, Some((path, _))) = (*state, &self.dir) {
-            if !fifo::exists(path) {
-                *state = DirState::Attached;
-            } else if remove {
-                *state = DirState::Removed;
-                let path = std::path::Path::new(std::ffi::OsStr::from_bytes(path.to_bytes()));
-                let _ = std::fs::remove_dir_all(path);
-            }
+    /// Drops the kept copies if the child has attached. Free once settled.
+    #[inline]
+    pub(super) fn settle(&self) {
+        // Acquire: pairs with the Release store in `settle_slow`.
+        if !self.settled.load(Ordering::Acquire) {
+            self.settle_slow(false);
         }
-        *state
     }
 
-    /// Whether the placeholders may go: attached, or no longer can attach.
-    fn settled(&self) -> bool {
-        self.state(false) != DirState::Present
+    /// Drops the kept copies: the child has attached, or (`give_up`) can
+    /// no longer (it is dead), or whatever it does now does not matter.
+    fn settle_slow(&self, give_up: bool) {
+        let mut handover = self.handover.lock().unwrap_or_else(|p| p.into_inner());
+        let Some(h) = handover.as_ref() else {
+            return;
+        };
+        if pipe::revents(h.attach.as_fd(), libc::POLLIN) & libc::POLLIN != 0 {
+            // Relaxed: published by the Release store of `settled` below.
+            self.attached.store(true, Ordering::Relaxed);
+        } else if !give_up {
+            return;
+        }
+        if let Some(queue) = &h.queue {
+            drain(queue.as_fd());
+        }
+        *handover = None;
+        // Release: publishes `attached` to `settle`'s Acquire.
+        self.settled.store(true, Ordering::Release);
+    }
+
+    /// Parent side: `f` over our copies of the child's ends, while kept.
+    pub(super) fn with_kept<R>(&self, f: impl FnOnce(&[OwnedFd]) -> R) -> Option<R> {
+        let handover = self.handover.lock().unwrap_or_else(|p| p.into_inner());
+        handover.as_ref().map(|h| f(&h.kept))
+    }
+
+    /// Parent side: keeps `queue` (see `Handover::queue`) until settled.
+    pub(super) fn keep_queue(&self, queue: OwnedFd) {
+        let mut handover = self.handover.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(h) = handover.as_mut() {
+            h.queue = Some(queue);
+        }
+    }
+
+    /// Parent side, once the child is gone: no child can attach any more.
+    pub(super) fn give_up(&self) {
+        self.settle_slow(true);
     }
 
     pub(super) fn is_attached(&self) -> bool {
-        self.state(false) == DirState::Attached
-    }
-
-    /// Parent side: removes the directory unless the child did; afterwards
-    /// no child can attach. Idempotent.
-    pub(super) fn remove_dir(&self) {
-        self.state(true);
-    }
-
-    pub(super) fn dir_fd(&self) -> Option<BorrowedFd<'_>> {
-        self.dir.as_ref().map(|(_, fd)| fd.as_fd())
+        self.settle();
+        // Relaxed: `settle` acquired `settled`, stored after this.
+        self.attached.load(Ordering::Relaxed)
     }
 
     #[inline]
@@ -97,14 +147,14 @@ impl FifoLink {
     }
 
     /// Rate-limited liveness check for calls about to report `Empty`,
-    /// `Full` or `Timeout`. A dead child can no longer attach.
+    /// `Full` or `Timeout`.
     pub(super) fn poll_peer_gone(&self) -> bool {
-        self.peer.poll_gone(|| self.remove_dir())
+        self.peer.poll_gone(|| self.give_up())
     }
 
     /// Checks whether the peer process is gone (may make a system call).
     pub(super) fn check_peer_gone(&self) -> bool {
-        self.peer.check_gone(|| self.remove_dir())
+        self.peer.check_gone(|| self.give_up())
     }
 
     /// Readable when the peer dies (the child's pidfd, parent side).
@@ -114,29 +164,17 @@ impl FifoLink {
     }
 }
 
-impl Drop for FifoLink {
-    fn drop(&mut self) {
-        self.remove_dir();
-    }
-}
-
-/// A FIFO end held by a channel end.
+/// A pipe end held by a channel end.
 #[derive(Debug)]
 pub(super) struct FifoEnd {
     /// `None` once closed early (a receiver that failed for good).
     fd: Option<OwnedFd>,
-    /// Parent side, until settled: see the module docs.
-    placeholder: Option<OwnedFd>,
     pub(super) link: Arc<FifoLink>,
 }
 
 impl FifoEnd {
-    pub(super) fn new(fd: OwnedFd, placeholder: Option<OwnedFd>, link: Arc<FifoLink>) -> FifoEnd {
-        FifoEnd {
-            fd: Some(fd),
-            placeholder,
-            link,
-        }
+    pub(super) fn new(fd: OwnedFd, link: Arc<FifoLink>) -> FifoEnd {
+        FifoEnd { fd: Some(fd), link }
     }
 
     #[inline]
@@ -148,15 +186,32 @@ impl FifoEnd {
     /// instead of filling the pipe.
     pub(super) fn close(&mut self) {
         self.fd = None;
-        self.placeholder = None;
     }
 
-    /// Drops the placeholder once settled. Free once done.
-    #[inline]
-    pub(super) fn drop_placeholder_once_settled(&mut self) {
-        if self.placeholder.is_some() && self.link.settled() {
-            self.placeholder = None;
-        }
+    /// Bytes in the pipe (`FIONREAD`; the reader may hold more in its own
+    /// buffer).
+    pub(super) fn queued(&self) -> usize {
+        self.fd().map_or(0, pipe::queued)
+    }
+
+    /// Whether the pipe holds at least its buffer size. (`POLLOUT` would
+    /// call a pipe with no free page full while its last page still takes
+    /// small writes; partly used pages can refuse a write earlier.)
+    pub(super) fn is_full(&self) -> bool {
+        (self.fd()).is_some_and(|fd| pipe::queued(fd) >= pipe::pipe_size(fd))
+    }
+
+    /// Whether the other side is gone: this end closed, the peer's death
+    /// seen, `events` reporting `hang_up` (`POLLHUP` for a reader: no
+    /// writer left; `POLLERR` for a writer: no reader; the parent's kept
+    /// copy counts as one until settled), or the child found dead.
+    pub(super) fn hung_up(&self, events: i16, hang_up: i16) -> bool {
+        let Some(fd) = self.fd() else {
+            return true;
+        };
+        self.link.peer_known_dead()
+            || pipe::revents(fd, events) & hang_up != 0
+            || self.link.poll_peer_gone()
     }
 }
 
@@ -174,7 +229,7 @@ pub(super) enum Outcome {
 /// pipe's lock); `Adaptive` does so for [`ADAPTIVE_SPIN`], yielding between
 /// checks, then sleeps in `ppoll` like `Block`. A sleep ends on readiness,
 /// the child's pidfd, the deadline, or after one [`SLICE`]; each slice
-/// checks the peer and settles the placeholder.
+/// checks the peer and settles the hand-over.
 #[derive(Debug)]
 pub(super) struct Waiter {
     deadline: MonoTime,
@@ -199,7 +254,7 @@ impl Waiter {
     }
 
     /// Waits for `events` (`POLLIN`/`POLLOUT`) on `pipe` as the strategy says.
-    pub(super) fn wait(&mut self, pipe: &mut FifoEnd, events: i16) -> Outcome {
+    pub(super) fn wait(&mut self, end: &mut FifoEnd, events: i16) -> Outcome {
         loop {
             let now = MonoTime::now();
             if now >= self.deadline {
@@ -207,24 +262,24 @@ impl Waiter {
             }
             if now >= self.next_check {
                 self.next_check = MonoTime::after(SLICE);
-                pipe.drop_placeholder_once_settled();
-                if pipe.link.check_peer_gone() {
+                end.link.settle();
+                if end.link.check_peer_gone() {
                     return Outcome::PeerGone;
                 }
             }
             // A closed end has nothing to wait for: the retry reports it.
-            let Some(own) = pipe.fd() else {
+            let Some(own) = end.fd() else {
                 return Outcome::Retry;
             };
             if now >= self.spin_until {
                 let until = self.deadline.min(self.next_check);
-                let peer_fd_ready = fd::poll(own, events, pipe.link.peer_fd(), until);
-                if peer_fd_ready && pipe.link.check_peer_gone() {
+                let peer_fd_ready = pipe::poll(own, events, end.link.peer_fd(), until);
+                if peer_fd_ready && end.link.check_peer_gone() {
                     return Outcome::PeerGone;
                 }
                 return Outcome::Retry;
             }
-            if fd::revents(own, events) != 0 {
+            if pipe::revents(own, events) != 0 {
                 return Outcome::Retry;
             }
             if self.yield_between {

@@ -15,11 +15,12 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use super::link::{FifoEnd, FifoLink, Outcome, Waiter};
-use super::wire::{self, AlignedBuf, HEADER, HELLO, HELLO_FRAME, HELLO_LEN, MSG};
+use super::wire::{self, HEADER, HELLO, HELLO_FRAME, HELLO_LEN, MSG};
+use crate::aligned::AlignedBuf;
 use crate::codec::ANY_FINGERPRINT;
 use crate::error::{RecvError, StreamFault};
 use crate::side::Direction;
-use crate::sys::fd;
+use crate::sys::pipe;
 use crate::transport::{Incoming, ReleaseToken};
 use crate::wait::{Deadline, WaitStrategy};
 
@@ -73,23 +74,24 @@ impl FifoWatch {
     pub(crate) fn pending(&self) -> Option<usize> {
         let state = &self.state;
         let fd = state.fd.lock().unwrap_or_else(|p| p.into_inner());
-        let queued = fd::queued(fd.as_ref()?.as_fd());
+        let queued = pipe::queued(fd.as_ref()?.as_fd());
         // Relaxed: see `FifoState`.
         let buffered = state.buffered.load(Ordering::Relaxed);
-        let hello = if state.hello.load(Ordering::Relaxed) {
-            HELLO_FRAME
-        } else {
-            0
-        };
-        Some((queued + buffered).saturating_sub(hello))
+        Some(unread(
+            queued,
+            buffered,
+            state.hello.load(Ordering::Relaxed),
+        ))
     }
 
-    /// Whether no writer is left on the pipe (`POLLHUP`); true once the
+    /// Whether no writer is left on the pipe (`POLLHUP`; the parent's kept
+    /// copy counts as one until settled, settled here too); true once the
     /// receiver closed.
     pub(crate) fn hung_up(&self) -> bool {
+        self.link.settle();
         let fd = self.state.fd.lock().unwrap_or_else(|p| p.into_inner());
         fd.as_ref()
-            .is_none_or(|fd| fd::revents(fd.as_fd(), libc::POLLIN) & libc::POLLHUP != 0)
+            .is_none_or(|fd| pipe::revents(fd.as_fd(), libc::POLLIN) & libc::POLLHUP != 0)
     }
 
     /// The read end's number, to poll. The receiver may close it meanwhile
@@ -106,6 +108,12 @@ impl FifoWatch {
     pub(crate) fn peer_gone(&self, thorough: bool) -> bool {
         self.link.peer_known_dead() || (thorough && self.link.poll_peer_gone())
     }
+}
+
+/// Message bytes among `queued` (in the pipe) and `buffered`, less the
+/// peer's HELLO if it is still unread.
+fn unread(queued: usize, buffered: usize, hello: bool) -> usize {
+    (queued + buffered).saturating_sub(if hello { HELLO_FRAME } else { 0 })
 }
 
 /// The receiving end of one FIFO.
@@ -200,35 +208,23 @@ impl FifoReceiver {
         2 * (self.max + HEADER)
     }
 
-    /// Bytes in the pipe (`FIONREAD`) and in our buffer, less the peer's
-    /// unread HELLO.
+    /// Bytes in the pipe and in our buffer, less the peer's unread HELLO.
     pub(crate) fn in_flight(&self) -> usize {
-        let total = self.pipe.fd().map_or(0, fd::queued) + (self.end - self.start);
-        total.saturating_sub(if self.expect.is_some() {
-            HELLO_FRAME
-        } else {
-            0
-        })
+        unread(
+            self.pipe.queued(),
+            self.end - self.start,
+            self.expect.is_some(),
+        )
     }
 
-    /// Whether the pipe holds at least its buffer size (see the sender's).
     pub(crate) fn is_full(&self) -> bool {
-        (self.pipe.fd()).is_some_and(|fd| fd::queued(fd) >= fd::pipe_size(fd))
+        self.pipe.is_full()
     }
 
     /// Whether nothing more will arrive (bytes sent before may still wait):
-    /// end of stream, poisoned, the peer's death seen, no writer left
-    /// (`POLLHUP`; the parent's placeholder is one until settled), or the
-    /// child found dead.
+    /// end of stream, poisoned, or no writer left.
     pub(crate) fn is_disconnected(&self) -> bool {
-        let Some(fd) = self.pipe.fd() else {
-            return true;
-        };
-        self.fault.is_some()
-            || self.eof
-            || self.pipe.link.peer_known_dead()
-            || fd::revents(fd, libc::POLLIN) & libc::POLLHUP != 0
-            || self.pipe.link.poll_peer_gone()
+        self.fault.is_some() || self.eof || self.pipe.hung_up(libc::POLLIN, libc::POLLHUP)
     }
 
     /// Arms the handshake check and, if the peer's HELLO is already there,
@@ -280,7 +276,7 @@ impl FifoReceiver {
         if let Some(fault) = self.fault {
             return Err(fault);
         }
-        self.pipe.drop_placeholder_once_settled();
+        self.pipe.link.settle();
         let mut peer_gone = self.pipe.link.peer_known_dead();
         let mut waiter: Option<Waiter> = None;
         loop {
@@ -418,7 +414,7 @@ impl FifoReceiver {
         let to = self.buf.len().min(self.end.saturating_add(limit));
         debug_assert!(to > self.end, "callers make room first");
         while let Some(fd) = self.pipe.fd() {
-            match fd::read(fd, self.buf.bytes_mut(self.end..to)) {
+            match pipe::read(fd, self.buf.bytes_mut(self.end..to)) {
                 Ok(0) => break,
                 Ok(n) => {
                     self.end += n;

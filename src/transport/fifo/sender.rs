@@ -16,7 +16,8 @@ use std::ops::Range;
 use std::time::Duration;
 
 use super::link::{FifoEnd, Outcome, Waiter};
-use super::wire::{self, AlignedBuf, HEADER, HELLO, HELLO_FRAME, MSG};
+use super::wire::{self, HEADER, HELLO, HELLO_FRAME, MSG};
+use crate::aligned::AlignedBuf;
 use crate::codec::EncodeError;
 use crate::error::SendError;
 use crate::sys::fd;
@@ -63,29 +64,18 @@ impl FifoSender {
         2 * (self.max + HEADER)
     }
 
-    /// Bytes in the pipe (`FIONREAD`; the reader may hold more in its own
-    /// buffer) plus the pending rest of a frame.
+    /// Bytes in the pipe plus the pending rest of a frame.
     pub(crate) fn in_flight(&self) -> usize {
-        self.pipe.fd().map_or(0, fd::queued) + self.pending.len()
+        self.pipe.queued() + self.pending.len()
     }
 
-    /// Whether the pipe holds at least its buffer size. (`POLLOUT` would
-    /// call a pipe with no free page full while its last page still takes
-    /// small writes; partly used pages can refuse a write earlier.)
     pub(crate) fn is_full(&self) -> bool {
-        (self.pipe.fd()).is_some_and(|fd| fd::queued(fd) >= fd::pipe_size(fd))
+        self.pipe.is_full()
     }
 
-    /// `EPIPE` or the peer's death seen before, no reader left (`POLLERR`;
-    /// the parent's placeholder is one until settled), or the child dead.
+    /// `EPIPE` or the peer's death seen before, or no reader left.
     pub(crate) fn is_disconnected(&self) -> bool {
-        let Some(fd) = self.pipe.fd() else {
-            return true;
-        };
-        self.closed
-            || self.pipe.link.peer_known_dead()
-            || fd::revents(fd, libc::POLLOUT) & libc::POLLERR != 0
-            || self.pipe.link.poll_peer_gone()
+        self.closed || self.pipe.hung_up(libc::POLLOUT, libc::POLLERR)
     }
 
     /// Writes the HELLO that opens this direction (see `wire`). A peer
@@ -137,7 +127,7 @@ impl FifoSender {
         if min > self.max {
             return too_large;
         }
-        self.pipe.drop_placeholder_once_settled();
+        self.pipe.link.settle();
         if !self.pending.is_empty() && !sized {
             let dangling = std::ptr::NonNull::<u128>::dangling().as_ptr().cast();
             match write(dangling, 0) {

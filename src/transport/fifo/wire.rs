@@ -1,4 +1,4 @@
-//! Frames on the wire, and the aligned buffer they are built and read in.
+//! Frames on the wire.
 //!
 //! ```text
 //! frame   = header payload padding   (padding: to the next 16 bytes)
@@ -8,11 +8,8 @@
 //! ```
 //!
 //! The header is the ring's; padding keeps every payload 16-aligned in the
-//! receiver's 16-aligned buffer, so rkyv can read archives in place.
-
-use std::alloc::{Layout, alloc_zeroed, dealloc, handle_alloc_error};
-use std::ops::Range;
-use std::ptr::NonNull;
+//! receiver's 16-aligned buffer ([`AlignedBuf`](crate::aligned::AlignedBuf)),
+//! so rkyv can read archives in place.
 
 use crate::ring::{FRAME_HEADER, KIND_MSG, frame_size};
 
@@ -46,74 +43,6 @@ pub(super) fn u32_at(bytes: &[u8], at: usize) -> u32 {
 #[inline]
 pub(super) fn u64_at(bytes: &[u8], at: usize) -> u64 {
     u64::from_ne_bytes(bytes[at..at + 8].try_into().expect("8 bytes"))
-}
-
-/// A fixed, 16-aligned, zeroed heap buffer, allocated once per channel end
-/// and never grown. Raw rather than a `Box<[u8]>` because received frames
-/// are handed out as raw pointers into it: no unique borrow of the whole
-/// buffer is asserted while one is outstanding.
-#[derive(Debug)]
-pub(super) struct AlignedBuf {
-    ptr: NonNull<u8>,
-    len: usize,
-}
-
-// SAFETY: plain memory owned by this value; access goes through `&self` /
-// `&mut self` (or raw frame pointers that borrow the owner).
-unsafe impl Send for AlignedBuf {}
-
-impl AlignedBuf {
-    /// `len` > 0, a multiple of 16.
-    pub(super) fn new(len: usize) -> AlignedBuf {
-        let layout = Layout::from_size_align(len, 16).expect("buffer size fits in isize");
-        // SAFETY: `layout` has a non-zero size.
-        let ptr = NonNull::new(unsafe { alloc_zeroed(layout) });
-        let Some(ptr) = ptr else {
-            handle_alloc_error(layout)
-        };
-        AlignedBuf { ptr, len }
-    }
-
-    #[inline]
-    pub(super) fn len(&self) -> usize {
-        self.len
-    }
-
-    /// Pointer to byte `at` (`at <= len`).
-    #[inline]
-    pub(super) fn at(&self, at: usize) -> *mut u8 {
-        assert!(at <= self.len);
-        // SAFETY: in the allocation or one past its end.
-        unsafe { self.ptr.as_ptr().add(at) }
-    }
-
-    #[inline]
-    pub(super) fn bytes(&self, range: Range<usize>) -> &[u8] {
-        assert!(range.start <= range.end && range.end <= self.len);
-        // SAFETY: in bounds (checked), initialised (zeroed, then only
-        // written with bytes), and `&self` keeps it from being written.
-        unsafe { std::slice::from_raw_parts(self.at(range.start), range.len()) }
-    }
-
-    #[inline]
-    pub(super) fn bytes_mut(&mut self, range: Range<usize>) -> &mut [u8] {
-        assert!(range.start <= range.end && range.end <= self.len);
-        // SAFETY: in bounds (checked), initialised, and `&mut self` makes
-        // this the only access.
-        unsafe { std::slice::from_raw_parts_mut(self.at(range.start), range.len()) }
-    }
-}
-
-impl Drop for AlignedBuf {
-    fn drop(&mut self) {
-        // SAFETY: allocated in `new` with exactly this layout.
-        unsafe {
-            dealloc(
-                self.ptr.as_ptr(),
-                Layout::from_size_align_unchecked(self.len, 16),
-            )
-        };
-    }
 }
 
 #[cfg(test)]
