@@ -409,9 +409,16 @@ fn pipe_ends_stay_above_stdio_in_a_parent_without_stdio() {
 fn a_wrapper_that_outlives_the_child_does_not_hide_its_hang_up() {
     let _s = serial();
     let _w = Watchdog::new("fifo spawn, wrapper outlives", Duration::from_secs(60));
-    let mut s = Spawner::new("sh");
+    let mut child = wrapped_echo_once("sh", "\"$0\" \"$@\"; exec sleep 30");
+    hang_up_seen(&mut child);
+}
+
+/// The `echo_once` child behind `shell -c script` (the script runs
+/// `"$0" "$@"`, this test binary), over FIFOs.
+fn wrapped_echo_once(shell: &str, script: &str) -> KillOnDrop {
+    let mut s = Spawner::new(shell);
     s.arg("-c")
-        .arg("\"$0\" \"$@\"; exec sleep 30")
+        .arg(script)
         .arg(std::env::current_exe().unwrap())
         .args(ENTRY)
         .env(common::ROLE, "echo_once")
@@ -419,8 +426,7 @@ fn a_wrapper_that_outlives_the_child_does_not_hide_its_hang_up() {
         .stdout(Stdio::null())
         .channel("c")
         .transport(Transport::Fifo);
-    let mut child = KillOnDrop(s.spawn().unwrap());
-    hang_up_seen(&mut child);
+    KillOnDrop(s.spawn().unwrap())
 }
 
 /// A wrapper that keeps the control socket but closes it for the child
@@ -436,20 +442,13 @@ fn a_wrapper_that_closes_the_socket_for_the_child_alone_does_not_hide_its_hang_u
         "fifo spawn, socket closed for the child",
         Duration::from_secs(60),
     );
-    let mut s = Spawner::new("bash");
-    s.arg("-c")
-        // Runs the child with the control socket's number closed (bash:
-        // dash takes no descriptor numbers above 9), then becomes `sleep`
-        // holding its own copy.
-        .arg(r#"fd=${REMORA_CONTROL%%:*}; eval "\"\$0\" \"\$@\" $fd>&-"; exec sleep 30"#)
-        .arg(std::env::current_exe().unwrap())
-        .args(ENTRY)
-        .env(common::ROLE, "echo_once")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .channel("c")
-        .transport(Transport::Fifo);
-    let mut child = KillOnDrop(s.spawn().unwrap());
+    // Runs the child with the control socket's number closed (bash: dash
+    // takes no descriptor numbers above 9), then becomes `sleep` holding
+    // its own copy.
+    let mut child = wrapped_echo_once(
+        "bash",
+        r#"fd=${REMORA_CONTROL%%:*}; eval "\"\$0\" \"\$@\" $fd>&-"; exec sleep 30"#,
+    );
     hang_up_seen(&mut child);
 }
 
