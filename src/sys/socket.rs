@@ -112,8 +112,8 @@ pub(crate) fn peer_cred(fd: BorrowedFd<'_>) -> io::Result<PeerCred> {
 
 /// `SO_PEERPIDFD` (Linux 6.5), asm-generic value (x86, arm, riscv, ...);
 /// mips, sparc, parisc and alpha number it differently and use the
-/// `pidfd_open` fallback.
-#[cfg(any(
+/// `pidfd_open` fallback (`None`).
+const SO_PEERPIDFD: Option<libc::c_int> = if cfg!(any(
     target_arch = "x86_64",
     target_arch = "x86",
     target_arch = "aarch64",
@@ -122,8 +122,11 @@ pub(crate) fn peer_cred(fd: BorrowedFd<'_>) -> io::Result<PeerCred> {
     target_arch = "loongarch64",
     target_arch = "s390x",
     target_arch = "powerpc64"
-))]
-const SO_PEERPIDFD: libc::c_int = 77;
+)) {
+    Some(77)
+} else {
+    None
+};
 
 /// A pidfd for the process at the other end of connected socket `fd`,
 /// whose credentials were `cred`: `SO_PEERPIDFD` where the kernel has it
@@ -133,17 +136,7 @@ const SO_PEERPIDFD: libc::c_int = 77;
 /// died). `None` when neither works (old kernel, peer in a PID namespace
 /// we cannot see: pid 0).
 pub(crate) fn peer_pidfd(fd: BorrowedFd<'_>, cred: &PeerCred) -> Option<OwnedFd> {
-    #[cfg(any(
-        target_arch = "x86_64",
-        target_arch = "x86",
-        target_arch = "aarch64",
-        target_arch = "arm",
-        target_arch = "riscv64",
-        target_arch = "loongarch64",
-        target_arch = "s390x",
-        target_arch = "powerpc64"
-    ))]
-    {
+    if let Some(option) = SO_PEERPIDFD {
         let mut raw: libc::c_int = -1;
         let mut len = size_of::<libc::c_int>() as libc::socklen_t;
         // SAFETY: `raw` is writable for `len` bytes; the kernel writes at
@@ -152,7 +145,7 @@ pub(crate) fn peer_pidfd(fd: BorrowedFd<'_>, cred: &PeerCred) -> Option<OwnedFd>
             libc::getsockopt(
                 fd.as_raw_fd(),
                 libc::SOL_SOCKET,
-                SO_PEERPIDFD,
+                option,
                 (&raw mut raw).cast(),
                 &mut len,
             )
@@ -162,7 +155,6 @@ pub(crate) fn peer_pidfd(fd: BorrowedFd<'_>, cred: &PeerCred) -> Option<OwnedFd>
             return Some(unsafe { OwnedFd::from_raw_fd(raw) });
         }
     }
-    let _ = fd;
     let pid = u32::try_from(cred.pid).ok().filter(|&p| p > 0)?;
     super::process::pidfd_open(pid).ok()
 }
