@@ -727,11 +727,7 @@ fn wait_gate() {
 /// Re-executes this test binary in `role` with `REMORA_CHANNEL` set to
 /// `value`, keeping the inherited descriptors (as a wrapper would).
 fn exec_as(role: &str, value: &str) -> ! {
-    let err = Command::new(std::env::current_exe().unwrap())
-        .args(ENTRY)
-        .env(common::ROLE, role)
-        .env(CHANNEL_ENV, value)
-        .exec();
+    let err = common::self_command(role).env(CHANNEL_ENV, value).exec();
     panic!("exec failed: {err}");
 }
 

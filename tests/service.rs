@@ -304,9 +304,7 @@ fn a_slot_frees_when_the_client_process_dies_and_ends_see_it() {
     let _w = Watchdog::new("client death", Duration::from_secs(60));
     let name = unique("death");
     let mut service = Service::bind(&name, &echo_config()).unwrap();
-    let mut child = std::process::Command::new(std::env::current_exe().unwrap())
-        .args(common::CHILD_ENTRY)
-        .env(common::ROLE, "connect_and_hang")
+    let mut child = common::self_command("connect_and_hang")
         .env("SVC_NAME", &name)
         .stdout(std::process::Stdio::null())
         .spawn()
@@ -492,9 +490,7 @@ fn a_run_time_channel_reports_the_peers_death() {
     let _w = Watchdog::new("run-time channel death", Duration::from_secs(60));
     let name = unique("rtdeath");
     let mut service = Service::bind(&name, &echo_config()).unwrap();
-    let mut child = std::process::Command::new(std::env::current_exe().unwrap())
-        .args(common::CHILD_ENTRY)
-        .env(common::ROLE, "open_and_hang")
+    let mut child = common::self_command("open_and_hang")
         .env("SVC_NAME", &name)
         .stdout(std::process::Stdio::null())
         .spawn()

@@ -9,7 +9,7 @@ mod common;
 use common::service::memfd_mappings;
 
 use std::os::unix::process::CommandExt;
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -105,9 +105,7 @@ fn death_is_seen_both_ways_over_a_sealed_segment() {
     drop(child);
     // The parent dies: a middle process spawns a sealed grandchild and is
     // killed; the grandchild reports Disconnected on its stdout.
-    let mut middle = Command::new(std::env::current_exe().unwrap())
-        .args(ENTRY)
-        .env(common::ROLE, "middle")
+    let mut middle = common::self_command("middle")
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .spawn()
@@ -129,10 +127,7 @@ fn child_entry() {
             // SAFETY: close_range has no memory preconditions; nothing in
             // this process uses a descriptor above 2 across the exec below.
             unsafe { libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, 0u32) };
-            let err = Command::new(std::env::current_exe().unwrap())
-                .args(ENTRY)
-                .env(common::ROLE, "echo_proc")
-                .exec();
+            let err = common::self_command("echo_proc").exec();
             panic!("exec failed: {err}");
         }
         "echo_proc" => {

@@ -9,7 +9,7 @@ mod common;
 
 use std::io::Read;
 use std::os::unix::process::CommandExt;
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -327,9 +327,7 @@ fn parent_death_reaches_the_child() {
     // is still unread: the kernel resets the socket); "middle_waiting":
     // it waits in `accept_channel` (it read the hello: a plain hang-up).
     for role in ["middle", "middle_waiting"] {
-        let mut middle = Command::new(std::env::current_exe().unwrap())
-            .args(ENTRY)
-            .env(common::ROLE, role)
+        let mut middle = common::self_command(role)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .spawn()
@@ -415,9 +413,7 @@ fn a_flood_behind_the_childs_hello_does_not_push_it_out() {
 fn a_spawn_without_a_control_socket_still_works() {
     let _s = serial();
     let _w = Watchdog::new("no socketpair", Duration::from_secs(60));
-    let middle = Command::new(std::env::current_exe().unwrap())
-        .args(ENTRY)
-        .env(common::ROLE, "no_socketpair_parent")
+    let middle = common::self_command("no_socketpair_parent")
         .stdin(Stdio::null())
         .spawn()
         .unwrap();
@@ -521,9 +517,7 @@ fn a_squatter_on_the_freed_listener_name_gets_nothing() {
     use std::io::Write;
     let _s = serial();
     let _w = Watchdog::new("squatter", Duration::from_secs(60));
-    let mut middle = Command::new(std::env::current_exe().unwrap())
-        .args(ENTRY)
-        .env(common::ROLE, "squat_middle")
+    let mut middle = common::self_command("squat_middle")
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .spawn()
@@ -633,9 +627,7 @@ fn a_wrapper_that_outlives_the_child_does_not_hide_its_death() {
 fn the_parents_death_is_seen_while_another_process_holds_its_socket() {
     let _s = serial();
     let _w = Watchdog::new("held parent socket", Duration::from_secs(60));
-    let mut middle = Command::new(std::env::current_exe().unwrap())
-        .args(ENTRY)
-        .env(common::ROLE, "middle_forked")
+    let mut middle = common::self_command("middle_forked")
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .spawn()
@@ -668,9 +660,7 @@ fn a_failed_connect_leaves_no_inheritable_control_socket() {
 fn without_pidfds_a_child_that_never_connects_is_seen_gone() {
     let _s = serial();
     let _w = Watchdog::new("no pidfd", Duration::from_secs(60));
-    let middle = Command::new(std::env::current_exe().unwrap())
-        .args(ENTRY)
-        .env(common::ROLE, "no_pidfd_parent")
+    let middle = common::self_command("no_pidfd_parent")
         .stdin(Stdio::null())
         .spawn()
         .unwrap();
@@ -883,10 +873,7 @@ fn child_entry() {
             // SAFETY: close_range has no memory preconditions; nothing in
             // this process uses a descriptor above 2 across the exec below.
             unsafe { libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, 0u32) };
-            let err = Command::new(std::env::current_exe().unwrap())
-                .args(ENTRY)
-                .env(common::ROLE, "closed_acceptor")
-                .exec();
+            let err = common::self_command("closed_acceptor").exec();
             panic!("exec failed: {err}");
         }
         "closed_acceptor" => {
@@ -1001,10 +988,7 @@ fn child_entry() {
             // SAFETY: close_range has no memory preconditions; nothing in
             // this process uses a descriptor above 2 across the exec below.
             unsafe { libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, 0u32) };
-            let err = Command::new(std::env::current_exe().unwrap())
-                .args(ENTRY)
-                .env(common::ROLE, "gated_child")
-                .exec();
+            let err = common::self_command("gated_child").exec();
             panic!("exec failed: {err}");
         }
         "gated_child" => {
@@ -1025,9 +1009,7 @@ fn child_entry() {
         }
         "forker" => {
             // Before `connect()`: the holder inherits the control socket.
-            let holder = Command::new(std::env::current_exe().unwrap())
-                .args(ENTRY)
-                .env(common::ROLE, "never")
+            let holder = common::self_command("never")
                 .stdin(Stdio::null())
                 .spawn()
                 .unwrap();
@@ -1057,9 +1039,7 @@ fn child_entry() {
             drop(child);
         }
         "wrap_bad_channel" => {
-            let err = Command::new(std::env::current_exe().unwrap())
-                .args(ENTRY)
-                .env(common::ROLE, "bad_channel")
+            let err = common::self_command("bad_channel")
                 .env("REMORA_CHANNEL", "garbage")
                 .exec();
             panic!("exec failed: {err}");
@@ -1092,10 +1072,7 @@ fn child_entry() {
         "closer_announcer" => {
             // SAFETY: as for "closer".
             unsafe { libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, 0u32) };
-            let err = Command::new(std::env::current_exe().unwrap())
-                .args(ENTRY)
-                .env(common::ROLE, "announcer")
-                .exec();
+            let err = common::self_command("announcer").exec();
             panic!("exec failed: {err}");
         }
         "announcer" => {

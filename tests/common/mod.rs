@@ -18,6 +18,13 @@ pub const ROLE: &str = "REMORA_TEST_ROLE";
 /// (with [`ROLE`] saying what the child does).
 pub const CHILD_ENTRY: [&str; 4] = ["child_entry", "--exact", "--nocapture", "-q"];
 
+/// This test binary, run again as a child in `role` (its `child_entry`).
+pub fn self_command(role: &str) -> std::process::Command {
+    let mut cmd = std::process::Command::new(std::env::current_exe().unwrap());
+    cmd.args(CHILD_ENTRY).env(ROLE, role);
+    cmd
+}
+
 /// The role this process plays, if it is a re-executed child.
 pub fn role() -> Option<String> {
     std::env::var(ROLE).ok()
