@@ -310,12 +310,15 @@ impl HandOver {
                 .wait_strategy(WaitStrategy::from_hint(number(hint)?));
             channels.push(config);
         }
+        // Validated first: it caps the channels (and so the ends) before
+        // the quadratic check for a number named twice.
+        config::validate(&channels).ok()?;
         let fds = ends.iter().map(|h| h.fd);
         let twice = fds
             .clone()
             .enumerate()
             .any(|(i, n)| fds.clone().skip(i + 1).any(|m| m == n));
-        if twice || config::validate(&channels).is_err() {
+        if twice {
             return None;
         }
         Some(HandOver {
