@@ -2,7 +2,7 @@
 //! descriptor flags. (Pipes: `sys::pipe`.)
 
 use std::io;
-use std::os::fd::{AsRawFd, BorrowedFd};
+use std::os::fd::{AsRawFd, BorrowedFd, RawFd};
 
 use super::cvt;
 
@@ -45,10 +45,18 @@ impl FileId {
 
 /// `fstat(2)`.
 pub(crate) fn stat(fd: BorrowedFd<'_>) -> io::Result<FileId> {
+    stat_number(fd.as_raw_fd())
+}
+
+/// [`stat`] of whatever descriptor number `fd` is, open or not (`EBADF`):
+/// for numbers another process says it handed down, before anything here
+/// may treat them as owned or borrowed.
+pub(crate) fn stat_number(fd: RawFd) -> io::Result<FileId> {
     // SAFETY: an all-zero `stat` is a valid value of this plain C struct.
     let mut st: libc::stat = unsafe { std::mem::zeroed() };
-    // SAFETY: `st` is writable and the descriptor is open.
-    cvt(unsafe { libc::fstat(fd.as_raw_fd(), &mut st) })?;
+    // SAFETY: `st` is writable; fstat reads no memory of ours and on a
+    // number that is not open only fails (EBADF).
+    cvt(unsafe { libc::fstat(fd, &mut st) })?;
     let (mode, uid, dev, ino) = (st.st_mode, st.st_uid, st.st_dev, st.st_ino);
     Ok(FileId {
         mode,

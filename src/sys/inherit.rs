@@ -117,7 +117,16 @@ impl Handed {
 
     /// Whether `fd` is this very file, of this type.
     pub(crate) fn is(&self, fd: BorrowedFd<'_>) -> bool {
-        fd::stat(fd).is_ok_and(|s| {
+        self.describes(fd::stat(fd))
+    }
+
+    /// Whether the number itself (`self.fd`, open or not) is that file.
+    fn is_open_here(&self) -> bool {
+        self.describes(fd::stat_number(self.fd))
+    }
+
+    fn describes(&self, id: std::io::Result<fd::FileId>) -> bool {
+        id.is_ok_and(|s| {
             s.dev == self.dev && s.ino == self.ino && s.mode & libc::S_IFMT == self.kind
         })
     }
@@ -153,9 +162,7 @@ pub(crate) fn own_inherited(h: &Handed) -> Option<OwnedFd> {
         return None;
     }
     let mut owned = OWNED.lock().unwrap_or_else(|p| p.into_inner());
-    // SAFETY: only borrowed for the `fstat`, while the number is open
-    // (fstat fails harmlessly with EBADF otherwise).
-    if owned.contains(&h.fd) || !h.is(unsafe { BorrowedFd::borrow_raw(h.fd) }) {
+    if owned.contains(&h.fd) || !h.is_open_here() {
         return None;
     }
     owned.push(h.fd);
