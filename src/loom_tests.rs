@@ -234,6 +234,8 @@ fn loom_waitset_no_lost_wakeup() {
             let ticket = a.bell.ticket();
             a.ctrl.data_bell.arm();
             b.ctrl.data_bell.arm();
+            // SeqCst: the set's fence between arming and re-checking, as in
+            // `WaitSet::sleep` (the Dekker pair with the sender's fence).
             crate::sync::fence(crate::sync::Ordering::SeqCst);
             let ready = ca.has_data() || cb.has_data();
             if !ready {

@@ -228,6 +228,8 @@ fn corrupt_indices_and_headers_poison_instead_of_panicking() {
     for forged in [4096, 17] {
         let mut r = HeapRing::new(256);
         let (_p, mut c) = r.ends();
+        // Relaxed: a forged word on this one thread (as a peer would write
+        // it, with no ordering at all).
         r.ctrl.tail.store(forged, Relaxed);
         assert!(matches!(c.peek(), Ok(None)));
         assert_eq!(c.in_flight(), 0);
@@ -235,6 +237,7 @@ fn corrupt_indices_and_headers_poison_instead_of_panicking() {
     }
     // ...but one present when the consumer takes its end is refused.
     let mut r = HeapRing::new(256);
+    // Relaxed: as above, a forged word.
     r.ctrl.tail.store(4096, Relaxed);
     // SAFETY: the only consumer of this ring.
     let c = unsafe { Consumer::new(r.region()) };
@@ -262,6 +265,7 @@ fn corrupt_indices_and_headers_poison_instead_of_panicking() {
     bytes[128..132].copy_from_slice(&112u32.to_ne_bytes());
     bytes[132..136].copy_from_slice(&KIND_PAD.to_ne_bytes());
     bytes[136..144].copy_from_slice(&commit_stamp(128).to_ne_bytes());
+    // Relaxed: set-up on this one thread, before the consumer exists.
     r.ctrl.head.store(128, Relaxed);
     r.ctrl.tail.store(128, Relaxed);
     // SAFETY: the only consumer of this ring.

@@ -331,6 +331,8 @@ mod tests {
                 .collect();
             let results: Vec<_> = threads.into_iter().map(|t| t.join().unwrap()).collect();
             drop(segment);
+            // SeqCst: a test counter read after every thread joined (the
+            // joins order it already); the strongest ordering costs nothing here.
             let takes = INHERITED_TAKES.load(Ordering::SeqCst);
             assert!(takes <= 1, "{takes} threads took fd {n}: {results:?}");
             assert_eq!(

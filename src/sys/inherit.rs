@@ -181,6 +181,8 @@ pub(crate) static INHERITED_TAKES: std::sync::atomic::AtomicUsize =
 /// Test hook: a fresh "process", in which nothing was taken yet.
 #[cfg(test)]
 pub(crate) fn reset_taken() {
+    // SeqCst: test set-up before the threads that race on these start
+    // (their spawn orders it anyway).
     TAKEN.store(false, Ordering::SeqCst);
     INHERITED_TAKES.store(0, Ordering::SeqCst);
     OWNED.lock().unwrap_or_else(|p| p.into_inner()).clear();
@@ -204,6 +206,7 @@ pub(crate) fn take_handed(pid: u32, h: Handed, access: libc::c_int) -> Result<Ow
     }
     let taken = match own_inherited(&h) {
         Some(fd) => {
+            // Relaxed: a test counter, read after the threads joined.
             #[cfg(test)]
             INHERITED_TAKES.fetch_add(1, Ordering::Relaxed);
             fd::set_cloexec_nonblock(fd.as_fd())
@@ -272,6 +275,7 @@ mod tests {
         let list = InheritList::new();
         list.set(&[5, 6]).unwrap();
         list.set(&[7]).unwrap();
+        // Relaxed: one thread here; `set` stored these on it.
         let held: Vec<i32> = list.fds.iter().map(|s| s.load(Ordering::Relaxed)).collect();
         assert_eq!(&held[..2], &[7, -1]);
         list.clear();

@@ -490,6 +490,8 @@ mod tests {
         let shared = RelayShared::new(1, 1).unwrap();
         // A round (1) came and went: the relay saw round 1, the set is
         // between rounds (2), and is now dropped.
+        // Relaxed: single-threaded test set-up; the relay under test runs
+        // on this thread.
         shared.round.store(2, Ordering::Relaxed);
         let mut told = false;
         let got = next_round_with(&shared, 1, || {
