@@ -235,7 +235,7 @@ fn loom_waitset_no_lost_wakeup() {
             a.ctrl.data_bell.arm();
             b.ctrl.data_bell.arm();
             // SeqCst: the set's fence between arming and re-checking, as in
-            // `WaitSet::sleep` (the Dekker pair with the sender's fence).
+            // `WaitSet::block` (the Dekker pair with the sender's fence).
             crate::sync::fence(crate::sync::Ordering::SeqCst);
             let ready = ca.has_data() || cb.has_data();
             if !ready {
