@@ -241,14 +241,19 @@ impl Peer {
         }
     }
 
-    fn raw(&mut self, size: usize, iters: usize, warmup: usize) -> Samples {
+    /// Tells the child what to serve for `iters + warmup` rounds (the
+    /// message `make` builds from that count); returns the count.
+    fn start(&mut self, iters: usize, warmup: usize, make: impl FnOnce(u32) -> Ctl) -> u32 {
         let total = (iters + warmup) as u32;
-        self.ctl
-            .send(&Ctl::Raw {
-                size: size as u64,
-                rounds: total,
-            })
-            .expect("ctl");
+        self.ctl.send(&make(total)).expect("ctl");
+        total
+    }
+
+    fn raw(&mut self, size: usize, iters: usize, warmup: usize) -> Samples {
+        let total = self.start(iters, warmup, |rounds| Ctl::Raw {
+            size: size as u64,
+            rounds,
+        });
         let mut chunk = [0; super::CHUNK];
         timed(total, warmup, |k| {
             super::send_filled(&mut self.raw_tx, size, ping_seed(k), &mut chunk);
@@ -258,13 +263,10 @@ impl Peer {
     }
 
     fn typed(&mut self, size: usize, iters: usize, warmup: usize) -> Samples {
-        let total = (iters + warmup) as u32;
-        self.ctl
-            .send(&Ctl::Typed {
-                size: size as u64,
-                rounds: total,
-            })
-            .expect("ctl");
+        let total = self.start(iters, warmup, |rounds| Ctl::Typed {
+            size: size as u64,
+            rounds,
+        });
         let mut data = vec![0u8; size];
         timed(total, warmup, |k| {
             fill(&mut data, ping_seed(k));
@@ -275,13 +277,10 @@ impl Peer {
     }
 
     fn call(&mut self, size: usize, iters: usize, warmup: usize) -> Samples {
-        let total = (iters + warmup) as u32;
-        self.ctl
-            .send(&Ctl::Serve {
-                size: size as u64,
-                rounds: total,
-            })
-            .expect("ctl");
+        let total = self.start(iters, warmup, |rounds| Ctl::Serve {
+            size: size as u64,
+            rounds,
+        });
         let mut data = vec![0u8; size];
         timed(total, warmup, |k| {
             fill(&mut data, ping_seed(k));
@@ -291,13 +290,10 @@ impl Peer {
     }
 
     fn call_generated(&mut self, size: usize, iters: usize, warmup: usize) -> Samples {
-        let total = (iters + warmup) as u32;
-        self.ctl
-            .send(&Ctl::ServeGenerated {
-                size: size as u64,
-                rounds: total,
-            })
-            .expect("ctl");
+        let total = self.start(iters, warmup, |rounds| Ctl::ServeGenerated {
+            size: size as u64,
+            rounds,
+        });
         timed(total, warmup, |k| {
             let req = Generated {
                 seed: ping_seed(k),
@@ -311,10 +307,7 @@ impl Peer {
     /// 64-byte calls of a `[u8; 64]`: an archive with no relative pointer
     /// to check, so what remains is the call protocol itself.
     fn call_array(&mut self, iters: usize, warmup: usize) -> Samples {
-        let total = (iters + warmup) as u32;
-        self.ctl
-            .send(&Ctl::ServeArray { rounds: total })
-            .expect("ctl");
+        let total = self.start(iters, warmup, |rounds| Ctl::ServeArray { rounds });
         let mut data = [0u8; 64];
         timed(total, warmup, |k| {
             fill(&mut data, ping_seed(k));
