@@ -64,6 +64,35 @@ fn spawn_kid_over(transport: Transport) -> Kid {
     Kid { child, req, ctl }
 }
 
+/// Kills `kid` (number `i`) 50 ms into the set's sleep: its two members
+/// (`req`, `exit`) report once each, Disconnected and Exited.
+fn kill_while_the_set_sleeps(
+    set: &mut WaitSet,
+    owner: &HashMap<Key, (usize, &str)>,
+    kid: &Kid,
+    i: usize,
+) {
+    let victim = kid.child.id();
+    let killer = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(50));
+        common::signal(victim, libc::SIGKILL);
+    });
+    let mut events = Vec::new();
+    while events.len() < 2 {
+        let ev = woken(set);
+        events.push((owner[&ev.key()], ev.kind()));
+    }
+    killer.join().unwrap();
+    events.sort();
+    assert_eq!(
+        events,
+        [
+            ((i, "exit"), EventKind::Exited),
+            ((i, "req"), EventKind::Disconnected)
+        ]
+    );
+}
+
 fn spawn_kids(n: usize) -> Vec<Kid> {
     (0..n).map(|_| spawn_kid()).collect()
 }
@@ -155,25 +184,7 @@ fn children_wake_the_set_and_death_is_reported_once() {
     }
     assert_eq!(got, [3, 6, 9, 12]);
     // Kill child 2 while the set sleeps: both its members report once.
-    let victim = kids[2].child.id();
-    let killer = std::thread::spawn(move || {
-        std::thread::sleep(Duration::from_millis(50));
-        common::signal(victim, libc::SIGKILL);
-    });
-    let mut events = Vec::new();
-    while events.len() < 2 {
-        let ev = woken(&mut set);
-        events.push((owner[&ev.key()], ev.kind()));
-    }
-    killer.join().unwrap();
-    events.sort();
-    assert_eq!(
-        events,
-        [
-            ((2, "exit"), EventKind::Exited),
-            ((2, "req"), EventKind::Disconnected)
-        ]
-    );
+    kill_while_the_set_sleeps(&mut set, &owner, &kids[2], 2);
     assert_eq!(set.try_wait(), Err(WaitError::Empty), "reported once");
     // The others keep working, then exit in an orderly way.
     kids[3].ctl.send(b"send 1").unwrap();
@@ -329,25 +340,7 @@ fn shm_and_fifo_children_in_one_set() {
         owner.insert(set.add(&kid.req).unwrap(), (i, "req"));
         owner.insert(set.add(&*kid.child).unwrap(), (i, "exit"));
     }
-    let victim = kids[1].child.id();
-    let killer = std::thread::spawn(move || {
-        std::thread::sleep(Duration::from_millis(50));
-        common::signal(victim, libc::SIGKILL);
-    });
-    let mut events = Vec::new();
-    while events.len() < 2 {
-        let ev = woken(&mut set);
-        events.push((owner[&ev.key()], ev.kind()));
-    }
-    killer.join().unwrap();
-    events.sort();
-    assert_eq!(
-        events,
-        [
-            ((1, "exit"), EventKind::Exited),
-            ((1, "req"), EventKind::Disconnected)
-        ]
-    );
+    kill_while_the_set_sleeps(&mut set, &owner, &kids[1], 1);
     kids[2].ctl.send(b"send 2").unwrap();
     let ev = woken(&mut set);
     assert_eq!(
