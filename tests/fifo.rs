@@ -322,15 +322,15 @@ fn malformed_frames_are_errors_not_panics_or_huge_allocations() {
 /// waits for the parent's HELLO, writes `scribble(case)`, and exits.
 fn scribbler() {
     let case = std::env::var("REMORA_TEST_CASE").unwrap();
-    let (mut attach, mut channels) = common::fifo_child_ends();
+    let (mut claim, mut channels) = common::fifo_child_ends();
     let (mut c2p, mut p2c) = channels.remove(0);
     let mut hello = [0u8; 32];
     std::io::Read::read_exact(&mut p2c, &mut hello).unwrap();
     if case != "truncated_dead" {
-        // Like `connect`: tell the parent every end is taken, so it drops
+        // Like `connect`: claim (every end is taken), so the parent drops
         // its copies and sees EOF when we exit. `truncated_dead` does not,
         // so the parent must notice our death through the pidfd instead.
-        attach.write_all(&[1]).unwrap();
+        std::io::Read::read_exact(&mut claim, &mut [0]).unwrap();
     }
     c2p.write_all(&scribble(&case)).unwrap();
 }
@@ -505,12 +505,13 @@ fn a_second_process_cannot_claim_the_pipes() {
     assert!(status.success(), "a second process claimed the pipes");
 }
 
-/// A hand-over whose identity is wrong (the inode of one end altered in
-/// the variable: the received end is not that pipe; or, the control
-/// socket closed, an end named as the parent's stdin: its `/proc` entry is
-/// not that pipe) is refused with `HandOverLost`. The child still ends the
-/// hand-over, so the parent sees it hang up while it lives on, not only
-/// once it is dead.
+/// A hand-over taken through `/proc` (the control socket closed) whose
+/// identity is wrong (the inode of one end altered in the variable, or an
+/// end named as the parent's stdin: the `/proc` entry is not that pipe) is
+/// refused with `HandOverLost`. The child still ends the hand-over, so the
+/// parent sees it hang up while it lives on, not only once it is dead.
+/// (Ends received on the control socket come from the parent itself and
+/// are not checked against the variable.)
 #[test]
 fn a_wrong_identity_is_refused() {
     let _s = serial();
@@ -878,17 +879,15 @@ fn child_entry() {
             let case = std::env::var("REMORA_TEST_CASE").unwrap();
             let value = std::env::var(CHANNEL_ENV).unwrap();
             let mut parts: Vec<String> = value.split(':').map(str::to_owned).collect();
-            let mut fields: Vec<String> = parts[4].split('.').map(str::to_owned).collect();
+            let mut fields: Vec<String> = parts[3].split('.').map(str::to_owned).collect();
             match case.as_str() {
                 // The child-to-parent end's inode.
                 "inode" => fields[5] = (fields[5].parse::<u64>().unwrap() ^ 1).to_string(),
                 // The parent-to-child end's number: the parent's stdin.
                 _ => fields[6] = "0".to_owned(),
             }
-            parts[4] = fields.join(".");
-            if case == "stdin" {
-                close_above_stdio();
-            }
+            parts[3] = fields.join(".");
+            close_above_stdio();
             exec_as("refused", &parts.join(":"));
         }
         "refused" => {

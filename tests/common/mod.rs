@@ -304,30 +304,30 @@ pub fn remora_fifo_dirs() -> Vec<std::path::PathBuf> {
 
 /// In a FIFO-transport child: the parent's pid and the parent's numbers
 /// of the child's ends, from
-/// `REMORA_CHANNEL=pipes:<pid>:<claim end>:<attach end>:<channel>...`
-/// (see src/transport/fifo/set.rs): the attach pipe's write end, then per
-/// channel (child-to-parent write end, parent-to-child read end).
+/// `REMORA_CHANNEL=pipes:<pid>:<claim end>:<channel>...`
+/// (see src/transport/fifo/handover.rs): the claim pipe's read end, then
+/// per channel (child-to-parent write end, parent-to-child read end).
 pub fn fifo_child_fds() -> (u32, i32, Vec<(i32, i32)>) {
     let v = std::env::var(remora::CHANNEL_ENV).unwrap();
     let mut parts = v.strip_prefix("pipes:").expect("a pipes: value").split(':');
     let fd = |end: &str| end.split('.').next().unwrap().parse::<i32>().unwrap();
     let pid = parts.next().unwrap().parse().unwrap();
-    let attach = fd(parts.nth(1).unwrap());
+    let claim = fd(parts.next().unwrap());
     let channels = parts
         .map(|c| {
             let f: Vec<&str> = c.split('.').collect();
             (f[3].parse().unwrap(), f[6].parse().unwrap())
         })
         .collect();
-    (pid, attach, channels)
+    (pid, claim, channels)
 }
 
 /// In a FIFO-transport child, behind remora's back (no claim): the
 /// parent's kept copies of the child's ends, opened through
-/// `/proc/<parent>/fd/<n>` (blocking): the attach pipe's write end, then
+/// `/proc/<parent>/fd/<n>` (blocking): the claim pipe's read end, then
 /// per channel (child-to-parent write end, parent-to-child read end).
 pub fn fifo_child_ends() -> (std::fs::File, Vec<(std::fs::File, std::fs::File)>) {
-    let (pid, attach, channels) = fifo_child_fds();
+    let (pid, claim, channels) = fifo_child_fds();
     let open = |fd: i32, write: bool| {
         std::fs::OpenOptions::new()
             .read(!write)
@@ -339,7 +339,7 @@ pub fn fifo_child_ends() -> (std::fs::File, Vec<(std::fs::File, std::fs::File)>)
         .into_iter()
         .map(|(c2p, p2c)| (open(c2p, true), open(p2c, false)))
         .collect();
-    (open(attach, true), channels)
+    (open(claim, false), channels)
 }
 
 /// Takes charge of a process started some other way: killed and reaped on

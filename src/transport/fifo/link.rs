@@ -2,15 +2,13 @@
 //! and the watch on the child), one pipe end as a channel end holds it,
 //! and how a blocked call waits on it.
 //!
-//! The parent keeps a copy of each of the child's pipe ends until the child
-//! has taken its own, so that a child whose wrapper closed the inherited
-//! control socket (which carries them) can still open them as
-//! `/proc/<parent>/fd/<n>`. While kept,
-//! they hide the child's hang-up (a receiver sees no end of file, a sender
-//! no `EPIPE`): until then only the watch on the child (its pidfd) reports
-//! its death. They go once the child has written its byte to the attach
-//! pipe (it has taken every end), once it is seen dead or reaped, or with
-//! the `Child` and the last end.
+//! The parent keeps a copy of each of the child's ends until the child has
+//! claimed them, for a child whose wrapper closed the control socket that
+//! carries them (it opens them as `/proc/<parent>/fd/<n>`). While kept,
+//! they hide the child's hang-up: until then only the watch on the child
+//! (its pidfd) reports its death. They go once the claim pipe is empty
+//! (the child took every end, or gave up), once the child is seen dead or
+//! reaped, or with the `Child` and the last end.
 
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -24,20 +22,16 @@ use crate::wait::{ADAPTIVE_SPIN, SLICE, WaitStrategy};
 /// The parent's side of the hand-over, until settled.
 #[derive(Debug)]
 pub(super) struct Handover {
-    /// The attach pipe's read end: readable once the child has taken its
-    /// ends.
-    pub(super) attach: OwnedFd,
-    /// Our copies of every end handed to the child (the claim pipe's
-    /// read end, the attach pipe's write end, per channel the child's two
-    /// ends), in hand-over order.
+    /// Our copies of the child's ends, in hand-over order: the claim
+    /// pipe's read end (empty once claimed), per channel the child's two.
     pub(super) kept: Vec<OwnedFd>,
-    /// A copy of the child's end of the control socketpair, whose receive
-    /// queue holds the hand-over message until the child reads it. A child
-    /// that took its ends through `/proc` never does (a wrapper closed the
+    /// A copy of the child's end of the control socketpair, whose queue
+    /// holds the hand-over message until the child reads it. A child that
+    /// took its ends through `/proc` never does (a wrapper closed the
     /// socket for it alone, like Python's `subprocess` with `close_fds`,
-    /// while keeping its own copy): the message's descriptors would stay in
-    /// flight for as long as that copy lives and keep the pipes open, so
-    /// the child's hang-up would never show. Drained once settled.
+    /// and keeps its own copy): the message's descriptors would stay in
+    /// flight as long as that copy lives and keep the pipes open. Drained
+    /// once settled.
     pub(super) queue: Option<OwnedFd>,
 }
 
@@ -45,7 +39,7 @@ pub(super) struct Handover {
 #[derive(Debug)]
 pub(crate) struct FifoLink {
     handover: Mutex<Option<Handover>>,
-    /// The hand-over is over (attached, or can no longer attach). It only
+    /// The hand-over is over (claimed, or can no longer be). It only
     /// saves taking the lock, which orders the hand-over itself; Release /
     /// Acquire so that a thread that sees it also sees `attached`.
     settled: AtomicBool,
@@ -55,8 +49,8 @@ pub(crate) struct FifoLink {
 }
 
 /// Reads and drops what waits on the child's socketpair end `queue`: the
-/// hand-over message, if the child never read it (it attached through
-/// `/proc`, or can no longer attach). Nothing else is sent there before
+/// hand-over message, if the child never read it (it claimed through
+/// `/proc`, or can no longer claim). Nothing else is sent there before
 /// the child's hello moves the control channel to a socket of its own.
 fn drain(queue: BorrowedFd<'_>) {
     let mut buf = [0u8; 64];
@@ -86,7 +80,7 @@ impl FifoLink {
         self.peer.watch(watch);
     }
 
-    /// Drops the kept copies if the child has attached. Free once settled.
+    /// Drops the kept copies if the child has claimed. Free once settled.
     #[inline]
     pub(super) fn settle(&self) {
         // Acquire: pairs with the Release store in `settle_slow`.
@@ -95,14 +89,14 @@ impl FifoLink {
         }
     }
 
-    /// Drops the kept copies: the child has attached, or (`give_up`) can
-    /// no longer (it is dead), or whatever it does now does not matter.
+    /// Drops the kept copies: the child has claimed, or (`give_up`) can no
+    /// longer (it is dead), or whatever it does now does not matter.
     fn settle_slow(&self, give_up: bool) {
         let mut handover = self.handover.lock().unwrap_or_else(|p| p.into_inner());
         let Some(h) = handover.as_ref() else {
             return;
         };
-        if pipe::revents(h.attach.as_fd(), libc::POLLIN) & libc::POLLIN != 0 {
+        if pipe::queued(h.kept[0].as_fd()) == 0 {
             // Relaxed: published by the Release store of `settled` below.
             self.attached.store(true, Ordering::Relaxed);
         } else if !give_up {
