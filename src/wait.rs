@@ -125,12 +125,27 @@ pub(crate) trait Liveness {
     fn prepare_sleep(&self) -> PeerSleep<'_>;
 }
 
-/// Waits until `ready()` is true, the peer is gone, or `deadline` passes.
-///
-/// `ready` must be cheap and make no system call (it runs in spin loops).
+/// Waits until `ready()` is true, the peer is gone, or `deadline` passes,
+/// sleeping on `bell` ([`wait_on`] a doorbell).
 pub(crate) fn wait(
     strategy: WaitStrategy,
     bell: &Doorbell,
+    deadline: MonoTime,
+    ready: impl FnMut() -> bool,
+    peer: &impl Liveness,
+) -> Waited {
+    wait_on(strategy, bell, deadline, ready, peer)
+}
+
+/// Waits until `ready()` is true, the peer is gone, or `deadline` passes:
+/// spins, yields and sleeps on `bell` as `strategy` says.
+///
+/// `ready` must be cheap (it runs in spin loops): on a ring a load, on a
+/// pipe a zero-timeout `poll`, which does not take the pipe's lock.
+#[inline]
+pub(crate) fn wait_on(
+    strategy: WaitStrategy,
+    bell: &impl Sleep,
     deadline: MonoTime,
     mut ready: impl FnMut() -> bool,
     peer: &impl Liveness,
@@ -205,16 +220,29 @@ fn spin_until(
     }
 }
 
-/// Sleeps on `bell` (and the peer's liveness word) until ready, deadline,
-/// or peer gone.
+/// What a blocked call sleeps on once it stops spinning: the ring's
+/// doorbell, or (the FIFO transport) a pipe end.
+pub(crate) trait Sleep {
+    /// Sleeps once, at most until `until` (or the next wake-up); whether
+    /// to stop waiting (`ready()` held, or the peer is gone).
+    fn sleep_once(
+        &self,
+        deadline: MonoTime,
+        until: MonoTime,
+        ready: &mut impl FnMut() -> bool,
+        peer: &impl Liveness,
+    ) -> bool;
+}
+
+/// Sleeps on `sleeper` until ready, deadline, or peer gone, checking the
+/// peer thoroughly every [`SLICE`].
 fn block_until(
-    bell: &Doorbell,
+    sleeper: &impl Sleep,
     deadline: MonoTime,
     ready: &mut impl FnMut() -> bool,
     peer: &impl Liveness,
 ) -> Waited {
     let mut next_check = MonoTime::after(SLICE);
-    let next_check = &mut next_check;
     loop {
         if ready() || peer.dead_now() {
             return Waited::Ready;
@@ -223,20 +251,34 @@ fn block_until(
         if now >= deadline {
             return Waited::TimedOut;
         }
-        if now >= *next_check {
+        if now >= next_check {
             if peer.dead_checked() {
                 return Waited::Ready;
             }
-            *next_check = MonoTime::after(SLICE);
+            next_check = MonoTime::after(SLICE);
         }
-        let ticket = bell.prepare();
+        if sleeper.sleep_once(deadline, deadline.min(next_check), ready, peer) {
+            return Waited::Ready;
+        }
+    }
+}
+
+impl Sleep for Doorbell {
+    /// Sleeps on the doorbell and the peer's liveness word.
+    fn sleep_once(
+        &self,
+        deadline: MonoTime,
+        until: MonoTime,
+        ready: &mut impl FnMut() -> bool,
+        peer: &impl Liveness,
+    ) -> bool {
+        let ticket = self.prepare();
         // The re-check after announcing ourselves: see `doorbell` for why
         // this cannot miss a publication.
         if ready() {
-            bell.done();
-            return Waited::Ready;
+            self.done();
+            return true;
         }
-        let until = deadline.min(*next_check);
         match peer.prepare_sleep() {
             // An attached peer's death wakes this sleep (the kernel's
             // robust-futex notice on its word), so the thorough check need
@@ -246,23 +288,21 @@ fn block_until(
             // check (a pidfd) sees a child that dies before attaching.
             PeerSleep::On(word, value) if value != 0 => {
                 let until = deadline.min(MonoTime::after(WATCHED_SLICE));
-                bell.sleep_or_death(ticket, word, value, until)
+                self.sleep_or_death(ticket, word, value, until)
             }
-            PeerSleep::On(word, value) => bell.sleep_or_death(ticket, word, value, until),
-            PeerSleep::Unwatched => bell.sleep(ticket, until),
+            PeerSleep::On(word, value) => self.sleep_or_death(ticket, word, value, until),
+            PeerSleep::Unwatched => self.sleep(ticket, until),
             PeerSleep::Dead => {
-                bell.done();
-                return Waited::Ready;
+                self.done();
+                return true;
             }
         }
-        bell.done();
+        self.done();
         // Whatever woke us, read the peer's word now, before `ready()` can
         // end the wait: the kernel wakes only one waiter at a death, and the
         // one it woke must latch the death and wake this process's other
         // waiters on the word (`dead_now` does), even if its own condition
         // happens to hold.
-        if peer.dead_now() {
-            return Waited::Ready;
-        }
+        peer.dead_now()
     }
 }

@@ -17,7 +17,7 @@ use std::sync::{Arc, Mutex};
 use crate::peer::{Peer, PeerWatch};
 use crate::sys::clock::MonoTime;
 use crate::sys::{pipe, socket};
-use crate::wait::{ADAPTIVE_SPIN, SLICE, WaitStrategy};
+use crate::wait::{self, Liveness, PeerSleep, Sleep, WaitStrategy, Waited};
 
 /// The parent's side of the hand-over, until settled.
 #[derive(Debug)]
@@ -209,78 +209,57 @@ impl FifoEnd {
     }
 }
 
-/// How a blocked call goes on after [`Waiter::wait`].
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(super) enum Outcome {
-    /// Try the I/O again.
-    Retry,
-    TimedOut,
-    PeerGone,
-}
-
-/// One blocked call's wait on a non-blocking pipe end. `Spin` polls
-/// readiness (a zero-timeout `poll`: unlike a `read`, it does not take the
-/// pipe's lock); `Adaptive` does so for [`ADAPTIVE_SPIN`], yielding between
-/// checks, then sleeps in `ppoll` like `Block`. A sleep ends on readiness,
-/// the child's pidfd, the deadline, or after one [`SLICE`]; each slice
-/// checks the peer and settles the hand-over.
-#[derive(Debug)]
-pub(super) struct Waiter {
-    deadline: MonoTime,
-    spin_until: MonoTime,
-    yield_between: bool,
-    next_check: MonoTime,
-}
-
-impl Waiter {
-    pub(super) fn new(strategy: WaitStrategy, deadline: MonoTime) -> Waiter {
-        let spin_until = match strategy {
-            WaitStrategy::Spin => MonoTime::NEVER,
-            WaitStrategy::Adaptive => MonoTime::after(ADAPTIVE_SPIN),
-            WaitStrategy::Block => MonoTime::now(),
-        };
-        Waiter {
-            deadline,
-            spin_until,
-            yield_between: strategy == WaitStrategy::Adaptive,
-            next_check: MonoTime::after(SLICE),
-        }
+impl Liveness for FifoLink {
+    fn dead_now(&self) -> bool {
+        self.peer_known_dead()
     }
 
-    /// Waits for `events` (`POLLIN`/`POLLOUT`) on `pipe` as the strategy says.
-    pub(super) fn wait(&mut self, end: &mut FifoEnd, events: i16) -> Outcome {
-        loop {
-            let now = MonoTime::now();
-            if now >= self.deadline {
-                return Outcome::TimedOut;
-            }
-            if now >= self.next_check {
-                self.next_check = MonoTime::after(SLICE);
-                end.link.settle();
-                if end.link.check_peer_gone() {
-                    return Outcome::PeerGone;
-                }
-            }
-            // A closed end has nothing to wait for: the retry reports it.
-            let Some(own) = end.fd() else {
-                return Outcome::Retry;
-            };
-            if now >= self.spin_until {
-                let until = self.deadline.min(self.next_check);
-                let peer_fd_ready = pipe::poll(own, events, end.link.peer_fd(), until);
-                if peer_fd_ready && end.link.check_peer_gone() {
-                    return Outcome::PeerGone;
-                }
-                return Outcome::Retry;
-            }
-            if pipe::revents(own, events) != 0 {
-                return Outcome::Retry;
-            }
-            if self.yield_between {
-                std::thread::yield_now();
-            } else {
-                std::hint::spin_loop();
-            }
-        }
+    /// Settles the hand-over too: once the kept copies go, the pipes
+    /// themselves report the child's hang-up.
+    fn dead_checked(&self) -> bool {
+        self.settle();
+        self.check_peer_gone()
+    }
+
+    /// The child's pidfd is polled beside the pipe instead (`PipeSleep`).
+    fn prepare_sleep(&self) -> PeerSleep<'_> {
+        PeerSleep::Unwatched
+    }
+}
+
+/// A blocked call's sleep on a pipe end: `ppoll` for `events`
+/// (`POLLIN`/`POLLOUT`) and the child's pidfd (parent side).
+pub(super) struct PipeSleep<'a>(pub(super) &'a FifoEnd, pub(super) i16);
+
+impl Sleep for PipeSleep<'_> {
+    fn sleep_once(
+        &self,
+        _deadline: MonoTime,
+        until: MonoTime,
+        _ready: &mut impl FnMut() -> bool,
+        peer: &impl Liveness,
+    ) -> bool {
+        let PipeSleep(end, events) = *self;
+        // A closed end has nothing to wait for: the retry reports it.
+        let Some(fd) = end.fd() else {
+            return true;
+        };
+        pipe::poll(fd, events, end.link.peer_fd(), until) && peer.dead_checked()
+    }
+}
+
+impl FifoEnd {
+    /// Waits per `strategy` until `events` or the peer's death (then
+    /// `Ready`: the caller retries its I/O, which reports either), or the
+    /// deadline.
+    pub(super) fn wait(&self, events: i16, strategy: WaitStrategy, deadline: MonoTime) -> Waited {
+        let ready = || self.fd().is_none_or(|fd| pipe::revents(fd, events) != 0);
+        wait::wait_on(
+            strategy,
+            &PipeSleep(self, events),
+            deadline,
+            ready,
+            &*self.link,
+        )
     }
 }

@@ -14,7 +14,7 @@ use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
-use super::link::{FifoEnd, FifoLink, Outcome, Waiter};
+use super::link::{FifoEnd, FifoLink};
 use super::wire::{self, HEADER, HELLO, HELLO_FRAME, HELLO_LEN, MSG};
 use crate::aligned::AlignedBuf;
 use crate::codec::ANY_FINGERPRINT;
@@ -22,7 +22,7 @@ use crate::error::{RecvError, StreamFault};
 use crate::side::Direction;
 use crate::sys::pipe;
 use crate::transport::{Incoming, ReleaseToken};
-use crate::wait::{Deadline, WaitStrategy};
+use crate::wait::{Deadline, WaitStrategy, Waited};
 
 /// What this end expects of the peer's HELLO.
 #[derive(Clone, Copy, Debug)]
@@ -277,8 +277,7 @@ impl FifoReceiver {
             return Err(fault);
         }
         self.pipe.link.settle();
-        let mut peer_gone = self.pipe.link.peer_known_dead();
-        let mut waiter: Option<Waiter> = None;
+        let mut waited = false;
         loop {
             if let Some(frame) = self.parse()? {
                 return Ok(frame);
@@ -286,38 +285,33 @@ impl FifoReceiver {
             if self.eof {
                 return Err(self.end_of_stream());
             }
-            let wait_first =
-                self.drained && waiter.is_none() && !peer_gone && strategy != WaitStrategy::Spin;
-            if let (true, Deadline::At(at)) = (wait_first, deadline) {
-                self.drained = false;
+            if let (true, Deadline::At(at)) = (self.drained && !waited, deadline)
+                && strategy != WaitStrategy::Spin
+                && !self.pipe.link.peer_known_dead()
+            {
                 // Whatever the outcome, the read below comes next.
-                let waiter = waiter.insert(Waiter::new(strategy, at));
-                peer_gone = waiter.wait(&mut self.pipe, libc::POLLIN) == Outcome::PeerGone;
+                (self.drained, waited) = (false, true);
+                self.pipe.wait(libc::POLLIN, strategy, at);
             }
             if self.fill(usize::MAX) || self.eof {
                 continue;
             }
             // Drained. A dead peer wrote all it ever will before it died.
-            if peer_gone {
+            if self.pipe.link.peer_known_dead() {
                 return Err(self.end_of_stream());
             }
             let Deadline::At(at) = deadline else {
                 if self.pipe.link.poll_peer_gone() {
-                    peer_gone = true;
                     continue; // drains, then reports Disconnected
                 }
                 self.publish(); // a wait set watches the pipe again
                 return Err(RecvError::Empty);
             };
-            match (waiter.get_or_insert_with(|| Waiter::new(strategy, at)))
-                .wait(&mut self.pipe, libc::POLLIN)
-            {
-                Outcome::Retry => {}
-                Outcome::TimedOut if !self.pipe.link.poll_peer_gone() => {
-                    self.publish();
-                    return Err(RecvError::Timeout);
-                }
-                Outcome::TimedOut | Outcome::PeerGone => peer_gone = true,
+            waited = true;
+            let timed_out = self.pipe.wait(libc::POLLIN, strategy, at) == Waited::TimedOut;
+            if timed_out && !self.pipe.link.poll_peer_gone() {
+                self.publish();
+                return Err(RecvError::Timeout);
             }
         }
     }

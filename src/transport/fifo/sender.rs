@@ -15,14 +15,14 @@
 use std::ops::Range;
 use std::time::Duration;
 
-use super::link::{FifoEnd, Outcome, Waiter};
+use super::link::FifoEnd;
 use super::wire::{self, HEADER, HELLO, HELLO_FRAME, MSG};
 use crate::aligned::AlignedBuf;
 use crate::codec::EncodeError;
 use crate::error::SendError;
 use crate::sys::fd;
 use crate::sys::signal::SigpipeBlock;
-use crate::wait::{Deadline, WaitStrategy};
+use crate::wait::{Deadline, WaitStrategy, Waited};
 
 /// How long dropping a sender waits to finish a pending frame.
 pub(crate) const DROP_FLUSH: Duration = Duration::from_secs(1);
@@ -187,7 +187,6 @@ impl FifoSender {
     ) -> Result<usize, SendError> {
         let mut sigpipe = SigpipeBlock::new();
         let mut written = 0;
-        let mut waiter: Option<Waiter> = None;
         while let Some(fd) = self.pipe.fd() {
             match fd::write(fd, self.buf.bytes(range.start + written..range.end)) {
                 Ok(n) if written + n == range.len() => return Ok(range.len()),
@@ -211,12 +210,11 @@ impl FifoSender {
             let Deadline::At(at) = deadline else {
                 return Ok(written);
             };
-            match (waiter.get_or_insert_with(|| Waiter::new(strategy, at)))
-                .wait(&mut self.pipe, libc::POLLOUT)
-            {
-                Outcome::Retry => {}
-                Outcome::TimedOut => return Ok(written),
-                Outcome::PeerGone => break,
+            if self.pipe.wait(libc::POLLOUT, strategy, at) == Waited::TimedOut {
+                return Ok(written);
+            }
+            if self.pipe.link.peer_known_dead() {
+                break;
             }
         }
         self.closed = true;
