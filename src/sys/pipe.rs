@@ -2,11 +2,12 @@
 //! `poll`/`ppoll` readiness, `FIONREAD`, pipe buffer sizes.
 
 use std::io;
-use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+use std::time::Duration;
 
 use super::clock::MonoTime;
-use super::cvt;
 use super::fd::sized;
+use super::{cvt, socket};
 
 /// `pipe2(O_CLOEXEC | O_NONBLOCK)`: `(read end, write end)`, both at
 /// numbers above 2 ([`above_stdio`]).
@@ -49,40 +50,33 @@ pub(crate) fn poll(
     watch: Option<BorrowedFd<'_>>,
     deadline: MonoTime,
 ) -> bool {
-    let pfd = |fd, events| libc::pollfd {
-        fd,
-        events,
-        revents: 0,
-    };
-    let mut fds = [
-        pfd(fd.as_raw_fd(), events),
-        pfd(watch.map_or(-1, |w| w.as_raw_fd()), libc::POLLIN),
-    ];
+    // A negative number is ignored.
+    let watch = watch.map_or(-1, |w| w.as_raw_fd());
+    let mut fds = [pollfd(fd.as_raw_fd(), events), pollfd(watch, libc::POLLIN)];
     let left = deadline
         .as_nanos()
         .saturating_sub(MonoTime::now().as_nanos());
-    let timeout = libc::timespec {
-        tv_sec: (left / 1_000_000_000) as libc::time_t,
-        tv_nsec: (left % 1_000_000_000) as libc::c_long,
-    };
-    // SAFETY: two valid pollfds (a negative fd is ignored); `timeout`
-    // outlives the call; a null sigmask leaves the mask alone.
-    let n = unsafe { libc::ppoll(fds.as_mut_ptr(), 2, &timeout, std::ptr::null()) };
-    n > 0 && fds[1].revents != 0
+    let woken = socket::poll(&mut fds, Some(Duration::from_nanos(left)));
+    woken.is_ok_and(|n| n > 0) && fds[1].revents != 0
 }
 
 /// The events of `events` (plus `POLLERR`/`POLLHUP`) that `fd` has now (0
 /// if `poll` fails). Does not take the pipe's lock, so spinning on it does
 /// not slow the peer's `read`/`write`.
 pub(crate) fn revents(fd: BorrowedFd<'_>, events: i16) -> i16 {
-    let mut pfd = libc::pollfd {
-        fd: fd.as_raw_fd(),
+    let mut fds = [pollfd(fd.as_raw_fd(), events)];
+    match socket::poll(&mut fds, Some(Duration::ZERO)) {
+        Ok(1) => fds[0].revents,
+        _ => 0,
+    }
+}
+
+fn pollfd(fd: RawFd, events: i16) -> libc::pollfd {
+    libc::pollfd {
+        fd,
         events,
         revents: 0,
-    };
-    // SAFETY: one valid pollfd; a zero timeout never blocks.
-    let n = unsafe { libc::poll(&mut pfd, 1, 0) };
-    if n > 0 { pfd.revents } else { 0 }
+    }
 }
 
 /// Bytes queued in the pipe behind `fd` (`FIONREAD`); 0 on failure.

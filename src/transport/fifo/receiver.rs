@@ -34,14 +34,14 @@ pub(super) struct Expect {
     pub(super) direction: Direction,
 }
 
-/// What a wait set sees of a FIFO receiver (`waitset`): published by the
-/// receiver whenever it reads from the pipe, releases a frame or fails.
-/// Single writer (the receiver); Relaxed throughout: the set only decides
-/// whether to report, and the receiver's own `try_recv` decides the rest.
+/// What a wait set sees of a FIFO receiver, published by the receiver
+/// whenever it reads, releases or fails. Single writer; Relaxed
+/// throughout: the set only decides whether to report, the receiver's own
+/// `try_recv` decides the rest.
 #[derive(Debug, Default)]
 pub(crate) struct FifoState {
     /// Bytes read from the pipe and not yet released.
-    pub(crate) buffered: AtomicUsize,
+    buffered: AtomicUsize,
     /// Changes whenever the receiver read or released something.
     pub(crate) moves: AtomicU64,
     /// Nothing more will come: poisoned, dropped, or end of stream with
@@ -49,16 +49,21 @@ pub(crate) struct FifoState {
     pub(crate) finished: AtomicBool,
     /// The peer's HELLO is not consumed yet (it is no message).
     hello: AtomicBool,
-    /// The wait sets' duplicate of the read end (made by the first
-    /// `watch`). The receiver closes it when it fails for good or drops,
-    /// so a set never keeps the pipe open behind its back (the peer's
-    /// sends must see `Disconnected` then, not fill the pipe).
+    /// The wait sets' duplicate of the read end, made by the first
+    /// `watch`, closed with the receiver (when it drops or fails for good):
+    /// a set never keeps the pipe open behind its back, so the peer's sends
+    /// see `Disconnected` then instead of filling the pipe.
     fd: Mutex<Option<OwnedFd>>,
 }
 
-/// A wait set's probe of a FIFO receiver: its own duplicates of the read
-/// end and of the child's pidfd (parent side), the receiver's published
-/// state, and the peer watch.
+impl FifoState {
+    fn fd(&self) -> std::sync::MutexGuard<'_, Option<OwnedFd>> {
+        self.fd.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// A wait set's probe of a FIFO receiver: its own duplicate of the child's
+/// pidfd (parent side), the receiver's published state, the peer watch.
 #[cfg_attr(loom, allow(dead_code))]
 #[derive(Debug)]
 pub(crate) struct FifoWatch {
@@ -69,38 +74,32 @@ pub(crate) struct FifoWatch {
 
 #[cfg_attr(loom, allow(dead_code))]
 impl FifoWatch {
-    /// Message bytes waiting, in the pipe (`FIONREAD`) or the receiver's
-    /// buffer, less an unread HELLO; `None` once the receiver closed.
+    /// Message bytes waiting, in the pipe or the receiver's buffer;
+    /// `None` once the receiver closed.
     pub(crate) fn pending(&self) -> Option<usize> {
-        let state = &self.state;
-        let fd = state.fd.lock().unwrap_or_else(|p| p.into_inner());
-        let queued = pipe::queued(fd.as_ref()?.as_fd());
+        let queued = pipe::queued(self.state.fd().as_ref()?.as_fd());
         // Relaxed: see `FifoState`.
-        let buffered = state.buffered.load(Ordering::Relaxed);
+        let buffered = self.state.buffered.load(Ordering::Relaxed);
         Some(unread(
-            queued,
-            buffered,
-            state.hello.load(Ordering::Relaxed),
+            queued + buffered,
+            self.state.hello.load(Ordering::Relaxed),
         ))
     }
 
-    /// Whether no writer is left on the pipe (`POLLHUP`; the parent's kept
-    /// copy counts as one until settled, settled here too); true once the
-    /// receiver closed.
+    /// Whether no writer is left (`POLLHUP`; the parent's kept copy counts
+    /// as one until settled, settled here too), or the receiver closed.
     pub(crate) fn hung_up(&self) -> bool {
         self.link.settle();
-        let fd = self.state.fd.lock().unwrap_or_else(|p| p.into_inner());
-        fd.as_ref()
+        (self.state.fd().as_ref())
             .is_none_or(|fd| pipe::revents(fd.as_fd(), libc::POLLIN) & libc::POLLHUP != 0)
     }
 
     /// The read end's number, to poll. The receiver may close it meanwhile
     /// (a poll already asleep keeps watching the old pipe; a number reused
-    /// in between only makes that poll return early): the caller
-    /// re-checks with [`FifoWatch::pending`] after the poll.
+    /// in between only ends that poll early): the caller re-checks with
+    /// [`FifoWatch::pending`] after the poll.
     pub(crate) fn raw_fd(&self) -> Option<RawFd> {
-        let fd = self.state.fd.lock().unwrap_or_else(|p| p.into_inner());
-        fd.as_ref().map(AsRawFd::as_raw_fd)
+        self.state.fd().as_ref().map(AsRawFd::as_raw_fd)
     }
 
     /// Whether the peer is known dead, or found dead by the rate-limited
@@ -110,10 +109,10 @@ impl FifoWatch {
     }
 }
 
-/// Message bytes among `queued` (in the pipe) and `buffered`, less the
-/// peer's HELLO if it is still unread.
-fn unread(queued: usize, buffered: usize, hello: bool) -> usize {
-    (queued + buffered).saturating_sub(if hello { HELLO_FRAME } else { 0 })
+/// Message bytes among `bytes` read or readable, less the peer's HELLO if
+/// still unread.
+fn unread(bytes: usize, hello: bool) -> usize {
+    bytes.saturating_sub(if hello { HELLO_FRAME } else { 0 })
 }
 
 /// The receiving end of one FIFO.
@@ -169,12 +168,11 @@ impl FifoReceiver {
             return Ok(None);
         };
         self.publish();
-        {
-            let mut dup = self.state.fd.lock().unwrap_or_else(|p| p.into_inner());
-            if dup.is_none() {
-                *dup = Some(fd.try_clone_to_owned()?);
-            }
+        let mut dup = self.state.fd();
+        if dup.is_none() {
+            *dup = Some(fd.try_clone_to_owned()?);
         }
+        drop(dup);
         Ok(Some(FifoWatch {
             peer_fd: match self.pipe.link.peer_fd() {
                 Some(p) => Some(p.try_clone_to_owned()?),
@@ -211,8 +209,7 @@ impl FifoReceiver {
     /// Bytes in the pipe and in our buffer, less the peer's unread HELLO.
     pub(crate) fn in_flight(&self) -> usize {
         unread(
-            self.pipe.queued(),
-            self.end - self.start,
+            self.pipe.queued() + self.end - self.start,
             self.expect.is_some(),
         )
     }
@@ -457,13 +454,7 @@ impl FifoReceiver {
 
     /// Closes the wait sets' duplicate of the read end (see `FifoState`).
     fn close_watch(&self) {
-        drop(
-            self.state
-                .fd
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .take(),
-        );
+        drop(self.state.fd().take());
     }
 }
 
