@@ -91,8 +91,6 @@ pub(crate) const WATCHED_SLICE: Duration = Duration::from_secs(1);
 pub(crate) const ADAPTIVE_SPIN: Duration = Duration::from_micros(20);
 /// How long `Adaptive` yields the CPU before sleeping.
 const ADAPTIVE_YIELD: Duration = Duration::from_micros(50);
-/// Spin iterations between clock reads (and liveness-word reads).
-const SPINS_PER_CLOCK_READ: u32 = 128;
 
 /// How a wait ended.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -143,20 +141,20 @@ pub(crate) fn wait(
 /// `ready` must be cheap (it runs in spin loops): on a ring a load, on a
 /// pipe a zero-timeout `poll`, which does not take the pipe's lock.
 #[inline]
-pub(crate) fn wait_on(
+pub(crate) fn wait_on<S: Sleep>(
     strategy: WaitStrategy,
-    bell: &impl Sleep,
+    bell: &S,
     deadline: MonoTime,
     mut ready: impl FnMut() -> bool,
     peer: &impl Liveness,
 ) -> Waited {
     match strategy {
         WaitStrategy::Spin => {
-            spin_until(deadline, None, &mut ready, peer).unwrap_or(Waited::TimedOut)
+            spin_until::<S>(deadline, None, &mut ready, peer).unwrap_or(Waited::TimedOut)
         }
         WaitStrategy::Block => block_until(bell, deadline, &mut ready, peer),
         WaitStrategy::Adaptive => {
-            if let Some(w) = spin_until(deadline, Some(ADAPTIVE_SPIN), &mut ready, peer) {
+            if let Some(w) = spin_until::<S>(deadline, Some(ADAPTIVE_SPIN), &mut ready, peer) {
                 return w;
             }
             let yield_end = MonoTime::after(ADAPTIVE_YIELD).min(deadline);
@@ -174,11 +172,11 @@ pub(crate) fn wait_on(
 /// Busy-polls until ready, deadline (`Some(TimedOut)`), peer gone, or
 /// `spin_for` has passed (`None`: hand over to the next phase).
 ///
-/// The clock is first read after [`SPINS_PER_CLOCK_READ`] polls, not on
-/// entry: a peer that answers within that burst (the common case of a
-/// spinning round trip) costs no clock read at all. The spin phase and the
-/// liveness period count from that first read.
-fn spin_until(
+/// The clock is first read after [`Sleep::POLLS_PER_CLOCK_READ`] polls,
+/// not on entry: a peer that answers within that burst (the common case of
+/// a spinning round trip) costs no clock read at all. The spin phase and
+/// the liveness period count from that first read.
+fn spin_until<S: Sleep>(
     deadline: MonoTime,
     spin_for: Option<Duration>,
     ready: &mut impl FnMut() -> bool,
@@ -187,7 +185,7 @@ fn spin_until(
     // (give up, next thorough liveness check), set at the first clock read.
     let mut times: Option<(MonoTime, MonoTime)> = None;
     loop {
-        for _ in 0..SPINS_PER_CLOCK_READ {
+        for _ in 0..S::POLLS_PER_CLOCK_READ {
             if ready() {
                 return Some(Waited::Ready);
             }
@@ -223,6 +221,11 @@ fn spin_until(
 /// What a blocked call sleeps on once it stops spinning: the ring's
 /// doorbell, or (the FIFO transport) a pipe end.
 pub(crate) trait Sleep {
+    /// `ready()` polls between clock reads (and liveness-word reads) while
+    /// spinning: many when a poll is a load, one when it is a system call
+    /// (else a deadline would be overshot by the whole burst).
+    const POLLS_PER_CLOCK_READ: u32;
+
     /// Sleeps once, at most until `until` (or the next wake-up); whether
     /// to stop waiting (`ready()` held, or the peer is gone).
     fn sleep_once(
@@ -264,6 +267,8 @@ fn block_until(
 }
 
 impl Sleep for Doorbell {
+    const POLLS_PER_CLOCK_READ: u32 = 128;
+
     /// Sleeps on the doorbell and the peer's liveness word.
     fn sleep_once(
         &self,

@@ -557,6 +557,33 @@ fn a_wrong_identity_is_refused() {
     }
 }
 
+/// A child that receives a truncated hand-over message (it is out of
+/// descriptors: the kernel installs what fits and sets `MSG_CTRUNC`) gets
+/// `HandOverLost`, and still ends the hand-over with the claim end it did
+/// receive: the parent drops its kept copies and sees the child hang up
+/// while it lives (`Disconnected`, not `Timeout`).
+#[test]
+fn a_truncated_hand_over_still_ends_it() {
+    let _s = serial();
+    let _w = Watchdog::new("fifo spawn, truncated hand-over", Duration::from_secs(60));
+    let mut child = KillOnDrop(
+        fifo_spawner("few_fds")
+            .stdin(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    let (_tx, mut rx) = child.raw_channel("c").unwrap();
+    let r = rx.recv_timeout(Duration::from_secs(20)).map(|m| m.to_vec());
+    assert_eq!(r, Err(RecvError::Disconnected));
+    assert!(child.try_wait().unwrap().is_none(), "seen by death");
+    assert!(child.is_attached(), "the hand-over is over");
+    drop(child.process_mut().stdin.take()); // lets the child exit
+    assert!(
+        child.wait().unwrap().success(),
+        "the child saw another error"
+    );
+}
+
 /// A wait set alone (no receive call) sees an attached child hang up
 /// while it lives: its thorough check settles the hand-over, so the
 /// parent's kept copy of the child's write end no longer hides the
@@ -896,6 +923,31 @@ fn child_entry() {
                     eprintln!("refused as expected: {e}");
                 }
                 other => panic!("a wrong identity was accepted: {:?}", other.map(|_| ())),
+            }
+            // Live on until the parent closes our stdin.
+            wait_gate();
+        }
+        "few_fds" => {
+            // Room for two more descriptors: the hand-over has three (the
+            // claim end, one channel's two ends). The limit is on numbers,
+            // so it goes just past the second free one.
+            // SAFETY: F_GETFD only asks whether the number is open.
+            let free = |n: i32| unsafe { libc::fcntl(n, libc::F_GETFD) } < 0;
+            let second_free = (0..).filter(|&n| free(n)).nth(1).unwrap();
+            let mut rl = libc::rlimit {
+                rlim_cur: 0,
+                rlim_max: 0,
+            };
+            // SAFETY: `rl` is a valid rlimit struct for both calls.
+            unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut rl) };
+            rl.rlim_cur = second_free as libc::rlim_t + 1;
+            // SAFETY: as above.
+            assert_eq!(unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &rl) }, 0);
+            match remora::connect() {
+                Err(ConnectError::Open(e @ OpenError::HandOverLost { .. })) => {
+                    eprintln!("refused as expected: {e}");
+                }
+                other => panic!("a truncated hand-over: {:?}", other.map(|_| ())),
             }
             // Live on until the parent closes our stdin.
             wait_gate();

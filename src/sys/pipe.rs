@@ -81,10 +81,15 @@ fn pollfd(fd: RawFd, events: i16) -> libc::pollfd {
 
 /// Bytes queued in the pipe behind `fd` (`FIONREAD`); 0 on failure.
 pub(crate) fn queued(fd: BorrowedFd<'_>) -> usize {
+    queued_checked(fd).unwrap_or(0)
+}
+
+/// Bytes queued in the pipe behind `fd` (`FIONREAD`); `None` on failure.
+pub(crate) fn queued_checked(fd: BorrowedFd<'_>) -> Option<usize> {
     let mut n: libc::c_int = 0;
     // SAFETY: FIONREAD writes one c_int through the valid pointer.
     let ret = unsafe { libc::ioctl(fd.as_raw_fd(), libc::FIONREAD, &mut n) };
-    if ret == 0 { n.max(0) as usize } else { 0 }
+    (ret == 0).then_some(n.max(0) as usize)
 }
 
 /// Asks for a pipe buffer of `bytes` (`F_SETPIPE_SZ`); best effort:

@@ -240,8 +240,8 @@ pub(crate) fn recv(sock: BorrowedFd<'_>, buf: &mut [u8], accept_fds: bool) -> io
 }
 
 /// The most descriptors [`recv_fds`] makes room for: a FIFO set's
-/// hand-over (claim and attach ends, two per channel for 32 channels).
-pub(crate) const MAX_HANDED_FDS: usize = 2 + 2 * 32;
+/// hand-over (the claim end, two per channel for 32 channels).
+pub(crate) const MAX_HANDED_FDS: usize = 1 + 2 * 32;
 
 /// [`recv`] with room for up to `max_fds` descriptors (at most
 /// [`MAX_HANDED_FDS`]); more is `control_truncated`, the rest closed by

@@ -117,16 +117,23 @@ impl HandOver {
         if whole && fds.len() == self.ends.len() {
             return Ok(fds);
         }
+        // The message came, so the first end is the claim pipe's: end the
+        // hand-over (e.g. out of descriptors, `MSG_CTRUNC`), as below.
+        fds.first().map(claim);
+        let why = match got.control_truncated {
+            true => "the hand-over message came cut short (out of descriptors?)",
+            false => "the hand-over message is not the one described",
+        };
         Err(OpenError::HandOverLost {
             path: "the control socket".to_owned(),
-            source: io::Error::other("the hand-over message is not the one described"),
+            source: io::Error::other(why),
         })
     }
 
     /// The parent's kept copies, as `/proc/<parent>/fd/<n>`, each checked
-    /// against the variable. On a failure the claim byte is read all the
-    /// same: the hand-over is over, the parent drops its copies and sees
-    /// this process hang up.
+    /// against the variable. On a failure after the claim end is open, the
+    /// claim byte is read all the same: the hand-over is over, the parent
+    /// drops its copies and sees this process hang up.
     fn open_in_proc(&self) -> Result<Vec<OwnedFd>, OpenError> {
         // The claim end, then per channel our write and our read end.
         let access = [libc::O_RDONLY].into_iter();

@@ -96,7 +96,8 @@ impl FifoLink {
         let Some(h) = handover.as_ref() else {
             return;
         };
-        if pipe::queued(h.kept[0].as_fd()) == 0 {
+        // Only a pipe seen empty is claimed (a failed `FIONREAD` is not).
+        if pipe::queued_checked(h.kept[0].as_fd()) == Some(0) {
             // Relaxed: published by the Release store of `settled` below.
             self.attached.store(true, Ordering::Relaxed);
         } else if !give_up {
@@ -232,6 +233,9 @@ impl Liveness for FifoLink {
 pub(super) struct PipeSleep<'a>(pub(super) &'a FifoEnd, pub(super) i16);
 
 impl Sleep for PipeSleep<'_> {
+    /// A poll here is a `poll(2)`, about as long as a clock read.
+    const POLLS_PER_CLOCK_READ: u32 = 1;
+
     fn sleep_once(
         &self,
         _deadline: MonoTime,
