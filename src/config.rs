@@ -44,18 +44,13 @@ impl ChannelConfig {
     /// from 64 B to 2 GiB. The largest message is half of it minus 16.
     ///
     /// The capacity is what a sender may buffer while the receiver keeps
-    /// up, with one exception to plan for. When a send finds the ring
-    /// empty and its write position at least 4 KiB into the ring (or, for
-    /// a frame of 4 KiB or more, at least the frame's size in), it goes back
-    /// to the start of the ring, so that a request/reply exchange keeps
-    /// reusing a few cached lines. The bytes it skipped count as in flight
-    /// until the receiver reads that message: until then the sender can
-    /// add only the bytes between that message's end and the point it
-    /// skipped from (about 4 KiB after small messages; after a large one,
-    /// possibly nothing). A program whose two sides each send more than
-    /// that before reading (a deadlock-prone pattern at any capacity) can
-    /// therefore block earlier than the capacity suggests; read as you
-    /// send, or use `try_send` and drain.
+    /// up: each message takes a 16-byte header plus its length rounded up
+    /// to 16, and a message that does not fit before the end of the ring
+    /// goes to its start, leaving the bytes it skipped unused until the
+    /// receiver gets there (less than one message). A send that finds the
+    /// ring empty may go back to its start early, so that a request/reply
+    /// exchange keeps reusing a few cached lines; that costs no capacity:
+    /// an empty ring takes as many messages whatever was sent before.
     ///
     /// ```
     /// let cfg = remora::ChannelConfig::new("bulk").capacity(1 << 20);

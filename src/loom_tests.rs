@@ -98,34 +98,91 @@ fn pop(c: &mut Consumer) -> Option<Vec<u8>> {
     Some(v)
 }
 
-/// Three frames through a 64-byte ring (max payload 16): forces a full ring
-/// and a PAD wrap; every interleaving delivers them intact and in order.
-#[test]
-fn loom_ring_indices() {
-    model(|| {
-        let shared = Shared::new();
-        let s2 = Arc::clone(&shared);
-        let producer = thread::spawn(move || {
-            // SAFETY: the only producer.
-            let mut p = unsafe { Producer::new(s2.region()).unwrap() };
-            for msg in [&[1u8; 16][..], &[2u8; 1][..], &[3u8; 16][..]] {
-                while !push(&mut p, msg) {
-                    thread::yield_now();
-                }
-            }
-        });
-        // SAFETY: the only consumer.
-        let mut c = unsafe { Consumer::new(shared.region()).unwrap() };
-        let expected = [vec![1u8; 16], vec![2u8; 1], vec![3u8; 16]];
-        for want in &expected {
-            loop {
-                if let Some(got) = pop(&mut c) {
-                    assert_eq!(&got, want);
-                    break;
-                }
+/// The three messages of the ring models: 32-, 16- and 32-byte frames in a
+/// 64-byte ring (max payload 16), so the third never fits before the data
+/// end (tail 48) and skips to the next lap start.
+const MESSAGES: [&[u8]; 3] = [&[1; 16], &[], &[3; 16]];
+
+/// Runs the three messages through a fresh ring, the producer (with rewind
+/// window `window`) on a second thread, and checks that every interleaving
+/// delivers them intact and in order.
+fn three_messages(window: u64) {
+    let shared = Shared::new();
+    let s2 = Arc::clone(&shared);
+    let producer = thread::spawn(move || {
+        // SAFETY: the only producer.
+        let mut p = unsafe { Producer::new(s2.region()).unwrap() };
+        p.set_rewind_window(window);
+        for msg in MESSAGES {
+            while !push(&mut p, msg) {
                 thread::yield_now();
             }
         }
+    });
+    // SAFETY: the only consumer.
+    let mut c = unsafe { Consumer::new(shared.region()).unwrap() };
+    for want in MESSAGES {
+        loop {
+            if let Some(got) = pop(&mut c) {
+                assert_eq!(got, want);
+                break;
+            }
+            thread::yield_now();
+        }
+    }
+    producer.join().unwrap();
+}
+
+/// Three frames through a 64-byte ring: a full ring and a skip to the next
+/// lap start while the consumer may still be reading the frames before it
+/// (which it must read first: removing the consumer's re-check of its head
+/// after seeing the lap start's stamp fails this model).
+#[test]
+fn loom_ring_indices() {
+    model(|| three_messages(u64::MAX));
+}
+
+/// The same with a 16-byte rewind window: the second message rewinds from
+/// index 32 when the consumer has drained the first; the third then lands
+/// on the guard slot at the next lap's index 32 (a consumer still at the
+/// skip point polls there) and goes behind a filler. The model's payload
+/// is adversarial (`RingRegion::track_payload`), so a producer without the
+/// guard fails it.
+#[test]
+fn loom_ring_rewind_guard() {
+    model(|| three_messages(16));
+}
+
+/// A consumer asleep at index 48 of an empty ring is woken by a producer
+/// that skips to the next lap start (nothing is written at 48): its wake-up
+/// condition looks at the lap start too.
+#[test]
+fn loom_doorbell_wakes_on_a_skip() {
+    model(|| {
+        let shared = Shared::new();
+        // SAFETY: the only producer and consumer; the consumer drains the
+        // first two frames on this thread before the producer moves.
+        let mut p = unsafe { Producer::new(shared.region()).unwrap() };
+        // SAFETY: as above.
+        let mut c = unsafe { Consumer::new(shared.region()).unwrap() };
+        for msg in &MESSAGES[..2] {
+            assert!(push(&mut p, msg));
+            assert_eq!(pop(&mut c).as_deref(), Some(*msg));
+        }
+        let s2 = Arc::clone(&shared);
+        let producer = thread::spawn(move || {
+            assert!(push(&mut p, MESSAGES[2]));
+            s2.ctrl.data_bell.ring_with(|| &s2.bell);
+        });
+        let waited = wait::wait(
+            WaitStrategy::Block,
+            &shared.ctrl.data_bell,
+            MonoTime::NEVER,
+            || c.has_data(),
+            &Immortal,
+        );
+        assert_eq!(waited, Waited::Ready);
+        assert_eq!(pop(&mut c).as_deref(), Some(MESSAGES[2]));
         producer.join().unwrap();
     });
 }

@@ -160,20 +160,30 @@ fn len_counts_ring_bytes_with_headers_and_padding() {
     }
     assert!(tx.is_empty() && rx.is_empty());
 
-    // A frame that does not fit before the ring's end leaves a PAD: the
-    // skipped bytes count until the receiver passes them.
+    // A frame that does not fit before the ring's end goes to its start,
+    // skipping the rest: the skipped bytes count until the receiver
+    // reaches them, and not at all if it is already there.
     let (parent, child) = pair(256);
     let (mut tx, _) = parent.raw_channel("c").unwrap();
     let (_, mut rx) = child.raw_channel("c").unwrap();
     tx.send(&[1; 80]).unwrap(); // 96 bytes at 0
     tx.send(&[2; 80]).unwrap(); // 96 bytes at 96
     drop(rx.recv().unwrap());
-    drop(rx.recv().unwrap());
-    assert_eq!(tx.len(), 0);
-    tx.send(&[3; 80]).unwrap(); // 64 bytes left at the end: PAD, then at 0
-    assert_eq!(tx.len(), 64 + 96);
-    assert_eq!(rx.len(), 64 + 96);
+    tx.send(&[3; 80]).unwrap(); // 64 bytes left at the end: skipped, at 0
+    assert_eq!(tx.len(), 96 + 64 + 96);
+    assert_eq!(rx.len(), 96 + 64 + 96);
+    drop(rx.recv().unwrap()); // the receiver is at the skipped bytes
+    assert_eq!(tx.len(), 96);
+    assert_eq!(rx.len(), 96);
     assert_eq!(&*rx.recv().unwrap(), &[3; 80]);
+    assert!(rx.is_empty() && tx.is_empty());
+    // The same with the receiver there before the send.
+    tx.send(&[4; 80]).unwrap(); // 96 bytes at 96
+    drop(rx.recv().unwrap());
+    tx.send(&[5; 80]).unwrap(); // 64 bytes left at the end: skipped, at 0
+    assert_eq!(tx.len(), 96);
+    assert_eq!(rx.len(), 96);
+    assert_eq!(&*rx.recv().unwrap(), &[5; 80]);
     assert!(rx.is_empty() && tx.is_empty());
 }
 
@@ -200,7 +210,7 @@ fn is_full_means_not_even_an_empty_frame_fits() {
     let mut rng = common::Rng::new(11);
     for round in 0..2000 {
         // Send random sizes until Full, receive a random number, repeat:
-        // frames land at every offset and wrap behind PADs.
+        // frames land at every offset and skip to the ring's start.
         loop {
             let len = rng.below(113) as usize;
             match tx.try_send(&vec![0; len]) {

@@ -57,7 +57,12 @@ impl Consumer {
                 ours: head,
             }));
         }
-        if tail - head > c.region.capacity() {
+        // More than a capacity in flight only after a skip from the head
+        // (see `Producer::skip`): then no more than a capacity from the lap
+        // start on.
+        let cap = c.region.capacity();
+        if tail - head > cap && (c.region.index(head) == 0 || tail - c.region.lap_start(head) > cap)
+        {
             return Err(c.poison(RingFault::Overfull {
                 in_flight: tail - head,
                 capacity: c.region.capacity(),
@@ -76,17 +81,21 @@ impl Consumer {
         fault
     }
 
-    /// Bytes published and not yet released (frame headers, padding and PAD
-    /// frames included), reading the producer's tail without side effects:
+    /// Bytes published and not yet released (frame headers, padding and
+    /// fillers included), reading the producer's tail without side effects:
     /// an invalid tail counts as nothing in flight, and is no fault (the
     /// stamps, not the tail, say what is published). For queries (`&self`).
+    ///
+    /// After a skip the skipped bytes are not in flight: counted from the
+    /// lap start.
     pub(crate) fn in_flight(&self) -> u64 {
         // Acquire: pairs with the producer's Release store of `tail`.
         let tail = self.region.ctrl().tail.load(Ordering::Acquire);
-        let valid = tail >= self.head
+        let base = self.next_frame_at().unwrap_or(self.head);
+        let valid = tail >= base
             && tail.is_multiple_of(FRAME_ALIGN)
-            && tail - self.head <= self.region.capacity();
-        if valid { tail - self.head } else { 0 }
+            && tail - base <= self.region.capacity();
+        if valid { tail - base } else { 0 }
     }
 
     /// Whether the header slot at `pos` carries the stamp that publishes it.
@@ -94,7 +103,7 @@ impl Consumer {
     fn stamped(&self, pos: u64) -> Result<(), u64> {
         // Acquire: pairs with the producer's Release store of this stamp in
         // `Producer::commit`, making the frame's header and payload (and,
-        // for a PAD, the frame after it) visible to our reads.
+        // for a filler, the frame after it) visible to our reads.
         let seen = self
             .region
             .stamp(self.region.index(pos))
@@ -111,33 +120,67 @@ impl Consumer {
         self.fault
     }
 
-    /// Whether a frame is published (re-reading the tail if needed). Used by
-    /// waiters as their wake-up condition; also true once poisoned, so the
-    /// waiter returns to see the fault.
+    /// Where the next published frame starts: the head, or after a skip
+    /// the next lap start; `None` if nothing is published.
+    ///
+    /// The producer puts a frame at the next lap start instead of the head
+    /// when the rest of the lap is too small for it, or to rewind on an
+    /// empty ring; it writes nothing at the head then (module docs). So:
+    /// no stamp at the head, the lap start's stamp, and still no stamp at
+    /// the head once that one is seen. The re-check is what keeps the order:
+    /// the lap start's stamp may also belong to a frame published after the
+    /// one at the head, whose stamp our first load missed; the Acquire load
+    /// of the lap start's stamp makes the head's (stored earlier by the
+    /// producer) visible to the re-load, and the head's slot cannot have
+    /// been reused since (its frame is not released).
+    #[inline(always)]
+    fn next_frame_at(&self) -> Option<u64> {
+        let head = self.head;
+        if self.stamped(head).is_ok() {
+            return Some(head);
+        }
+        if self.region.index(head) == 0 {
+            return None; // a lap start never skips
+        }
+        let lap = self.region.lap_start(head);
+        self.stamped(lap).ok()?;
+        Some(if self.stamped(head).is_ok() {
+            head
+        } else {
+            lap
+        })
+    }
+
+    /// Whether a frame is published. Used by waiters as their wake-up
+    /// condition; also true once poisoned, so the waiter returns to see the
+    /// fault.
     pub(crate) fn has_data(&mut self) -> bool {
-        self.fault.is_some() || self.stamped(self.head).is_ok()
+        self.fault.is_some() || self.next_frame_at().is_some()
     }
 
     /// The next published message frame, validated, or `None` if the ring
-    /// is empty. PAD frames are skipped. Repeated peeks return the same frame
-    /// until it is released.
+    /// is empty. Filler frames and skipped bytes are passed over. Repeated
+    /// peeks return the same frame until it is released.
     #[inline(always)]
     pub(crate) fn peek(&mut self) -> Result<Option<Frame>, RingFault> {
         if let Some(f) = self.fault {
             return Err(f);
         }
-        if self.stamped(self.head).is_err() {
+        let Some(mut pos) = self.next_frame_at() else {
             return Ok(None);
-        }
+        };
         let cap = self.region.capacity();
-        let mut pos = self.head;
-        // Most bytes the frame may take: behind a PAD, only the space before
-        // the PAD (a frame at index 0 must not reach into it: the frame's
-        // end would then lie more than a capacity past the head).
-        let mut room = u64::MAX;
+        // Most bytes the frame may take: the rest of the lap; behind a
+        // skip, only up to the head's own index (the frame then ends by
+        // `head + cap`, a capacity past the head: an honest skip frame ends
+        // by the producer's guard slot there).
+        let mut room = if pos == self.head {
+            cap - self.region.index(pos)
+        } else {
+            self.region.index(self.head)
+        };
         loop {
             let idx = self.region.index(pos);
-            let to_end = cap - idx;
             self.region.track_read(idx, FRAME_HEADER as u64);
             // SAFETY: `idx` is 16-aligned and `cap - idx >= 16` (positions
             // and `cap` are multiples of 16), so the header's first 8 bytes
@@ -149,7 +192,7 @@ impl Consumer {
             match kind {
                 KIND_MSG => {
                     let size = frame_size(u64::from(len));
-                    if size > to_end.min(room) || len as usize > self.region.max_payload() {
+                    if size > room || len as usize > self.region.max_payload() {
                         return Err(self.poison(RingFault::BadLength { len, pos }));
                     }
                     // The caller reads the payload from here until release.
@@ -162,15 +205,18 @@ impl Consumer {
                         end: pos + size,
                     }));
                 }
-                // A PAD runs exactly to the data end, and only one leads to
-                // a frame (a PAD at index 0 would cover the whole ring).
+                // A filler: only at the head (never at a lap start, never a
+                // second one), a whole number of granules, ending before
+                // the data end (an honest one ends at a guard slot, whose
+                // index is never 0), with a frame behind it.
                 KIND_PAD if pos == self.head && idx != 0 => {
-                    if u64::from(len) + FRAME_HEADER as u64 != to_end {
+                    let size = FRAME_HEADER as u64 + u64::from(len);
+                    if !size.is_multiple_of(FRAME_ALIGN) || size >= room {
                         return Err(self.poison(RingFault::BadLength { len, pos }));
                     }
-                    room = idx;
-                    pos += to_end;
-                    // The PAD's stamp published the frame behind it: a
+                    room -= size;
+                    pos += size;
+                    // The filler's stamp published the frame behind it: a
                     // correct producer stamped that one first.
                     if let Err(seen) = self.stamped(pos) {
                         return Err(self.poison(RingFault::BadIndex { seen, ours: pos }));
@@ -183,7 +229,8 @@ impl Consumer {
     }
 
     /// Releases `frame` (the one [`Consumer::peek`] returned last) and any
-    /// PAD before it, handing the space back to the producer.
+    /// filler or skipped bytes before it, handing the space back to the
+    /// producer.
     #[inline]
     pub(crate) fn release(&mut self, frame: Frame) {
         debug_assert!(frame.end > self.head && frame.end - self.head <= self.region.capacity());

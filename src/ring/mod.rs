@@ -6,19 +6,37 @@
 //! # Positions
 //!
 //! `head` (consumer) and `tail` (producer) are monotonic `u64` byte counts;
-//! the data index is `pos & (cap - 1)` with `cap` a power of two. `tail - head`
-//! is the number of bytes in flight, so full (`== cap`) and empty (`== 0`)
-//! never collide, and 64 bits never wrap in practice.
+//! the data index is `pos & (cap - 1)` with `cap` a power of two. Bytes in
+//! flight are `tail - head`, less the bytes of a skip the consumer is
+//! waiting at (below), and never more than `cap`; 64 bits never wrap in
+//! practice.
 //!
-//! # Frames
+//! # Frames, skips and fillers
 //!
 //! A frame is a 16-byte [`FrameHeader`] followed by its payload, padded to a
 //! multiple of 16 bytes, so every payload starts 16-aligned (rkyv needs it).
-//! Frames never wrap: when a frame does not fit before the end of the data,
-//! the producer writes a PAD frame covering the rest and puts the frame at
-//! index 0. The PAD and the frame are published together (see below). The
-//! largest payload that always fits is `cap / 2 - 16`
-//! ([`RingRegion::max_payload`]); larger payloads are refused.
+//! Frames never wrap, so index 0 is a frame start in every lap. The largest
+//! payload that always fits is `cap / 2 - 16` ([`RingRegion::max_payload`]);
+//! larger payloads are refused.
+//!
+//! *Skip*: when a frame does not fit before the end of the data, or to
+//! rewind (the producer goes back to index 0 on an empty ring so that an
+//! exchange keeps reusing a few cached lines), the producer puts the frame
+//! at the next lap start, [`RingRegion::lap_start`]`(tail)`, and writes
+//! nothing at the old tail `S`, the skip point. A consumer at `S` finds no
+//! stamp there, checks the lap start's, and jumps (see
+//! `Consumer::next_frame_at` for the order of those loads). The skipped
+//! bytes are never read, so while the consumer's head is `S` the producer
+//! counts them free at once (`Producer::base`): a rewind costs the ring no
+//! capacity.
+//!
+//! *Guard slot and fillers*: a consumer waiting at `S` polls the stamp word
+//! at index `idx(S)`, which the producer reaches again in the next lap, at
+//! `S + cap`, while that consumer may still be waiting. Until the producer
+//! sees the consumer's head move past `S`, the slot at `S + cap` holds a
+//! frame start (never payload): a frame that would straddle it goes there
+//! behind a *filler*, a PAD frame from the tail to `S + cap`, published with
+//! it (the frame's stamp first, the filler's last).
 //!
 //! # Publication: commit stamps
 //!
@@ -27,19 +45,35 @@
 //! at its head (Acquire) instead of the producer's `tail`: the line it polls
 //! is the line the frame is in, so a small message costs the consumer one
 //! cross-core line transfer where polling `tail` then reading the header
-//! cost two in series. The producer still Release-stores `tail` (before the
-//! stamp), for in-flight queries, for a producer resuming the ring, and for
-//! tools; the consumer no longer reads it on the hot path.
+//! cost two in series. When there is no stamp at its head, it also loads
+//! the stamp at the next lap start (a skip). The producer still
+//! Release-stores `tail` (before the stamp), for in-flight queries, for a
+//! producer resuming the ring, and for tools; the consumer never reads it on
+//! the hot path.
 //!
-//! A stamp never matches by accident: the stamp word at the consumer's head
-//! holds (a) 0 from creation, (b) the stamp of a header from an earlier lap,
-//! `commit_stamp(pos - k * cap)`, which differs, or (c) payload bytes of an
-//! earlier lap, which could hold anything. (c) is excluded by the producer:
-//! every commit zeroes the stamp word where the next frame will start,
-//! before publishing, whenever that slot is free. When it is not free, the
-//! ring is exactly full and the slot is the header of the oldest frame in
-//! flight, so case (b) holds there. A PAD frame and the frame after it are
-//! published by the PAD's stamp, stored after the frame's own.
+//! A stamp never matches by accident. The consumer at head `H` reads two
+//! stamp words:
+//!
+//! * At `H`, the word holds (a) 0 from creation, (b) the stamp of another
+//!   header at that index, `commit_stamp(H ± k * cap)`, which differs, or
+//!   (c) payload bytes, which could hold anything. Payload of an earlier lap
+//!   is excluded by the producer: every commit zeroes the stamp word where
+//!   the next frame will start, before publishing, whenever that slot is
+//!   free. When it is not free, the ring is exactly full and the slot is the
+//!   header of the oldest frame in flight, so (b) holds there. Payload of
+//!   the next lap is excluded by the guard slot: the producer writes a lap
+//!   past `H` only while the consumer is at a skip point `H`, and then keeps
+//!   a frame start at `H + cap`.
+//! * At index 0 (when `H` is not a lap start), for
+//!   `commit_stamp(lap_start(H))`: index 0 only ever holds headers and
+//!   next-slot clears, so the stamp appears only once a frame at that lap
+//!   start is published. That frame follows the one at `H` if there is one;
+//!   the consumer's re-check of `H` after the lap start's Acquire load puts
+//!   them back in order.
+//!
+//! Skipped bytes and filler bodies keep stale bytes, but no consumer polls
+//! inside them. Loom models make the producer's payload adversarial
+//! ([`RingRegion::track_payload`]).
 //!
 //! # Trust
 //!
@@ -78,7 +112,8 @@ pub(crate) const MAX_CAPACITY: usize = 1 << 31;
 /// `kind` of a frame carrying a message ("MSG1"). The FIFO transport's
 /// frames use the same header and kind.
 pub(crate) const KIND_MSG: u32 = 0x3147_534d;
-/// `kind` of a frame that only skips to the end of the data ("PAD1").
+/// `kind` of a filler frame ("PAD1"): bytes to pass over, from the head to
+/// a guard slot in the same lap (module docs).
 const KIND_PAD: u32 = 0x3144_4150;
 
 /// The header in front of every frame, as it sits in the ring.
@@ -87,7 +122,7 @@ const KIND_PAD: u32 = 0x3144_4150;
 pub(crate) struct FrameHeader {
     /// Exact payload length in bytes (without padding).
     pub(crate) len: u32,
-    /// [`KIND_MSG`] or [`KIND_PAD`].
+    /// [`KIND_MSG`] or [`KIND_PAD`] (a filler).
     pub(crate) kind: u32,
     /// [`commit_stamp`] of the frame's position once published. Accessed
     /// only atomically ([`RingRegion::stamp`]); this field only fixes the
@@ -100,7 +135,7 @@ static_assertions::const_assert_eq!(size_of::<FrameHeader>(), FRAME_HEADER);
 const STAMP_OFFSET: u64 = 8;
 static_assertions::const_assert_eq!(std::mem::offset_of!(FrameHeader, stamp), 8);
 
-/// The stamp that publishes a frame (or PAD) at ring position `pos`: never 0
+/// The stamp that publishes a frame (or filler) at ring position `pos`: never 0
 /// (positions stay far below `u64::MAX`), and different for every position,
 /// so neither fresh memory nor a header of an earlier lap matches it.
 #[inline]
@@ -140,8 +175,9 @@ pub enum RingFault {
         pos: u64,
     },
     /// A frame's length runs past the data end, past what was published, or
-    /// past the largest deliverable message; or a PAD frame does not end
-    /// exactly at the data end.
+    /// past the largest deliverable message, or (behind a skip) past the
+    /// head's own index a lap later; or a filler frame is malformed or out
+    /// of place.
     BadLength {
         /// The length word found.
         len: u32,
@@ -241,20 +277,33 @@ impl RingRegion {
         }
     }
 
-    /// Whether the frame slot at position `pos` carries the stamp that
-    /// publishes it: what a wait set's probe asks of a receiver's ring,
-    /// with `pos` the head as stored in shared memory. A `pos` off the frame
-    /// alignment (a scribbled head) counts as published, so the receiver
-    /// runs and reports what it finds.
+    /// Whether a frame for a consumer whose head is `pos` is published: the
+    /// stamp at `pos`, or (after a skip) the one at the next lap start. What
+    /// a wait set's probe asks of a receiver's ring, with `pos` the head as
+    /// stored in shared memory. A `pos` off the frame alignment (a
+    /// scribbled head) counts as published, so the receiver runs and
+    /// reports what it finds.
+    #[cfg_attr(loom, allow(dead_code))] // wait sets are not built under loom
     pub(crate) fn is_published(&self, pos: u64) -> bool {
         if !pos.is_multiple_of(FRAME_ALIGN) {
             return true;
         }
-        // Acquire: pairs with the producer's Release store of the stamp, as
-        // in the consumer's own check.
-        self.stamp(self.index(pos))
-            .load(crate::sync::Ordering::Acquire)
-            == commit_stamp(pos)
+        // Acquire (both): pairs with the producer's Release store of the
+        // stamp, as in the consumer's own check. No re-check of `pos` is
+        // needed for a yes/no: either way the consumer then finds a frame.
+        let idx = self.index(pos);
+        self.stamp(idx).load(crate::sync::Ordering::Acquire) == commit_stamp(pos)
+            || (idx != 0
+                && self.stamp(0).load(crate::sync::Ordering::Acquire)
+                    == commit_stamp(self.lap_start(pos)))
+    }
+
+    /// The position of the next lap's start after `pos`: where a frame that
+    /// skips the rest of `pos`'s lap goes. (`pos + cap` for a `pos` at a
+    /// lap start, which never skips.)
+    #[inline(always)]
+    pub(crate) fn lap_start(&self, pos: u64) -> u64 {
+        pos - self.index(pos) + self.cap
     }
 
     /// The stamp word of the header slot at data index `idx` (16-aligned,
@@ -290,6 +339,35 @@ impl RingRegion {
         self.each_cell(idx, len, |cell| cell.with_mut(|_| ()));
         #[cfg(not(loom))]
         let _ = (idx, len);
+    }
+
+    /// Records the caller's write of a frame's payload, `len` bytes after
+    /// the header at position `pos`, for loom; nothing in normal builds.
+    ///
+    /// In loom builds each payload granule also stores, in the model's stamp
+    /// word for that granule, the stamp a consumer one lap behind would poll
+    /// there, `commit_stamp(q - cap)`: the worst payload an honest peer can
+    /// send (real payload bytes overwrite the stamp words they cover; loom
+    /// keeps those words apart). A producer that wrote payload over the slot
+    /// such a consumer polls would then hand it a frame read from payload,
+    /// which fails the model.
+    #[inline(always)]
+    fn track_payload(&self, pos: u64, len: u64) {
+        let idx = self.index(pos) + FRAME_HEADER as u64;
+        self.track_write(idx, len);
+        #[cfg(loom)]
+        if !self.stamps.is_null() {
+            let mut q = pos + FRAME_HEADER as u64;
+            while q < pos + FRAME_HEADER as u64 + len {
+                // Relaxed: stands for plain payload bytes, published (if at
+                // all) by the frame's stamp like the rest of the payload.
+                self.stamp(self.index(q)).store(
+                    commit_stamp(q.wrapping_sub(self.cap)),
+                    crate::sync::Ordering::Relaxed,
+                );
+                q += FRAME_ALIGN;
+            }
+        }
     }
 
     /// Records a read of data `idx..idx + len` for loom; nothing in normal

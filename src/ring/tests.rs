@@ -91,21 +91,33 @@ fn fills_then_reports_full_then_drains() {
     assert!(p.is_drained());
 }
 
+/// A frame that does not fit before the data end goes to index 0 of the
+/// next lap, and nothing is written at the old tail: no PAD frame, and its
+/// stamp word holds no stamp for the consumer that will arrive there.
 #[test]
-fn wraps_with_a_pad_frame() {
+fn wraps_by_skipping_to_the_lap_start() {
     let mut r = HeapRing::new(256);
     let (mut p, mut c) = r.ends();
     push(&mut p, &[1; 100]).unwrap(); // 128-byte frame at 0
     push(&mut p, &[2; 50]).unwrap(); // 80-byte frame at 128, tail = 208
     assert_eq!(pop(&mut c).unwrap(), vec![1; 100]);
-    // 48 bytes left before the end: a 64-byte frame must wrap to index 0.
+    // 48 bytes left before the end: a 64-byte frame goes to index 0.
     push(&mut p, &[3; 40]).unwrap();
     let raw = r.data_bytes();
-    let pad_kind = u32::from_ne_bytes(raw[212..216].try_into().unwrap());
-    assert_eq!(pad_kind, KIND_PAD, "PAD header expected at index 208");
+    let stamp_208 = u64::from_ne_bytes(raw[216..224].try_into().unwrap());
+    assert_ne!(stamp_208, commit_stamp(208), "something published at 208");
+    assert_eq!(u32::from_ne_bytes(raw[0..4].try_into().unwrap()), 40);
+    let stamp_0 = u64::from_ne_bytes(raw[8..16].try_into().unwrap());
+    assert_eq!(stamp_0, commit_stamp(256));
+    // 80 + 48 skipped + 64 bytes are in flight until the consumer is at
+    // the skip point; then only the frames.
+    assert_eq!(p.in_flight(), 192);
     assert_eq!(pop(&mut c).unwrap(), vec![2; 50]);
+    assert_eq!(c.in_flight(), 64, "skipped bytes counted as in flight");
+    assert_eq!(p.in_flight(), 64);
     assert_eq!(pop(&mut c).unwrap(), vec![3; 40]);
     assert!(pop(&mut c).is_none());
+    assert!(p.is_drained());
 }
 
 #[test]
@@ -156,6 +168,7 @@ fn uncommitted_grant_publishes_nothing() {
 fn grant_prefers_tail_then_wraps_when_asked_for_more() {
     let mut r = HeapRing::new(256);
     let (mut p, mut c) = r.ends();
+    p.set_rewind_window(u64::MAX); // this is about the grant, not rewinds
     push(&mut p, &[0; 96]).unwrap(); // frame 112
     push(&mut p, &[0; 64]).unwrap(); // frame 80, tail at 192
     pop(&mut c).unwrap();
@@ -258,22 +271,44 @@ fn corrupt_indices_and_headers_poison_instead_of_panicking() {
     assert!(c.peek().is_err(), "poison is sticky");
     assert!(c.has_data(), "a poisoned end wakes its waiter");
 
-    // A stamped PAD whose frame is not stamped.
+    // A stamped filler whose frame is not stamped; a filler running to the
+    // data end (an honest one ends at a guard slot, never index 0); a
+    // filler off the granule size.
+    for (len, fault) in [
+        (48u32, RingFault::BadIndex { seen: 0, ours: 192 }),
+        (112, RingFault::BadLength { len: 112, pos: 128 }),
+        (40, RingFault::BadLength { len: 40, pos: 128 }),
+    ] {
+        let mut r = HeapRing::new(256);
+        let bytes = r.data_bytes();
+        // The filler at 128 of a consumer whose head is 128.
+        bytes[128..132].copy_from_slice(&len.to_ne_bytes());
+        bytes[132..136].copy_from_slice(&KIND_PAD.to_ne_bytes());
+        bytes[136..144].copy_from_slice(&commit_stamp(128).to_ne_bytes());
+        // Relaxed: set-up on this one thread, before the consumer exists.
+        r.ctrl.head.store(128, Relaxed);
+        r.ctrl.tail.store(128, Relaxed);
+        // SAFETY: the only consumer of this ring.
+        let mut c = unsafe { Consumer::new(r.region()).unwrap() };
+        assert_eq!(c.peek().unwrap_err(), fault, "filler of {len}");
+    }
+    // A filler behind a filler.
     let mut r = HeapRing::new(256);
     let bytes = r.data_bytes();
-    // The PAD at 128 of a consumer whose head is 128.
-    bytes[128..132].copy_from_slice(&112u32.to_ne_bytes());
-    bytes[132..136].copy_from_slice(&KIND_PAD.to_ne_bytes());
-    bytes[136..144].copy_from_slice(&commit_stamp(128).to_ne_bytes());
-    // Relaxed: set-up on this one thread, before the consumer exists.
+    for at in [128usize, 160] {
+        bytes[at..at + 4].copy_from_slice(&16u32.to_ne_bytes());
+        bytes[at + 4..at + 8].copy_from_slice(&KIND_PAD.to_ne_bytes());
+        bytes[at + 8..at + 16].copy_from_slice(&commit_stamp(at as u64).to_ne_bytes());
+    }
+    // Relaxed: as above.
     r.ctrl.head.store(128, Relaxed);
     r.ctrl.tail.store(128, Relaxed);
     // SAFETY: the only consumer of this ring.
     let mut c = unsafe { Consumer::new(r.region()).unwrap() };
-    assert!(matches!(
-        c.peek(),
-        Err(RingFault::BadIndex { ours: 256, .. })
-    ));
+    assert_eq!(
+        c.peek().unwrap_err(),
+        RingFault::BadLength { len: 16, pos: 160 }
+    );
 
     // Bad kind, bad length, bad PAD.
     for (offset, value) in [(4usize, 0xdead_beefu32), (0, 4096), (0, 200)] {
@@ -417,7 +452,7 @@ fn small_frames_rewind_once_past_the_window_when_the_ring_is_empty() {
         assert_eq!(pop(&mut c).unwrap(), msg);
     }
     assert!(
-        furthest < 4096 + 80,
+        furthest < producer::REWIND_WINDOW as usize + 80,
         "64 B frames marched to offset {furthest}"
     );
     // With 2 KiB always in flight the ring is never empty: the frames go
@@ -441,44 +476,218 @@ fn small_frames_rewind_once_past_the_window_when_the_ring_is_empty() {
     assert!(furthest > 60_000, "streaming frames rewound: {furthest}");
 }
 
-/// A forged PAD followed by a frame at index 0 that reaches into the PAD:
-/// the frame would end more than a capacity past the head (in a correct
-/// ring it always fits in the space before the PAD). Refused as
-/// `BadLength`, not handed out (found by review: it tripped a debug
-/// assertion at release).
+/// A forged skip: a frame at the next lap start that is larger than the
+/// head's index. Its end would lie more than a capacity past the head (an
+/// honest skip frame ends by the guard slot at `head + cap`), so it is
+/// refused as `BadLength`, as is a filler there; one that fits is taken.
 #[test]
-fn a_frame_behind_a_pad_must_fit_before_the_pad() {
+fn a_frame_at_the_lap_start_must_end_by_the_head_index() {
     let mut r = HeapRing::new(256);
     let (mut p, mut c) = r.ends();
     push(&mut p, &[]).unwrap();
     assert_eq!(pop(&mut c), Some(vec![]));
+    // Head at 16. A frame at index 0 (position 256) of the largest
+    // payload: 128 bytes, more than the 16 before the head's index.
     let d = r.data_bytes();
-    // A PAD at index 16 (the head), running to the end of the data.
-    d[16..20].copy_from_slice(&(256u32 - 32).to_ne_bytes());
-    d[20..24].copy_from_slice(&KIND_PAD.to_ne_bytes());
-    d[24..32].copy_from_slice(&commit_stamp(16).to_ne_bytes());
-    // A frame at index 0 (position 256) of the largest payload: 128 bytes,
-    // more than the 16 before the PAD.
     d[0..4].copy_from_slice(&112u32.to_ne_bytes());
     d[4..8].copy_from_slice(&KIND_MSG.to_ne_bytes());
     d[8..16].copy_from_slice(&commit_stamp(256).to_ne_bytes());
-    assert!(matches!(
-        c.peek(),
-        Err(RingFault::BadLength { len: 112, .. })
-    ));
-    // A frame that fits before the PAD is accepted.
+    assert_eq!(
+        c.peek().unwrap_err(),
+        RingFault::BadLength { len: 112, pos: 256 }
+    );
+    // A filler at the lap start.
     let mut r = HeapRing::new(256);
     let (mut p, mut c) = r.ends();
     push(&mut p, &[0; 32]).unwrap();
     assert_eq!(pop(&mut c), Some(vec![0; 32]));
     let d = r.data_bytes();
-    d[48..52].copy_from_slice(&(256u32 - 64).to_ne_bytes());
-    d[52..56].copy_from_slice(&KIND_PAD.to_ne_bytes());
-    d[56..64].copy_from_slice(&commit_stamp(48).to_ne_bytes());
-    d[0..4].copy_from_slice(&16u32.to_ne_bytes());
+    d[0..4].copy_from_slice(&0u32.to_ne_bytes());
+    d[4..8].copy_from_slice(&KIND_PAD.to_ne_bytes());
+    d[8..16].copy_from_slice(&commit_stamp(256).to_ne_bytes());
+    assert_eq!(
+        c.peek().unwrap_err(),
+        RingFault::BadLength { len: 0, pos: 256 }
+    );
+    // A frame that fits before the head's index (48) is accepted.
+    let mut r = HeapRing::new(256);
+    let (mut p, mut c) = r.ends();
+    push(&mut p, &[0; 32]).unwrap();
+    assert_eq!(pop(&mut c), Some(vec![0; 32]));
+    let d = r.data_bytes();
+    d[0..4].copy_from_slice(&32u32.to_ne_bytes());
     d[4..8].copy_from_slice(&KIND_MSG.to_ne_bytes());
     d[8..16].copy_from_slice(&commit_stamp(256).to_ne_bytes());
     let f = c.peek().unwrap().expect("a frame that fits");
-    assert_eq!(f.len, 16);
+    assert_eq!(f.len, 32);
     c.release(f);
+}
+
+/// After any history, an empty ring takes as many frames as a fresh one:
+/// a rewind gives the bytes it skips back at once. (Before: a rewind's
+/// PAD held them until the consumer read the frame behind it, so a 64 KiB
+/// ring that had just rewound took 52 64-byte messages instead of 819.)
+#[test]
+fn an_empty_ring_takes_as_many_frames_whatever_its_history() {
+    fn fill(p: &mut Producer, msg: &[u8]) -> usize {
+        let mut n = 0;
+        while push(p, msg).is_ok() {
+            n += 1;
+        }
+        n
+    }
+    for (cap, msg) in [
+        (1usize << 16, &[7u8; 64][..]),
+        (1024, &[][..]),
+        (4096, &[1; 200][..]),
+    ] {
+        let fresh = fill(&mut HeapRing::new(cap).ends().0, msg);
+        for exchanges in 0..(2 * cap / frame_size(msg.len() as u64) as usize).min(300) {
+            let mut r = HeapRing::new(cap);
+            let (mut p, mut c) = r.ends();
+            for _ in 0..exchanges {
+                push(&mut p, msg).unwrap();
+                assert_eq!(pop(&mut c).as_deref(), Some(msg));
+            }
+            let n = fill(&mut p, msg);
+            // A fresh ring loses the end of the data at its first wrap; a
+            // ring after exchanges may lose up to one frame more, to a
+            // filler in front of the guard slot (or the wrap itself).
+            assert!(
+                n + 1 >= fresh,
+                "cap {cap}, {} B messages, after {exchanges} exchanges: {n} fit, {fresh} in a fresh ring",
+                msg.len()
+            );
+            for _ in 0..n {
+                assert_eq!(pop(&mut c).as_deref(), Some(msg));
+            }
+            assert!(pop(&mut c).is_none());
+        }
+    }
+}
+
+/// While the consumer sits at a skip point, the producer fills the next
+/// lap; the slot at the skip point's index in that lap is where the
+/// consumer polls. It must hold a frame start, never payload: here every
+/// payload granule reads like a published empty frame at the skip point,
+/// so payload over that slot would be taken for a frame (found by design:
+/// the guard slot).
+#[test]
+fn payload_never_lands_where_a_consumer_at_a_skip_point_polls() {
+    for window in [64u64, 96, 160] {
+        let mut r = HeapRing::new(256);
+        let (mut p, mut c) = r.ends();
+        p.set_rewind_window(window);
+        // March the tail to the window (empty frames), draining.
+        while p.region().index(p.tail_and_skip().0) < window {
+            push(&mut p, &[]).unwrap();
+            assert_eq!(pop(&mut c), Some(vec![]));
+        }
+        let skip = p.tail_and_skip().0;
+        let lure = |at: u64| {
+            let mut g = [0u8; 16];
+            g[4..8].copy_from_slice(&KIND_MSG.to_ne_bytes());
+            g[8..16].copy_from_slice(&commit_stamp(at).to_ne_bytes());
+            g
+        };
+        // Payloads of 3 granules, each the lure: the first one rewinds
+        // (skip), the next ones fill the lap while the consumer is still
+        // at the skip point (it has not looked yet).
+        let msg: Vec<u8> = (0..3).flat_map(|_| lure(skip)).collect();
+        let mut sent = 0;
+        while push(&mut p, &msg).is_ok() {
+            sent += 1;
+            assert_eq!(p.tail_and_skip().1, Some(skip), "no skip pending");
+        }
+        assert!(sent >= 256 / 64 - 1, "window {window}: only {sent} fit");
+        for i in 0..sent {
+            assert_eq!(
+                pop(&mut c).as_deref(),
+                Some(&msg[..]),
+                "window {window}, message {i}"
+            );
+        }
+        assert!(pop(&mut c).is_none());
+    }
+}
+
+/// The lap start's stamp may belong to a frame published after the one at
+/// the consumer's head: the head's frame comes first.
+#[test]
+fn a_published_head_frame_comes_before_the_lap_start() {
+    let mut r = HeapRing::new(256);
+    let (mut p, mut c) = r.ends();
+    push(&mut p, &[0; 48]).unwrap();
+    assert_eq!(pop(&mut c), Some(vec![0; 48]));
+    // Head 64; frames at 64..208 (three of 32 B payload), then, skipping
+    // from 208, at 256.
+    for i in 1..=3u8 {
+        push(&mut p, &[i; 32]).unwrap();
+    }
+    push(&mut p, &[9; 40]).unwrap();
+    assert_eq!(p.tail_and_skip(), (320, Some(208)));
+    for i in 1..=3u8 {
+        assert_eq!(pop(&mut c), Some(vec![i; 32]));
+    }
+    assert_eq!(pop(&mut c), Some(vec![9; 40]));
+    assert!(pop(&mut c).is_none());
+}
+
+/// The model-queue test with skips, guard slots and fillers all the time
+/// (rewind windows down to one granule) and payload that lies in wait: each
+/// 16-byte granule reads like a published empty frame, for the position a
+/// lap before, a lap after or two laps after its own: the ways payload
+/// could pass for a stamp (a consumer one lap behind at a skip point; a
+/// consumer a lap or, past bytes skipped in between, two laps later
+/// finding stale payload where the next-slot clear was missed).
+#[test]
+fn randomized_with_rewinds_and_lures() {
+    let mut rng = Rng(0x2545_f491_4f6c_dd1d);
+    for round in 0..300 {
+        let cap = 64usize << rng.below(6); // 64 B ..= 2 KiB
+        let mut r = HeapRing::new(cap);
+        let base = r.data.as_ptr() as u64;
+        let (mut p, mut c) = r.ends();
+        p.set_rewind_window(16 * (1 + rng.below(cap as u64 / 16)));
+        let max = p.region().max_payload();
+        let mut model: VecDeque<Vec<u8>> = VecDeque::new();
+        for _ in 0..2000 {
+            if rng.below(100) < 55 {
+                let len = 16 * rng.below(max as u64 / 16 + 1) as usize;
+                let Ok(g) = p.reserve(len, 0) else {
+                    assert!(!model.is_empty(), "round {round}: full while empty");
+                    continue;
+                };
+                // The frame's position: the first at or after the tail with
+                // the grant's index.
+                let (tail, _) = p.tail_and_skip();
+                let idx = g.payload as u64 - base - 16;
+                let pos = tail + (idx.wrapping_sub(tail) & (cap as u64 - 1));
+                let laps = rng.below(3);
+                let msg: Vec<u8> = (0..len as u64 / 16)
+                    .flat_map(|k| {
+                        let q = pos + 16 + 16 * k;
+                        let at = match laps {
+                            0 => q.wrapping_sub(cap as u64),
+                            n => q + n * cap as u64,
+                        };
+                        let mut granule = [0u8; 16];
+                        granule[4..8].copy_from_slice(&KIND_MSG.to_ne_bytes());
+                        granule[8..16].copy_from_slice(&commit_stamp(at).to_ne_bytes());
+                        granule
+                    })
+                    .collect();
+                // SAFETY: the grant covers at least `len` writable bytes.
+                unsafe { std::ptr::copy_nonoverlapping(msg.as_ptr(), g.payload, len) };
+                p.commit(g, len);
+                model.push_back(msg);
+            } else {
+                assert_eq!(pop(&mut c), model.pop_front(), "round {round}");
+            }
+        }
+        while let Some(m) = model.pop_front() {
+            assert_eq!(pop(&mut c).unwrap(), m, "round {round}");
+        }
+        assert!(pop(&mut c).is_none());
+    }
 }
