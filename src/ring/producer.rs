@@ -17,7 +17,7 @@ const REWIND_MIN: u64 = 4096;
 /// "Where the time goes"). Costs one load of the consumer's head per
 /// window; a rewind takes no capacity (the skipped bytes are free at once,
 /// see [`Producer::skip`]).
-pub(crate) const REWIND_WINDOW: u64 = 4096;
+pub(crate) const REWIND_WINDOW: u64 = 192;
 
 /// The producer end. Owns the tail; reads the head only when the ring looks
 /// full (cached head).
