@@ -21,8 +21,10 @@ use crate::sync::{AtomicU32, AtomicU64};
 
 /// "REMORA" + layout generation, little-endian: the first 8 bytes of a segment.
 pub(crate) const MAGIC: u64 = u64::from_le_bytes(*b"REMORA\x00\x01");
-/// Bumped whenever any struct in this file changes.
-pub(crate) const LAYOUT_VERSION: u32 = 3;
+/// Bumped whenever any struct in this file, or the ring protocol over
+/// them, changes: 4 is the skip rewind (no PAD at the data end), which a
+/// version-3 consumer would wait at for good.
+pub(crate) const LAYOUT_VERSION: u32 = 4;
 /// Value of [`SegmentHeader::init`] once the creator finished writing.
 pub(crate) const INIT_READY: u32 = 0x5245_4459; // "REDY"
 /// Most channels one segment can hold.

@@ -835,8 +835,8 @@ fn root_a_sweep_in_another_pid_namespace_spares_live_objects() {
 }
 
 /// The sweep takes only segments whose creators promise a lock: a live
-/// segment of an older remora (no lock) is left alone; an unlocked current
-/// one is swept.
+/// segment of an older remora (no lock) is left alone; an unlocked one of
+/// a locking version (3, the first; 4, the current) is swept.
 #[test]
 fn the_sweep_leaves_older_versions_alone() {
     let _s = serial();
@@ -850,14 +850,21 @@ fn the_sweep_leaves_older_versions_alone() {
     let sweep = || drop(Segment::create(&[ChannelConfig::new("c")]).unwrap());
     sweep();
     let survived = std::path::Path::new(&shm_file).exists();
-    // Now make it look current: unlocked, hence abandoned.
-    header[8..12].copy_from_slice(&3u32.to_le_bytes()); // the current layout version
-    std::fs::write(&shm_file, &header).unwrap();
-    sweep();
-    let swept = !std::path::Path::new(&shm_file).exists();
+    // Now make it a locking version: unlocked, hence abandoned.
+    let mut swept = Vec::new();
+    for version in [3u32, 4] {
+        header[8..12].copy_from_slice(&version.to_le_bytes());
+        std::fs::write(&shm_file, &header).unwrap();
+        sweep();
+        swept.push(!std::path::Path::new(&shm_file).exists());
+    }
     let _ = std::fs::remove_file(&shm_file);
     assert!(survived, "an older version's segment was swept");
-    assert!(swept, "an abandoned current segment was not swept");
+    assert_eq!(
+        swept,
+        [true, true],
+        "an abandoned version 3 / 4 segment was not swept"
+    );
 }
 
 /// Creates a segment (which sweeps first), then exits.

@@ -26,9 +26,13 @@ pub(super) fn create_locked() -> Result<(String, OwnedFd), OpenError> {
     .map_err(OpenError::io("shm_open"))
 }
 
+/// The first layout version whose creators hold a lock on their segment.
+const FIRST_LOCKED_LAYOUT: u32 = 3;
+
 /// Shared-memory segments for the stale sweep: `/dev/shm/remora-<pid>-<32
-/// hex digits>`, swept when of layout version [`LAYOUT_VERSION`] (the first
-/// whose creators hold a lock) and unlocked.
+/// hex digits>`, swept when of a layout version from
+/// [`FIRST_LOCKED_LAYOUT`] to [`LAYOUT_VERSION`] (older creators held no
+/// lock; newer ones are unknown) and unlocked.
 pub(super) struct StaleSegment;
 
 impl stale::Stale for StaleSegment {
@@ -53,7 +57,8 @@ impl stale::Stale for StaleSegment {
         let read = fd::pread(object.as_fd(), &mut head, 0).unwrap_or(0);
         read == head.len()
             && u64::from_le_bytes(head[..8].try_into().expect("8 bytes")) == MAGIC
-            && u32::from_le_bytes(head[8..].try_into().expect("4 bytes")) == LAYOUT_VERSION
+            && (FIRST_LOCKED_LAYOUT..=LAYOUT_VERSION)
+                .contains(&u32::from_le_bytes(head[8..].try_into().expect("4 bytes")))
     }
 
     fn remove(_dir: &Path, name: &str, _object: &OwnedFd) {
