@@ -281,9 +281,10 @@ impl RawReceiver {
     /// * Shared memory: the ring bytes in use, counted as for
     ///   [`RawSender::len`](crate::RawSender::len) (a 16-byte header per
     ///   message, lengths rounded up to 16, bytes skipped at the ring's
-    ///   end). No system call: one load of the sender's index, which is
+    ///   end). No system call: a load of the sender's index, which is
     ///   validated (a garbage value is ignored here and reported by the
-    ///   next receive as [`RecvError::Corrupted`]).
+    ///   next receive as [`RecvError::Corrupted`]), and at a skip point up
+    ///   to three loads of frame stamps.
     /// * FIFOs: the bytes still in the pipe (`ioctl(FIONREAD)`, one system
     ///   call) plus those already read into this end's buffer, less the
     ///   peer's handshake frame while it is unread. A frame the sender has

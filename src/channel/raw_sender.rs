@@ -119,8 +119,10 @@ impl RawSender {
     ///
     /// * Shared memory: the ring bytes in use. Each message takes a 16-byte
     ///   frame header plus its length rounded up to 16 (a 5-byte message
-    ///   counts 32), and a message that did not fit before the ring's end
-    ///   also holds the skipped bytes there. A frame counts until the
+    ///   counts 32). A message that went back to the ring's start (it did
+    ///   not fit before the ring's end, or the ring rewound) also counts
+    ///   the bytes it skipped there until the receiver has taken every
+    ///   message before them. A frame counts until the
     ///   receiver releases it: when it receives it (the default
     ///   [`ReceiveMode::Copy`](crate::ReceiveMode::Copy)) or when it drops
     ///   the message (`InPlace`). No system call: one load of the
