@@ -267,8 +267,9 @@ impl Scribbler {
 
     /// Frames published but not yet consumed in ring `dir`, as
     /// `(position, payload length)`, found by walking the headers from head
-    /// to tail as a consumer would. Bounded, and stops at anything
-    /// implausible: earlier scribbles may have broken the chain.
+    /// to tail as a consumer would (over fillers, and from a skip to the
+    /// next lap's start). Bounded, and stops at anything implausible:
+    /// earlier scribbles may have broken the chain.
     fn frames(&self, dir: usize) -> Vec<(u64, u64)> {
         let (ctrl, cap) = self.rings[dir];
         let cap = cap as u64;
@@ -277,11 +278,24 @@ impl Scribbler {
         let tail = self.u64_at(ctrl + TAIL_AT).load(Ordering::Relaxed);
         let mut found = Vec::new();
         let mut pos = head;
-        while pos < tail && tail - head <= cap && pos.is_multiple_of(16) && found.len() < 64 {
+        let stamp = |idx: usize| self.u64_at(data + idx + 8).load(Ordering::Relaxed);
+        let mut steps = 0;
+        while pos < tail && pos.is_multiple_of(16) && found.len() < 64 && steps < 4096 {
+            steps += 1;
             let idx = (pos & (cap - 1)) as usize;
+            if stamp(idx) != !pos {
+                // A skip: the frames go on at the next lap's start.
+                let lap = pos - idx as u64 + cap;
+                if idx != 0 && lap < tail && stamp(0) == !lap {
+                    pos = lap;
+                    continue;
+                }
+                break;
+            }
             let len = u64::from(self.u32_at(data + idx).load(Ordering::Relaxed));
             match self.u32_at(data + idx + 4).load(Ordering::Relaxed) {
-                KIND_PAD => pos += cap - idx as u64,
+                // A filler in front of a frame.
+                KIND_PAD if frame_size(len) < cap - idx as u64 => pos += frame_size(len),
                 KIND_MSG if frame_size(len) <= cap - idx as u64 => {
                     found.push((pos, len));
                     pos += frame_size(len);
@@ -359,7 +373,7 @@ impl Scribbler {
         let r = &mut self.rng;
         let (len, kind) = match r.below(6) {
             0 => (r.below(64), KIND_MSG),                           // shorter
-            1 => (to_end - 16, KIND_PAD),                           // a well-formed PAD
+            1 => (to_end - 16, KIND_PAD),                           // a PAD to the end (refused)
             2 => (cap as u64 / 2 - 32 + 16 * r.below(3), KIND_MSG), // about the max
             3 => (r.next_u64() & 0xffff_ffff, KIND_MSG),            // anything
             4 => (r.below(cap as u64), r.next_u64() as u32),        // unknown kind
