@@ -28,7 +28,7 @@ fn fill(tx: &mut RawSender, msg: &[u8]) -> usize {
 /// the requester fills the ring; it must take as many messages as a fresh
 /// ring (in these geometries no filler frame is ever needed, so exactly as
 /// many), and they all arrive.
-fn whole_ring_after_exchanges(capacity: usize, len: usize, most_exchanges: usize) {
+fn whole_ring_after_exchanges(capacity: usize, len: usize, most_exchanges: usize, whole: usize) {
     let msg = vec![0x5a; len];
     let mut fresh = None;
     for exchanges in 0..=most_exchanges {
@@ -45,6 +45,7 @@ fn whole_ring_after_exchanges(capacity: usize, len: usize, most_exchanges: usize
         assert_eq!(tx.len(), 0);
         let sent = fill(&mut tx, &msg);
         let fresh = *fresh.get_or_insert(sent);
+        assert_eq!(fresh, whole, "a fresh {capacity}-byte ring");
         assert_eq!(
             sent, fresh,
             "{capacity}-byte ring, {len}-byte messages, after {exchanges} exchanges: \
@@ -61,17 +62,17 @@ fn whole_ring_after_exchanges(capacity: usize, len: usize, most_exchanges: usize
 /// run after 52 exchanges (the first to rewind with a 4 KiB window) took 52.
 #[test]
 fn a_64k_ring_takes_819_messages_of_64_bytes_after_any_exchange() {
-    whole_ring_after_exchanges(1 << 16, 64, 120);
+    whole_ring_after_exchanges(1 << 16, 64, 120, 819);
 }
 
 /// 1 KiB, empty messages: a whole ring (64 frames) after any exchange.
 #[test]
 fn a_1k_ring_is_filled_whole_after_any_exchange() {
-    whole_ring_after_exchanges(1024, 0, 80);
+    whole_ring_after_exchanges(1024, 0, 80, 64);
 }
 
 /// 4 KiB, 200-byte messages (224-byte frames, 18 fit).
 #[test]
 fn a_4k_ring_takes_18_messages_of_200_bytes_after_any_exchange() {
-    whole_ring_after_exchanges(4096, 200, 40);
+    whole_ring_after_exchanges(4096, 200, 40, 18);
 }

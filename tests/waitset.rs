@@ -150,6 +150,35 @@ fn level_reports_until_drained_then_disconnect_once() {
     assert!(set.remove(a) && set.remove(b) && set.is_empty());
 }
 
+/// A sender whose ring has a quarter free is `Writable`, whatever the
+/// ring's history: after each request/reply exchange, one message sent and
+/// not yet received (on a 1 KiB ring, 64 B messages rewind to the ring's
+/// start every few exchanges; the bytes the rewind skipped are free, as
+/// the sender counts them, and must not withhold the event).
+#[test]
+fn writable_after_any_number_of_exchanges() {
+    let _s = serial();
+    let _w = Watchdog::new("waitset writable after rewinds", Duration::from_secs(60));
+    let parent = Segment::create(&[ChannelConfig::new("c").capacity(1024)]).unwrap();
+    let child = Segment::open(parent.name()).unwrap();
+    let (mut tx, _) = parent.raw_channel("c").unwrap();
+    let (_, mut rx) = child.raw_channel("c").unwrap();
+    for k in 0..40 {
+        tx.send(&[k as u8; 64]).unwrap();
+        let mut set = WaitSet::new();
+        let w = set.add(&tx).unwrap();
+        let ev = set.try_wait();
+        assert_eq!(
+            ev.map(|e| (e.key(), e.kind())),
+            Ok((w, EventKind::Writable)),
+            "after {k} exchanges, {} bytes in flight",
+            tx.len()
+        );
+        drop(set);
+        drop(rx.recv().unwrap());
+    }
+}
+
 #[test]
 fn mixed_typed_raw_senders_and_runtime_add_remove() {
     let _s = serial();

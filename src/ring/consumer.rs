@@ -42,7 +42,10 @@ impl Consumer {
             head,
             fault: None,
         };
-        if !head.is_multiple_of(FRAME_ALIGN) {
+        // A head so close to the end of the position space that a skip
+        // from it would wrap is no honest one (2^64 bytes never pass).
+        let cap = c.region.capacity();
+        if !head.is_multiple_of(FRAME_ALIGN) || head > u64::MAX - 2 * cap {
             return Err(c.poison(RingFault::BadIndex {
                 seen: head,
                 ours: head,
@@ -60,7 +63,6 @@ impl Consumer {
         // More than a capacity in flight only after a skip from the head
         // (see `Producer::skip`): then no more than a capacity from the lap
         // start on.
-        let cap = c.region.capacity();
         if tail - head > cap && (c.region.index(head) == 0 || tail - c.region.lap_start(head) > cap)
         {
             return Err(c.poison(RingFault::Overfull {

@@ -298,12 +298,30 @@ impl RingRegion {
                     == commit_stamp(self.lap_start(pos)))
     }
 
+    /// Where a consumer whose head is `head` takes its next frame from, as
+    /// its producer counts room: the next lap start after a skip from
+    /// `head` (no stamp at `head`, the lap start's there), else `head`.
+    /// What a wait set's probe of a sender uses, with `head` as stored in
+    /// shared memory (a scribbled one only makes the count garbage).
+    #[cfg_attr(loom, allow(dead_code))] // wait sets are not built under loom
+    pub(crate) fn room_base(&self, head: u64) -> u64 {
+        let idx = self.index(head);
+        let lap = self.lap_start(head);
+        // Acquire (both): as in `is_published`.
+        let skipped = head.is_multiple_of(FRAME_ALIGN)
+            && idx != 0
+            && self.stamp(idx).load(crate::sync::Ordering::Acquire) != commit_stamp(head)
+            && self.stamp(0).load(crate::sync::Ordering::Acquire) == commit_stamp(lap);
+        if skipped { lap } else { head }
+    }
+
     /// The position of the next lap's start after `pos`: where a frame that
     /// skips the rest of `pos`'s lap goes. (`pos + cap` for a `pos` at a
-    /// lap start, which never skips.)
+    /// lap start, which never skips.) Wrapping: `pos` may be a position the
+    /// peer wrote.
     #[inline(always)]
     pub(crate) fn lap_start(&self, pos: u64) -> u64 {
-        pos - self.index(pos) + self.cap
+        pos.wrapping_sub(self.index(pos)).wrapping_add(self.cap)
     }
 
     /// The stamp word of the header slot at data index `idx` (16-aligned,

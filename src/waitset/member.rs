@@ -177,11 +177,13 @@ impl Member {
                 let head = c.head.load(Ordering::Acquire);
                 let tail = c.tail.load(Ordering::Acquire);
                 // At least a quarter of the ring free, the blocking
-                // sender's refill batch: room worth waking for. A scribbled
-                // head makes this garbage, which only decides whether to
-                // report.
+                // sender's refill batch: room worth waking for, counted as
+                // the sender does (bytes a skip passed over are free). A
+                // scribbled head makes this garbage, which only decides
+                // whether to report.
                 let cap = w.region.capacity();
-                let room = cap - tail.wrapping_sub(head).min(cap) >= cap / 4;
+                let in_flight = tail.wrapping_sub(w.region.room_base(head));
+                let room = cap - in_flight.min(cap) >= cap / 4;
                 (room && fresh(&mut self.last, tail, head)).then_some(EventKind::Writable)
             }
             Probe::Exit(fd) => {
