@@ -254,9 +254,8 @@ impl Peer {
             size: size as u64,
             rounds,
         });
-        let mut chunk = [0; super::CHUNK];
         timed(total, warmup, |k| {
-            super::send_filled(&mut self.raw_tx, size, ping_seed(k), &mut chunk);
+            super::send_filled(&mut self.raw_tx, size, ping_seed(k));
             let reply = self.raw_rx.recv().expect("raw recv");
             verify(&reply, pong_seed(k)).expect("corrupt raw pong");
         })
@@ -398,7 +397,6 @@ pub fn child() {
     server.set_wait_strategy(WaitStrategy::Spin);
     ctl.set_wait_strategy(WaitStrategy::Block);
     let mut data = Vec::new();
-    let mut chunk = [0; super::CHUNK];
     loop {
         let cmd = ctl.recv_timeout(Duration::from_secs(300)).expect("control");
         match &*cmd {
@@ -409,7 +407,7 @@ pub fn child() {
                     let ping = raw_rx.recv().expect("raw recv");
                     verify(&ping, ping_seed(k)).expect("corrupt raw ping");
                     drop(ping);
-                    super::send_filled(&mut raw_tx, size, pong_seed(k), &mut chunk);
+                    super::send_filled(&mut raw_tx, size, pong_seed(k));
                 }
             }
             ArchivedCtl::Typed { size, rounds } => {

@@ -54,6 +54,37 @@ impl Slot<'_> {
         self.len == 0
     }
 
+    /// The start of the slot's [`len`](Slot::len) bytes, for a writer
+    /// that produces a large message straight into the ring instead of
+    /// copying it in from a buffer of its own ([`Slot::write_at`]).
+    ///
+    /// Writing through it is `unsafe`: stay within `len` bytes, and only
+    /// while the slot lives (inside `send_in_place`'s closure). The bytes
+    /// lie in memory the peer process maps too: write through the raw
+    /// pointer (`ptr::write_unaligned`, `ptr::copy_nonoverlapping`), never
+    /// turn it into a `&mut [u8]`, which would promise Rust that no one
+    /// else can touch them.
+    ///
+    /// ```
+    /// # let parent = remora::Segment::create(&[remora::ChannelConfig::new("c").capacity(4096)])?;
+    /// # let child = remora::Segment::open(parent.name())?;
+    /// # let (mut tx, _) = parent.raw_channel("c")?;
+    /// # let (_, mut rx) = child.raw_channel("c")?;
+    /// tx.send_in_place(64, |slot| {
+    ///     let p = slot.as_mut_ptr();
+    ///     for i in 0..8u64 {
+    ///         // SAFETY: word `i` lies within the slot's 64 bytes, and the
+    ///         // slot lives for this closure.
+    ///         unsafe { p.add(8 * i as usize).cast::<u64>().write_unaligned(i.to_le()) };
+    ///     }
+    /// })?;
+    /// assert_eq!(rx.recv()?[8], 1);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn as_mut_ptr(&mut self) -> *mut u8 {
+        self.ptr
+    }
+
     /// Copies `bytes` to `offset`.
     ///
     /// # Panics
