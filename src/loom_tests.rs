@@ -174,17 +174,22 @@ fn loom_doorbell_wakes_on_a_skip() {
             assert!(push(&mut p, MESSAGES[2]));
             s2.ctrl.data_bell.ring_with(|| &s2.bell);
         });
-        let waited = wait::wait(
-            WaitStrategy::Block,
-            &shared.ctrl.data_bell,
-            MonoTime::NEVER,
-            || c.has_data(),
-            &Immortal,
-        );
-        assert_eq!(waited, Waited::Ready);
+        block_until_data(&shared, &mut c);
         assert_eq!(pop(&mut c).as_deref(), Some(MESSAGES[2]));
         producer.join().unwrap();
     });
+}
+
+/// Blocks on the data doorbell until `c` has a frame; it must end `Ready`.
+fn block_until_data(shared: &Shared, c: &mut Consumer) {
+    let waited = wait::wait(
+        WaitStrategy::Block,
+        &shared.ctrl.data_bell,
+        MonoTime::NEVER,
+        || c.has_data(),
+        &Immortal,
+    );
+    assert_eq!(waited, Waited::Ready);
 }
 
 /// A peer that never dies: the models check the doorbell alone.
@@ -217,14 +222,7 @@ fn loom_doorbell_no_lost_wakeup() {
         });
         // SAFETY: the only consumer.
         let mut c = unsafe { Consumer::new(shared.region()).unwrap() };
-        let waited = wait::wait(
-            WaitStrategy::Block,
-            &shared.ctrl.data_bell,
-            MonoTime::NEVER,
-            || c.has_data(),
-            &Immortal,
-        );
-        assert_eq!(waited, Waited::Ready);
+        block_until_data(&shared, &mut c);
         assert_eq!(pop(&mut c), Some(vec![9]));
         producer.join().unwrap();
     });
