@@ -78,8 +78,8 @@ impl HandOver {
     }
 
     /// Child side: the ends, from the message on `sock` (the inherited
-    /// control socketpair) if given, else through the parent's `/proc`;
-    /// then the claim. One try per process: later ones are
+    /// control socketpair) if given, else through the parent's `/proc`,
+    /// and the claim. One try per process: later ones are
     /// `AlreadyClaimed`.
     pub(super) fn take(&self, sock: Option<BorrowedFd<'_>>) -> Result<Vec<OwnedFd>, OpenError> {
         // AcqRel: exactly one caller in the process sees `false` and
@@ -87,17 +87,16 @@ impl HandOver {
         if TRIED.swap(true, Ordering::AcqRel) {
             return Err(OpenError::AlreadyClaimed);
         }
-        let fds = match sock {
-            Some(sock) => self.receive(sock)?,
-            None => self.open_in_proc()?,
-        };
-        claim(&fds[0])
-            .then_some(fds)
-            .ok_or(OpenError::AlreadyClaimed)
+        match sock {
+            Some(sock) => self.receive(sock),
+            None => self.open_in_proc(),
+        }
     }
 
-    /// The message the parent queued on `sock` before the spawn. It is
-    /// received once, by one process: nothing there is `AlreadyClaimed`.
+    /// The message the parent queued on `sock` before the spawn, and the
+    /// claim. It is received once, by one process: nothing there is
+    /// `AlreadyClaimed` (as is a claim pipe already drained: a `/proc`
+    /// taker came first).
     /// It comes from the parent's end of a socketpair nobody else holds,
     /// so its ends are not checked against the variable (`/proc`'s are).
     fn receive(&self, sock: BorrowedFd<'_>) -> Result<Vec<OwnedFd>, OpenError> {
@@ -110,16 +109,19 @@ impl HandOver {
             }
             Err(e) => return Err(OpenError::io("recvmsg")(e)),
         };
-        let fds = (got.fds.into_iter().map(pipe::above_stdio))
-            .collect::<io::Result<Vec<_>>>()
-            .map_err(OpenError::io("fcntl"))?;
-        let whole = !got.truncated && !got.control_truncated && &buf[..got.len] == TAG;
-        if whole && fds.len() == self.ends.len() {
-            return Ok(fds);
+        // The message came, so its first end is the claim pipe's, and with
+        // it in hand we hold every end: claim now, whatever follows (a
+        // failure below still ends the hand-over, so the parent sees us
+        // hang up).
+        if got.fds.first().is_some_and(|first| !claim(first)) {
+            return Err(OpenError::AlreadyClaimed);
         }
-        // The message came, so the first end is the claim pipe's: end the
-        // hand-over (e.g. out of descriptors, `MSG_CTRUNC`), as below.
-        fds.first().map(claim);
+        let whole = !got.truncated && !got.control_truncated && &buf[..got.len] == TAG;
+        if whole && got.fds.len() == self.ends.len() {
+            return (got.fds.into_iter().map(pipe::above_stdio))
+                .collect::<io::Result<Vec<_>>>()
+                .map_err(OpenError::io("fcntl"));
+        }
         let why = match got.control_truncated {
             true => "the hand-over message came cut short (out of descriptors?)",
             false => "the hand-over message is not the one described",
@@ -131,9 +133,10 @@ impl HandOver {
     }
 
     /// The parent's kept copies, as `/proc/<parent>/fd/<n>`, each checked
-    /// against the variable. On a failure after the claim end is open, the
-    /// claim byte is read all the same: the hand-over is over, the parent
-    /// drops its copies and sees this process hang up.
+    /// against the variable, then the claim (last: only a process that
+    /// holds every end may end the hand-over). On a failure after the claim
+    /// end is open, the claim byte is read all the same: the hand-over is
+    /// over, the parent drops its copies and sees this process hang up.
     fn open_in_proc(&self) -> Result<Vec<OwnedFd>, OpenError> {
         // The claim end, then per channel our write and our read end.
         let access = [libc::O_RDONLY].into_iter();
@@ -146,12 +149,16 @@ impl HandOver {
             match taken.and_then(|fd| pipe::above_stdio(fd).map_err(OpenError::io("fcntl"))) {
                 Ok(fd) => fds.push(fd),
                 Err(e) => {
-                    fds.first().map(claim);
+                    if let Some(first) = fds.first() {
+                        claim(first);
+                    }
                     return Err(e);
                 }
             }
         }
-        Ok(fds)
+        claim(&fds[0])
+            .then_some(fds)
+            .ok_or(OpenError::AlreadyClaimed)
     }
 }
 
