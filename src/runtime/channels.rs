@@ -284,6 +284,16 @@ impl RuntimeChannels {
         }
     }
 
+    /// [`RuntimeChannels::accept`] without waiting: `Ok(None)` when the
+    /// peer has opened nothing (the `try_accept_channel` of every user).
+    pub(crate) fn try_accept(&self) -> Result<Option<OpenedChannel>, ServiceError> {
+        match self.accept(Some(Instant::now())) {
+            Ok(opened) => Ok(Some(opened)),
+            Err(ServiceError::Timeout) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
     /// Waits until `deadline` for the peer to open a channel, checks and
     /// claims it; refused requests are answered and the wait goes on.
     pub(crate) fn accept(&self, deadline: Option<Instant>) -> Result<OpenedChannel, ServiceError> {

@@ -2,7 +2,7 @@
 //! credentials, and the same channel API as a [`Segment`].
 
 use std::os::fd::OwnedFd;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use super::{OpenedChannel, ServiceError};
 use crate::channel::{RawReceiver, RawSender, ReceiveMode, Receiver, Sender};
@@ -320,11 +320,7 @@ impl ServiceConnection {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn try_accept_channel(&self) -> Result<Option<OpenedChannel>, ServiceError> {
-        match self.runtime.accept(Some(Instant::now())) {
-            Ok(opened) => Ok(Some(opened)),
-            Err(ServiceError::Timeout) => Ok(None),
-            Err(e) => Err(e),
-        }
+        self.runtime.try_accept()
     }
 
     /// [`ServiceConnection::accept_channel`] giving up after `timeout` with

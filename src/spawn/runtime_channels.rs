@@ -15,24 +15,13 @@
 //! calls here (the control socket's waiters poll the peer process, not
 //! only its socket, which another process may hold a copy of).
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use super::{Child, Connection};
 use crate::channel::{RawReceiver, RawSender, Receiver, Sender};
 use crate::codec::{Decode, Encode};
 use crate::config::ChannelConfig;
 use crate::runtime::{OpenedChannel, ServiceError, deadline_after};
-
-/// `Ok(None)` for a `try_` form that found nothing.
-fn none_on_timeout(
-    r: Result<OpenedChannel, ServiceError>,
-) -> Result<Option<OpenedChannel>, ServiceError> {
-    match r {
-        Ok(opened) => Ok(Some(opened)),
-        Err(ServiceError::Timeout) => Ok(None),
-        Err(e) => Err(e),
-    }
-}
 
 /// Channels opened at run time, parent side.
 ///
@@ -135,7 +124,7 @@ impl Child {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn try_accept_channel(&self) -> Result<Option<OpenedChannel>, ServiceError> {
-        none_on_timeout(self.runtime.accept(Some(Instant::now())))
+        self.runtime.try_accept()
     }
 
     /// [`Child::accept_channel`] giving up after `timeout` with
@@ -246,7 +235,7 @@ impl Connection {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn try_accept_channel(&self) -> Result<Option<OpenedChannel>, ServiceError> {
-        none_on_timeout(self.runtime.accept(Some(Instant::now())))
+        self.runtime.try_accept()
     }
 
     /// [`Connection::accept_channel`] giving up after `timeout` with
