@@ -105,13 +105,7 @@ fn death_is_seen_both_ways_over_a_sealed_segment() {
     drop(child);
     // The parent dies: a middle process spawns a sealed grandchild and is
     // killed; the grandchild reports Disconnected on its stdout.
-    let mut middle = common::self_command("middle")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let lines = common::StdoutLines::new(middle.stdout.take().unwrap());
-    let middle = common::guard(middle);
+    let (middle, lines) = common::spawn_reporting("middle");
     lines.wait_for("ATTACHED", Duration::from_secs(20));
     middle.kill();
     lines.wait_for("PARENT_GONE", Duration::from_secs(10));

@@ -327,13 +327,7 @@ fn parent_death_reaches_the_child() {
     // is still unread: the kernel resets the socket); "middle_waiting":
     // it waits in `accept_channel` (it read the hello: a plain hang-up).
     for role in ["middle", "middle_waiting"] {
-        let mut middle = common::self_command(role)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let lines = common::StdoutLines::new(middle.stdout.take().unwrap());
-        let middle = common::guard(middle);
+        let (middle, lines) = common::spawn_reporting(role);
         lines.wait_for("ACCEPTING", Duration::from_secs(20));
         if role == "middle_waiting" {
             lines.wait_for("MIDDLE_LINKED", Duration::from_secs(20));
@@ -627,13 +621,7 @@ fn a_wrapper_that_outlives_the_child_does_not_hide_its_death() {
 fn the_parents_death_is_seen_while_another_process_holds_its_socket() {
     let _s = serial();
     let _w = Watchdog::new("held parent socket", Duration::from_secs(60));
-    let mut middle = common::self_command("middle_forked")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let lines = common::StdoutLines::new(middle.stdout.take().unwrap());
-    let middle = common::guard(middle);
+    let (middle, lines) = common::spawn_reporting("middle_forked");
     let line = lines.wait_for("HOLDER", Duration::from_secs(20));
     let _holder = KillPid(line.split_whitespace().nth(1).unwrap().parse().unwrap());
     lines.wait_for("ACCEPTING", Duration::from_secs(20));

@@ -348,6 +348,18 @@ pub fn guard(child: Child) -> ChildGuard {
     ChildGuard { child: Some(child) }
 }
 
+/// This test binary re-executed in `role` (stdin null), killed and reaped
+/// on drop, with the lines it prints on stdout to wait for.
+pub fn spawn_reporting(role: &str) -> (ChildGuard, StdoutLines) {
+    let mut child = self_command(role)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let lines = StdoutLines::new(child.stdout.take().unwrap());
+    (guard(child), lines)
+}
+
 /// The lines a child prints on stdout, read on a thread of their own so a
 /// test can wait for one with a timeout.
 pub struct StdoutLines(mpsc::Receiver<String>);
