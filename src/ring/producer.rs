@@ -101,8 +101,14 @@ impl Producer {
         // The same checks as `refresh_head` (with our tail as the bound),
         // plus the tail's own: nothing read here is trusted unchecked.
         let cap = region.capacity();
-        let valid =
-            tail.is_multiple_of(FRAME_ALIGN) && head.is_multiple_of(FRAME_ALIGN) && head <= tail;
+        // A tail within two capacities of the end of the position space is
+        // no honest one (2^64 bytes never pass): refused, so no sum below
+        // (a lap start, a guard slot) can wrap. The consumer refuses such a
+        // head the same way.
+        let valid = tail.is_multiple_of(FRAME_ALIGN)
+            && head.is_multiple_of(FRAME_ALIGN)
+            && head <= tail
+            && tail <= u64::MAX - 2 * cap;
         if valid
             && tail - head > cap
             && region.index(head) != 0

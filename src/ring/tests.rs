@@ -270,6 +270,9 @@ fn corrupt_indices_and_headers_poison_instead_of_panicking() {
         !r.region().is_published(end),
         "a wait set's probe wraps too"
     );
+    // SAFETY: the only producer of this ring.
+    let p = unsafe { Producer::new(r.region()) };
+    assert!(matches!(p, Err(RingFault::BadIndex { ours, .. }) if ours == end));
 
     // A forged stamp publishes whatever the header says, within bounds.
     let mut r = HeapRing::new(256);
